@@ -1,0 +1,125 @@
+// Why this file exists: the feed-forward policies — a dense SwiGLU (Mistral 7B) and a sparse
+// mixture of experts whose router sends each token to k of E SwiGLU experts (Mixtral).
+#ifndef BORA_MODEL_FEED_FORWARD_HPP
+#define BORA_MODEL_FEED_FORWARD_HPP
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "bora/base/thread_pool.hpp"
+#include "bora/model/config.hpp"
+#include "bora/model/linear.hpp"
+#include "bora/model/weights.hpp"
+#include "bora/ops/ops.hpp"
+
+namespace bora {
+
+// Buffers a feed-forward call may use, sized by the transformer for its largest chunk.
+struct FeedForwardScratch {
+  float* gate = nullptr;      // [n_tokens][hidden_dim]
+  float* up = nullptr;        // [n_tokens][hidden_dim]
+  float* gathered = nullptr;  // [n_tokens][dim]   (MoE: the tokens routed to one expert)
+  float* expert_out = nullptr;  // [n_tokens][dim] (MoE)
+  float* router_logits = nullptr;  // [n_tokens][n_experts] (MoE)
+  int32_t* routed_tokens = nullptr;  // [n_tokens] (MoE)
+  float* routed_weights = nullptr;   // [n_tokens] (MoE)
+  int32_t* chosen = nullptr;         // [n_tokens][top_k] (MoE)
+  float* chosen_weights = nullptr;   // [n_tokens][top_k] (MoE)
+  std::vector<int32_t>* expert_trace = nullptr;  // when set, MoE appends layer, position, ids...
+  int64_t layer = 0;
+  int64_t first_position = 0;
+  int max_threads = 0;
+};
+
+namespace detail {
+// w2(silu(w1 x) * w3 x) for n rows of x, written to out.
+inline void swiglu(ThreadPool& pool, const FeedForwardScratch& s, const TensorView& w1, const TensorView& w2,
+                   const TensorView& w3, const float* x, int64_t n, int64_t hidden, float* out) {
+  linear(pool, s.max_threads, w1, x, n, s.gate);
+  linear(pool, s.max_threads, w3, x, n, s.up);
+  pool.parallel_for(n, [&](int64_t begin, int64_t end, int) {
+    for (int64_t t = begin; t < end; ++t) ops::silu_mul(s.gate + t * hidden, s.up + t * hidden, hidden);
+  }, s.max_threads);
+  linear(pool, s.max_threads, w2, s.gate, n, out);
+}
+}  // namespace detail
+
+struct DenseSwiGLU {
+  static constexpr bool kSparse = false;
+
+  // out[t] = FFN(x[t]); out is added to the residual by the caller.
+  static void forward(const LayerWeights& w, const ModelConfig& c, const float* x, int64_t n, float* out,
+                      const FeedForwardScratch& s, ThreadPool& pool) {
+    detail::swiglu(pool, s, w.w1, w.w2, w.w3, x, n, c.hidden_dim, out);
+  }
+};
+
+// Routing policies for SparseMoE: how many experts each token uses.
+struct TopKFromFile {
+  static int64_t k(const ModelConfig& c) { return c.n_experts_used; }
+};
+template <int K>
+struct TopK {
+  static_assert(K >= 1, "TopK<K>: a token must use at least one expert");
+  static int64_t k(const ModelConfig&) { return K; }
+};
+
+template <class Routing = TopKFromFile>
+struct SparseMoE {
+  static constexpr bool kSparse = true;
+
+  // Router = top-k of the raw logits, softmax over those k only (Mistral's reference). Tokens
+  // are grouped by expert so each expert's weights are read once per chunk, and only chosen
+  // experts are read at all.
+  static void forward(const LayerWeights& w, const ModelConfig& c, const float* x, int64_t n, float* out,
+                      const FeedForwardScratch& s, ThreadPool& pool) {
+    const int64_t n_experts = c.n_experts, k = Routing::k(c), dim = c.dim;
+    linear(pool, s.max_threads, w.router, x, n, s.router_logits);
+    for (int64_t t = 0; t < n; ++t) {
+      const float* logits = s.router_logits + t * n_experts;
+      int32_t* chosen = s.chosen + t * k;
+      float* weights = s.chosen_weights + t * k;
+      // Selection in descending order; ties keep the lower expert index first.
+      for (int64_t r = 0; r < k; ++r) {
+        int32_t best = -1;
+        for (int32_t e = 0; e < n_experts; ++e) {
+          bool taken = false;
+          for (int64_t q = 0; q < r; ++q) taken = taken || chosen[q] == e;
+          if (!taken && (best < 0 || logits[e] > logits[best])) best = e;
+        }
+        chosen[r] = best;
+        weights[r] = logits[best];
+      }
+      ops::softmax(weights, k);
+      if (s.expert_trace != nullptr) {
+        s.expert_trace->push_back(static_cast<int32_t>(s.layer));
+        s.expert_trace->push_back(static_cast<int32_t>(s.first_position + t));
+        for (int64_t r = 0; r < k; ++r) s.expert_trace->push_back(chosen[r]);
+      }
+      for (int64_t i = 0; i < dim; ++i) out[t * dim + i] = 0.0f;
+    }
+    for (int32_t e = 0; e < n_experts; ++e) {
+      int64_t m = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t r = 0; r < k; ++r) {
+          if (s.chosen[t * k + r] != e) continue;
+          s.routed_tokens[m] = static_cast<int32_t>(t);
+          s.routed_weights[m] = s.chosen_weights[t * k + r];
+          std::copy(x + t * dim, x + (t + 1) * dim, s.gathered + m * dim);
+          ++m;
+        }
+      }
+      if (m == 0) continue;
+      detail::swiglu(pool, s, w.expert_w1[e], w.expert_w2[e], w.expert_w3[e], s.gathered, m, c.hidden_dim,
+                     s.expert_out);
+      for (int64_t i = 0; i < m; ++i)
+        ops::axpy(s.routed_weights[i], s.expert_out + i * dim, out + s.routed_tokens[i] * dim, dim);
+    }
+  }
+};
+
+}  // namespace bora
+
+#endif  // BORA_MODEL_FEED_FORWARD_HPP

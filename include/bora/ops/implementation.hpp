@@ -1,0 +1,161 @@
+// Why this file exists: the one translation unit that defines BORA_IMPLEMENTATION includes this, and
+// only here are the kernels in kernels-inl.h compiled for every SIMD target (foreach_target.h) and
+// the plain functions declared in ops.hpp defined, each dispatching to the best target at run time.
+// With BORA_STATIC_DISPATCH only the target of the compiler flags (-march) is built: smaller
+// binaries, no run-time detection.
+#ifndef BORA_OPS_IMPLEMENTATION_HPP
+#define BORA_OPS_IMPLEMENTATION_HPP
+
+// Must precede the first Highway header of the translation unit.
+#if defined(BORA_STATIC_DISPATCH) && !defined(HWY_COMPILE_ONLY_STATIC)
+#define HWY_COMPILE_ONLY_STATIC 1
+#endif
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "bora/io/tensor_view.hpp"
+#include "bora/model/config.hpp"
+#include "bora/ops/ops.hpp"
+
+// The single-header build points this at itself; the multi-header build uses the kernels file.
+#ifndef BORA_KERNELS_INCLUDE
+#define BORA_KERNELS_INCLUDE "bora/ops/kernels-inl.h"
+#endif
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE BORA_KERNELS_INCLUDE
+#include <hwy/foreach_target.h>  // re-includes HWY_TARGET_INCLUDE once per target
+#include <hwy/highway.h>
+
+#include "bora/ops/kernels-inl.h"  // the static (or last) target
+
+#if HWY_ONCE
+#include <hwy/aligned_allocator.h>
+#include <hwy/targets.h>
+
+namespace bora {
+namespace ops {
+
+HWY_EXPORT(TargetNameKernel);
+HWY_EXPORT(DotKernel);
+HWY_EXPORT(AxpyKernel);
+HWY_EXPORT(ScaleKernel);
+HWY_EXPORT(RmsNormKernel);
+HWY_EXPORT(SoftmaxKernel);
+HWY_EXPORT(SiluMulKernel);
+HWY_EXPORT(F16ToF32Kernel);
+HWY_EXPORT(F32ToF16Kernel);
+HWY_EXPORT(MatvecKernel);
+HWY_EXPORT(MatmulKernel);
+HWY_EXPORT(RowDotKernel);
+
+namespace detail {
+
+// Per-thread buffer for the dequantized weight rows of matmul_f32: grown once to the largest row
+// length seen, never freed in the token loop, private to each thread so callers can split rows.
+inline float* matmul_scratch(size_t floats) {
+  struct Buffer {
+    hwy::AlignedFreeUniquePtr<float[]> data;
+    size_t capacity = 0;
+  };
+  thread_local Buffer buffer;
+  if (buffer.capacity < floats) {
+    buffer.data = hwy::AllocateAligned<float>(floats);
+    buffer.capacity = buffer.data ? floats : 0;
+  }
+  return buffer.data.get();
+}
+
+}  // namespace detail
+
+void matvec_f32(const TensorView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
+  if (row_end <= row_begin) return;
+  HWY_DYNAMIC_DISPATCH(MatvecKernel)(w.type, w.data, w.row_bytes(), w.row_length(), x, y, row_begin,
+                                     row_end);
+}
+
+void matmul_f32(const TensorView& w, const float* x, int64_t n_tokens, float* y, int64_t y_stride,
+                int64_t row_begin, int64_t row_end) {
+  if (row_end <= row_begin || n_tokens <= 0) return;
+  const int64_t n = w.row_length();
+  const uint64_t row_bytes = w.row_bytes();
+  float* scratch = detail::matmul_scratch(static_cast<size_t>(kernels::kMatmulTileRows * n));
+  if (scratch == nullptr) {
+    // Out of memory for the row buffer: fall back to one row at a time (slower, no allocation).
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      for (int64_t r = row_begin; r < row_end; ++r) {
+        y[t * y_stride + r] = HWY_DYNAMIC_DISPATCH(RowDotKernel)(
+            w.type, w.data + static_cast<uint64_t>(r) * row_bytes, x + t * n, n);
+      }
+    }
+    return;
+  }
+  HWY_DYNAMIC_DISPATCH(MatmulKernel)(w.type, w.data, row_bytes, n, x, n_tokens, y, y_stride,
+                                     row_begin, row_end, scratch);
+}
+
+float dot(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(DotKernel)(a, b, n); }
+
+void axpy(float alpha, const float* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(AxpyKernel)(alpha, x, y, n); }
+
+void scale(float* x, float alpha, int64_t n) { HWY_DYNAMIC_DISPATCH(ScaleKernel)(x, alpha, n); }
+
+void rmsnorm(const float* x, const float* weight, float eps, int64_t n, float* y) {
+  HWY_DYNAMIC_DISPATCH(RmsNormKernel)(x, weight, eps, n, y);
+}
+
+void softmax(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(SoftmaxKernel)(x, n); }
+
+void silu_mul(float* gate, const float* up, int64_t n) { HWY_DYNAMIC_DISPATCH(SiluMulKernel)(gate, up, n); }
+
+// Scalar on purpose: RoPE touches head_dim values per head once per token, so it is cheap, and the
+// angles are computed in double so large positions keep full f32 accuracy in cos/sin.
+void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t position, float theta, RopePairing pairing) {
+  const int64_t half = head_dim / 2;
+  if (half <= 0 || n_heads <= 0) return;
+  constexpr int64_t kMaxCachedPairs = 512;
+  double cos_cache[kMaxCachedPairs], sin_cache[kMaxCachedPairs];
+  const int64_t cached = half < kMaxCachedPairs ? half : kMaxCachedPairs;
+  auto angle_of = [&](int64_t i) {
+    const double inverse_frequency =
+        std::pow(static_cast<double>(theta), -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+    return static_cast<double>(position) * inverse_frequency;
+  };
+  for (int64_t i = 0; i < cached; ++i) {
+    const double angle = angle_of(i);
+    cos_cache[i] = std::cos(angle);
+    sin_cache[i] = std::sin(angle);
+  }
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* head = x + h * head_dim;
+    for (int64_t i = 0; i < half; ++i) {
+      double c, s;
+      if (i < cached) {
+        c = cos_cache[i];
+        s = sin_cache[i];
+      } else {
+        const double angle = angle_of(i);
+        c = std::cos(angle);
+        s = std::sin(angle);
+      }
+      float* first = pairing == RopePairing::kAdjacent ? head + 2 * i : head + i;
+      float* second = pairing == RopePairing::kAdjacent ? head + 2 * i + 1 : head + i + half;
+      const double a = *first, b = *second;
+      *first = static_cast<float>(a * c - b * s);
+      *second = static_cast<float>(a * s + b * c);
+    }
+  }
+}
+
+void f32_to_f16(const float* x, uint16_t* y, int64_t n) { HWY_DYNAMIC_DISPATCH(F32ToF16Kernel)(x, y, n); }
+
+void f16_to_f32(const uint16_t* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(F16ToF32Kernel)(x, y, n); }
+
+const char* simd_target_name() { return HWY_DYNAMIC_DISPATCH(TargetNameKernel)(); }
+
+}  // namespace ops
+}  // namespace bora
+
+#endif  // HWY_ONCE
+#endif  // BORA_OPS_IMPLEMENTATION_HPP

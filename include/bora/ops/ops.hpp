@@ -1,0 +1,47 @@
+// Why this file exists: the SIMD boundary. Everything above it (policies, the transformer) calls these
+// plain functions; their bodies are Highway kernels compiled for every target in the one translation
+// unit that defines BORA_IMPLEMENTATION (see implementation.hpp) and chosen at run time.
+#ifndef BORA_OPS_OPS_HPP
+#define BORA_OPS_OPS_HPP
+
+#include <cstdint>
+
+#include "bora/io/tensor_view.hpp"
+#include "bora/model/config.hpp"
+
+namespace bora {
+namespace ops {
+
+// ---- weight x activation products -------------------------------------------------------------
+// `w` is a matrix of w.rows() rows of w.row_length() values in any WeightType. Rows
+// [row_begin, row_end) are computed, so callers split work across threads by rows.
+
+// Exact path (f32 activations; weights dequantized on the fly): y[r] = dot(w.row(r), x).
+void matvec_f32(const TensorView& w, const float* x, float* y, int64_t row_begin, int64_t row_end);
+
+// Exact path, several tokens: y[t * y_stride + r] = dot(w.row(r), x + t * w.row_length()).
+void matmul_f32(const TensorView& w, const float* x, int64_t n_tokens, float* y, int64_t y_stride,
+                int64_t row_begin, int64_t row_end);
+
+// ---- small vector kernels ----------------------------------------------------------------------
+float dot(const float* a, const float* b, int64_t n);
+void axpy(float alpha, const float* x, float* y, int64_t n);  // y += alpha * x
+void scale(float* x, float alpha, int64_t n);                  // x *= alpha
+// y = x / sqrt(mean(x^2) + eps) * weight  (y may equal x)
+void rmsnorm(const float* x, const float* weight, float eps, int64_t n, float* y);
+// In-place softmax over n values.
+void softmax(float* x, int64_t n);
+// gate[i] = silu(gate[i]) * up[i]
+void silu_mul(float* gate, const float* up, int64_t n);
+// Rotates n_heads consecutive heads of head_dim values at absolute position `position`.
+void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t position, float theta, RopePairing pairing);
+void f32_to_f16(const float* x, uint16_t* y, int64_t n);
+void f16_to_f32(const uint16_t* x, float* y, int64_t n);
+
+// Name of the SIMD target chosen at run time (for logs and benchmarks).
+const char* simd_target_name();
+
+}  // namespace ops
+}  // namespace bora
+
+#endif  // BORA_OPS_OPS_HPP

@@ -1,0 +1,132 @@
+// Why this file exists: ggml's Q4_K super-block (256 4-bit values in 8 sub-blocks with 6-bit packed
+// scales and mins), its scalar reference dequantizer, and a simple quantizer; Q5_K reuses the scales.
+#ifndef BORA_QUANT_Q4_K_HPP
+#define BORA_QUANT_Q4_K_HPP
+
+#include <cmath>
+#include <cstdint>
+
+#include "bora/quant/f16.hpp"
+#include "bora/quant/q8_0.hpp"
+
+namespace bora {
+namespace quant {
+
+// Layout (144 bytes): f16 d at 0, f16 dmin at 2, u8 scales[12] at 4, u8 qs[128] at 16.
+// Sub-block j (32 values) has 6-bit scale sc_j and min m_j; value = d*sc_j*q - dmin*m_j, q in 0..15.
+// qs byte 32c + l holds element l of sub-block 2c (low nibble) and of sub-block 2c+1 (high nibble).
+struct Q4_KBlock {
+  static constexpr int kElements = 256;
+  static constexpr int kBytes = 144;
+  static constexpr int kScaleOffset = 0;
+  static constexpr int kMinScaleOffset = 2;
+  static constexpr int kScalesOffset = 4;
+  static constexpr int kQuantsOffset = 16;
+};
+
+// The 12 scale bytes hold eight 6-bit (scale, min) pairs: pairs 0..3 in the low 6 bits of bytes
+// 0..3 / 4..7; pairs 4..7 keep their low 4 bits in bytes 8..11 and their top 2 bits in the spare
+// high bits of bytes 0..7.
+inline void unpack_k_scale_min(const uint8_t* scales, int j, int* scale, int* min) {
+  if (j < 4) {
+    *scale = scales[j] & 63;
+    *min = scales[j + 4] & 63;
+  } else {
+    *scale = (scales[j + 4] & 15) | ((scales[j - 4] >> 6) << 4);
+    *min = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
+  }
+}
+
+inline void pack_k_scale_mins(const int* scale, const int* min, uint8_t* scales) {
+  for (int j = 0; j < 4; ++j) {
+    scales[j] = static_cast<uint8_t>((scale[j] & 63) | ((scale[j + 4] >> 4) << 6));
+    scales[j + 4] = static_cast<uint8_t>((min[j] & 63) | ((min[j + 4] >> 4) << 6));
+    scales[j + 8] = static_cast<uint8_t>((scale[j + 4] & 15) | ((min[j + 4] & 15) << 4));
+  }
+}
+
+inline void dequantize_block_q4_k(const uint8_t* block, float* out) {
+  const float d = load_f16(block + Q4_KBlock::kScaleOffset);
+  const float dmin = load_f16(block + Q4_KBlock::kMinScaleOffset);
+  const uint8_t* scales = block + Q4_KBlock::kScalesOffset;
+  const uint8_t* qs = block + Q4_KBlock::kQuantsOffset;
+  for (int j = 0; j < 8; ++j) {
+    int sc = 0, m = 0;
+    unpack_k_scale_min(scales, j, &sc, &m);
+    const float step = d * static_cast<float>(sc);
+    const float offset = dmin * static_cast<float>(m);
+    const uint8_t* bytes = qs + 32 * (j / 2);
+    const int shift = (j % 2) * 4;
+    for (int l = 0; l < 32; ++l) {
+      out[32 * j + l] = step * static_cast<float>((bytes[l] >> shift) & 15) - offset;
+    }
+  }
+}
+
+inline void dequantize_row_q4_k(const uint8_t* src, float* dst, int64_t n) {
+  for (int64_t b = 0; b < n / 256; ++b) dequantize_block_q4_k(src + b * 144, dst + b * 256);
+}
+
+namespace detail {
+
+// Asymmetric min/max quantization of a 256-value super-block into 8 sub-blocks of 32 values with
+// q in [0, max_q]; shared by Q4_K (max_q 15) and Q5_K (max_q 31). Returns the f16 bits of d and
+// dmin, the 6-bit scales and mins, and the quants.
+inline void quantize_k_superblock(const float* x, int max_q, uint16_t* d_bits, uint16_t* dmin_bits,
+                                  int* scale, int* min, uint8_t* q) {
+  float sub_step[8], sub_min[8];
+  float max_step = 0.0f, max_min = 0.0f;
+  for (int j = 0; j < 8; ++j) {
+    float lo = 0.0f, hi = -INFINITY;
+    for (int l = 0; l < 32; ++l) {
+      lo = std::fmin(lo, x[32 * j + l]);
+      hi = std::fmax(hi, x[32 * j + l]);
+    }
+    sub_step[j] = (hi - lo) / static_cast<float>(max_q);
+    sub_min[j] = -lo;
+    max_step = std::fmax(max_step, sub_step[j]);
+    max_min = std::fmax(max_min, sub_min[j]);
+  }
+  *d_bits = f32_to_f16(max_step / 63.0f);
+  *dmin_bits = f32_to_f16(max_min / 63.0f);
+  const float d = f16_to_f32(*d_bits);
+  const float dmin = f16_to_f32(*dmin_bits);
+  for (int j = 0; j < 8; ++j) {
+    scale[j] = d > 0.0f ? round_and_clamp(sub_step[j] / d, 0, 63) : 0;
+    if (scale[j] == 0 && sub_step[j] > 0.0f && d > 0.0f) scale[j] = 1;
+    min[j] = dmin > 0.0f ? round_and_clamp(sub_min[j] / dmin, 0, 63) : 0;
+    const float step = d * static_cast<float>(scale[j]);
+    const float offset = dmin * static_cast<float>(min[j]);
+    const float inverse = step > 0.0f ? 1.0f / step : 0.0f;
+    for (int l = 0; l < 32; ++l) {
+      q[32 * j + l] = static_cast<uint8_t>(round_and_clamp((x[32 * j + l] + offset) * inverse, 0, max_q));
+    }
+  }
+}
+
+}  // namespace detail
+
+inline void quantize_block_q4_k(const float* x, uint8_t* block) {
+  uint16_t d_bits = 0, dmin_bits = 0;
+  int scale[8], min[8];
+  uint8_t q[256];
+  detail::quantize_k_superblock(x, 15, &d_bits, &dmin_bits, scale, min, q);
+  store_u16_le(block + Q4_KBlock::kScaleOffset, d_bits);
+  store_u16_le(block + Q4_KBlock::kMinScaleOffset, dmin_bits);
+  pack_k_scale_mins(scale, min, block + Q4_KBlock::kScalesOffset);
+  uint8_t* qs = block + Q4_KBlock::kQuantsOffset;
+  for (int c = 0; c < 4; ++c) {
+    for (int l = 0; l < 32; ++l) {
+      qs[32 * c + l] = static_cast<uint8_t>(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+    }
+  }
+}
+
+inline void quantize_row_q4_k(const float* src, uint8_t* dst, int64_t n) {
+  for (int64_t b = 0; b < n / 256; ++b) quantize_block_q4_k(src + b * 256, dst + b * 144);
+}
+
+}  // namespace quant
+}  // namespace bora
+
+#endif  // BORA_QUANT_Q4_K_HPP
