@@ -14,11 +14,20 @@
 #include "bora/io/json_config.hpp"
 #include "bora/io/model_files.hpp"
 #include "bora/io/safetensors.hpp"
+#include "bora/io/ollama.hpp"
+#include "bora/io/sentencepiece_model.hpp"
 #include "bora/model/config.hpp"
+#include "bora/model/load.hpp"
 #include "bora/model/presets.hpp"
 #include "bora/model/transformer.hpp"
 #include "bora/ops/ops.hpp"
 #include "bora/quant/dequantize.hpp"
+#include "bora/text/chat_request.hpp"
+#include "bora/text/chat_template.hpp"
+#include "bora/text/sampler.hpp"
+#include "bora/text/session.hpp"
+#include "bora/text/tokenizer.hpp"
+#include "bora/text/vocabulary.hpp"
 
 #endif  // BORA_BORA_HPP
 

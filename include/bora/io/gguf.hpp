@@ -4,6 +4,7 @@
 #ifndef BORA_IO_GGUF_HPP
 #define BORA_IO_GGUF_HPP
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
@@ -509,8 +510,10 @@ class GgufFile {
                         file, n_tensors, cursor.remaining(), n_kv);
     }
 
-    keys_.reserve(static_cast<size_t>(n_kv));
-    values_.reserve(static_cast<size_t>(n_kv));
+    // Reserve at most a modest amount up front: a count is only trusted as far as entries parse.
+    const size_t kMaxReserve = 4096;
+    keys_.reserve(static_cast<size_t>(std::min<uint64_t>(n_kv, kMaxReserve)));
+    values_.reserve(static_cast<size_t>(std::min<uint64_t>(n_kv, kMaxReserve)));
     for (uint64_t i = 0; i < n_kv; ++i) BORA_RETURN_IF_ERROR(parse_kv(cursor, i));
 
     alignment_ = 32;
@@ -535,9 +538,9 @@ class GgufFile {
                         " bytes remain after the metadata at byte offset %" PRIu64 " (or the file is truncated)", file, n_tensors,
                         cursor.remaining(), cursor.offset());
     }
-    tensors_.reserve(static_cast<size_t>(n_tensors));
+    tensors_.reserve(static_cast<size_t>(std::min<uint64_t>(n_tensors, kMaxReserve)));
     std::vector<uint64_t> offsets;
-    offsets.reserve(static_cast<size_t>(n_tensors));
+    offsets.reserve(static_cast<size_t>(std::min<uint64_t>(n_tensors, kMaxReserve)));
     for (uint64_t i = 0; i < n_tensors; ++i) BORA_RETURN_IF_ERROR(parse_tensor_info(cursor, i, &offsets));
 
     const uint64_t infos_end = cursor.offset();

@@ -5,6 +5,7 @@
 #define BORA_MODEL_TRANSFORMER_HPP
 
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -54,6 +55,16 @@ struct ContextParams {
 class ModelContext {
  public:
   virtual ~ModelContext() = default;
+  // Forget positions from `position` on, so they can be recomputed differently (a chat that
+  // edits its last turn). Possible only while no cache slot has been reused; false otherwise.
+  bool truncate(int64_t position) {
+    if (position < 0 || position > n_past_ || n_past_ > kv_capacity_) return false;
+    n_past_ = position;
+    return true;
+  }
+  // The cache as bytes (for saving a session), and back. restore_state checks the size.
+  virtual std::vector<uint8_t> save_state() const = 0;
+  virtual Status restore_state(const uint8_t* data, uint64_t size, int64_t n_past) = 0;
   int64_t n_past() const { return n_past_; }  // positions consumed so far
   int64_t window() const { return window_; }  // effective sliding window, 0 = none
   int64_t kv_capacity() const { return kv_capacity_; }
@@ -68,9 +79,20 @@ class ModelContext {
   int64_t kv_capacity_ = 0;
 };
 
+class Tokenizer;
+class Session;
+struct SessionParams;
+
 class Model {
  public:
   virtual ~Model() = default;
+  // The tokenizer that came with the model (GGUF metadata, or tokenizer.model beside the
+  // safetensors); null when the files have none.
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  void set_tokenizer(std::shared_ptr<const Tokenizer> tokenizer) { tokenizer_ = std::move(tokenizer); }
+  // A new stream of text over this model (defined in text/session.hpp). Sessions share the
+  // model read-only, so several may run on different threads at once.
+  Expected<Session> session(const SessionParams& params) const;
   virtual const ModelConfig& config() const = 0;
   virtual const ModelFiles& files() const = 0;
   virtual const char* preset_name() const = 0;
@@ -79,6 +101,9 @@ class Model {
   // ([n][vocab]) when all_logits, else for the last one only ([vocab]). logits may be null.
   virtual Status forward(ModelContext& ctx, const int32_t* tokens, int64_t n, float* logits,
                          bool all_logits) const = 0;
+
+ private:
+  std::shared_ptr<const Tokenizer> tokenizer_;
 };
 
 namespace detail {
@@ -122,6 +147,29 @@ class Transformer final : public Model {
     std::vector<int32_t> chosen, routed_tokens;
     int64_t scratch_per_thread = 0;
     friend class Transformer;
+
+    std::vector<uint8_t> save_state() const override {
+      const auto& keys = const_cast<KvCache&>(cache).raw_keys();
+      const auto& values = const_cast<KvCache&>(cache).raw_values();
+      const size_t key_bytes = keys.size() * sizeof(keys[0]);
+      std::vector<uint8_t> bytes(key_bytes * 2);
+      std::memcpy(bytes.data(), keys.data(), key_bytes);
+      std::memcpy(bytes.data() + key_bytes, values.data(), key_bytes);
+      return bytes;
+    }
+    Status restore_state(const uint8_t* data, uint64_t size, int64_t n_past) override {
+      auto& keys = cache.raw_keys();
+      auto& values = cache.raw_values();
+      const uint64_t key_bytes = keys.size() * sizeof(keys[0]);
+      if (size != key_bytes * 2 || n_past < 0) {
+        return make_error(ErrorCode::kFormat, "session state holds %llu cache bytes, this context needs %llu",
+                          (unsigned long long)size, (unsigned long long)(key_bytes * 2));
+      }
+      std::memcpy(keys.data(), data, key_bytes);
+      std::memcpy(values.data(), data + key_bytes, key_bytes);
+      n_past_ = n_past;
+      return Status();
+    }
   };
 
   static Expected<std::unique_ptr<Transformer>> load(ModelFiles files, const LoadParams& params = {}) {

@@ -10,6 +10,11 @@
 #if defined(BORA_STATIC_DISPATCH) && !defined(HWY_COMPILE_ONLY_STATIC)
 #define HWY_COMPILE_ONLY_STATIC 1
 #endif
+// Also build the AVX-512 target with VNNI (Ice Lake, Zen 4/5), which the int8 fast path uses;
+// Highway 1.0.3 leaves it out unless asked.
+#ifndef HWY_WANT_AVX3_DL
+#define HWY_WANT_AVX3_DL
+#endif
 
 #include <cmath>
 #include <cstddef>
@@ -49,6 +54,10 @@ HWY_EXPORT(F32ToF16Kernel);
 HWY_EXPORT(MatvecKernel);
 HWY_EXPORT(MatmulKernel);
 HWY_EXPORT(RowDotKernel);
+HWY_EXPORT(DequantizeRowKernel);
+HWY_EXPORT(QuantizeRowQ8Kernel);
+HWY_EXPORT(MatvecQ8Kernel);
+HWY_EXPORT(MatmulQ8Kernel);
 
 namespace detail {
 
@@ -65,6 +74,39 @@ inline float* matmul_scratch(size_t floats) {
     buffer.capacity = buffer.data ? floats : 0;
   }
   return buffer.data.get();
+}
+
+// Second per-thread buffer: the dequantized activations when the fast path meets float weights.
+inline float* activation_scratch(size_t floats) {
+  struct Buffer {
+    hwy::AlignedFreeUniquePtr<float[]> data;
+    size_t capacity = 0;
+  };
+  thread_local Buffer buffer;
+  if (buffer.capacity < floats) {
+    buffer.data = hwy::AllocateAligned<float>(floats);
+    buffer.capacity = buffer.data ? floats : 0;
+  }
+  return buffer.data.get();
+}
+
+// Third per-thread buffer: activations of kernels::kPrefillTokens tokens repacked for the VNNI
+// prefill kernel (null if allocation fails; the kernel then takes its slower path).
+inline uint8_t* prefill_scratch(size_t bytes) {
+  struct Buffer {
+    hwy::AlignedFreeUniquePtr<uint8_t[]> data;
+    size_t capacity = 0;
+  };
+  thread_local Buffer buffer;
+  if (buffer.capacity < bytes) {
+    buffer.data = hwy::AllocateAligned<uint8_t>(bytes);
+    buffer.capacity = buffer.data ? bytes : 0;
+  }
+  return buffer.data.get();
+}
+
+inline bool is_float_type(WeightType type) {
+  return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16;
 }
 
 }  // namespace detail
@@ -153,6 +195,39 @@ void f32_to_f16(const float* x, uint16_t* y, int64_t n) { HWY_DYNAMIC_DISPATCH(F
 void f16_to_f32(const uint16_t* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(F16ToF32Kernel)(x, y, n); }
 
 const char* simd_target_name() { return HWY_DYNAMIC_DISPATCH(TargetNameKernel)(); }
+
+int64_t simd_compiled_targets() { return HWY_TARGETS; }
+
+int64_t q8_row_bytes(int64_t n) { return quant::q8_activation_row_bytes(n); }
+
+void quantize_row_q8(const float* x, int64_t n, uint8_t* xq) { HWY_DYNAMIC_DISPATCH(QuantizeRowQ8Kernel)(x, n, xq); }
+
+void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end) {
+  matmul_q8(w, xq, 1, y, 0, row_begin, row_end);
+}
+
+void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
+               int64_t row_begin, int64_t row_end) {
+  if (row_end <= row_begin || n_tokens <= 0) return;
+  const int64_t n = w.row_length();
+  if (!detail::is_float_type(w.type)) {
+    if (n_tokens == 1) {
+      HWY_DYNAMIC_DISPATCH(MatvecQ8Kernel)(w.type, w.data, w.row_bytes(), n, xq, y, row_begin, row_end);
+    } else {
+      uint8_t* scratch = detail::prefill_scratch(static_cast<size_t>(kernels::prefill_scratch_bytes(n)));
+      HWY_DYNAMIC_DISPATCH(MatmulQ8Kernel)(w.type, w.data, w.row_bytes(), n, xq, n_tokens, y, y_stride,
+                                           row_begin, row_end, scratch);
+    }
+    return;
+  }
+  // Float weights gain nothing from int8 activations: widen them back and use the f32 kernels.
+  float* x = detail::activation_scratch(static_cast<size_t>(n));
+  if (x == nullptr) return;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    quant::dequantize_activations_q8(xq + t * q8_row_bytes(n), n, x);
+    matvec_f32(w, x, y + t * y_stride, row_begin, row_end);
+  }
+}
 
 }  // namespace ops
 }  // namespace bora

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "bora/quant/dequantize.hpp"
+#include "bora/quant/q8_activations.hpp"
 #include "bora/quant/weight_type.hpp"
 
 #ifndef BORA_OPS_KERNELS_SHARED_CONSTANTS_
@@ -18,8 +19,13 @@
 namespace bora {
 namespace ops {
 namespace kernels {
-// Rows of weights matmul dequantizes at once; its caller provides a scratch of this many rows.
+// Rows of weights matmul_f32 dequantizes at once; its caller provides a scratch of this many rows.
 constexpr int64_t kMatmulTileRows = 4;
+// Tokens the VNNI prefill kernel packs at once (two 512-bit registers of 16), the fewest tokens for
+// which it beats the row-at-a-time kernel, and the scratch it needs for rows of n values.
+constexpr int64_t kPrefillTokens = 32;
+constexpr int64_t kPrefillMinTokens = 8;
+inline int64_t prefill_scratch_bytes(int64_t n) { return kPrefillTokens * n + 4 * (n / 32) * kPrefillTokens * 4; }
 }  // namespace kernels
 }  // namespace ops
 }  // namespace bora
@@ -36,6 +42,11 @@ constexpr int64_t kMatmulTileRows = 4;
 #include <hwy/contrib/math/math-inl.h>
 
 HWY_BEFORE_NAMESPACE();
+// VNNI (vpdpbusd) is part of every x86 target from AVX3_DL up; Highway 1.0.3 names only "avxvnni"
+// in that target's attributes, so the EVEX form's feature is added here.
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3_DL
+HWY_PUSH_ATTRIBUTES("avx512vnni")
+#endif
 namespace bora {
 namespace ops {
 namespace HWY_NAMESPACE {
@@ -562,9 +573,680 @@ inline void MatmulKernel(WeightType type, const uint8_t* data, uint64_t row_byte
   }
 }
 
+// ---- int8 activation fast path -------------------------------------------------------------------
+// Activations arrive quantized (quant/q8_activations.hpp: 32 int8 per f32 scale). Per block of 32
+// the integer dot product of weight quants and activation quants is exact; it is then scaled by
+// the weight scale times the activation scale in f32. x86 targets from AVX2 up use u8 x s8
+// multiply-adds (VNNI's vpdpbusd from AVX3_DL up); every other target the portable path below.
+
+inline void QuantizeRowQ8Kernel(const float* x, int64_t n, uint8_t* out) {
+  const BlockF32 df;
+  const hn::Rebind<int32_t, BlockF32> di;
+  const hn::Rebind<int8_t, BlockF32> di8;
+  const size_t lanes = hn::Lanes(df);
+  int8_t* q = reinterpret_cast<int8_t*>(out);
+  float* d = reinterpret_cast<float*>(out + n);
+  float* d_sum = d + n / 32;
+  const auto high = hn::Set(di, 127);
+  const auto low = hn::Set(di, -127);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float* xb = x + 32 * b;
+    auto vmax = hn::Zero(df);
+    for (size_t i = 0; i < 32; i += lanes) vmax = hn::Max(vmax, hn::Abs(hn::LoadU(df, xb + i)));
+    const float amax = hn::GetLane(hn::MaxOfLanes(df, vmax));
+    const float scale = amax / 127.0f;
+    const auto inverse = hn::Set(df, amax > 0.0f ? 1.0f / scale : 0.0f);
+    auto vsum = hn::Zero(di);
+    for (size_t i = 0; i < 32; i += lanes) {
+      const auto qi = hn::Min(hn::Max(hn::NearestInt(hn::Mul(hn::LoadU(df, xb + i), inverse)), low), high);
+      vsum = hn::Add(vsum, qi);
+      hn::StoreU(hn::DemoteTo(di8, qi), di8, q + 32 * b + static_cast<int64_t>(i));
+    }
+    d[b] = scale;
+    d_sum[b] = scale * static_cast<float>(hn::GetLane(hn::SumOfLanes(di, vsum)));
+  }
+}
+
+// -- portable path: weights decoded to int8, products widened to int16 and summed pairwise.
+
+HWY_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int count) {
+  const hn::CappedTag<int16_t, 16> d16;
+  const hn::Rebind<int8_t, decltype(d16)> d8;
+  const hn::Repartition<int32_t, decltype(d16)> d32;
+  auto sum0 = hn::Zero(d32), sum1 = hn::Zero(d32);
+  const int lanes = static_cast<int>(hn::Lanes(d16));
+  for (int i = 0; i < count; i += lanes) {
+    const auto va = hn::PromoteTo(d16, hn::LoadU(d8, a + i));
+    const auto vb = hn::PromoteTo(d16, hn::LoadU(d8, b + i));
+    sum0 = hn::ReorderWidenMulAccumulate(d32, va, vb, sum0, sum1);
+  }
+  return hn::GetLane(hn::SumOfLanes(d32, hn::RearrangeToOddPlusEven(sum0, sum1)));
+}
+
+template <int T>
+HWY_INLINE void PortableRowDotQ8(WeightType type, const uint8_t* row, int64_t n,
+                                 const quant::Q8ActivationRow* x, float* out) {
+  for (int t = 0; t < T; ++t) out[t] = 0.0f;
+  HWY_ALIGN int8_t w[256];
+  switch (type) {
+    case WeightType::kQ8_0:
+    case WeightType::kQ4_0: {
+      const bool is_q8 = type == WeightType::kQ8_0;
+      const int block_bytes = is_q8 ? 34 : 18;
+      for (int64_t b = 0; b < n / 32; ++b) {
+        const uint8_t* block = row + b * block_bytes;
+        const float dw = quant::load_f16(block);
+        if (is_q8) {
+          std::memcpy(w, block + 2, 32);
+        } else {
+          for (int j = 0; j < 16; ++j) {
+            w[j] = static_cast<int8_t>((block[2 + j] & 15) - 8);
+            w[j + 16] = static_cast<int8_t>((block[2 + j] >> 4) - 8);
+          }
+        }
+        for (int t = 0; t < T; ++t) {
+          out[t] += dw * x[t].d[b] * static_cast<float>(DotI8(w, x[t].q + 32 * b, 32));
+        }
+      }
+      return;
+    }
+    case WeightType::kQ4_K:
+    case WeightType::kQ5_K: {
+      const bool has_high_bit = type == WeightType::kQ5_K;
+      const int block_bytes = has_high_bit ? 176 : 144;
+      for (int64_t s = 0; s < n / 256; ++s) {
+        const uint8_t* block = row + s * block_bytes;
+        const float d = quant::load_f16(block);
+        const float dmin = quant::load_f16(block + 2);
+        uint8_t sc[8], m[8];
+        quant::unpack_k_scales_mins(block + 4, sc, m);
+        const uint8_t* qh = block + 16;
+        const uint8_t* qs = block + (has_high_bit ? 48 : 16);
+        for (int j = 0; j < 8; ++j) {
+          for (int l = 0; l < 32; ++l) {
+            int q = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 15;
+            if (has_high_bit) q |= ((qh[l] >> j) & 1) << 4;
+            w[32 * j + l] = static_cast<int8_t>(q);
+          }
+        }
+        for (int t = 0; t < T; ++t) {
+          for (int j = 0; j < 8; ++j) {
+            const int64_t b = 8 * s + j;
+            const int32_t dot = DotI8(w + 32 * j, x[t].q + 32 * b, 32);
+            out[t] += d * static_cast<float>(sc[j]) * x[t].d[b] * static_cast<float>(dot) -
+                      dmin * static_cast<float>(m[j]) * x[t].d_sum[b];
+          }
+        }
+      }
+      return;
+    }
+    case WeightType::kQ6_K: {
+      for (int64_t s = 0; s < n / 256; ++s) {
+        const uint8_t* block = row + s * 210;
+        const float d = quant::load_f16(block + 208);
+        const int8_t* scales = reinterpret_cast<const int8_t*>(block + 192);
+        for (int i = 0; i < 256; ++i) w[i] = static_cast<int8_t>(quant::q6_k_quant(block, i) - 32);
+        for (int t = 0; t < T; ++t) {
+          for (int j = 0; j < 8; ++j) {
+            const int64_t b = 8 * s + j;
+            const int32_t dot = scales[2 * j] * DotI8(w + 32 * j, x[t].q + 32 * b, 16) +
+                                scales[2 * j + 1] * DotI8(w + 32 * j + 16, x[t].q + 32 * b + 16, 16);
+            out[t] += d * x[t].d[b] * static_cast<float>(dot);
+          }
+        }
+      }
+      return;
+    }
+    default:
+      return;  // float weights never reach here (implementation.hpp routes them to the f32 path)
+  }
+}
+
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+#define BORA_KERNELS_X86_INT8 1
+
+// Sums of four adjacent u8 x s8 products per 32-bit lane. u <= 128 and |s| <= 127, so the 16-bit
+// pair sums of maddubs (at most 2 * 128 * 127) never saturate.
+HWY_INLINE __m256i X86DotU8S8(__m256i u, __m256i s) {
+#if HWY_TARGET <= HWY_AVX3_DL
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+
+// Signed x signed through the u8 x s8 instruction: |w| times s carrying w's sign.
+HWY_INLINE __m256i X86DotS8S8(__m256i w, __m256i s) {
+  return X86DotU8S8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(s, w));
+}
+
+HWY_INLINE float X86Sum(__m256 v) {
+  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
+  return _mm_cvtss_f32(sum);
+}
+
+HWY_INLINE float X86Half(const uint8_t* p) {
+#if defined(HWY_DISABLE_F16C)
+  return quant::load_f16(p);
+#else
+  return _cvtsh_ss(quant::load_u16_le(p));
+#endif
+}
+
+HWY_INLINE __m256i X86Load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+HWY_INLINE __m256 X86Accumulate(__m256i sums, __m256 scale, __m256 acc) {
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc);
+}
+
+// Blocks are processed two at a time into separate accumulators so that consecutive multiply-adds
+// do not wait on each other (one chain would bound a single-token matvec by FMA latency). Loops over
+// the T tokens are fully unrolled so the accumulators live in registers.
+template <int T>
+HWY_INLINE void X86BlockQ8_0(const uint8_t* row, int64_t b, const quant::Q8ActivationRow* x, __m256 (&sums)[T]) {
+  const uint8_t* block = row + 34 * b;
+  const float dw = X86Half(block);
+  const __m256i w = X86Load32(block + 2);
+  const __m256i w_abs = _mm256_sign_epi8(w, w);
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) {
+    const __m256i xs = _mm256_sign_epi8(X86Load32(x[t].q + 32 * b), w);
+    sums[t] = X86Accumulate(X86DotU8S8(w_abs, xs), _mm256_set1_ps(dw * x[t].d[b]), sums[t]);
+  }
+}
+
+template <int T>
+HWY_INLINE void X86RowDotQ8_0(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
+  __m256 even[T], odd[T];
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) even[t] = odd[t] = _mm256_setzero_ps();
+  const int64_t blocks = n / 32;
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    X86BlockQ8_0<T>(row, b, x, even);
+    X86BlockQ8_0<T>(row, b + 1, x, odd);
+  }
+  if (b < blocks) X86BlockQ8_0<T>(row, b, x, even);
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) out[t] = X86Sum(_mm256_add_ps(even[t], odd[t]));
+}
+
+// Q4_0: nibbles 0..15 as unsigned; the "- 8" is applied through the activation block sums.
+template <int T>
+HWY_INLINE void X86BlockQ4_0(const uint8_t* row, int64_t b, const quant::Q8ActivationRow* x, __m256 (&sums)[T],
+                             float (&offset)[T]) {
+  const uint8_t* block = row + 18 * b;
+  const float dw = X86Half(block);
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+  const __m256i w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(15));
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) {
+    sums[t] = X86Accumulate(X86DotU8S8(w, X86Load32(x[t].q + 32 * b)), _mm256_set1_ps(dw * x[t].d[b]), sums[t]);
+    offset[t] += dw * x[t].d_sum[b];
+  }
+}
+
+template <int T>
+HWY_INLINE void X86RowDotQ4_0(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
+  __m256 even[T], odd[T];
+  float offset[T];
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) {
+    even[t] = odd[t] = _mm256_setzero_ps();
+    offset[t] = 0.0f;
+  }
+  const int64_t blocks = n / 32;
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    X86BlockQ4_0<T>(row, b, x, even, offset);
+    X86BlockQ4_0<T>(row, b + 1, x, odd, offset);
+  }
+  if (b < blocks) X86BlockQ4_0<T>(row, b, x, even, offset);
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) out[t] = X86Sum(_mm256_add_ps(even[t], odd[t])) - 8.0f * offset[t];
+}
+
+// Q4_K / Q5_K: per 64 values one 32-byte load gives two sub-blocks (low and high nibbles); the
+// per-sub-block scales d*sc*dx come from one 8-lane vector per super-block, the mins term
+// dmin*m*(dx*sum q) is one multiply-add per super-block.
+template <int T, bool kHasHighBit>
+HWY_INLINE void X86RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
+  constexpr int kBlockBytes = kHasHighBit ? 176 : 144;
+  __m256 acc_low[T], acc_high[T], acc_min[T];
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) acc_low[t] = acc_high[t] = acc_min[t] = _mm256_setzero_ps();
+  const __m256i low_mask = _mm256_set1_epi8(15);
+  const __m256i one = _mm256_set1_epi8(1);
+  for (int64_t s = 0; s < n / 256; ++s) {
+    const uint8_t* block = row + s * kBlockBytes;
+    const float d = X86Half(block);
+    const float dmin = X86Half(block + 2);
+    uint32_t words[4];  // kept in registers: byte stores reloaded as a vector would stall forwarding
+    quant::unpack_k_scales_mins_words(block + 4, words);
+    const __m128i packed = _mm_setr_epi32(static_cast<int>(words[0]), static_cast<int>(words[1]),
+                                          static_cast<int>(words[2]), static_cast<int>(words[3]));
+    const __m256 scales = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(packed)));
+    const __m256 mins =
+        _mm256_mul_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(packed, 8))));
+    __m256 step[T];
+    HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) {
+      step[t] = _mm256_mul_ps(scales, _mm256_loadu_ps(x[t].d + 8 * s));
+      acc_min[t] = _mm256_fmadd_ps(mins, _mm256_loadu_ps(x[t].d_sum + 8 * s), acc_min[t]);
+    }
+    const uint8_t* qs = block + (kHasHighBit ? 48 : 16);
+    __m256i high_bits = _mm256_setzero_si256();
+    if (kHasHighBit) high_bits = X86Load32(block + 16);
+    for (int c = 0; c < 4; ++c) {
+      const __m256i packed = X86Load32(qs + 32 * c);
+      __m256i low = _mm256_and_si256(packed, low_mask);
+      __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask);
+      if (kHasHighBit) {
+        const __m256i bit_low = _mm256_and_si256(_mm256_srl_epi16(high_bits, _mm_cvtsi32_si128(2 * c)), one);
+        const __m256i bit_high = _mm256_and_si256(_mm256_srl_epi16(high_bits, _mm_cvtsi32_si128(2 * c + 1)), one);
+        low = _mm256_or_si256(low, _mm256_slli_epi16(bit_low, 4));
+        high = _mm256_or_si256(high, _mm256_slli_epi16(bit_high, 4));
+      }
+      const __m256i index_low = _mm256_set1_epi32(2 * c), index_high = _mm256_set1_epi32(2 * c + 1);
+      HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) {
+        const int8_t* xq = x[t].q + 256 * s + 64 * c;
+        acc_low[t] = X86Accumulate(X86DotU8S8(low, X86Load32(xq)), _mm256_permutevar8x32_ps(step[t], index_low), acc_low[t]);
+        acc_high[t] = X86Accumulate(X86DotU8S8(high, X86Load32(xq + 32)),
+                                    _mm256_permutevar8x32_ps(step[t], index_high), acc_high[t]);
+      }
+    }
+  }
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) out[t] = X86Sum(_mm256_sub_ps(_mm256_add_ps(acc_low[t], acc_high[t]), acc_min[t]));
+}
+
+// Q6_K: q - 32 is signed (-32..31); its 16-value sub-blocks have their own scales, so the eight
+// 32-bit partial sums of a 32-value group are scaled by [s0 x4, s1 x4].
+template <int T>
+HWY_INLINE void X86RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
+  __m256 acc[2][T];
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = _mm256_setzero_ps();
+  const __m256i low_mask = _mm256_set1_epi8(15);
+  const __m256i two_bits = _mm256_set1_epi8(3);
+  const __m256i bias = _mm256_set1_epi8(32);
+  for (int64_t s = 0; s < n / 256; ++s) {
+    const uint8_t* block = row + s * 210;
+    const __m256 d = _mm256_set1_ps(X86Half(block + 208));
+    const __m128i scales8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 192));
+    const __m256 scales_half[2] = {
+        _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scales8))),
+        _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(scales8, 8)))),
+    };
+    for (int h = 0; h < 2; ++h) {
+      const __m256i ql0 = X86Load32(block + 64 * h);
+      const __m256i ql1 = X86Load32(block + 64 * h + 32);
+      const __m256i qh = X86Load32(block + 128 + 32 * h);
+      for (int k = 0; k < 4; ++k) {
+        const __m256i ql = (k % 2 == 0) ? ql0 : ql1;
+        const __m256i low = (k < 2) ? _mm256_and_si256(ql, low_mask)
+                                    : _mm256_and_si256(_mm256_srli_epi16(ql, 4), low_mask);
+        const __m256i high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), two_bits);
+        const __m256i w = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), bias);
+        const __m256i w_abs = _mm256_sign_epi8(w, w);
+        const __m256i pair_index = _mm256_setr_epi32(2 * k, 2 * k, 2 * k, 2 * k, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1);
+        const __m256 pair_scales = _mm256_permutevar8x32_ps(scales_half[h], pair_index);
+        const int64_t b = 8 * s + 4 * h + k;
+        HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) {
+          const __m256i xs = _mm256_sign_epi8(X86Load32(x[t].q + 32 * b), w);
+          acc[k % 2][t] = X86Accumulate(X86DotU8S8(w_abs, xs), _mm256_mul_ps(pair_scales, _mm256_set1_ps(x[t].d[b])),
+                                        acc[k % 2][t]);
+        }
+      }
+    }
+  }
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) out[t] = X86Sum(_mm256_add_ps(acc[0][t], acc[1][t]));
+}
+
+#endif  // x86 with AVX2
+
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3_DL
+#define BORA_KERNELS_VNNI_PREFILL 1
+
+// Prefill with VNNI. kPrefillTokens tokens are packed transposed: for every block of 32 values and
+// every group of four values, 32 tokens x 4 bytes (two 512-bit registers of 16 tokens). Four weight
+// bytes broadcast to all lanes then meet 16 tokens in one vpdpbusd and each block's integer sum
+// lands one token per lane, so no horizontal additions are needed; R weight rows share every
+// activation load. Weights are decoded to unsigned bytes u with, per 16-value half, a scale s and
+// an offset o such that the block's contribution is sum_half s * dx * sum(u * q) - o * dx * sum(q).
+using kernels::kPrefillTokens;
+
+struct PackedTokens {
+  const uint8_t* q;         // [block][group of 4][token][4]
+  const float* d;           // [block][token]
+  const float* d_sum;       // [block][token]  d * sum of q over the block
+  const float* d_sum_low;   // [block][token]  ... over its first 16 values
+  const float* d_sum_high;  // [block][token]  ... over its last 16 values
+};
+
+HWY_INLINE PackedTokens PackTokens(const uint8_t* xq, int64_t xq_stride, int64_t count, int64_t n, uint8_t* scratch) {
+  const int64_t blocks = n / 32;
+  float* d = reinterpret_cast<float*>(scratch + kPrefillTokens * n);
+  float* d_sum = d + kPrefillTokens * blocks;
+  float* d_sum_low = d_sum + kPrefillTokens * blocks;
+  float* d_sum_high = d_sum_low + kPrefillTokens * blocks;
+  for (int64_t t = 0; t < kPrefillTokens; ++t) {
+    if (t >= count) {  // padding lanes: zero quants and scales contribute nothing
+      for (int64_t b = 0; b < blocks; ++b) {
+        for (int g = 0; g < 8; ++g) std::memset(scratch + ((b * 8 + g) * kPrefillTokens + t) * 4, 0, 4);
+        d[b * kPrefillTokens + t] = d_sum[b * kPrefillTokens + t] = 0.0f;
+        d_sum_low[b * kPrefillTokens + t] = d_sum_high[b * kPrefillTokens + t] = 0.0f;
+      }
+      continue;
+    }
+    const quant::Q8ActivationRow x = quant::q8_activation_view(xq + t * xq_stride, n);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int8_t* q = x.q + 32 * b;
+      for (int g = 0; g < 8; ++g) std::memcpy(scratch + ((b * 8 + g) * kPrefillTokens + t) * 4, q + 4 * g, 4);
+      int low = 0, high = 0;
+      for (int i = 0; i < 16; ++i) {
+        low += q[i];
+        high += q[16 + i];
+      }
+      d[b * kPrefillTokens + t] = x.d[b];
+      d_sum[b * kPrefillTokens + t] = x.d_sum[b];
+      d_sum_low[b * kPrefillTokens + t] = x.d[b] * static_cast<float>(low);
+      d_sum_high[b * kPrefillTokens + t] = x.d[b] * static_cast<float>(high);
+    }
+  }
+  return {scratch, d, d_sum, d_sum_low, d_sum_high};
+}
+
+// One decoded super-block of one row: unsigned bytes plus scale and offset per 16-value half.
+struct DecodedWeights {
+  HWY_ALIGN uint8_t u[256];
+  float scale[16];
+  float offset[16];
+};
+
+struct VnniQ8_0 {
+  static constexpr int kValues = 32, kBytes = 34;
+  static constexpr bool kSplitHalves = false;
+  // u = w + 128 (as bytes: w ^ 0x80), so the offset is 128 * d.
+  static HWY_INLINE void Decode(const uint8_t* block, DecodedWeights* out) {
+    const float d = X86Half(block);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out->u), _mm256_xor_si256(X86Load32(block + 2), _mm256_set1_epi8(-128)));
+    out->scale[0] = d;
+    out->offset[0] = 128.0f * d;
+  }
+};
+
+struct VnniQ4_0 {
+  static constexpr int kValues = 32, kBytes = 18;
+  static constexpr bool kSplitHalves = false;
+  static HWY_INLINE void Decode(const uint8_t* block, DecodedWeights* out) {
+    const float d = X86Half(block);
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+    const __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(15));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out->u), u);
+    out->scale[0] = d;
+    out->offset[0] = 8.0f * d;
+  }
+};
+
+template <bool kHasHighBit>
+struct VnniKQuant {
+  static constexpr int kValues = 256, kBytes = kHasHighBit ? 176 : 144;
+  static constexpr bool kSplitHalves = false;
+  static HWY_INLINE void Decode(const uint8_t* block, DecodedWeights* out) {
+    const float d = X86Half(block);
+    const float dmin = X86Half(block + 2);
+    uint32_t words[4];
+    quant::unpack_k_scales_mins_words(block + 4, words);
+    for (int j = 0; j < 8; ++j) {
+      const uint32_t sc = (words[j / 4] >> (8 * (j % 4))) & 0xFF;
+      const uint32_t m = (words[2 + j / 4] >> (8 * (j % 4))) & 0xFF;
+      out->scale[2 * j] = d * static_cast<float>(sc);
+      out->offset[2 * j] = dmin * static_cast<float>(m);
+    }
+    const __m256i low_mask = _mm256_set1_epi8(15);
+    const __m256i one = _mm256_set1_epi8(1);
+    const uint8_t* qs = block + (kHasHighBit ? 48 : 16);
+    __m256i high_bits = _mm256_setzero_si256();
+    if (kHasHighBit) high_bits = X86Load32(block + 16);
+    for (int c = 0; c < 4; ++c) {
+      const __m256i packed = X86Load32(qs + 32 * c);
+      __m256i low = _mm256_and_si256(packed, low_mask);
+      __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask);
+      if (kHasHighBit) {
+        const __m256i bit_low = _mm256_and_si256(_mm256_srl_epi16(high_bits, _mm_cvtsi32_si128(2 * c)), one);
+        const __m256i bit_high = _mm256_and_si256(_mm256_srl_epi16(high_bits, _mm_cvtsi32_si128(2 * c + 1)), one);
+        low = _mm256_or_si256(low, _mm256_slli_epi16(bit_low, 4));
+        high = _mm256_or_si256(high, _mm256_slli_epi16(bit_high, 4));
+      }
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out->u + 64 * c), low);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out->u + 64 * c + 32), high);
+    }
+  }
+};
+
+struct VnniQ6_K {
+  static constexpr int kValues = 256, kBytes = 210;
+  static constexpr bool kSplitHalves = true;
+  // u = q in 0..63; the "- 32" is the offset 32 * scale of each 16-value half.
+  static HWY_INLINE void Decode(const uint8_t* block, DecodedWeights* out) {
+    const float d = X86Half(block + 208);
+    const int8_t* scales = reinterpret_cast<const int8_t*>(block + 192);
+    for (int i = 0; i < 16; ++i) {
+      out->scale[i] = d * static_cast<float>(scales[i]);
+      out->offset[i] = 32.0f * out->scale[i];
+    }
+    const __m256i low_mask = _mm256_set1_epi8(15);
+    const __m256i two_bits = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i ql0 = X86Load32(block + 64 * h);
+      const __m256i ql1 = X86Load32(block + 64 * h + 32);
+      const __m256i qh = X86Load32(block + 128 + 32 * h);
+      for (int k = 0; k < 4; ++k) {
+        const __m256i ql = (k % 2 == 0) ? ql0 : ql1;
+        const __m256i low = (k < 2) ? _mm256_and_si256(ql, low_mask)
+                                    : _mm256_and_si256(_mm256_srli_epi16(ql, 4), low_mask);
+        const __m256i high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), two_bits);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(out->u + 128 * h + 32 * k),
+                           _mm256_or_si256(low, _mm256_slli_epi16(high, 4)));
+      }
+    }
+  }
+};
+
+// Integer sums of R rows x 32 tokens over `groups` groups of four values starting at `group`.
+template <int R>
+HWY_INLINE void VnniGroupSums(const DecodedWeights* w, int value_offset, const uint8_t* xb, int group, int groups,
+                              __m512i (&sums)[R][2]) {
+  HWY_UNROLL(4)
+  for (int r = 0; r < R; ++r) sums[r][0] = sums[r][1] = _mm512_setzero_si512();
+  for (int g = group; g < group + groups; ++g) {
+    const __m512i x0 = _mm512_loadu_si512(xb + g * 128);
+    const __m512i x1 = _mm512_loadu_si512(xb + g * 128 + 64);
+    HWY_UNROLL(4)
+    for (int r = 0; r < R; ++r) {
+      int32_t four;
+      std::memcpy(&four, w[r].u + value_offset + 4 * g, 4);
+      const __m512i wb = _mm512_set1_epi32(four);
+      sums[r][0] = _mm512_dpbusd_epi32(sums[r][0], wb, x0);
+      sums[r][1] = _mm512_dpbusd_epi32(sums[r][1], wb, x1);
+    }
+  }
+}
+
+template <int R>
+HWY_INLINE void VnniScale(const DecodedWeights* w, int half_index, const __m512i (&sums)[R][2], const float* d,
+                          const float* d_sum, __m512 (&acc)[R][2]) {
+  const __m512 dx0 = _mm512_loadu_ps(d), dx1 = _mm512_loadu_ps(d + 16);
+  const __m512 ds0 = _mm512_loadu_ps(d_sum), ds1 = _mm512_loadu_ps(d_sum + 16);
+  HWY_UNROLL(4)
+  for (int r = 0; r < R; ++r) {
+    const __m512 s = _mm512_set1_ps(w[r].scale[half_index]);
+    const __m512 o = _mm512_set1_ps(w[r].offset[half_index]);
+    acc[r][0] = _mm512_fnmadd_ps(o, ds0, _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[r][0]), _mm512_mul_ps(s, dx0), acc[r][0]));
+    acc[r][1] = _mm512_fnmadd_ps(o, ds1, _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[r][1]), _mm512_mul_ps(s, dx1), acc[r][1]));
+  }
+}
+
+// R consecutive rows starting at `row` against the packed tokens; out[r][t].
+template <class Decoder, int R>
+HWY_INLINE void VnniRows(const uint8_t* data, uint64_t row_bytes, int64_t row, int64_t n, const PackedTokens& p,
+                         float (*out)[kPrefillTokens]) {
+  __m512 acc[R][2];
+  HWY_UNROLL(4)
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  DecodedWeights w[R];
+  constexpr int kBlocksPerSuper = Decoder::kValues / 32;
+  const int64_t supers = n / Decoder::kValues;
+  for (int64_t s = 0; s < supers; ++s) {
+    HWY_UNROLL(4)
+    for (int r = 0; r < R; ++r) {
+      Decoder::Decode(data + static_cast<uint64_t>(row + r) * row_bytes + static_cast<uint64_t>(s * Decoder::kBytes), &w[r]);
+    }
+    for (int j = 0; j < kBlocksPerSuper; ++j) {
+      const int64_t b = s * kBlocksPerSuper + j;
+      const uint8_t* xb = p.q + b * 8 * 4 * kPrefillTokens;
+      const float* d = p.d + b * kPrefillTokens;
+      __m512i sums[R][2];
+      if (Decoder::kSplitHalves) {
+        VnniGroupSums<R>(w, 32 * j, xb, 0, 4, sums);
+        VnniScale<R>(w, 2 * j, sums, d, p.d_sum_low + b * kPrefillTokens, acc);
+        VnniGroupSums<R>(w, 32 * j, xb, 4, 4, sums);
+        VnniScale<R>(w, 2 * j + 1, sums, d, p.d_sum_high + b * kPrefillTokens, acc);
+      } else {
+        VnniGroupSums<R>(w, 32 * j, xb, 0, 8, sums);
+        VnniScale<R>(w, 2 * j, sums, d, p.d_sum + b * kPrefillTokens, acc);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm512_storeu_ps(out[r], acc[r][0]);
+    _mm512_storeu_ps(out[r] + 16, acc[r][1]);
+  }
+}
+
+template <class Decoder>
+HWY_INLINE void VnniMatmul(const uint8_t* data, uint64_t row_bytes, int64_t n, const PackedTokens& p,
+                           int64_t count, float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  constexpr int kRows = 4;
+  float out[kRows][kPrefillTokens];
+  for (int64_t r = row_begin; r < row_end; r += kRows) {
+    const int64_t rows = (row_end - r < kRows) ? row_end - r : kRows;
+    switch (rows) {
+      case 4: VnniRows<Decoder, 4>(data, row_bytes, r, n, p, out); break;
+      case 3: VnniRows<Decoder, 3>(data, row_bytes, r, n, p, out); break;
+      case 2: VnniRows<Decoder, 2>(data, row_bytes, r, n, p, out); break;
+      default: VnniRows<Decoder, 1>(data, row_bytes, r, n, p, out); break;
+    }
+    for (int64_t k = 0; k < rows; ++k) {
+      for (int64_t t = 0; t < count; ++t) y[t * y_stride + r + k] = out[k][t];
+    }
+  }
+}
+
+#endif  // VNNI prefill
+
+// Dots one weight row with T quantized activation rows.
+template <int T>
+HWY_INLINE void RowDotQ8(WeightType type, const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x,
+                         float* out) {
+#ifdef BORA_KERNELS_X86_INT8
+  switch (type) {
+    case WeightType::kQ8_0: X86RowDotQ8_0<T>(row, n, x, out); return;
+    case WeightType::kQ4_0: X86RowDotQ4_0<T>(row, n, x, out); return;
+    case WeightType::kQ4_K: X86RowDotKQuant<T, false>(row, n, x, out); return;
+    case WeightType::kQ5_K: X86RowDotKQuant<T, true>(row, n, x, out); return;
+    case WeightType::kQ6_K: X86RowDotQ6_K<T>(row, n, x, out); return;
+    default: break;
+  }
+#endif
+  PortableRowDotQ8<T>(type, row, n, x, out);
+}
+
+template <int T>
+HWY_INLINE void MatvecQ8Rows(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
+                             const quant::Q8ActivationRow* x, float* const* y, int64_t row_begin, int64_t row_end) {
+  float out[T];
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    RowDotQ8<T>(type, data + static_cast<uint64_t>(r) * row_bytes, n, x, out);
+    for (int t = 0; t < T; ++t) y[t][r] = out[t];
+  }
+}
+
+// Quantized weight types only (implementation.hpp sends float weights to the f32 kernels).
+inline void MatvecQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
+                           const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end) {
+  const quant::Q8ActivationRow x = quant::q8_activation_view(xq, n);
+  MatvecQ8Rows<1>(type, data, row_bytes, n, &x, &y, row_begin, row_end);
+}
+
+// Rows in tiles that stay in L2 while groups of four tokens stream past them; inside a tile each
+// weight block is decoded once per four tokens. With VNNI, kPrefillTokens tokens at a time are
+// packed into `scratch` (kernels::prefill_scratch_bytes(n) bytes) and swept over all rows.
+inline void MatmulQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
+                           const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
+                           int64_t row_begin, int64_t row_end, uint8_t* scratch) {
+  const int64_t xq_stride = quant::q8_activation_row_bytes(n);
+#ifdef BORA_KERNELS_VNNI_PREFILL
+  if (scratch != nullptr && n_tokens >= kernels::kPrefillMinTokens) {
+    for (int64_t t = 0; t < n_tokens; t += kPrefillTokens) {
+      const int64_t count = (n_tokens - t < kPrefillTokens) ? n_tokens - t : kPrefillTokens;
+      const PackedTokens packed = PackTokens(xq + t * xq_stride, xq_stride, count, n, scratch);
+      float* yt = y + t * y_stride;
+      switch (type) {
+        case WeightType::kQ8_0: VnniMatmul<VnniQ8_0>(data, row_bytes, n, packed, count, yt, y_stride, row_begin, row_end); break;
+        case WeightType::kQ4_0: VnniMatmul<VnniQ4_0>(data, row_bytes, n, packed, count, yt, y_stride, row_begin, row_end); break;
+        case WeightType::kQ4_K: VnniMatmul<VnniKQuant<false>>(data, row_bytes, n, packed, count, yt, y_stride, row_begin, row_end); break;
+        case WeightType::kQ5_K: VnniMatmul<VnniKQuant<true>>(data, row_bytes, n, packed, count, yt, y_stride, row_begin, row_end); break;
+        case WeightType::kQ6_K: VnniMatmul<VnniQ6_K>(data, row_bytes, n, packed, count, yt, y_stride, row_begin, row_end); break;
+        default: break;
+      }
+    }
+    return;
+  }
+#else
+  (void)scratch;
+#endif
+  constexpr int kTokens = 4;
+  constexpr int64_t kTileRows = 16;
+  for (int64_t tile = row_begin; tile < row_end; tile += kTileRows) {
+    const int64_t tile_end = (row_end - tile < kTileRows) ? row_end : tile + kTileRows;
+    int64_t t = 0;
+    for (; t + kTokens <= n_tokens; t += kTokens) {
+      quant::Q8ActivationRow x[kTokens];
+      float* rows_out[kTokens];
+      for (int k = 0; k < kTokens; ++k) {
+        x[k] = quant::q8_activation_view(xq + (t + k) * xq_stride, n);
+        rows_out[k] = y + (t + k) * y_stride;
+      }
+      MatvecQ8Rows<kTokens>(type, data, row_bytes, n, x, rows_out, tile, tile_end);
+    }
+    for (; t < n_tokens; ++t) {
+      const quant::Q8ActivationRow x = quant::q8_activation_view(xq + t * xq_stride, n);
+      float* row_out = y + t * y_stride;
+      MatvecQ8Rows<1>(type, data, row_bytes, n, &x, &row_out, tile, tile_end);
+    }
+  }
+}
+
+#ifdef BORA_KERNELS_VNNI_PREFILL
+#undef BORA_KERNELS_VNNI_PREFILL
+#endif
+#ifdef BORA_KERNELS_X86_INT8
+#undef BORA_KERNELS_X86_INT8
+#endif
+
 }  // namespace HWY_NAMESPACE
 }  // namespace ops
 }  // namespace bora
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3_DL
+HWY_POP_ATTRIBUTES
+#endif
 HWY_AFTER_NAMESPACE();
 
 #endif  // BORA_OPS_KERNELS_INL_H_ toggle

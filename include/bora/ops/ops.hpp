@@ -41,6 +41,28 @@ void f16_to_f32(const uint16_t* x, float* y, int64_t n);
 // Name of the SIMD target chosen at run time (for logs and benchmarks).
 const char* simd_target_name();
 
+// ---- additions by the kernels helper -------------------------------------------------------------
+
+// Bit set of the Highway targets (HWY_AVX2 | HWY_SSE4 | ...) compiled into the implementation
+// translation unit (one bit with BORA_STATIC_DISPATCH). Tests intersect it with the CPU's targets
+// and force each in turn with hwy::SetSupportedTargetsForTest.
+int64_t simd_compiled_targets();
+
+// ---- fast path: int8 activations (approximate) --------------------------------------------------
+// Activations are quantized once per token into blocks of 32 int8 sharing one f32 scale (layout in
+// quant/q8_activations.hpp) and reused by every matrix that reads them; weights of type Q8_0, Q4_0,
+// Q4_K, Q5_K, Q6_K then use integer dot products. Error: each activation moves by at most half its
+// block's step (max|x| / 254), like llama.cpp's Q8_0 / Q8_K activations or better. Float weights
+// (F32, F16, BF16) are accepted too and multiply the dequantized activations in f32.
+// n must be a multiple of 32; buffers of q8_row_bytes(n) bytes, 4-byte aligned.
+int64_t q8_row_bytes(int64_t n);
+void quantize_row_q8(const float* x, int64_t n, uint8_t* xq);
+// y[r] ~= dot(w.row(r), x) for r in [row_begin, row_end), xq = quantize_row_q8(x).
+void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end);
+// Token t's quantized row starts at xq + t * q8_row_bytes(w.row_length()); y as in matmul_f32.
+void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
+               int64_t row_begin, int64_t row_end);
+
 }  // namespace ops
 }  // namespace bora
 

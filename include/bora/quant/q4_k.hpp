@@ -37,6 +37,30 @@ inline void unpack_k_scale_min(const uint8_t* scales, int j, int* scale, int* mi
   }
 }
 
+// All eight pairs at once with 32-bit masks (what the SIMD kernels use per super-block): returns
+// four little-endian words holding the bytes scale[0..3], scale[4..7], min[0..3], min[4..7].
+inline void unpack_k_scales_mins_words(const uint8_t* scales, uint32_t* words) {
+  uint32_t in[3];
+  for (int k = 0; k < 3; ++k) {
+    in[k] = static_cast<uint32_t>(scales[4 * k]) | (static_cast<uint32_t>(scales[4 * k + 1]) << 8) |
+            (static_cast<uint32_t>(scales[4 * k + 2]) << 16) | (static_cast<uint32_t>(scales[4 * k + 3]) << 24);
+  }
+  words[0] = in[0] & 0x3F3F3F3Fu;
+  words[1] = (in[2] & 0x0F0F0F0Fu) | (((in[0] >> 6) & 0x03030303u) << 4);
+  words[2] = in[1] & 0x3F3F3F3Fu;
+  words[3] = ((in[2] >> 4) & 0x0F0F0F0Fu) | (((in[1] >> 6) & 0x03030303u) << 4);
+}
+
+// Equal to calling unpack_k_scale_min for j = 0..7.
+inline void unpack_k_scales_mins(const uint8_t* scales, uint8_t* scale, uint8_t* min) {
+  uint32_t words[4];
+  unpack_k_scales_mins_words(scales, words);
+  for (int k = 0; k < 4; ++k) {
+    uint8_t* dst = k < 2 ? scale + 4 * k : min + 4 * (k - 2);
+    for (int b = 0; b < 4; ++b) dst[b] = static_cast<uint8_t>(words[k] >> (8 * b));
+  }
+}
+
 inline void pack_k_scale_mins(const int* scale, const int* min, uint8_t* scales) {
   for (int j = 0; j < 4; ++j) {
     scales[j] = static_cast<uint8_t>((scale[j] & 63) | ((scale[j + 4] >> 4) << 6));

@@ -73,64 +73,82 @@ inline size_t table_capacity_for(size_t count) {
   return capacity;
 }
 
-// Open-addressing map from 64-bit keys to non-negative int32 values; grows itself.
+// Open-addressing map from 64-bit keys to non-negative int32 values; grows itself. Key and value
+// share a slot so a lookup touches one cache line.
 class U64Map {
  public:
   int32_t find(uint64_t key) const {
-    if (values_.empty()) return -1;
-    size_t slot = static_cast<size_t>(mix64(key)) & mask_;
-    while (values_[slot] >= 0) {
-      if (keys_[slot] == key) return values_[slot];
-      slot = (slot + 1) & mask_;
+    if (slots_.empty()) return -1;
+    size_t index = static_cast<size_t>(mix64(key)) & mask_;
+    while (slots_[index].value >= 0) {
+      if (slots_[index].key == key) return slots_[index].value;
+      index = (index + 1) & mask_;
     }
     return -1;
   }
 
   // Keeps the existing value when the key is present; returns the value stored.
   int32_t insert(uint64_t key, int32_t value) {
-    if ((size_ + 1) * 2 > values_.size()) grow();
-    size_t slot = static_cast<size_t>(mix64(key)) & mask_;
-    while (values_[slot] >= 0) {
-      if (keys_[slot] == key) return values_[slot];
-      slot = (slot + 1) & mask_;
+    if ((size_ + 1) * 2 > slots_.size()) rehash(table_capacity_for(size_ + 1 > 8 ? size_ * 2 : 8));
+    size_t index = static_cast<size_t>(mix64(key)) & mask_;
+    while (slots_[index].value >= 0) {
+      if (slots_[index].key == key) return slots_[index].value;
+      index = (index + 1) & mask_;
     }
-    keys_[slot] = key;
-    values_[slot] = value;
+    slots_[index].key = key;
+    slots_[index].value = value;
     ++size_;
     return value;
+  }
+
+  void reserve(size_t count) {
+    if (table_capacity_for(count) > slots_.size()) rehash(table_capacity_for(count));
   }
 
   size_t size() const { return size_; }
 
  private:
-  void grow() {
-    std::vector<uint64_t> old_keys = std::move(keys_);
-    std::vector<int32_t> old_values = std::move(values_);
-    const size_t capacity = table_capacity_for(size_ + 1 > 8 ? size_ * 2 : 8);
-    keys_.assign(capacity, 0);
-    values_.assign(capacity, -1);
+  struct Slot {
+    uint64_t key = 0;
+    int32_t value = -1;
+  };
+
+  void rehash(size_t capacity) {
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(capacity, Slot{});
     mask_ = capacity - 1;
     size_ = 0;
-    for (size_t i = 0; i < old_values.size(); ++i) {
-      if (old_values[i] >= 0) insert(old_keys[i], old_values[i]);
+    for (const Slot& slot : old) {
+      if (slot.value >= 0) insert(slot.key, slot.value);
     }
   }
 
-  std::vector<uint64_t> keys_;
-  std::vector<int32_t> values_;
+  std::vector<Slot> slots_;
   size_t mask_ = 0;
   size_t size_ = 0;
 };
 
-// Piece string -> id, over ids chosen by the caller; the strings stay in the vocabulary (only ids
-// are stored, so copying or moving the owner never leaves a dangling view).
+// Piece string -> id, over ids chosen by the caller. The index keeps its own contiguous copy of
+// the strings, so a lookup touches one slot and a few bytes nearby (building the merge table does
+// hundreds of thousands of lookups), and copying or moving the owner never leaves a dangling view.
 class PieceIndex {
  public:
+  // Indexes the accepted ids; `indexed[id]` says whether id went in (the first of equal strings wins).
   template <class Accept>
-  void build(const std::vector<std::string>& pieces, Accept accept) {
-    const size_t capacity = table_capacity_for(pieces.size());
-    slots_.assign(capacity, Slot{-1, 0});
+  void build(const std::vector<std::string>& pieces, Accept accept, std::vector<uint8_t>* indexed) {
+    indexed->assign(pieces.size(), 0);
+    size_t count = 0;
+    size_t bytes = 0;
+    for (size_t id = 0; id < pieces.size(); ++id) {
+      if (!accept(static_cast<int32_t>(id))) continue;
+      ++count;
+      bytes += pieces[id].size();
+    }
+    const size_t capacity = table_capacity_for(count);
+    slots_.assign(capacity, Slot{});
     mask_ = capacity - 1;
+    arena_.clear();
+    arena_.reserve(bytes);
     for (size_t id = 0; id < pieces.size(); ++id) {
       if (!accept(static_cast<int32_t>(id))) continue;
       const std::string& piece = pieces[id];
@@ -138,27 +156,27 @@ class PieceIndex {
       size_t slot = static_cast<size_t>(hash) & mask_;
       bool duplicate = false;
       while (slots_[slot].id >= 0) {
-        if (slots_[slot].tag == static_cast<uint32_t>(hash >> 32) && pieces[slots_[slot].id] == piece) {
+        if (matches(slots_[slot], static_cast<uint32_t>(hash >> 32), piece.data(), piece.size())) {
           duplicate = true;  // the first id with a given string wins
           break;
         }
         slot = (slot + 1) & mask_;
       }
-      if (!duplicate) slots_[slot] = Slot{static_cast<int32_t>(id), static_cast<uint32_t>(hash >> 32)};
+      if (duplicate) continue;
+      slots_[slot] = Slot{static_cast<int32_t>(id), static_cast<uint32_t>(hash >> 32),
+                          static_cast<uint32_t>(arena_.size()), static_cast<uint32_t>(piece.size())};
+      arena_.insert(arena_.end(), piece.begin(), piece.end());
+      (*indexed)[id] = 1;
     }
   }
 
-  int32_t find(const std::vector<std::string>& pieces, const char* data, size_t size) const {
+  int32_t find(const char* data, size_t size) const {
     if (slots_.empty()) return -1;
     const uint64_t hash = hash_bytes(data, size);
     const uint32_t tag = static_cast<uint32_t>(hash >> 32);
     size_t slot = static_cast<size_t>(hash) & mask_;
     while (slots_[slot].id >= 0) {
-      const Slot& s = slots_[slot];
-      if (s.tag == tag) {
-        const std::string& piece = pieces[s.id];
-        if (piece.size() == size && std::memcmp(piece.data(), data, size) == 0) return s.id;
-      }
+      if (matches(slots_[slot], tag, data, size)) return slots_[slot].id;
       slot = (slot + 1) & mask_;
     }
     return -1;
@@ -166,10 +184,18 @@ class PieceIndex {
 
  private:
   struct Slot {
-    int32_t id;
-    uint32_t tag;
+    int32_t id = -1;
+    uint32_t tag = 0;
+    uint32_t offset = 0;  // of the string in arena_
+    uint32_t length = 0;
   };
+
+  bool matches(const Slot& slot, uint32_t tag, const char* data, size_t size) const {
+    return slot.tag == tag && slot.length == size && std::memcmp(arena_.data() + slot.offset, data, size) == 0;
+  }
+
   std::vector<Slot> slots_;
+  std::vector<char> arena_;
   size_t mask_ = 0;
 };
 
@@ -190,7 +216,7 @@ inline int parse_byte_piece(const std::string& piece) {  // "<0x0A>" -> 10, anyt
   if (piece.size() != 6 || piece[0] != '<' || piece[1] != '0' || piece[2] != 'x' || piece[5] != '>') return -1;
   int value = 0;
   for (int i = 3; i < 5; ++i) {
-    const char c = piece[i];
+    const char c = piece[static_cast<size_t>(i)];
     int digit;
     if (c >= '0' && c <= '9') digit = c - '0';
     else if (c >= 'A' && c <= 'F') digit = c - 'A' + 10;
@@ -298,12 +324,14 @@ class Tokenizer {
     int32_t output_id;
   };
 
+  // A proposed merge of symbol `left` with its right neighbour. The neighbour is not stored: while
+  // `left` is unchanged its neighbour is the same symbol, and once `left` has grown the lengths no
+  // longer add up (symbols only ever grow), which is how stale proposals are recognised.
   struct Candidate {
     float score;
     int32_t left;
-    int32_t right;
     int32_t merged;
-    uint32_t length;
+    uint32_t length;  // bytes of the merged piece
   };
 
   // Max-heap order: higher score first, then the leftmost pair (SentencePiece's tie rule).
@@ -324,15 +352,24 @@ class Tokenizer {
 
   // SentencePiece's PieceToId: reserved pieces (control, unknown, byte) first, then the others.
   int32_t piece_to_id(const char* data, size_t size, int32_t absent) const {
-    int32_t id = reserved_index_.find(vocab_.pieces, data, size);
+    int32_t id = reserved_index_.find(data, size);
     if (id >= 0) return id;
-    id = mergeable_index_.find(vocab_.pieces, data, size);
+    id = mergeable_index_.find(data, size);
     return id >= 0 ? id : absent;
   }
 
   void build_tables();
   void normalize(std::string_view text, std::string* out) const;
   void encode_normalized(const uint8_t* text, size_t size, std::vector<int32_t>* out) const;
+  int32_t merge_of(const Symbol& left, const Symbol& right) const {
+    if (left.merge_key < 0 || right.merge_key < 0) return -1;
+    return pair_to_merged_.find(pair_key(left.merge_key, right.merge_key));
+  }
+  static uint64_t pair_key(int32_t left, int32_t right) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+  }
+  void merge_segment(std::vector<Symbol>& symbols, std::vector<Candidate>& heap,
+                     std::unordered_map<int32_t, uint32_t>& unused_splits) const;
   size_t match_user_defined(const uint8_t* text, size_t size, int32_t* id) const;
   void emit(int32_t id, const uint8_t* text, uint32_t begin, uint32_t length,
             const std::unordered_map<int32_t, uint32_t>& unused_splits, bool* previous_unknown,
@@ -350,6 +387,8 @@ class Tokenizer {
   tokenizer_detail::PieceIndex reserved_index_;   // control, unknown and byte pieces
   tokenizer_detail::PieceIndex mergeable_index_;  // normal, user-defined and unused pieces
   tokenizer_detail::U64Map pair_to_merged_;       // (left key << 32 | right key) -> merged piece id
+  tokenizer_detail::U64Map bigrams_;              // adjacent character keys seen inside some piece
+  bool split_segments_ = true;                    // false when unused pieces make segments interact
   tokenizer_detail::U64Map char_slots_;           // non-ASCII character -> index into char_infos_
   std::vector<tokenizer_detail::CharInfo> char_infos_;
   tokenizer_detail::CharInfo ascii_[128];
@@ -373,7 +412,7 @@ inline tokenizer_detail::CharInfo* Tokenizer::char_info_for_build(const char* da
     if (slot < 0) {
       slot = char_slots_.insert(key, static_cast<int32_t>(char_infos_.size()));
       CharInfo fresh;
-      fresh.merge_key = mergeable_index_.find(vocab_.pieces, data, size);
+      fresh.merge_key = mergeable_index_.find(data, size);
       const int32_t id = piece_to_id(data, size, -1);
       fresh.output_id = (id >= 0 && vocab_.types[static_cast<size_t>(id)] != token_type::kUnknown) ? id : -1;
       char_infos_.push_back(fresh);
@@ -388,8 +427,12 @@ inline void Tokenizer::build_tables() {
   const std::vector<std::string>& pieces = vocab_.pieces;
   const std::vector<int32_t>& types = vocab_.types;
   const size_t n = pieces.size();
-  reserved_index_.build(pieces, [&](int32_t id) { return is_reserved_type(types[static_cast<size_t>(id)]); });
-  mergeable_index_.build(pieces, [&](int32_t id) { return is_mergeable_type(types[static_cast<size_t>(id)]); });
+  std::vector<uint8_t> reserved_first;   // per id: indexed (the first reserved piece with its string)
+  std::vector<uint8_t> mergeable_first;  // per id: indexed (the first mergeable piece with its string)
+  reserved_index_.build(pieces, [&](int32_t id) { return is_reserved_type(types[static_cast<size_t>(id)]); },
+                        &reserved_first);
+  mergeable_index_.build(pieces, [&](int32_t id) { return is_mergeable_type(types[static_cast<size_t>(id)]); },
+                         &mergeable_first);
 
   byte_value_.assign(n, -1);
   for (size_t id = 0; id < n; ++id) {
@@ -404,7 +447,7 @@ inline void Tokenizer::build_tables() {
 
   for (int c = 0; c < 128; ++c) {
     const char ch = static_cast<char>(c);
-    ascii_[c].merge_key = mergeable_index_.find(pieces, &ch, 1);
+    ascii_[c].merge_key = mergeable_index_.find(&ch, 1);
     const int32_t id = piece_to_id(&ch, 1, -1);
     ascii_[c].output_id = (id >= 0 && types[static_cast<size_t>(id)] != token_type::kUnknown) ? id : -1;
   }
@@ -415,35 +458,44 @@ inline void Tokenizer::build_tables() {
 
   // A merge joins two adjacent symbols, each either a mergeable piece or a single character; so
   // every way to cut a piece at a character boundary into two such halves is one merge rule.
+  // Characters that appear inside pieces without being pieces themselves get pseudo keys above the
+  // vocabulary so they can take part in merges too.
   next_pseudo_key_ = static_cast<int32_t>(n);
-  auto symbol_key = [&](const char* data, size_t size) -> int32_t {
-    const int32_t id = mergeable_index_.find(pieces, data, size);
-    if (id >= 0) return id;
-    if (utf8::length_from_lead_byte(static_cast<uint8_t>(data[0])) != size) return -1;
-    CharInfo* info = char_info_for_build(data, size);
-    if (info->merge_key < 0) info->merge_key = next_pseudo_key_++;
-    return info->merge_key;
-  };
+  pair_to_merged_.reserve(2 * n);
+  std::vector<size_t> cuts;        // character boundaries of the current piece
+  std::vector<int32_t> char_keys;  // merge key of each of its characters
   for (size_t id = 0; id < n; ++id) {
-    if (!is_mergeable_type(types[id])) continue;
+    if (!mergeable_first[id]) continue;  // not mergeable, or a duplicate string
     const std::string& p = pieces[id];
-    if (mergeable_index_.find(pieces, p.data(), p.size()) != static_cast<int32_t>(id)) continue;  // duplicate
-    size_t cut = std::min(utf8::length_from_lead_byte(static_cast<uint8_t>(p[0])), p.size());
-    while (cut < p.size()) {
-      const int32_t left = symbol_key(p.data(), cut);
-      const int32_t right = symbol_key(p.data() + cut, p.size() - cut);
-      if (left >= 0 && right >= 0) {
-        pair_to_merged_.insert((static_cast<uint64_t>(left) << 32) | static_cast<uint32_t>(right),
-                               static_cast<int32_t>(id));
-      }
-      cut += std::min(utf8::length_from_lead_byte(static_cast<uint8_t>(p[cut])), p.size() - cut);
+    cuts.clear();
+    char_keys.clear();
+    for (size_t begin = 0; begin < p.size();) {
+      const size_t length = std::min(utf8::length_from_lead_byte(static_cast<uint8_t>(p[begin])), p.size() - begin);
+      CharInfo* info = char_info_for_build(p.data() + begin, length);
+      if (info->merge_key < 0) info->merge_key = next_pseudo_key_++;
+      cuts.push_back(begin);
+      char_keys.push_back(info->merge_key);
+      begin += length;
+    }
+    cuts.push_back(p.size());
+    const size_t chars = char_keys.size();
+    // Text positions between two characters that never stand side by side inside a piece can
+    // never be merged across; the encoder cuts its work into segments there.
+    for (size_t i = 1; i < chars; ++i) bigrams_.insert(pair_key(char_keys[i - 1], char_keys[i]), 1);
+    for (size_t k = 1; k < chars; ++k) {
+      const int32_t left = k == 1 ? char_keys[0] : mergeable_index_.find(p.data(), cuts[k]);
+      if (left < 0) continue;
+      const int32_t right =
+          k + 1 == chars ? char_keys[chars - 1] : mergeable_index_.find(p.data() + cuts[k], p.size() - cuts[k]);
+      if (right < 0) continue;
+      pair_to_merged_.insert(pair_key(left, right), static_cast<int32_t>(id));
     }
   }
+  split_segments_ = !has_unused_;
 
   // User-defined pieces, matched whole in the text before any merging.
   for (size_t id = 0; id < n; ++id) {
-    if (types[id] != token_type::kUserDefined) continue;
-    if (mergeable_index_.find(pieces, pieces[id].data(), pieces[id].size()) != static_cast<int32_t>(id)) continue;
+    if (types[id] != token_type::kUserDefined || !mergeable_first[id]) continue;
     user_defined_ids_.push_back(static_cast<int32_t>(id));
   }
   std::sort(user_defined_ids_.begin(), user_defined_ids_.end(), [&](int32_t a, int32_t b) {
@@ -525,31 +577,42 @@ inline size_t Tokenizer::match_user_defined(const uint8_t* text, size_t size, in
 inline void Tokenizer::encode_append(std::string_view text, std::vector<int32_t>* out) const {
   std::string normalized;
   normalize(text, &normalized);
-  const uint8_t* data = reinterpret_cast<const uint8_t*>(normalized.data());
-  size_t remaining = normalized.size();
-  // Symbol offsets are 32-bit; a (theoretical) multi-gigabyte text is encoded in 1 GiB slices cut at
-  // character boundaries.
-  constexpr size_t kSlice = size_t{1} << 30;
-  while (remaining > 0) {
-    size_t take = remaining;
-    if (take > kSlice) {
-      take = kSlice;
-      while (take > 1 && utf8::is_continuation_byte(data[take])) --take;
-    }
-    encode_normalized(data, take, out);
-    data += take;
-    remaining -= take;
-  }
+  encode_normalized(reinterpret_cast<const uint8_t*>(normalized.data()), normalized.size(), out);
 }
 
+// Splits the normalized text into symbols and cuts it into segments wherever no merge can ever
+// cross (between two characters that never stand side by side inside a piece, or next to a
+// character no piece contains). SentencePiece merges the whole text at once; merging each segment
+// alone gives the same result, because a merge only ever looks at its own neighbours and the
+// leftmost-first tie rule orders pairs within a segment the same way. Small segments keep the
+// priority queue tiny and in cache.
 inline void Tokenizer::encode_normalized(const uint8_t* text, size_t size, std::vector<int32_t>* out) const {
   if (size == 0) return;
   std::vector<Symbol> symbols;
-  symbols.reserve(size);
+  std::vector<Candidate> heap;
+  std::unordered_map<int32_t, uint32_t> unused_splits;  // merged unused piece -> length of its left part
+  bool previous_unknown = false;
+  size_t segment_begin = 0;
+  // Symbol offsets are 32-bit and relative to the segment; a segment is cut at 1 GiB regardless.
+  constexpr size_t kMaxSegmentBytes = size_t{1} << 30;
+
+  auto finish_segment = [&]() {
+    if (symbols.size() > 1) {
+      std::make_heap(heap.begin(), heap.end(), CandidateLess());
+      merge_segment(symbols, heap, unused_splits);
+    }
+    const uint8_t* base = text + segment_begin;
+    for (int32_t i = 0; i != -1; i = symbols[static_cast<size_t>(i)].next) {
+      const Symbol& symbol = symbols[static_cast<size_t>(i)];
+      emit(symbol.output_id, base, symbol.begin, symbol.length, unused_splits, &previous_unknown, out);
+    }
+    symbols.clear();
+    heap.clear();
+  };
+
   size_t position = 0;
   while (position < size) {
     Symbol symbol;
-    symbol.begin = static_cast<uint32_t>(position);
     const uint8_t lead = text[position];
     int32_t user_id = -1;
     size_t length = 0;
@@ -565,57 +628,70 @@ inline void Tokenizer::encode_normalized(const uint8_t* text, size_t size, std::
       symbol.merge_key = info.merge_key;
       symbol.output_id = info.output_id;
     }
+    if (!symbols.empty()) {
+      const Symbol& previous = symbols.back();
+      const int32_t merged = merge_of(previous, symbol);
+      bool boundary = false;
+      if (merged >= 0) {
+        const int32_t left = static_cast<int32_t>(symbols.size()) - 1;
+        heap.push_back(Candidate{vocab_.scores[static_cast<size_t>(merged)], left, merged,
+                                 previous.length + static_cast<uint32_t>(length)});
+        if (has_unused_ && vocab_.types[static_cast<size_t>(merged)] == token_type::kUnused) {
+          unused_splits[merged] = previous.length;  // SentencePiece keeps the last pair proposed
+        }
+      } else if (split_segments_) {
+        boundary = previous.merge_key < 0 || symbol.merge_key < 0 ||
+                   bigrams_.find(pair_key(previous.merge_key, symbol.merge_key)) < 0;
+      }
+      if (boundary || position - segment_begin >= kMaxSegmentBytes) {
+        finish_segment();
+        segment_begin = position;
+      }
+    }
+    symbol.begin = static_cast<uint32_t>(position - segment_begin);
     symbol.length = static_cast<uint32_t>(length);
     symbol.prev = static_cast<int32_t>(symbols.size()) - 1;
-    position += length;
-    symbol.next = position < size ? static_cast<int32_t>(symbols.size()) + 1 : -1;
+    symbol.next = -1;
+    if (!symbols.empty()) symbols.back().next = static_cast<int32_t>(symbols.size());
     symbols.push_back(symbol);
+    position += length;
   }
+  finish_segment();
+}
 
-  std::unordered_map<int32_t, uint32_t> unused_splits;  // merged unused piece -> length of its left part
-  std::vector<Candidate> heap;
-  heap.reserve(symbols.size());
-  auto add_candidate = [&](int32_t left, int32_t right, bool keep_heap) {
-    if (left < 0 || right < 0) return;
+// SentencePiece's merge loop over one segment: take the best proposal, skip it if stale, merge the
+// pair, propose the two new pairs around the merged symbol.
+inline void Tokenizer::merge_segment(std::vector<Symbol>& symbols, std::vector<Candidate>& heap,
+                                     std::unordered_map<int32_t, uint32_t>& unused_splits) const {
+  auto propose = [&](int32_t left) {
+    if (left < 0) return;
     const Symbol& l = symbols[static_cast<size_t>(left)];
-    const Symbol& r = symbols[static_cast<size_t>(right)];
-    if (l.merge_key < 0 || r.merge_key < 0) return;
-    const int32_t merged =
-        pair_to_merged_.find((static_cast<uint64_t>(l.merge_key) << 32) | static_cast<uint32_t>(r.merge_key));
+    if (l.next < 0) return;
+    const Symbol& r = symbols[static_cast<size_t>(l.next)];
+    const int32_t merged = merge_of(l, r);
     if (merged < 0) return;
-    heap.push_back(Candidate{vocab_.scores[static_cast<size_t>(merged)], left, right, merged, l.length + r.length});
-    if (keep_heap) std::push_heap(heap.begin(), heap.end(), CandidateLess());
+    heap.push_back(Candidate{vocab_.scores[static_cast<size_t>(merged)], left, merged, l.length + r.length});
+    std::push_heap(heap.begin(), heap.end(), CandidateLess());
     if (has_unused_ && vocab_.types[static_cast<size_t>(merged)] == token_type::kUnused) {
-      unused_splits[merged] = l.length;  // SentencePiece keeps the last pair proposed for the piece
+      unused_splits[merged] = l.length;
     }
   };
-  for (size_t i = 1; i < symbols.size(); ++i) {
-    add_candidate(static_cast<int32_t>(i - 1), static_cast<int32_t>(i), false);
-  }
-  std::make_heap(heap.begin(), heap.end(), CandidateLess());
-
   while (!heap.empty()) {
     std::pop_heap(heap.begin(), heap.end(), CandidateLess());
     const Candidate top = heap.back();
     heap.pop_back();
     Symbol& left = symbols[static_cast<size_t>(top.left)];
-    Symbol& right = symbols[static_cast<size_t>(top.right)];
-    // Stale when either side has changed since the pair was proposed (lengths only ever grow).
-    if (left.length == 0 || right.length == 0 || left.length + right.length != top.length) continue;
+    if (left.length == 0 || left.next < 0) continue;
+    Symbol& right = symbols[static_cast<size_t>(left.next)];
+    if (left.length + right.length != top.length) continue;  // stale
     left.length += right.length;
     left.merge_key = top.merged;
     left.output_id = top.merged;
     left.next = right.next;
     if (right.next >= 0) symbols[static_cast<size_t>(right.next)].prev = top.left;
     right.length = 0;
-    add_candidate(left.prev, top.left, true);
-    add_candidate(top.left, left.next, true);
-  }
-
-  bool previous_unknown = false;
-  for (int32_t i = 0; i != -1; i = symbols[static_cast<size_t>(i)].next) {
-    const Symbol& symbol = symbols[static_cast<size_t>(i)];
-    emit(symbol.output_id, text, symbol.begin, symbol.length, unused_splits, &previous_unknown, out);
+    propose(left.prev);
+    propose(top.left);
   }
 }
 
@@ -708,7 +784,11 @@ inline std::string Tokenizer::decode(const int32_t* ids, size_t count) const {
 // malformed); the concatenation of every push() and a final flush() equals Tokenizer::decode.
 class StreamingDecoder {
  public:
-  explicit StreamingDecoder(const Tokenizer& tokenizer) : tokenizer_(&tokenizer) {}
+  // `at_start_of_text`: the first piece begins the text, so its dummy-prefix space is dropped (as
+  // decode() does). Pass false to continue a text already shown, e.g. a plain completion after its
+  // prompt, where "▁Paris" must keep its space.
+  explicit StreamingDecoder(const Tokenizer& tokenizer, bool at_start_of_text = true)
+      : tokenizer_(&tokenizer), at_start_(at_start_of_text) {}
 
   std::string push(int32_t id) {
     std::string out;
@@ -735,10 +815,11 @@ class StreamingDecoder {
     return out;
   }
 
-  // Starts a new sequence: the next piece's leading space is dropped again.
-  void reset() {
+  // Starts a new sequence (pending bytes are dropped): with at_start_of_text, the next piece's
+  // leading space is dropped again.
+  void reset(bool at_start_of_text = true) {
     pending_size_ = 0;
-    at_start_ = true;
+    at_start_ = at_start_of_text;
     start_space_consumed_ = false;
     emitted_any_ = false;
   }

@@ -57,7 +57,7 @@ struct Vocabulary {
 };
 
 // Checks the invariants the tokenizer relies on: parallel arrays of equal length, valid types,
-// special ids inside the vocabulary (or -1), non-empty pieces, finite scores.
+// special ids inside the vocabulary (or -1), non-empty pieces of sane length, no NaN scores.
 inline Status validate_vocabulary(const Vocabulary& vocab) {
   const char* name = vocab.source.empty() ? "vocabulary" : vocab.source.c_str();
   const size_t n = vocab.pieces.size();
@@ -67,8 +67,15 @@ inline Status validate_vocabulary(const Vocabulary& vocab) {
     return make_error(ErrorCode::kFormat, "%s: %zu pieces but %zu scores and %zu types", name, n, vocab.scores.size(),
                       vocab.types.size());
   }
+  constexpr size_t kMaxPieceBytes = size_t{1} << 16;  // real pieces are a few dozen bytes at most
+  size_t total_bytes = 0;
   for (size_t i = 0; i < n; ++i) {
     if (vocab.pieces[i].empty()) return make_error(ErrorCode::kFormat, "%s: piece %zu is empty", name, i);
+    if (vocab.pieces[i].size() > kMaxPieceBytes) {
+      return make_error(ErrorCode::kFormat, "%s: piece %zu is %zu bytes long", name, i, vocab.pieces[i].size());
+    }
+    total_bytes += vocab.pieces[i].size();
+    if (total_bytes > (size_t{1} << 30)) return make_error(ErrorCode::kFormat, "%s: pieces exceed 1 GiB", name);
     if (!token_type::is_valid(vocab.types[i])) {
       return make_error(ErrorCode::kFormat, "%s: piece %zu has unknown type %d", name, i, vocab.types[i]);
     }

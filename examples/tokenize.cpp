@@ -1,0 +1,125 @@
+// Why this file exists: shows exactly which token ids bora produces for a text, a file or a chat
+// conversation (and the text for ids), so tokenization can be compared with SentencePiece and
+// mistral-common from the shell.
+#define BORA_IMPLEMENTATION
+#include "bora/bora.hpp"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <sys/stat.h>
+
+namespace {
+
+void usage() {
+  std::fprintf(stderr,
+               "usage: tokenize -m MODEL_OR_TOKENIZER [--bos] (--text T | --file F | --decode \"ids\" | --chat FILE.json)\n"
+               "  MODEL_OR_TOKENIZER: a .gguf file, a SentencePiece tokenizer.model, a model folder, or ollama:NAME[:TAG]\n"
+               "  --file encodes the file's bytes exactly as they are; --chat renders a mistral-common request\n");
+}
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "tokenize: %s\n", message.c_str());
+  return 1;
+}
+
+bool read_file(const std::string& path, std::string* out) {
+  auto mapped = bora::MappedFile::open(path);
+  if (!mapped) return false;
+  out->assign(reinterpret_cast<const char*>(mapped->data()), static_cast<size_t>(mapped->size()));
+  return true;
+}
+
+bool is_model_path(const std::string& path) {
+  if (path.rfind("ollama:", 0) == 0) return true;
+  if (path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0) return true;
+  struct stat info;
+  return stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
+}
+
+void print_ids(const std::vector<int32_t>& ids) {
+  for (size_t i = 0; i < ids.size(); ++i) std::printf(i ? " %d" : "%d", ids[i]);
+  std::printf("\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string source, text, file, decode, chat;
+  bool bos = false;
+  int modes = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const bool has_value = i + 1 < argc;
+    if ((arg == "-m" || arg == "--model") && has_value) source = argv[++i];
+    else if (arg == "--bos") bos = true;
+    else if (arg == "--text" && has_value) { text = argv[++i]; ++modes; }
+    else if (arg == "--file" && has_value) { file = argv[++i]; ++modes; }
+    else if (arg == "--decode" && has_value) { decode = argv[++i]; ++modes; }
+    else if (arg == "--chat" && has_value) { chat = argv[++i]; ++modes; }
+    else { usage(); return 2; }
+  }
+  if (source.empty() || modes != 1) { usage(); return 2; }
+
+  // A model (.gguf, folder, ollama:) brings its tokenizer and chat template; any other file is
+  // read as a tokenizer on its own (SentencePiece .model, or GGUF recognised by its magic).
+  std::shared_ptr<const bora::Tokenizer> tokenizer;
+  std::string declared_template;
+  if (is_model_path(source)) {
+    auto files = bora::open_model_files(source);
+    if (!files) return fail(files.error().message());
+    auto loaded = bora::load_model_tokenizer(*files);
+    if (!loaded) return fail(loaded.error().message());
+    tokenizer = *loaded;
+    if (!tokenizer) return fail(source + " has no tokenizer");
+    if (const bora::GgufFile* gguf = files->gguf()) {
+      if (gguf->find("tokenizer.chat_template")) {
+        auto t = gguf->get_string("tokenizer.chat_template");
+        if (t) declared_template = *t;
+      }
+    }
+  } else {
+    auto loaded = bora::Tokenizer::from_file(source);
+    if (!loaded) return fail(loaded.error().message());
+    tokenizer = std::make_shared<bora::Tokenizer>(std::move(*loaded));
+  }
+
+  if (!decode.empty()) {
+    std::vector<int32_t> ids;
+    const char* p = decode.c_str();
+    while (*p) {
+      while (*p == ' ' || *p == ',' || *p == '\n' || *p == '\t') ++p;
+      if (!*p) break;
+      char* end = nullptr;
+      errno = 0;
+      const long long id = std::strtoll(p, &end, 10);
+      if (end == p || errno || id < 0 || id >= static_cast<long long>(tokenizer->vocab_size()))
+        return fail(std::string("bad token id near '") + std::string(p).substr(0, 20) + "'");
+      ids.push_back(static_cast<int32_t>(id));
+      p = end;
+    }
+    const std::string out = tokenizer->decode(ids);
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    std::printf("\n");
+    return 0;
+  }
+  if (!chat.empty()) {
+    std::string json;
+    if (!read_file(chat, &json)) return fail("cannot read " + chat);
+    auto messages = bora::parse_chat_request(json, chat);
+    if (!messages) return fail(messages.error().message());
+    const bora::ChatTemplate chosen = bora::detect_chat_template(tokenizer->vocabulary(), declared_template);
+    auto ids = bora::apply_chat_template(*tokenizer, chosen, *messages);
+    if (!ids) return fail(ids.error().message());
+    print_ids(*ids);
+    return 0;
+  }
+  if (!file.empty() && !read_file(file, &text)) return fail("cannot read " + file);
+  print_ids(tokenizer->encode(text, bos));
+  return 0;
+}

@@ -1,0 +1,67 @@
+// Why this file exists: the fast decode path quantizes each activation row once into int8 blocks so
+// every weight format can use integer dot products; this is that row layout and its scalar
+// reference quantizer, which the SIMD quantizer must match exactly.
+#ifndef BORA_QUANT_Q8_ACTIVATIONS_HPP
+#define BORA_QUANT_Q8_ACTIVATIONS_HPP
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace bora {
+namespace quant {
+
+// A row of n activations (n a multiple of 32) in q8_row_bytes(n) bytes:
+//   int8 q[n] | float d[n / 32] | float d_sum[n / 32]
+// value i = d[i / 32] * q[i]; q in [-127, 127] (never -128, so |q| fits the u8 x s8 tricks);
+// d_sum[b] = d[b] * (sum of q over block b), which weights with an offset (Q4_0's -8, the K-quant
+// mins) need. The float arrays start at byte n; the buffer must be 4-byte aligned.
+constexpr int64_t kQ8ActivationBlock = 32;
+
+inline int64_t q8_activation_row_bytes(int64_t n) { return n + 2 * (n / 32) * 4; }
+
+struct Q8ActivationRow {
+  const int8_t* q;
+  const float* d;
+  const float* d_sum;
+};
+
+inline Q8ActivationRow q8_activation_view(const uint8_t* row, int64_t n) {
+  const float* scales = reinterpret_cast<const float*>(row + n);
+  return {reinterpret_cast<const int8_t*>(row), scales, scales + n / 32};
+}
+
+// d = max|x| / 127 and q = round_to_nearest_even(x * (1 / d)): the SIMD quantizer computes the very
+// same float operations, so both produce identical bytes.
+inline void quantize_activations_q8(const float* x, int64_t n, uint8_t* out) {
+  int8_t* q = reinterpret_cast<int8_t*>(out);
+  float* d = reinterpret_cast<float*>(out + n);
+  float* d_sum = d + n / 32;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    float amax = 0.0f;
+    for (int i = 0; i < 32; ++i) amax = std::fmax(amax, std::fabs(x[32 * b + i]));
+    const float scale = amax / 127.0f;
+    const float inverse = amax > 0.0f ? 1.0f / scale : 0.0f;
+    int sum = 0;
+    for (int i = 0; i < 32; ++i) {
+      const float scaled = x[32 * b + i] * inverse;
+      // |scaled| <= 127 up to rounding; the clamp also turns NaN into 0 instead of UB.
+      const int value = scaled >= 127.0f ? 127 : scaled <= -127.0f ? -127
+                        : scaled == scaled ? static_cast<int>(std::nearbyint(scaled)) : 0;
+      q[32 * b + i] = static_cast<int8_t>(value);
+      sum += value;
+    }
+    d[b] = scale;
+    d_sum[b] = scale * static_cast<float>(sum);
+  }
+}
+
+inline void dequantize_activations_q8(const uint8_t* row, int64_t n, float* out) {
+  const Q8ActivationRow view = q8_activation_view(row, n);
+  for (int64_t i = 0; i < n; ++i) out[i] = view.d[i / 32] * static_cast<float>(view.q[i]);
+}
+
+}  // namespace quant
+}  // namespace bora
+
+#endif  // BORA_QUANT_Q8_ACTIVATIONS_HPP

@@ -1,0 +1,182 @@
+// Why this file exists: turning logits into the next token is where "same seed, same text" is won or
+// lost; this sampler uses its own PRNG and a total order on candidates, so a seed gives the same
+// tokens on every compiler, standard library and thread count, and it allocates only on first use.
+//
+// Order of operations (llama.cpp's default chain): repetition penalty -> greedy if temperature <= 0
+// -> top-k -> top-p -> min-p (both on the softmax of the untempered logits) -> temperature -> draw.
+#ifndef BORA_TEXT_SAMPLER_HPP
+#define BORA_TEXT_SAMPLER_HPP
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace bora {
+
+struct SampleParams {
+  float temperature = 0.8f;   // <= 0: greedy (argmax)
+  int top_k = 40;             // <= 0: no limit
+  float top_p = 0.95f;        // >= 1: off
+  float min_p = 0.05f;        // <= 0: off; keeps tokens with p >= min_p * p(best)
+  float repeat_penalty = 1.0f;  // 1: off; > 1 discourages the last repeat_last_n tokens
+  int repeat_last_n = 64;     // how many recent tokens the penalty looks at (< 0: all given)
+  uint64_t seed = 0xB0BA;
+  int max_tokens = 256;       // for generation loops: how many tokens to produce at most (< 0: no limit)
+};
+
+// xoshiro256** seeded through splitmix64: small, fast, and the same sequence everywhere.
+class Xoshiro256 {
+ public:
+  explicit Xoshiro256(uint64_t seed = 0) { reseed(seed); }
+
+  void reseed(uint64_t seed) {
+    for (uint64_t& word : state_) {
+      seed += 0x9E3779B97F4A7C15ull;
+      uint64_t z = seed;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      word = z ^ (z >> 31);
+    }
+  }
+
+  uint64_t next() {
+    const uint64_t result = rotl(state_[1] * 5, 7) * 9;
+    const uint64_t t = state_[1] << 17;
+    state_[2] ^= state_[0];
+    state_[3] ^= state_[1];
+    state_[1] ^= state_[2];
+    state_[0] ^= state_[3];
+    state_[2] ^= t;
+    state_[3] = rotl(state_[3], 45);
+    return result;
+  }
+
+  // Uniform in [0, 1) with 53 random bits.
+  double next_double() { return static_cast<double>(next() >> 11) * (1.0 / 9007199254740992.0); }
+
+ private:
+  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  uint64_t state_[4];
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SampleParams& params = SampleParams()) : params_(params), rng_(params.seed) {}
+
+  const SampleParams& params() const { return params_; }
+  void reseed(uint64_t seed) { rng_.reseed(seed); }
+
+  // Picks the next token. `logits` (n_vocab values) is modified in place by the repetition penalty;
+  // `recent_tokens` is the history, oldest first (ids outside the vocabulary are ignored).
+  // Returns -1 only when n_vocab <= 0.
+  int32_t sample(float* logits, int64_t n_vocab, const std::vector<int32_t>& recent_tokens) {
+    if (logits == nullptr || n_vocab <= 0) return -1;
+    apply_repeat_penalty(logits, n_vocab, recent_tokens);
+    if (!(params_.temperature > 0.0f)) return argmax(logits, n_vocab);
+
+    // Candidates in a total order (logit descending, id ascending), so ties never depend on the
+    // sorting algorithm of the standard library at hand.
+    candidates_.resize(static_cast<size_t>(n_vocab));
+    for (int64_t i = 0; i < n_vocab; ++i) {
+      const float logit = std::isnan(logits[i]) ? -std::numeric_limits<float>::infinity() : logits[i];
+      candidates_[static_cast<size_t>(i)] = Candidate{logit, static_cast<int32_t>(i), 0.0};
+    }
+    auto better = [](const Candidate& a, const Candidate& b) {
+      return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+    };
+    size_t count = candidates_.size();
+    if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < count) {
+      count = static_cast<size_t>(params_.top_k);
+      std::partial_sort(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(count), candidates_.end(),
+                        better);
+    } else {
+      std::sort(candidates_.begin(), candidates_.end(), better);
+    }
+    if (candidates_[0].logit == -std::numeric_limits<float>::infinity()) return candidates_[0].id;
+
+    // Probabilities of the untempered logits over the candidates left.
+    softmax(count, 1.0f);
+    if (params_.top_p < 1.0f) {
+      double cumulative = 0.0;
+      size_t keep = count;
+      for (size_t i = 0; i < count; ++i) {
+        cumulative += candidates_[i].probability;
+        if (cumulative >= static_cast<double>(params_.top_p)) {
+          keep = i + 1;
+          break;
+        }
+      }
+      count = std::max<size_t>(keep, 1);
+    }
+    if (params_.min_p > 0.0f) {
+      const double threshold = static_cast<double>(params_.min_p) * candidates_[0].probability;
+      size_t keep = 1;
+      while (keep < count && candidates_[keep].probability >= threshold) ++keep;
+      count = keep;
+    }
+
+    softmax(count, params_.temperature);
+    const double target = rng_.next_double();
+    double cumulative = 0.0;
+    for (size_t i = 0; i < count; ++i) {
+      cumulative += candidates_[i].probability;
+      if (target < cumulative) return candidates_[i].id;
+    }
+    return candidates_[count - 1].id;  // rounding left the total a hair under 1
+  }
+
+ private:
+  struct Candidate {
+    float logit;
+    int32_t id;
+    double probability;
+  };
+
+  static int32_t argmax(const float* logits, int64_t n_vocab) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < n_vocab; ++i) {
+      if (logits[i] > logits[best] || std::isnan(logits[best])) best = i;
+    }
+    return static_cast<int32_t>(best);
+  }
+
+  // llama.cpp's convention: each distinct recent token once, positive logits divided by the
+  // penalty, negative ones multiplied (both make the token less likely).
+  void apply_repeat_penalty(float* logits, int64_t n_vocab, const std::vector<int32_t>& recent_tokens) {
+    if (params_.repeat_penalty == 1.0f || params_.repeat_last_n == 0 || recent_tokens.empty()) return;
+    size_t window = recent_tokens.size();
+    if (params_.repeat_last_n > 0) window = std::min(window, static_cast<size_t>(params_.repeat_last_n));
+    recent_.assign(recent_tokens.end() - static_cast<std::ptrdiff_t>(window), recent_tokens.end());
+    std::sort(recent_.begin(), recent_.end());
+    recent_.erase(std::unique(recent_.begin(), recent_.end()), recent_.end());
+    for (const int32_t id : recent_) {
+      if (id < 0 || id >= n_vocab) continue;
+      float& logit = logits[id];
+      logit = logit > 0.0f ? logit / params_.repeat_penalty : logit * params_.repeat_penalty;
+    }
+  }
+
+  // Probabilities of the first `count` candidates (sorted, best first) at a temperature.
+  void softmax(size_t count, float temperature) {
+    const double max_logit = static_cast<double>(candidates_[0].logit);
+    double total = 0.0;
+    for (size_t i = 0; i < count; ++i) {
+      const double scaled = (static_cast<double>(candidates_[i].logit) - max_logit) / static_cast<double>(temperature);
+      const double weight = std::exp(scaled);
+      candidates_[i].probability = weight;
+      total += weight;
+    }
+    for (size_t i = 0; i < count; ++i) candidates_[i].probability /= total;
+  }
+
+  SampleParams params_;
+  Xoshiro256 rng_;
+  std::vector<Candidate> candidates_;  // grown once to the vocabulary size, then reused
+  std::vector<int32_t> recent_;
+};
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_SAMPLER_HPP

@@ -1,0 +1,287 @@
+// Why this file exists: what an application talks to. A Session owns one stream over a shared model:
+// it tokenizes prompts, prefills, samples and streams text pieces until a stop condition, keeps
+// the conversation's tokens so later turns reuse the cache, and saves/restores its state.
+#ifndef BORA_TEXT_SESSION_HPP
+#define BORA_TEXT_SESSION_HPP
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "bora/base/expected.hpp"
+#include "bora/model/transformer.hpp"
+#include "bora/text/chat_template.hpp"
+#include "bora/text/sampler.hpp"
+#include "bora/text/tokenizer.hpp"
+
+namespace bora {
+
+struct SessionParams : ContextParams {
+  // Which chat template chat() uses; empty = the one the model's files imply.
+  std::optional<ChatTemplate> chat_template;
+};
+
+// Receives each decoded piece of text as it is produced; return false to stop generating.
+using StreamCallback = std::function<bool(std::string_view piece)>;
+
+enum class StopReason { kEndOfSequence, kMaxTokens, kStopString, kCallback, kContextFull };
+
+struct GenerationResult {
+  std::string text;           // everything streamed, stop string excluded
+  int64_t n_prompt_tokens = 0;  // tokens prefilled for this call
+  int64_t n_generated = 0;
+  StopReason stop_reason = StopReason::kEndOfSequence;
+};
+
+class Session {
+ public:
+  Session(const Model& model, std::unique_ptr<ModelContext> context, SessionParams params)
+      : model_(&model), context_(std::move(context)), params_(std::move(params)) {}
+  Session(Session&&) = default;
+  Session& operator=(Session&&) = default;
+
+  const Model& model() const { return *model_; }
+  // Every token the cache has consumed, in order (position i = tokens()[i]).
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  int64_t n_past() const { return context_->n_past(); }
+  void reset() {
+    context_->reset();
+    tokens_.clear();
+  }
+
+  // Appends tokens to the stream (prefill); leaves the logits of the last one for sampling.
+  Status feed(const std::vector<int32_t>& ids) {
+    if (ids.empty()) return Status();
+    last_logits_.resize(static_cast<size_t>(model_->config().vocab_size));
+    Status status = model_->forward(*context_, ids.data(), static_cast<int64_t>(ids.size()), last_logits_.data(), false);
+    if (!status) return status;
+    tokens_.insert(tokens_.end(), ids.begin(), ids.end());
+    return Status();
+  }
+
+  // The template chat() renders with: the session's choice, else what the files imply.
+  ChatTemplate chat_template() const {
+    if (params_.chat_template) return *params_.chat_template;
+    std::string declared;
+    if (const GgufFile* gguf = model_->files().gguf()) {
+      if (gguf->find("tokenizer.chat_template") != nullptr) {
+        auto text = gguf->get_string("tokenizer.chat_template");
+        if (text) declared = *text;
+      }
+    }
+    return detect_chat_template(model_->tokenizer()->vocabulary(), declared);
+  }
+
+  // Continues the stream with `text` (BOS added when the stream is empty), then generates.
+  Expected<GenerationResult> complete(std::string_view text, const SampleParams& sample, const StreamCallback& on_piece,
+                                      const std::vector<std::string>& stop = {}) {
+    const Tokenizer* tokenizer = model_->tokenizer();
+    if (tokenizer == nullptr) return no_tokenizer();
+    std::vector<int32_t> ids = tokenizer->encode(text, tokens_.empty() && tokenizer->add_bos_by_default());
+    const int64_t n_prompt = static_cast<int64_t>(ids.size());
+    BORA_RETURN_IF_ERROR(feed(ids));
+    auto result = generate(sample, on_piece, stop);
+    if (result) result->n_prompt_tokens = n_prompt;
+    return result;
+  }
+
+  // Renders the whole conversation with the chat template; reuses the cache for the part that
+  // is unchanged since the last call, prefills the rest and generates the assistant's reply.
+  Expected<GenerationResult> chat(const std::vector<ChatMessage>& messages, const SampleParams& sample,
+                                  const StreamCallback& on_piece, const std::vector<std::string>& stop = {}) {
+    const Tokenizer* tokenizer = model_->tokenizer();
+    if (tokenizer == nullptr) return no_tokenizer();
+    auto ids = apply_chat_template(*tokenizer, chat_template(), messages);
+    if (!ids) return ids.error();
+    size_t common = 0;
+    while (common < tokens_.size() && common < ids->size() && tokens_[common] == (*ids)[common]) ++common;
+    // The last prompt token must be run again to get fresh logits, so keep at least one to feed.
+    if (common == ids->size() && common > 0) --common;
+    if (common < tokens_.size()) {
+      if (context_->truncate(static_cast<int64_t>(common))) {
+        tokens_.resize(common);
+      } else {
+        reset();
+        common = 0;
+      }
+    }
+    const std::vector<int32_t> rest(ids->begin() + static_cast<std::ptrdiff_t>(common), ids->end());
+    BORA_RETURN_IF_ERROR(feed(rest));
+    auto result = generate(sample, on_piece, stop);
+    if (result) result->n_prompt_tokens = static_cast<int64_t>(rest.size());
+    return result;
+  }
+
+  // Samples tokens after what has been fed, streaming text, until end of sequence, max_tokens,
+  // a stop string, the callback returning false, or a full context.
+  Expected<GenerationResult> generate(const SampleParams& sample, const StreamCallback& on_piece,
+                                      const std::vector<std::string>& stop = {}) {
+    const Tokenizer* tokenizer = model_->tokenizer();
+    if (tokenizer == nullptr) return no_tokenizer();
+    if (tokens_.empty()) return make_error(ErrorCode::kInvalidArgument, "generate: feed a prompt first");
+    GenerationResult result;
+    Sampler sampler(sample);
+    StreamingDecoder decoder(*tokenizer);
+    // Text held back because it might be the start of a stop string.
+    std::string pending;
+    auto emit = [&](const std::string& text) -> bool {
+      result.text += text;
+      return !on_piece || text.empty() || on_piece(text);
+    };
+    // Returns false when generation must end (stop string found or callback refused).
+    auto push_text = [&](const std::string& piece) -> bool {
+      pending += piece;
+      for (const std::string& s : stop) {
+        const size_t at = s.empty() ? std::string::npos : pending.find(s);
+        if (at != std::string::npos) {
+          emit(pending.substr(0, at));
+          pending.clear();
+          result.stop_reason = StopReason::kStopString;
+          return false;
+        }
+      }
+      // Keep the longest tail that is a prefix of some stop string; emit the rest now.
+      size_t keep = 0;
+      for (const std::string& s : stop) {
+        for (size_t len = std::min(s.size() - (s.empty() ? 0 : 1), pending.size()); len > keep; --len) {
+          if (pending.compare(pending.size() - len, len, s, 0, len) == 0) {
+            keep = len;
+            break;
+          }
+        }
+      }
+      const std::string ready = pending.substr(0, pending.size() - keep);
+      pending.erase(0, pending.size() - keep);
+      if (!emit(ready)) {
+        result.stop_reason = StopReason::kCallback;
+        return false;
+      }
+      return true;
+    };
+
+    const int64_t vocab = model_->config().vocab_size;
+    const int max_tokens = sample.max_tokens;
+    for (int i = 0; max_tokens < 0 || i < max_tokens; ++i) {
+      const int32_t next = sampler.sample(last_logits_.data(), vocab, tokens_);
+      if (next == tokenizer->eos_id()) {
+        result.stop_reason = StopReason::kEndOfSequence;
+        push_text(decoder.flush());
+        emit(pending);
+        return result;
+      }
+      ++result.n_generated;
+      Status status = feed({next});
+      if (!status) {
+        if (status.error().code() == ErrorCode::kContextFull) {
+          result.stop_reason = StopReason::kContextFull;
+          emit(pending);
+          return result;
+        }
+        return status.error();
+      }
+      if (!push_text(decoder.push(next))) return result;
+    }
+    result.stop_reason = StopReason::kMaxTokens;
+    if (push_text(decoder.flush())) emit(pending);
+    return result;
+  }
+
+  // Saves tokens and KV cache, so a later process can continue this stream without recomputing.
+  Status save(const std::string& path) const {
+    std::FILE* file = std::fopen(path.c_str(), "wb");
+    if (!file) return make_error(ErrorCode::kIo, "%s: cannot write session", path.c_str());
+    const std::vector<uint8_t> cache = context_->save_state();
+    const Header header = make_header(static_cast<uint64_t>(cache.size()));
+    bool ok = std::fwrite(&header, sizeof(header), 1, file) == 1;
+    ok = ok && (tokens_.empty() || std::fwrite(tokens_.data(), sizeof(int32_t), tokens_.size(), file) == tokens_.size());
+    ok = ok && (cache.empty() || std::fwrite(cache.data(), 1, cache.size(), file) == cache.size());
+    ok = ok && (last_logits_.empty() || std::fwrite(last_logits_.data(), sizeof(float), last_logits_.size(), file) == last_logits_.size());
+    if (std::fclose(file) != 0 || !ok) return make_error(ErrorCode::kIo, "%s: cannot write session", path.c_str());
+    return Status();
+  }
+
+  // Restores what save() wrote; the file must come from the same model and session settings.
+  Status load(const std::string& path) {
+    auto mapped = MappedFile::open(path);
+    if (!mapped) return mapped.error();
+    const uint8_t* data = mapped->data();
+    const uint64_t size = mapped->size();
+    Header header;
+    if (size < sizeof(header)) return make_error(ErrorCode::kFormat, "%s: too short for a bora session", path.c_str());
+    std::memcpy(&header, data, sizeof(header));
+    const std::vector<uint8_t> current = context_->save_state();
+    const Header expected = make_header(static_cast<uint64_t>(current.size()));
+    if (std::memcmp(header.magic, expected.magic, sizeof(header.magic)) != 0)
+      return make_error(ErrorCode::kFormat, "%s: not a bora session file", path.c_str());
+    if (std::memcmp(header.fingerprint, expected.fingerprint, sizeof(header.fingerprint)) != 0 ||
+        header.cache_bytes != expected.cache_bytes)
+      return make_error(ErrorCode::kFormat, "%s: saved with a different model or cache settings", path.c_str());
+    const uint64_t vocab = static_cast<uint64_t>(model_->config().vocab_size);
+    if (header.n_tokens > (size - sizeof(header)) / sizeof(int32_t))
+      return make_error(ErrorCode::kFormat, "%s: token count %llu runs past the end", path.c_str(),
+                        (unsigned long long)header.n_tokens);
+    const uint64_t logits_bytes = header.n_tokens > 0 ? vocab * sizeof(float) : 0;
+    if (size != sizeof(header) + header.n_tokens * sizeof(int32_t) + header.cache_bytes + logits_bytes)
+      return make_error(ErrorCode::kFormat, "%s: size %llu does not match its header", path.c_str(), (unsigned long long)size);
+    const uint8_t* p = data + sizeof(header);
+    std::vector<int32_t> tokens(static_cast<size_t>(header.n_tokens));
+    if (!tokens.empty()) std::memcpy(tokens.data(), p, tokens.size() * sizeof(int32_t));
+    for (int32_t t : tokens)
+      if (t < 0 || static_cast<uint64_t>(t) >= vocab) return make_error(ErrorCode::kFormat, "%s: token %d outside the vocabulary", path.c_str(), t);
+    p += tokens.size() * sizeof(int32_t);
+    BORA_RETURN_IF_ERROR(context_->restore_state(p, header.cache_bytes, static_cast<int64_t>(header.n_tokens)));
+    p += header.cache_bytes;
+    last_logits_.assign(static_cast<size_t>(logits_bytes / sizeof(float)), 0.0f);
+    if (logits_bytes) std::memcpy(last_logits_.data(), p, logits_bytes);
+    tokens_ = std::move(tokens);
+    return Status();
+  }
+
+ private:
+  struct Header {
+    char magic[8];
+    int64_t fingerprint[8];  // model shape + cache geometry: a session only fits its own model
+    uint64_t n_tokens;
+    uint64_t cache_bytes;
+  };
+
+  Header make_header(uint64_t cache_bytes) const {
+    Header h;
+    std::memset(&h, 0, sizeof(h));
+    std::memcpy(h.magic, "BORASES1", 8);
+    const ModelConfig& c = model_->config();
+    const int64_t values[8] = {c.dim, c.n_layers, c.n_kv_heads, c.head_dim, c.vocab_size, context_->kv_capacity(),
+                               context_->window(), c.n_experts};
+    std::memcpy(h.fingerprint, values, sizeof(values));
+    h.n_tokens = tokens_.size();
+    h.cache_bytes = cache_bytes;
+    return h;
+  }
+
+  static Error no_tokenizer() {
+    return make_error(ErrorCode::kMissing, "this model's files have no tokenizer (no tokenizer.ggml.* metadata or tokenizer.model)");
+  }
+
+  const Model* model_;
+  std::unique_ptr<ModelContext> context_;
+  SessionParams params_;
+  std::vector<int32_t> tokens_;
+  std::vector<float> last_logits_;
+};
+
+inline Expected<Session> Model::session(const SessionParams& params) const {
+  auto context = create_context(params);
+  if (!context) return context.error();
+  return Session(*this, std::move(*context), params);
+}
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_SESSION_HPP

@@ -1,0 +1,481 @@
+// Why this file exists: every function of the SIMD boundary (ops.hpp) is compared with a plain
+// scalar reference on every SIMD target this binary compiled and this CPU supports, with odd sizes
+// and row ranges so vector tails and partial tiles are exercised.
+#include <doctest/doctest.h>
+
+#include <hwy/targets.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bora/io/tensor_view.hpp"
+#include "bora/ops/ops.hpp"
+#include "bora/quant/dequantize.hpp"
+#include "bora/quant/q8_activations.hpp"
+
+namespace {
+
+using bora::WeightType;
+
+const WeightType kAllTypes[] = {WeightType::kF32,  WeightType::kF16,  WeightType::kBF16, WeightType::kQ8_0,
+                                WeightType::kQ4_0, WeightType::kQ4_K, WeightType::kQ5_K, WeightType::kQ6_K};
+
+// Runs `body` once per target both compiled into the implementation and supported by this CPU,
+// checking that dispatch really switched.
+void for_each_target(const std::function<void()>& body) {
+  std::vector<int64_t> targets;
+  for (int64_t left = hwy::SupportedTargets() & bora::ops::simd_compiled_targets(); left != 0; left &= left - 1) {
+    targets.push_back(left & -left);
+  }
+  REQUIRE(!targets.empty());
+  for (int64_t target : targets) {
+    hwy::SetSupportedTargetsForTest(target);
+    const std::string target_name = hwy::TargetName(target);
+    CAPTURE(target_name);
+    REQUIRE(std::string(bora::ops::simd_target_name()) == hwy::TargetName(target));
+    body();
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float stddev = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, stddev);
+  std::vector<float> v(n);
+  for (auto& x : v) x = normal(rng);
+  return v;
+}
+
+// A quantized matrix plus its exact dequantized values (the scalar reference).
+struct TestMatrix {
+  bora::TensorView view;
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;  // rows x row_length, from the scalar dequantizer
+};
+
+TestMatrix make_matrix(WeightType type, int64_t row_length, int64_t rows, uint32_t seed) {
+  TestMatrix m;
+  const std::vector<float> source = random_floats(static_cast<size_t>(row_length * rows), seed, 0.5f);
+  uint64_t row_bytes = 0;
+  REQUIRE(bora::weight_row_bytes(type, static_cast<uint64_t>(row_length), &row_bytes));
+  // One spare leading byte puts every row at an odd address: kernels must not assume alignment.
+  m.bytes.assign(static_cast<size_t>(row_bytes * rows) + 1, 0);
+  m.values.resize(static_cast<size_t>(row_length * rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t* row = m.bytes.data() + 1 + r * row_bytes;
+    bora::quantize_row(type, source.data() + r * row_length, row, row_length);
+    bora::dequantize_row(type, row, m.values.data() + r * row_length, row_length);
+  }
+  m.view.name = "test";
+  m.view.type = type;
+  m.view.n_dims = 2;
+  m.view.ne[0] = row_length;
+  m.view.ne[1] = rows;
+  m.view.data = m.bytes.data() + 1;
+  m.view.bytes = row_bytes * static_cast<uint64_t>(rows);
+  return m;
+}
+
+int64_t row_length_for(WeightType type) {
+  // Several blocks per row; plain float types get a length that is no multiple of any vector.
+  switch (type) {
+    case WeightType::kF32:
+    case WeightType::kF16:
+    case WeightType::kBF16: return 131;
+    case WeightType::kQ8_0:
+    case WeightType::kQ4_0: return 96;
+    default: return 512;
+  }
+}
+
+// Reference dot in double, with the bound an f32 sum of n terms must stay within.
+void reference_dot(const float* w, const float* x, int64_t n, double* value, double* tolerance) {
+  double sum = 0, magnitude = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    sum += double(w[i]) * double(x[i]);
+    magnitude += std::fabs(double(w[i]) * double(x[i]));
+  }
+  *value = sum;
+  *tolerance = 1e-6 * magnitude * std::sqrt(double(n)) + 1e-30;
+}
+
+}  // namespace
+
+TEST_CASE("matvec_f32 matches the scalar reference for every weight type and target") {
+  for_each_target([] {
+    for (WeightType type : kAllTypes) {
+      const std::string type_name = bora::weight_type_name(type);
+      CAPTURE(type_name);
+      const int64_t n = row_length_for(type), rows = 13;
+      const TestMatrix m = make_matrix(type, n, rows, 7u + static_cast<uint32_t>(type));
+      const std::vector<float> x = random_floats(static_cast<size_t>(n), 3);
+      const float sentinel = 12345.0f;
+      std::vector<float> y(static_cast<size_t>(rows), sentinel);
+      bora::ops::matvec_f32(m.view, x.data(), y.data(), 3, 12);
+      for (int64_t r = 0; r < rows; ++r) {
+        if (r < 3 || r >= 12) {
+          CHECK(y[r] == sentinel);
+          continue;
+        }
+        double expected = 0, tolerance = 0;
+        reference_dot(m.values.data() + r * n, x.data(), n, &expected, &tolerance);
+        CHECK(std::fabs(double(y[r]) - expected) <= tolerance);
+      }
+    }
+  });
+}
+
+TEST_CASE("matvec_f32 and matmul_f32 decode every weight bit-exactly on every target") {
+  // One-hot activations select single weights: one exact product plus exact zeros.
+  for_each_target([] {
+    for (WeightType type : kAllTypes) {
+      const std::string type_name = bora::weight_type_name(type);
+      CAPTURE(type_name);
+      const int64_t n = row_length_for(type), rows = 6;
+      const TestMatrix m = make_matrix(type, n, rows, 100u + static_cast<uint32_t>(type));
+      std::vector<float> identity(static_cast<size_t>(n * n), 0.0f);
+      for (int64_t i = 0; i < n; ++i) identity[static_cast<size_t>(i * n + i)] = 1.0f;
+      std::vector<float> y(static_cast<size_t>(n * rows));
+      bora::ops::matmul_f32(m.view, identity.data(), n, y.data(), rows, 0, rows);
+      int mismatches = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t r = 0; r < rows; ++r) mismatches += y[t * rows + r] != m.values[r * n + t];
+      }
+      CHECK(mismatches == 0);
+      std::vector<float> column(static_cast<size_t>(rows));
+      for (int64_t i = 0; i < n; i += 37) {
+        bora::ops::matvec_f32(m.view, identity.data() + i * n, column.data(), 0, rows);
+        for (int64_t r = 0; r < rows; ++r) CHECK(column[r] == m.values[r * n + i]);
+      }
+    }
+  });
+}
+
+TEST_CASE("matmul_f32 matches the reference with a strided output and a partial tile") {
+  for_each_target([] {
+    for (WeightType type : kAllTypes) {
+      const std::string type_name = bora::weight_type_name(type);
+      CAPTURE(type_name);
+      const int64_t n = row_length_for(type), rows = 11, n_tokens = 5, stride = rows + 3;
+      const TestMatrix m = make_matrix(type, n, rows, 40u + static_cast<uint32_t>(type));
+      const std::vector<float> x = random_floats(static_cast<size_t>(n * n_tokens), 9);
+      const float sentinel = -777.0f;
+      std::vector<float> y(static_cast<size_t>(stride * n_tokens), sentinel);
+      bora::ops::matmul_f32(m.view, x.data(), n_tokens, y.data(), stride, 1, 10);  // 9 rows: 4+4+1
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        for (int64_t r = 0; r < stride; ++r) {
+          const float got = y[t * stride + r];
+          if (r < 1 || r >= 10) {
+            CHECK(got == sentinel);
+            continue;
+          }
+          double expected = 0, tolerance = 0;
+          reference_dot(m.values.data() + r * n, x.data() + t * n, n, &expected, &tolerance);
+          CHECK(std::fabs(double(got) - expected) <= tolerance);
+        }
+      }
+    }
+  });
+}
+
+TEST_CASE("dot, axpy and scale match scalar loops at every length") {
+  for_each_target([] {
+    for (int64_t n : {0, 1, 3, 7, 16, 17, 64, 100, 259}) {
+      CAPTURE(n);
+      const std::vector<float> a = random_floats(static_cast<size_t>(n) + 1, 1);
+      const std::vector<float> b = random_floats(static_cast<size_t>(n) + 1, 2);
+      double expected = 0, tolerance = 0;
+      reference_dot(a.data(), b.data(), n, &expected, &tolerance);
+      CHECK(std::fabs(double(bora::ops::dot(a.data(), b.data(), n)) - expected) <= tolerance);
+
+      std::vector<float> y = b;
+      bora::ops::axpy(0.75f, a.data(), y.data(), n);
+      for (int64_t i = 0; i < n; ++i) CHECK(y[i] == doctest::Approx(b[i] + 0.75f * a[i]).epsilon(1e-6));
+      CHECK(y[n] == b[n]);  // nothing past the end
+
+      std::vector<float> s = a;
+      bora::ops::scale(s.data(), -1.5f, n);
+      for (int64_t i = 0; i < n; ++i) CHECK(s[i] == a[i] * -1.5f);
+      CHECK(s[n] == a[n]);
+    }
+  });
+}
+
+TEST_CASE("rmsnorm matches the reference, also in place") {
+  for_each_target([] {
+    for (int64_t n : {1, 5, 33, 256}) {
+      CAPTURE(n);
+      const std::vector<float> x = random_floats(static_cast<size_t>(n), 11, 3.0f);
+      const std::vector<float> w = random_floats(static_cast<size_t>(n), 12);
+      const float eps = 1e-5f;
+      double mean_square = 0;
+      for (float v : x) mean_square += double(v) * v;
+      mean_square /= double(n);
+      const double inverse = 1.0 / std::sqrt(mean_square + eps);
+      std::vector<float> y(static_cast<size_t>(n));
+      bora::ops::rmsnorm(x.data(), w.data(), eps, n, y.data());
+      std::vector<float> in_place = x;
+      bora::ops::rmsnorm(in_place.data(), w.data(), eps, n, in_place.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const double expected = double(x[i]) * inverse * double(w[i]);
+        CHECK(std::fabs(y[i] - expected) <= 1e-5 * std::fabs(expected) + 1e-7);
+        CHECK(in_place[i] == y[i]);
+      }
+    }
+  });
+}
+
+TEST_CASE("softmax is normalized, stable for large inputs and zero for -inf") {
+  for_each_target([] {
+    for (int64_t n : {1, 2, 9, 40, 129}) {
+      CAPTURE(n);
+      std::vector<float> x = random_floats(static_cast<size_t>(n), 21, 4.0f);
+      x[0] += 1000.0f;  // would overflow a naive exp
+      if (n > 2) x[2] = -std::numeric_limits<float>::infinity();
+      const std::vector<float> original = x;
+      double max_value = -INFINITY;
+      for (float v : original) max_value = std::fmax(max_value, double(v));
+      double sum = 0;
+      for (float v : original) sum += std::exp(double(v) - max_value);
+      bora::ops::softmax(x.data(), n);
+      double total = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double expected = std::exp(double(original[i]) - max_value) / sum;
+        CHECK(std::fabs(x[i] - expected) <= 2e-6 * expected + 1e-30);
+        total += x[i];
+      }
+      if (n > 2) CHECK(x[2] == 0.0f);
+      CHECK(total == doctest::Approx(1.0).epsilon(1e-5));
+    }
+  });
+}
+
+TEST_CASE("silu_mul matches x*sigmoid(x)*up, including extreme gates") {
+  for_each_target([] {
+    for (int64_t n : {1, 6, 31, 100}) {
+      CAPTURE(n);
+      std::vector<float> gate = random_floats(static_cast<size_t>(n), 31, 5.0f);
+      const std::vector<float> up = random_floats(static_cast<size_t>(n), 32);
+      gate[0] = -150.0f;
+      if (n > 1) gate[1] = 150.0f;
+      if (n > 5) gate[5] = 0.0f;
+      const std::vector<float> original = gate;
+      bora::ops::silu_mul(gate.data(), up.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const double g = original[i];
+        const double expected = g / (1.0 + std::exp(-g)) * double(up[i]);
+        CHECK(std::isfinite(gate[i]));
+        CHECK(std::fabs(gate[i] - expected) <= 4e-6 * std::fabs(expected) + 1e-30);
+      }
+    }
+  });
+}
+
+TEST_CASE("rope rotates adjacent and half-split pairs by position * theta^(-2i/d)") {
+  const int64_t n_heads = 3, head_dim = 32, position = 4093;
+  const float theta = 10000.0f;
+  const std::vector<float> x = random_floats(static_cast<size_t>(n_heads * head_dim), 41);
+
+  std::vector<float> adjacent = x;
+  bora::ops::rope(adjacent.data(), n_heads, head_dim, position, theta, bora::RopePairing::kAdjacent);
+  std::vector<float> zero_position = x;
+  bora::ops::rope(zero_position.data(), n_heads, head_dim, 0, theta, bora::RopePairing::kAdjacent);
+  CHECK(zero_position == x);
+
+  // The half-split layout of the same head (HF's permutation) must give the same rotated values.
+  std::vector<float> split(x.size());
+  for (int64_t h = 0; h < n_heads; ++h) {
+    for (int64_t i = 0; i < head_dim / 2; ++i) {
+      split[h * head_dim + i] = x[h * head_dim + 2 * i];
+      split[h * head_dim + i + head_dim / 2] = x[h * head_dim + 2 * i + 1];
+    }
+  }
+  bora::ops::rope(split.data(), n_heads, head_dim, position, theta, bora::RopePairing::kHalfSplit);
+
+  for (int64_t h = 0; h < n_heads; ++h) {
+    for (int64_t i = 0; i < head_dim / 2; ++i) {
+      const double angle = double(position) * std::pow(double(theta), -2.0 * double(i) / double(head_dim));
+      const double a = x[h * head_dim + 2 * i], b = x[h * head_dim + 2 * i + 1];
+      const double first = a * std::cos(angle) - b * std::sin(angle);
+      const double second = a * std::sin(angle) + b * std::cos(angle);
+      CHECK(adjacent[h * head_dim + 2 * i] == doctest::Approx(first).epsilon(1e-6));
+      CHECK(adjacent[h * head_dim + 2 * i + 1] == doctest::Approx(second).epsilon(1e-6));
+      CHECK(split[h * head_dim + i] == adjacent[h * head_dim + 2 * i]);
+      CHECK(split[h * head_dim + i + head_dim / 2] == adjacent[h * head_dim + 2 * i + 1]);
+    }
+  }
+}
+
+TEST_CASE("f16 conversions agree with the scalar reference bit for bit") {
+  std::vector<uint16_t> all_halves(65536);
+  for (uint32_t h = 0; h < 65536; ++h) all_halves[h] = static_cast<uint16_t>(h);
+  std::vector<float> probes = random_floats(1000, 51, 100.0f);
+  for (float v : random_floats(200, 52, 1e-5f)) probes.push_back(v);  // subnormal range
+  for (uint32_t h = 0; h < 65536; h += 7) {
+    // Exact ties between neighbouring halves and values just beside them.
+    const float lo = bora::quant::f16_to_f32(static_cast<uint16_t>(h));
+    const float hi = bora::quant::f16_to_f32(static_cast<uint16_t>(h + 1));
+    if (std::isfinite(lo) && std::isfinite(hi)) {
+      const float mid = static_cast<float>((double(lo) + double(hi)) / 2);
+      probes.push_back(mid);
+      probes.push_back(std::nextafter(mid, 0.0f));
+      probes.push_back(std::nextafter(mid, INFINITY));
+    }
+  }
+  for (float v : {0.0f, -0.0f, 65504.0f, 65519.0f, 65520.0f, 1e9f, -1e9f, std::numeric_limits<float>::infinity(),
+                  -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
+                  std::numeric_limits<float>::denorm_min(), 6.0e-8f, 2.9e-8f, 3.0e-8f}) {
+    probes.push_back(v);
+  }
+
+  for_each_target([&] {
+    std::vector<float> widened(all_halves.size());
+    bora::ops::f16_to_f32(all_halves.data(), widened.data(), static_cast<int64_t>(all_halves.size()));
+    int widen_mismatches = 0;
+    for (uint32_t h = 0; h < 65536; ++h) {
+      const float expected = bora::quant::f16_to_f32(static_cast<uint16_t>(h));
+      uint32_t got_bits, expected_bits;
+      std::memcpy(&got_bits, &widened[h], 4);
+      std::memcpy(&expected_bits, &expected, 4);
+      widen_mismatches += got_bits != expected_bits;
+    }
+    CHECK(widen_mismatches == 0);
+
+    std::vector<uint16_t> narrowed(probes.size());
+    bora::ops::f32_to_f16(probes.data(), narrowed.data(), static_cast<int64_t>(probes.size()));
+    int narrow_mismatches = 0;
+    for (size_t i = 0; i < probes.size(); ++i) narrow_mismatches += narrowed[i] != bora::quant::f32_to_f16(probes[i]);
+    CHECK(narrow_mismatches == 0);
+  });
+}
+
+// ---- int8 activation fast path ----------------------------------------------------------------
+
+namespace {
+
+const WeightType kIntegerTypes[] = {WeightType::kQ8_0, WeightType::kQ4_0, WeightType::kQ4_K, WeightType::kQ5_K,
+                                    WeightType::kQ6_K};
+
+std::vector<uint8_t> quantize_tokens(const std::vector<float>& x, int64_t n, int64_t n_tokens) {
+  const int64_t stride = bora::ops::q8_row_bytes(n);
+  std::vector<uint8_t> xq(static_cast<size_t>(stride * n_tokens));
+  for (int64_t t = 0; t < n_tokens; ++t) bora::ops::quantize_row_q8(x.data() + t * n, n, xq.data() + t * stride);
+  return xq;
+}
+
+}  // namespace
+
+TEST_CASE("quantize_row_q8 matches the scalar reference bit for bit") {
+  const int64_t n = 32 * 7;
+  std::vector<float> x = random_floats(static_cast<size_t>(n), 61, 2.0f);
+  for (int i = 32; i < 64; ++i) x[i] = 0.0f;  // an all-zero block: d = 0, q = 0
+  x[70] = 1e30f;                               // a huge value next to ordinary ones
+  for (int i = 96; i < 128; ++i) x[i] = static_cast<float>(i - 112) * 0.5f;  // exact ties at .5
+  std::vector<uint8_t> expected(static_cast<size_t>(bora::ops::q8_row_bytes(n)));
+  bora::quant::quantize_activations_q8(x.data(), n, expected.data());
+  const bora::quant::Q8ActivationRow view = bora::quant::q8_activation_view(expected.data(), n);
+  CHECK(view.d[1] == 0.0f);
+  CHECK(view.q[70] == 127);
+  for (int64_t i = 0; i < n; ++i) {
+    CHECK(view.q[i] >= -127);
+    CHECK(std::fabs(view.d[i / 32] * view.q[i] - x[i]) <= 0.5f * view.d[i / 32] * 1.0001f + 1e-30f);
+  }
+  for_each_target([&] {
+    std::vector<uint8_t> got(expected.size(), 0xAB);
+    bora::ops::quantize_row_q8(x.data(), n, got.data());
+    CHECK(got == expected);
+  });
+}
+
+TEST_CASE("matvec_q8 equals the dot of the dequantized weights and activations") {
+  for_each_target([] {
+    for (WeightType type : kAllTypes) {
+      const std::string type_name = bora::weight_type_name(type);
+      CAPTURE(type_name);
+      const int64_t n = type == WeightType::kQ8_0 || type == WeightType::kQ4_0 ? 160 : 512;
+      const int64_t rows = 9;
+      const TestMatrix m = make_matrix(type, n, rows, 200u + static_cast<uint32_t>(type));
+      const std::vector<float> x = random_floats(static_cast<size_t>(n), 71);
+      const std::vector<uint8_t> xq = quantize_tokens(x, n, 1);
+      std::vector<float> x_hat(static_cast<size_t>(n));
+      bora::quant::dequantize_activations_q8(xq.data(), n, x_hat.data());
+      const bora::quant::Q8ActivationRow view = bora::quant::q8_activation_view(xq.data(), n);
+
+      std::vector<float> y(static_cast<size_t>(rows), -1.0f), y_exact(static_cast<size_t>(rows));
+      bora::ops::matvec_q8(m.view, xq.data(), y.data(), 1, rows);
+      bora::ops::matvec_f32(m.view, x.data(), y_exact.data(), 0, rows);
+      CHECK(y[0] == -1.0f);
+      for (int64_t r = 1; r < rows; ++r) {
+        const float* w = m.values.data() + r * n;
+        double expected = 0, magnitude = 0, quantization_bound = 0, max_w = 0;
+        for (int64_t i = 0; i < n; ++i) max_w = std::fmax(max_w, std::fabs(w[i]));
+        for (int64_t i = 0; i < n; ++i) {
+          expected += double(w[i]) * double(x_hat[i]);
+          // Offsets (Q4_0's -8, K-quant mins) are applied per block, so partial sums reach a few max|w|.
+          magnitude += std::fabs(double(x_hat[i])) * 4 * max_w;
+          quantization_bound += std::fabs(double(w[i])) * 0.5 * double(view.d[i / 32]);
+        }
+        // Exact integer block sums; only the f32 scaling and summation round.
+        CHECK(std::fabs(double(y[r]) - expected) <= 1e-6 * std::sqrt(double(n)) * magnitude);
+        // Against the exact f32 path the difference is the activation rounding, <= half a step each.
+        CHECK(std::fabs(double(y[r]) - double(y_exact[r])) <= quantization_bound * 1.001 + 1e-4);
+      }
+    }
+  });
+}
+
+// The reference both fast-path tests use: the exact dot of dequantized weights and activations,
+// and a bound for f32 rounding of the per-block scaling (offsets such as Q4_0's -8 and the K-quant
+// mins are applied per block, so partial sums reach a few times max|w| per activation).
+void reference_q8_dot(const float* w, const float* x_hat, int64_t n, double* value, double* tolerance) {
+  double sum = 0, max_w = 0, magnitude = 0;
+  for (int64_t i = 0; i < n; ++i) max_w = std::fmax(max_w, std::fabs(w[i]));
+  for (int64_t i = 0; i < n; ++i) {
+    sum += double(w[i]) * double(x_hat[i]);
+    magnitude += std::fabs(double(x_hat[i])) * 4 * max_w;
+  }
+  *value = sum;
+  *tolerance = 1e-6 * std::sqrt(double(n)) * magnitude;
+}
+
+TEST_CASE("matmul_q8 matches the reference with a strided output, partial tiles and padded token groups") {
+  for_each_target([] {
+    for (WeightType type : kIntegerTypes) {
+      const std::string type_name = bora::weight_type_name(type);
+      CAPTURE(type_name);
+      // 7 tokens take the row-at-a-time kernel, 37 the packed prefill kernel (32 + 5 padded).
+      for (int64_t n_tokens : {int64_t{7}, int64_t{37}}) {
+        CAPTURE(n_tokens);
+        const int64_t n = 512, rows = 21, stride = rows + 2;
+        const TestMatrix m = make_matrix(type, n, rows, 300u + static_cast<uint32_t>(type));
+        const std::vector<float> x = random_floats(static_cast<size_t>(n * n_tokens), 81);
+        const std::vector<uint8_t> xq = quantize_tokens(x, n, n_tokens);
+        const float sentinel = 4242.0f;
+        std::vector<float> y(static_cast<size_t>(stride * n_tokens), sentinel);
+        bora::ops::matmul_q8(m.view, xq.data(), n_tokens, y.data(), stride, 2, 20);  // 18 rows
+        std::vector<float> x_hat(static_cast<size_t>(n));
+        int bad = 0;
+        for (int64_t t = 0; t < n_tokens; ++t) {
+          bora::quant::dequantize_activations_q8(xq.data() + t * bora::ops::q8_row_bytes(n), n, x_hat.data());
+          for (int64_t r = 0; r < stride; ++r) {
+            const float got = y[t * stride + r];
+            if (r < 2 || r >= 20) {
+              bad += got != sentinel;
+              continue;
+            }
+            double expected = 0, tolerance = 0;
+            reference_q8_dot(m.values.data() + r * n, x_hat.data(), n, &expected, &tolerance);
+            bad += !(std::fabs(double(got) - expected) <= tolerance);
+          }
+        }
+        CHECK(bad == 0);
+      }
+    }
+  });
+}
