@@ -110,6 +110,7 @@ int main(int argc, char** argv) {
   context_params.n_batch = batch > 0 ? batch : n;
   context_params.n_threads = static_cast<int>(threads);
   context_params.sliding_window = window;
+  context_params.f32_activations = exact;
   auto context = (*model)->create_context(context_params);
   if (!context) return fail(context.error().message());
 

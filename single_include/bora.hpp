@@ -28,14 +28,94 @@
 #include <cstdint>
 #include <cstring>
 
+// ---- begin bora/quant/q8_activations.hpp -------------------------------------------------------------
+// Why this file exists: the fast decode path quantizes each activation row once into int8 blocks so
+// every weight format can use integer dot products; this is that row layout and its scalar
+// reference quantizer, which the SIMD quantizer must match exactly.
+#ifndef BORA_QUANT_Q8_ACTIVATIONS_HPP
+#define BORA_QUANT_Q8_ACTIVATIONS_HPP
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace bora {
+namespace quant {
+
+// A row of n activations (n a multiple of 32) in q8_activation_row_bytes(n) bytes:
+//   int8 q[n] | float d[n / 32] | float d_sum[n / 32] | float d_sum16[n / 16]
+// value i = d[i / 32] * q[i]; q in [-127, 127] (never -128, so |q| fits the u8 x s8 tricks);
+// d_sum[b] = d[b] * (sum of q over block b) and d_sum16[h] = d[h / 2] * (sum of q over the 16
+// values of half h), which weights stored with an offset need (Q4_0's -8, the K-quant mins, Q6_K's
+// -32 per 16 values). The float arrays start at byte n; the buffer must be 4-byte aligned.
+constexpr int64_t kQ8ActivationBlock = 32;
+
+inline int64_t q8_activation_row_bytes(int64_t n) { return n + 4 * (n / 32) * 4; }
+
+struct Q8ActivationRow {
+  const int8_t* q;
+  const float* d;
+  const float* d_sum;
+  const float* d_sum16;
+};
+
+inline Q8ActivationRow q8_activation_view(const uint8_t* row, int64_t n) {
+  const float* scales = reinterpret_cast<const float*>(row + n);
+  return {reinterpret_cast<const int8_t*>(row), scales, scales + n / 32, scales + 2 * (n / 32)};
+}
+
+// d = max|x| / 127 and q = round_to_nearest_even(x * (1 / d)): the SIMD quantizer computes the very
+// same float operations, so both produce identical bytes.
+inline void quantize_activations_q8(const float* x, int64_t n, uint8_t* out) {
+  int8_t* q = reinterpret_cast<int8_t*>(out);
+  float* d = reinterpret_cast<float*>(out + n);
+  float* d_sum = d + n / 32;
+  float* d_sum16 = d_sum + n / 32;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    float amax = 0.0f;
+    for (int i = 0; i < 32; ++i) amax = std::fmax(amax, std::fabs(x[32 * b + i]));
+    const float scale = amax / 127.0f;
+    const float inverse = amax > 0.0f ? 1.0f / scale : 0.0f;
+    int sum = 0, first_half = 0;
+    for (int i = 0; i < 32; ++i) {
+      const float scaled = x[32 * b + i] * inverse;
+      // |scaled| <= 127 up to rounding; the clamp also turns NaN into 0 instead of UB.
+      const int value = scaled >= 127.0f ? 127 : scaled <= -127.0f ? -127
+                        : scaled == scaled ? static_cast<int>(std::nearbyint(scaled)) : 0;
+      q[32 * b + i] = static_cast<int8_t>(value);
+      sum += value;
+      if (i < 16) first_half += value;
+    }
+    d[b] = scale;
+    d_sum[b] = scale * static_cast<float>(sum);
+    d_sum16[2 * b] = scale * static_cast<float>(first_half);
+    d_sum16[2 * b + 1] = scale * static_cast<float>(sum - first_half);
+  }
+}
+
+inline void dequantize_activations_q8(const uint8_t* row, int64_t n, float* out) {
+  const Q8ActivationRow view = q8_activation_view(row, n);
+  for (int64_t i = 0; i < n; ++i) out[i] = view.d[i / 32] * static_cast<float>(view.q[i]);
+}
+
+}  // namespace quant
+}  // namespace bora
+
+#endif  // BORA_QUANT_Q8_ACTIVATIONS_HPP
+// ---- end bora/quant/q8_activations.hpp ---------------------------------------------------------------
 
 #ifndef BORA_OPS_KERNELS_SHARED_CONSTANTS_
 #define BORA_OPS_KERNELS_SHARED_CONSTANTS_
 namespace bora {
 namespace ops {
 namespace kernels {
-// Rows of weights matmul dequantizes at once; its caller provides a scratch of this many rows.
+// Rows of weights matmul_f32 dequantizes at once; its caller provides a scratch of this many rows.
 constexpr int64_t kMatmulTileRows = 4;
+// Tokens the VNNI prefill kernel packs at once (two 512-bit registers of 16), the fewest tokens for
+// which it beats the row-at-a-time kernel, and the scratch it needs for rows of n values.
+constexpr int64_t kPrefillTokens = 32;
+constexpr int64_t kPrefillMinTokens = 8;
+inline int64_t prefill_scratch_bytes(int64_t n) { return kPrefillTokens * n + 4 * (n / 32) * kPrefillTokens * 4; }
 }  // namespace kernels
 }  // namespace ops
 }  // namespace bora
@@ -52,6 +132,11 @@ constexpr int64_t kMatmulTileRows = 4;
 #include <hwy/contrib/math/math-inl.h>
 
 HWY_BEFORE_NAMESPACE();
+// VNNI (vpdpbusd) is part of every x86 target from AVX3_DL up; Highway 1.0.3 names only "avxvnni"
+// in that target's attributes, so the EVEX form's feature is added here.
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3_DL
+HWY_PUSH_ATTRIBUTES("avx512vnni")
+#endif
 namespace bora {
 namespace ops {
 namespace HWY_NAMESPACE {
@@ -578,9 +663,895 @@ inline void MatmulKernel(WeightType type, const uint8_t* data, uint64_t row_byte
   }
 }
 
+// ---- int8 activation fast path -------------------------------------------------------------------
+// Activations arrive quantized (quant/q8_activations.hpp: 32 int8 per f32 scale). Per block of 32
+// the integer dot product of weight quants and activation quants is exact; it is then scaled by
+// the weight scale times the activation scale in f32. x86 targets from AVX2 up use u8 x s8
+// multiply-adds (VNNI's vpdpbusd from AVX3_DL up); every other target the portable path below.
+
+inline void QuantizeRowQ8Kernel(const float* x, int64_t n, uint8_t* out) {
+  // 16-lane pieces so that each 16-value half's sum falls out of one vector.
+  const hn::CappedTag<float, 16> df;
+  const hn::Rebind<int32_t, decltype(df)> di;
+  const hn::Rebind<int8_t, decltype(df)> di8;
+  const size_t lanes = hn::Lanes(df);
+  int8_t* q = reinterpret_cast<int8_t*>(out);
+  float* d = reinterpret_cast<float*>(out + n);
+  float* d_sum = d + n / 32;
+  float* d_sum16 = d_sum + n / 32;
+  const auto high = hn::Set(di, 127);
+  const auto low = hn::Set(di, -127);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float* xb = x + 32 * b;
+    auto vmax = hn::Zero(df);
+    for (size_t i = 0; i < 32; i += lanes) vmax = hn::Max(vmax, hn::Abs(hn::LoadU(df, xb + i)));
+    const float amax = hn::GetLane(hn::MaxOfLanes(df, vmax));
+    const float scale = amax / 127.0f;
+    const auto inverse = hn::Set(df, amax > 0.0f ? 1.0f / scale : 0.0f);
+    int32_t half_sums[2] = {0, 0};
+    for (int half = 0; half < 2; ++half) {
+      auto vsum = hn::Zero(di);
+      for (size_t i = 16 * static_cast<size_t>(half); i < 16 * static_cast<size_t>(half) + 16; i += lanes) {
+        const auto qi = hn::Min(hn::Max(hn::NearestInt(hn::Mul(hn::LoadU(df, xb + i), inverse)), low), high);
+        vsum = hn::Add(vsum, qi);
+        hn::StoreU(hn::DemoteTo(di8, qi), di8, q + 32 * b + static_cast<int64_t>(i));
+      }
+      half_sums[half] = hn::GetLane(hn::SumOfLanes(di, vsum));
+    }
+    d[b] = scale;
+    d_sum[b] = scale * static_cast<float>(half_sums[0] + half_sums[1]);
+    d_sum16[2 * b] = scale * static_cast<float>(half_sums[0]);
+    d_sum16[2 * b + 1] = scale * static_cast<float>(half_sums[1]);
+  }
+}
+
+// -- portable path: weights decoded to int8, products widened to int16 and summed pairwise.
+
+HWY_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int count) {
+  const hn::CappedTag<int16_t, 16> d16;
+  const hn::Rebind<int8_t, decltype(d16)> d8;
+  const hn::Repartition<int32_t, decltype(d16)> d32;
+  auto sum0 = hn::Zero(d32), sum1 = hn::Zero(d32);
+  const int lanes = static_cast<int>(hn::Lanes(d16));
+  for (int i = 0; i < count; i += lanes) {
+    const auto va = hn::PromoteTo(d16, hn::LoadU(d8, a + i));
+    const auto vb = hn::PromoteTo(d16, hn::LoadU(d8, b + i));
+    sum0 = hn::ReorderWidenMulAccumulate(d32, va, vb, sum0, sum1);
+  }
+  return hn::GetLane(hn::SumOfLanes(d32, hn::RearrangeToOddPlusEven(sum0, sum1)));
+}
+
+template <int T>
+HWY_INLINE void PortableRowDotQ8(WeightType type, const uint8_t* row, int64_t n,
+                                 const quant::Q8ActivationRow* x, float* out) {
+  for (int t = 0; t < T; ++t) out[t] = 0.0f;
+  HWY_ALIGN int8_t w[256];
+  switch (type) {
+    case WeightType::kQ8_0:
+    case WeightType::kQ4_0: {
+      const bool is_q8 = type == WeightType::kQ8_0;
+      const int block_bytes = is_q8 ? 34 : 18;
+      for (int64_t b = 0; b < n / 32; ++b) {
+        const uint8_t* block = row + b * block_bytes;
+        const float dw = quant::load_f16(block);
+        if (is_q8) {
+          std::memcpy(w, block + 2, 32);
+        } else {
+          for (int j = 0; j < 16; ++j) {
+            w[j] = static_cast<int8_t>((block[2 + j] & 15) - 8);
+            w[j + 16] = static_cast<int8_t>((block[2 + j] >> 4) - 8);
+          }
+        }
+        for (int t = 0; t < T; ++t) {
+          out[t] += dw * x[t].d[b] * static_cast<float>(DotI8(w, x[t].q + 32 * b, 32));
+        }
+      }
+      return;
+    }
+    case WeightType::kQ4_K:
+    case WeightType::kQ5_K: {
+      const bool has_high_bit = type == WeightType::kQ5_K;
+      const int block_bytes = has_high_bit ? 176 : 144;
+      for (int64_t s = 0; s < n / 256; ++s) {
+        const uint8_t* block = row + s * block_bytes;
+        const float d = quant::load_f16(block);
+        const float dmin = quant::load_f16(block + 2);
+        uint8_t sc[8], m[8];
+        quant::unpack_k_scales_mins(block + 4, sc, m);
+        const uint8_t* qh = block + 16;
+        const uint8_t* qs = block + (has_high_bit ? 48 : 16);
+        for (int j = 0; j < 8; ++j) {
+          for (int l = 0; l < 32; ++l) {
+            int q = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 15;
+            if (has_high_bit) q |= ((qh[l] >> j) & 1) << 4;
+            w[32 * j + l] = static_cast<int8_t>(q);
+          }
+        }
+        for (int t = 0; t < T; ++t) {
+          for (int j = 0; j < 8; ++j) {
+            const int64_t b = 8 * s + j;
+            const int32_t dot = DotI8(w + 32 * j, x[t].q + 32 * b, 32);
+            out[t] += d * static_cast<float>(sc[j]) * x[t].d[b] * static_cast<float>(dot) -
+                      dmin * static_cast<float>(m[j]) * x[t].d_sum[b];
+          }
+        }
+      }
+      return;
+    }
+    case WeightType::kQ6_K: {
+      for (int64_t s = 0; s < n / 256; ++s) {
+        const uint8_t* block = row + s * 210;
+        const float d = quant::load_f16(block + 208);
+        const int8_t* scales = reinterpret_cast<const int8_t*>(block + 192);
+        for (int i = 0; i < 256; ++i) w[i] = static_cast<int8_t>(quant::q6_k_quant(block, i) - 32);
+        for (int t = 0; t < T; ++t) {
+          for (int j = 0; j < 8; ++j) {
+            const int64_t b = 8 * s + j;
+            const int32_t dot = scales[2 * j] * DotI8(w + 32 * j, x[t].q + 32 * b, 16) +
+                                scales[2 * j + 1] * DotI8(w + 32 * j + 16, x[t].q + 32 * b + 16, 16);
+            out[t] += d * x[t].d[b] * static_cast<float>(dot);
+          }
+        }
+      }
+      return;
+    }
+    default:
+      return;  // float weights never reach here (implementation.hpp routes them to the f32 path)
+  }
+}
+
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+#define BORA_KERNELS_X86_INT8 1
+
+// Sums of four adjacent u8 x s8 products per 32-bit lane. u <= 128 and |s| <= 127, so the 16-bit
+// pair sums of maddubs (at most 2 * 128 * 127) never saturate.
+HWY_INLINE __m256i X86DotU8S8(__m256i u, __m256i s) {
+#if HWY_TARGET <= HWY_AVX3_DL
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+
+// Signed x signed through the u8 x s8 instruction: |w| times s carrying w's sign.
+HWY_INLINE __m256i X86DotS8S8(__m256i w, __m256i s) {
+  return X86DotU8S8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(s, w));
+}
+
+HWY_INLINE float X86Sum(__m256 v) {
+  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
+  return _mm_cvtss_f32(sum);
+}
+
+HWY_INLINE float X86Half(const uint8_t* p) {
+#if defined(HWY_DISABLE_F16C)
+  return quant::load_f16(p);
+#else
+  return _cvtsh_ss(quant::load_u16_le(p));
+#endif
+}
+
+HWY_INLINE __m256i X86Load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+HWY_INLINE __m256 X86Accumulate(__m256i sums, __m256 scale, __m256 acc) {
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc);
+}
+
+// Blocks are processed two at a time into separate accumulators so that consecutive multiply-adds
+// do not wait on each other (one chain would bound a single-token matvec by FMA latency). Loops over
+// the T tokens are fully unrolled so the accumulators live in registers.
+template <int T>
+HWY_INLINE void X86BlockQ8_0(const uint8_t* row, int64_t b, const quant::Q8ActivationRow* x, __m256 (&sums)[T]) {
+  const uint8_t* block = row + 34 * b;
+  const float dw = X86Half(block);
+  const __m256i w = X86Load32(block + 2);
+  const __m256i w_abs = _mm256_sign_epi8(w, w);
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) {
+    const __m256i xs = _mm256_sign_epi8(X86Load32(x[t].q + 32 * b), w);
+    sums[t] = X86Accumulate(X86DotU8S8(w_abs, xs), _mm256_set1_ps(dw * x[t].d[b]), sums[t]);
+  }
+}
+
+template <int T>
+HWY_INLINE void X86RowDotQ8_0(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
+  __m256 even[T], odd[T];
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) even[t] = odd[t] = _mm256_setzero_ps();
+  const int64_t blocks = n / 32;
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    X86BlockQ8_0<T>(row, b, x, even);
+    X86BlockQ8_0<T>(row, b + 1, x, odd);
+  }
+  if (b < blocks) X86BlockQ8_0<T>(row, b, x, even);
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) out[t] = X86Sum(_mm256_add_ps(even[t], odd[t]));
+}
+
+// Q4_0: nibbles 0..15 as unsigned; the "- 8" is applied through the activation block sums.
+template <int T>
+HWY_INLINE void X86BlockQ4_0(const uint8_t* row, int64_t b, const quant::Q8ActivationRow* x, __m256 (&sums)[T],
+                             float (&offset)[T]) {
+  const uint8_t* block = row + 18 * b;
+  const float dw = X86Half(block);
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+  const __m256i w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(15));
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) {
+    sums[t] = X86Accumulate(X86DotU8S8(w, X86Load32(x[t].q + 32 * b)), _mm256_set1_ps(dw * x[t].d[b]), sums[t]);
+    offset[t] += dw * x[t].d_sum[b];
+  }
+}
+
+template <int T>
+HWY_INLINE void X86RowDotQ4_0(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
+  __m256 even[T], odd[T];
+  float offset[T];
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) {
+    even[t] = odd[t] = _mm256_setzero_ps();
+    offset[t] = 0.0f;
+  }
+  const int64_t blocks = n / 32;
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    X86BlockQ4_0<T>(row, b, x, even, offset);
+    X86BlockQ4_0<T>(row, b + 1, x, odd, offset);
+  }
+  if (b < blocks) X86BlockQ4_0<T>(row, b, x, even, offset);
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) out[t] = X86Sum(_mm256_add_ps(even[t], odd[t])) - 8.0f * offset[t];
+}
+
+// Q4_K / Q5_K: per 64 values one 32-byte load gives two sub-blocks (low and high nibbles); the
+// per-sub-block scales d*sc*dx come from one 8-lane vector per super-block, the mins term
+// dmin*m*(dx*sum q) is one multiply-add per super-block.
+template <int T, bool kHasHighBit>
+HWY_INLINE void X86RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
+  constexpr int kBlockBytes = kHasHighBit ? 176 : 144;
+  __m256 acc_low[T], acc_high[T], acc_min[T];
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) acc_low[t] = acc_high[t] = acc_min[t] = _mm256_setzero_ps();
+  const __m256i low_mask = _mm256_set1_epi8(15);
+  const __m256i one = _mm256_set1_epi8(1);
+  for (int64_t s = 0; s < n / 256; ++s) {
+    const uint8_t* block = row + s * kBlockBytes;
+    const float d = X86Half(block);
+    const float dmin = X86Half(block + 2);
+    uint32_t words[4];  // kept in registers: byte stores reloaded as a vector would stall forwarding
+    quant::unpack_k_scales_mins_words(block + 4, words);
+    const __m128i packed = _mm_setr_epi32(static_cast<int>(words[0]), static_cast<int>(words[1]),
+                                          static_cast<int>(words[2]), static_cast<int>(words[3]));
+    const __m256 scales = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(packed)));
+    const __m256 mins =
+        _mm256_mul_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(packed, 8))));
+    __m256 step[T];
+    HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) {
+      step[t] = _mm256_mul_ps(scales, _mm256_loadu_ps(x[t].d + 8 * s));
+      acc_min[t] = _mm256_fmadd_ps(mins, _mm256_loadu_ps(x[t].d_sum + 8 * s), acc_min[t]);
+    }
+    const uint8_t* qs = block + (kHasHighBit ? 48 : 16);
+    __m256i high_bits = _mm256_setzero_si256();
+    if (kHasHighBit) high_bits = X86Load32(block + 16);
+    for (int c = 0; c < 4; ++c) {
+      const __m256i packed = X86Load32(qs + 32 * c);
+      __m256i low = _mm256_and_si256(packed, low_mask);
+      __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask);
+      if (kHasHighBit) {
+        const __m256i bit_low = _mm256_and_si256(_mm256_srl_epi16(high_bits, _mm_cvtsi32_si128(2 * c)), one);
+        const __m256i bit_high = _mm256_and_si256(_mm256_srl_epi16(high_bits, _mm_cvtsi32_si128(2 * c + 1)), one);
+        low = _mm256_or_si256(low, _mm256_slli_epi16(bit_low, 4));
+        high = _mm256_or_si256(high, _mm256_slli_epi16(bit_high, 4));
+      }
+      const __m256i index_low = _mm256_set1_epi32(2 * c), index_high = _mm256_set1_epi32(2 * c + 1);
+      HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) {
+        const int8_t* xq = x[t].q + 256 * s + 64 * c;
+        acc_low[t] = X86Accumulate(X86DotU8S8(low, X86Load32(xq)), _mm256_permutevar8x32_ps(step[t], index_low), acc_low[t]);
+        acc_high[t] = X86Accumulate(X86DotU8S8(high, X86Load32(xq + 32)),
+                                    _mm256_permutevar8x32_ps(step[t], index_high), acc_high[t]);
+      }
+    }
+  }
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) out[t] = X86Sum(_mm256_sub_ps(_mm256_add_ps(acc_low[t], acc_high[t]), acc_min[t]));
+}
+
+// Q6_K: q - 32 is signed (-32..31); its 16-value sub-blocks have their own scales, so the eight
+// 32-bit partial sums of a 32-value group are scaled by [s0 x4, s1 x4].
+template <int T>
+HWY_INLINE void X86RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
+  __m256 acc[2][T];
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = _mm256_setzero_ps();
+  const __m256i low_mask = _mm256_set1_epi8(15);
+  const __m256i two_bits = _mm256_set1_epi8(3);
+  const __m256i bias = _mm256_set1_epi8(32);
+  for (int64_t s = 0; s < n / 256; ++s) {
+    const uint8_t* block = row + s * 210;
+    const __m256 d = _mm256_set1_ps(X86Half(block + 208));
+    const __m128i scales8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 192));
+    const __m256 scales_half[2] = {
+        _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scales8))),
+        _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(scales8, 8)))),
+    };
+    for (int h = 0; h < 2; ++h) {
+      const __m256i ql0 = X86Load32(block + 64 * h);
+      const __m256i ql1 = X86Load32(block + 64 * h + 32);
+      const __m256i qh = X86Load32(block + 128 + 32 * h);
+      for (int k = 0; k < 4; ++k) {
+        const __m256i ql = (k % 2 == 0) ? ql0 : ql1;
+        const __m256i low = (k < 2) ? _mm256_and_si256(ql, low_mask)
+                                    : _mm256_and_si256(_mm256_srli_epi16(ql, 4), low_mask);
+        const __m256i high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), two_bits);
+        const __m256i w = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), bias);
+        const __m256i w_abs = _mm256_sign_epi8(w, w);
+        const __m256i pair_index = _mm256_setr_epi32(2 * k, 2 * k, 2 * k, 2 * k, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1);
+        const __m256 pair_scales = _mm256_permutevar8x32_ps(scales_half[h], pair_index);
+        const int64_t b = 8 * s + 4 * h + k;
+        HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) {
+          const __m256i xs = _mm256_sign_epi8(X86Load32(x[t].q + 32 * b), w);
+          acc[k % 2][t] = X86Accumulate(X86DotU8S8(w_abs, xs), _mm256_mul_ps(pair_scales, _mm256_set1_ps(x[t].d[b])),
+                                        acc[k % 2][t]);
+        }
+      }
+    }
+  }
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) out[t] = X86Sum(_mm256_add_ps(acc[0][t], acc[1][t]));
+}
+
+#endif  // x86 with AVX2
+
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3_DL
+#define BORA_KERNELS_VNNI_PREFILL 1
+
+// Prefill with VNNI. kPrefillTokens tokens are packed transposed: for every block of 32 values and
+// every group of four values, 32 tokens x 4 bytes (two 512-bit registers of 16 tokens). Four weight
+// bytes broadcast to all lanes then meet 16 tokens in one vpdpbusd and each block's integer sum
+// lands one token per lane, so no horizontal additions are needed; R weight rows share every
+// activation load. Weights are decoded to unsigned bytes u with, per 16-value half, a scale s and
+// an offset o such that the block's contribution is sum_half s * dx * sum(u * q) - o * dx * sum(q).
+using kernels::kPrefillTokens;
+
+struct PackedTokens {
+  const uint8_t* q;         // [block][group of 4][token][4]
+  const float* d;           // [block][token]
+  const float* d_sum;       // [block][token]  d * sum of q over the block
+  const float* d_sum_low;   // [block][token]  ... over its first 16 values
+  const float* d_sum_high;  // [block][token]  ... over its last 16 values
+};
+
+HWY_INLINE PackedTokens PackTokens(const uint8_t* xq, int64_t xq_stride, int64_t count, int64_t n, uint8_t* scratch) {
+  const int64_t blocks = n / 32;
+  float* d = reinterpret_cast<float*>(scratch + kPrefillTokens * n);
+  float* d_sum = d + kPrefillTokens * blocks;
+  float* d_sum_low = d_sum + kPrefillTokens * blocks;
+  float* d_sum_high = d_sum_low + kPrefillTokens * blocks;
+  for (int64_t t = 0; t < kPrefillTokens; ++t) {
+    if (t >= count) {  // padding lanes: zero quants and scales contribute nothing
+      for (int64_t b = 0; b < blocks; ++b) {
+        for (int g = 0; g < 8; ++g) std::memset(scratch + ((b * 8 + g) * kPrefillTokens + t) * 4, 0, 4);
+        d[b * kPrefillTokens + t] = d_sum[b * kPrefillTokens + t] = 0.0f;
+        d_sum_low[b * kPrefillTokens + t] = d_sum_high[b * kPrefillTokens + t] = 0.0f;
+      }
+      continue;
+    }
+    const quant::Q8ActivationRow x = quant::q8_activation_view(xq + t * xq_stride, n);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int8_t* q = x.q + 32 * b;
+      for (int g = 0; g < 8; ++g) std::memcpy(scratch + ((b * 8 + g) * kPrefillTokens + t) * 4, q + 4 * g, 4);
+      d[b * kPrefillTokens + t] = x.d[b];
+      d_sum[b * kPrefillTokens + t] = x.d_sum[b];
+      d_sum_low[b * kPrefillTokens + t] = x.d_sum16[2 * b];
+      d_sum_high[b * kPrefillTokens + t] = x.d_sum16[2 * b + 1];
+    }
+  }
+  return {scratch, d, d_sum, d_sum_low, d_sum_high};
+}
+
+// One decoded super-block of one row: unsigned bytes plus scale and offset per 16-value half.
+struct DecodedWeights {
+  HWY_ALIGN uint8_t u[256];
+  float scale[16];
+  float offset[16];
+};
+
+struct VnniQ8_0 {
+  static constexpr int kValues = 32, kBytes = 34;
+  static constexpr bool kSplitHalves = false;
+  // u = w + 128 (as bytes: w ^ 0x80), so the offset is 128 * d.
+  static HWY_INLINE void Decode(const uint8_t* block, DecodedWeights* out) {
+    const float d = X86Half(block);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out->u), _mm256_xor_si256(X86Load32(block + 2), _mm256_set1_epi8(-128)));
+    out->scale[0] = d;
+    out->offset[0] = 128.0f * d;
+  }
+};
+
+struct VnniQ4_0 {
+  static constexpr int kValues = 32, kBytes = 18;
+  static constexpr bool kSplitHalves = false;
+  static HWY_INLINE void Decode(const uint8_t* block, DecodedWeights* out) {
+    const float d = X86Half(block);
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+    const __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(15));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out->u), u);
+    out->scale[0] = d;
+    out->offset[0] = 8.0f * d;
+  }
+};
+
+template <bool kHasHighBit>
+struct VnniKQuant {
+  static constexpr int kValues = 256, kBytes = kHasHighBit ? 176 : 144;
+  static constexpr bool kSplitHalves = false;
+  static HWY_INLINE void Decode(const uint8_t* block, DecodedWeights* out) {
+    const float d = X86Half(block);
+    const float dmin = X86Half(block + 2);
+    uint32_t words[4];
+    quant::unpack_k_scales_mins_words(block + 4, words);
+    for (int j = 0; j < 8; ++j) {
+      const uint32_t sc = (words[j / 4] >> (8 * (j % 4))) & 0xFF;
+      const uint32_t m = (words[2 + j / 4] >> (8 * (j % 4))) & 0xFF;
+      out->scale[2 * j] = d * static_cast<float>(sc);
+      out->offset[2 * j] = dmin * static_cast<float>(m);
+    }
+    const __m256i low_mask = _mm256_set1_epi8(15);
+    const __m256i one = _mm256_set1_epi8(1);
+    const uint8_t* qs = block + (kHasHighBit ? 48 : 16);
+    __m256i high_bits = _mm256_setzero_si256();
+    if (kHasHighBit) high_bits = X86Load32(block + 16);
+    for (int c = 0; c < 4; ++c) {
+      const __m256i packed = X86Load32(qs + 32 * c);
+      __m256i low = _mm256_and_si256(packed, low_mask);
+      __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask);
+      if (kHasHighBit) {
+        const __m256i bit_low = _mm256_and_si256(_mm256_srl_epi16(high_bits, _mm_cvtsi32_si128(2 * c)), one);
+        const __m256i bit_high = _mm256_and_si256(_mm256_srl_epi16(high_bits, _mm_cvtsi32_si128(2 * c + 1)), one);
+        low = _mm256_or_si256(low, _mm256_slli_epi16(bit_low, 4));
+        high = _mm256_or_si256(high, _mm256_slli_epi16(bit_high, 4));
+      }
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out->u + 64 * c), low);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out->u + 64 * c + 32), high);
+    }
+  }
+};
+
+struct VnniQ6_K {
+  static constexpr int kValues = 256, kBytes = 210;
+  static constexpr bool kSplitHalves = true;
+  // u = q in 0..63; the "- 32" is the offset 32 * scale of each 16-value half.
+  static HWY_INLINE void Decode(const uint8_t* block, DecodedWeights* out) {
+    const float d = X86Half(block + 208);
+    const int8_t* scales = reinterpret_cast<const int8_t*>(block + 192);
+    for (int i = 0; i < 16; ++i) {
+      out->scale[i] = d * static_cast<float>(scales[i]);
+      out->offset[i] = 32.0f * out->scale[i];
+    }
+    const __m256i low_mask = _mm256_set1_epi8(15);
+    const __m256i two_bits = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i ql0 = X86Load32(block + 64 * h);
+      const __m256i ql1 = X86Load32(block + 64 * h + 32);
+      const __m256i qh = X86Load32(block + 128 + 32 * h);
+      for (int k = 0; k < 4; ++k) {
+        const __m256i ql = (k % 2 == 0) ? ql0 : ql1;
+        const __m256i low = (k < 2) ? _mm256_and_si256(ql, low_mask)
+                                    : _mm256_and_si256(_mm256_srli_epi16(ql, 4), low_mask);
+        const __m256i high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), two_bits);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(out->u + 128 * h + 32 * k),
+                           _mm256_or_si256(low, _mm256_slli_epi16(high, 4)));
+      }
+    }
+  }
+};
+
+// Integer sums of R rows x 32 tokens over `groups` groups of four values starting at `group`.
+template <int R>
+HWY_INLINE void VnniGroupSums(const DecodedWeights* w, int value_offset, const uint8_t* xb, int group, int groups,
+                              __m512i (&sums)[R][2]) {
+  HWY_UNROLL(4)
+  for (int r = 0; r < R; ++r) sums[r][0] = sums[r][1] = _mm512_setzero_si512();
+  for (int g = group; g < group + groups; ++g) {
+    const __m512i x0 = _mm512_loadu_si512(xb + g * 128);
+    const __m512i x1 = _mm512_loadu_si512(xb + g * 128 + 64);
+    HWY_UNROLL(4)
+    for (int r = 0; r < R; ++r) {
+      int32_t four;
+      std::memcpy(&four, w[r].u + value_offset + 4 * g, 4);
+      const __m512i wb = _mm512_set1_epi32(four);
+      sums[r][0] = _mm512_dpbusd_epi32(sums[r][0], wb, x0);
+      sums[r][1] = _mm512_dpbusd_epi32(sums[r][1], wb, x1);
+    }
+  }
+}
+
+template <int R>
+HWY_INLINE void VnniScale(const DecodedWeights* w, int half_index, const __m512i (&sums)[R][2], const float* d,
+                          const float* d_sum, __m512 (&acc)[R][2]) {
+  const __m512 dx0 = _mm512_loadu_ps(d), dx1 = _mm512_loadu_ps(d + 16);
+  const __m512 ds0 = _mm512_loadu_ps(d_sum), ds1 = _mm512_loadu_ps(d_sum + 16);
+  HWY_UNROLL(4)
+  for (int r = 0; r < R; ++r) {
+    const __m512 s = _mm512_set1_ps(w[r].scale[half_index]);
+    const __m512 o = _mm512_set1_ps(w[r].offset[half_index]);
+    acc[r][0] = _mm512_fnmadd_ps(o, ds0, _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[r][0]), _mm512_mul_ps(s, dx0), acc[r][0]));
+    acc[r][1] = _mm512_fnmadd_ps(o, ds1, _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[r][1]), _mm512_mul_ps(s, dx1), acc[r][1]));
+  }
+}
+
+// R consecutive rows starting at `row` against the packed tokens; out[r][t].
+template <class Decoder, int R>
+HWY_INLINE void VnniRows(const uint8_t* data, uint64_t row_bytes, int64_t row, int64_t n, const PackedTokens& p,
+                         float (*out)[kPrefillTokens]) {
+  __m512 acc[R][2];
+  HWY_UNROLL(4)
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  DecodedWeights w[R];
+  constexpr int kBlocksPerSuper = Decoder::kValues / 32;
+  const int64_t supers = n / Decoder::kValues;
+  for (int64_t s = 0; s < supers; ++s) {
+    HWY_UNROLL(4)
+    for (int r = 0; r < R; ++r) {
+      Decoder::Decode(data + static_cast<uint64_t>(row + r) * row_bytes + static_cast<uint64_t>(s * Decoder::kBytes), &w[r]);
+    }
+    for (int j = 0; j < kBlocksPerSuper; ++j) {
+      const int64_t b = s * kBlocksPerSuper + j;
+      const uint8_t* xb = p.q + b * 8 * 4 * kPrefillTokens;
+      const float* d = p.d + b * kPrefillTokens;
+      __m512i sums[R][2];
+      if (Decoder::kSplitHalves) {
+        VnniGroupSums<R>(w, 32 * j, xb, 0, 4, sums);
+        VnniScale<R>(w, 2 * j, sums, d, p.d_sum_low + b * kPrefillTokens, acc);
+        VnniGroupSums<R>(w, 32 * j, xb, 4, 4, sums);
+        VnniScale<R>(w, 2 * j + 1, sums, d, p.d_sum_high + b * kPrefillTokens, acc);
+      } else {
+        VnniGroupSums<R>(w, 32 * j, xb, 0, 8, sums);
+        VnniScale<R>(w, 2 * j, sums, d, p.d_sum + b * kPrefillTokens, acc);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm512_storeu_ps(out[r], acc[r][0]);
+    _mm512_storeu_ps(out[r] + 16, acc[r][1]);
+  }
+}
+
+template <class Decoder>
+HWY_INLINE void VnniMatmul(const uint8_t* data, uint64_t row_bytes, int64_t n, const PackedTokens& p,
+                           int64_t count, float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  constexpr int kRows = 4;
+  float out[kRows][kPrefillTokens];
+  for (int64_t r = row_begin; r < row_end; r += kRows) {
+    const int64_t rows = (row_end - r < kRows) ? row_end - r : kRows;
+    switch (rows) {
+      case 4: VnniRows<Decoder, 4>(data, row_bytes, r, n, p, out); break;
+      case 3: VnniRows<Decoder, 3>(data, row_bytes, r, n, p, out); break;
+      case 2: VnniRows<Decoder, 2>(data, row_bytes, r, n, p, out); break;
+      default: VnniRows<Decoder, 1>(data, row_bytes, r, n, p, out); break;
+    }
+    for (int64_t k = 0; k < rows; ++k) {
+      for (int64_t t = 0; t < count; ++t) y[t * y_stride + r + k] = out[k][t];
+    }
+  }
+}
+
+// Decode (one token) with 512-bit VNNI: one vpdpbusd covers 64 values. Lanes 0-7 of its result
+// belong to the first 32 values and 8-15 to the next (for Q6_K: four lanes per 16 values), so the
+// f32 scales are brought to the same lanes with one permute and applied with one multiply-add.
+// Formats with per-block f16 scales gather 16 of them at once; offset terms are accumulated once
+// per 16 blocks (or per super-block) as vectors.
+
+HWY_INLINE __m512i X512Constant(const int32_t (&values)[16]) {
+  return _mm512_loadu_si512(values);
+}
+
+// [first x 8 | first + 1 x 8]: pairs of consecutive f32 scales spread over a 512-bit result.
+HWY_INLINE __m512i X512PairIndex(int first) {
+  return _mm512_add_epi32(_mm512_set1_epi32(first),
+                          _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+}
+
+// f16 scales at the start of 16 consecutive blocks of kBytes bytes (lanes outside `lanes` are 0
+// and their memory is not touched).
+template <int kBytes>
+HWY_INLINE __m512 X512BlockScales(const uint8_t* first_block, __mmask16 lanes) {
+  const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(kBytes));
+  const __m512i raw = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), lanes, offsets, first_block, 1);
+  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(raw));
+}
+
+// The unsigned bytes of one or two consecutive Q8_0 / Q4_0 blocks as 64 values in natural order.
+// Q4_0: the 64 bytes from a block pair's start hold both blocks' 16 nibble bytes (offsets 2 and
+// 20); one byte permute lays them out as [qs0 | qs0 | qs1 | qs1] and one variable shift plus mask
+// gives [low0 | high0 | low1 | high1]. Q8_0: w + 128 (w ^ 0x80), whose offset is 128 * d.
+template <bool kIsQ8>
+HWY_INLINE __m512i X512LegacyPair(const uint8_t* block, bool single, bool near_end, __m512i permute) {
+  if (kIsQ8) {
+    (void)near_end;
+    (void)permute;
+    const __m256i first = X86Load32(block + 2);
+    const __m512i both = single ? _mm512_castsi256_si512(first)
+                                : _mm512_inserti64x4(_mm512_castsi256_si512(first), X86Load32(block + 36), 1);
+    return _mm512_xor_si512(both, _mm512_set1_epi8(-128));
+  }
+  const __m512i shifts = _mm512_setr_epi64(0, 0, 0x0004000400040004LL, 0x0004000400040004LL, 0, 0,
+                                           0x0004000400040004LL, 0x0004000400040004LL);
+  __m512i ordered;
+  if (!near_end) {
+    ordered = _mm512_permutexvar_epi8(permute, _mm512_loadu_si512(block));
+  } else {
+    // Within 64 bytes of the row's end (maybe the mapping's): read exactly the nibble bytes. (A
+    // masked 64-byte load would be as safe, but is several times slower on some cores.)
+    const __m128i first = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+    const __m128i second = single ? _mm_setzero_si128() : _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 20));
+    const __m256i low = _mm256_set_m128i(first, first), high = _mm256_set_m128i(second, second);
+    ordered = _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1);
+  }
+  return _mm512_and_si512(_mm512_srlv_epi16(ordered, shifts), _mm512_set1_epi8(15));
+}
+
+template <int kBytes, bool kIsQ8>
+HWY_INLINE float X512RowDotLegacy(const uint8_t* row, int64_t n, const quant::Q8ActivationRow& x) {
+  const __m512i permute = _mm512_set_epi8(35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20,
+                                          35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20,
+                                          17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2,
+                                          17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2);
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  __m512 offset = _mm512_setzero_ps();
+  const int64_t blocks = n / 32;
+  for (int64_t b = 0; b < blocks; b += 16) {
+    const int count = static_cast<int>(blocks - b < 16 ? blocks - b : 16);
+    const __mmask16 lanes = static_cast<__mmask16>((1u << count) - 1u);
+    const __m512 dw = X512BlockScales<kBytes>(row + b * kBytes, lanes);
+    const bool full = count == 16;  // masked loads only for a row's last partial group
+    const __m512 dx = full ? _mm512_loadu_ps(x.d + b) : _mm512_maskz_loadu_ps(lanes, x.d + b);
+    const __m512 ds = full ? _mm512_loadu_ps(x.d_sum + b) : _mm512_maskz_loadu_ps(lanes, x.d_sum + b);
+    const __m512 step = _mm512_mul_ps(dw, dx);
+    offset = _mm512_fmadd_ps(dw, ds, offset);
+    const uint8_t* first = row + b * kBytes;
+    const int8_t* xq = x.q + 32 * b;
+    // A 64-byte read from a pair's start stays inside the row while 4 blocks (72 bytes) remain.
+    const int64_t left = blocks - b;
+    int p = 0;
+    for (; p + 4 <= count; p += 4) {  // two pairs into two accumulators
+      const __m512i u0 = X512LegacyPair<kIsQ8>(first + p * kBytes, false, left - p < 4, permute);
+      const __m512i u1 = X512LegacyPair<kIsQ8>(first + (p + 2) * kBytes, false, left - p - 2 < 4, permute);
+      const __m512i sums0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u0, _mm512_loadu_si512(xq + 32 * p));
+      const __m512i sums1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u1, _mm512_loadu_si512(xq + 32 * (p + 2)));
+      acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums0), _mm512_permutexvar_ps(X512PairIndex(p), step), acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums1), _mm512_permutexvar_ps(X512PairIndex(p + 2), step), acc1);
+    }
+    for (; p < count; p += 2) {
+      const bool single = p + 1 == count;  // an odd last block: the second half stays zero
+      const __m512i xv = single ? _mm512_castsi256_si512(X86Load32(xq + 32 * p)) : _mm512_loadu_si512(xq + 32 * p);
+      const __m512i xv_clean = single ? _mm512_inserti64x4(xv, _mm256_setzero_si256(), 1) : xv;
+      const __m512i u = X512LegacyPair<kIsQ8>(first + p * kBytes, single, left - p < 4, permute);
+      const __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xv_clean);
+      acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_permutexvar_ps(X512PairIndex(p), step), acc0);
+    }
+  }
+  const float offset_scale = kIsQ8 ? 128.0f : 8.0f;
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) - offset_scale * _mm512_reduce_add_ps(offset);
+}
+
+// The eight 6-bit scales and eight mins of a Q4_K / Q5_K super-block as 16 bytes
+// [scale 0..7 | min 0..7], unpacked with vector masks (same rule as quant::unpack_k_scales_mins).
+HWY_INLINE __m128i X86KScalesMins(const uint8_t* packed12) {
+  int32_t words[3];
+  std::memcpy(words, packed12, 12);
+  const __m128i v = _mm_setr_epi32(words[0], words[1], words[2], 0);        // [w0, w1, w2, 0]
+  const __m128i low6 = _mm_and_si128(v, _mm_set1_epi32(0x3F3F3F3F));        // [sc 0..3, m 0..3]
+  const __m128i w2 = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2));
+  const __m128i low4 = _mm_and_si128(_mm_srlv_epi32(w2, _mm_setr_epi32(0, 4, 0, 4)), _mm_set1_epi32(0x0F0F0F0F));
+  const __m128i top2 = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(v, 6), _mm_set1_epi32(0x03030303)), 4);
+  const __m128i high = _mm_or_si128(low4, top2);                             // [sc 4..7, m 4..7]
+  return _mm_unpacklo_epi32(low6, high) /* [sc0-3, sc4-7, m0-3, m4-7] */;
+}
+
+template <bool kHasHighBit>
+HWY_INLINE float X512RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8ActivationRow& x) {
+  constexpr int kBlockBytes = kHasHighBit ? 176 : 144;
+  // Per 16-bit lane: the first 32 bytes unshifted (low nibbles), the last 32 shifted by 4.
+  const __m512i nibble_shifts = _mm512_setr_epi64(0, 0, 0, 0, 0x0004000400040004LL, 0x0004000400040004LL,
+                                                  0x0004000400040004LL, 0x0004000400040004LL);
+  const __m512i bit_shifts = _mm512_srli_epi16(nibble_shifts, 2);  // 0 then 1
+  const __m512i low_mask = _mm512_set1_epi8(15);
+  const __m512i one = _mm512_set1_epi8(1);
+  const __m512i halves = X512PairIndex(0);
+  __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  __m512 mins_acc = _mm512_setzero_ps();  // upper eight lanes: dmin * m * dx * sum(q)
+  for (int64_t s = 0; s < n / 256; ++s) {
+    const uint8_t* block = row + s * kBlockBytes;
+    int32_t d_bits;
+    std::memcpy(&d_bits, block, 4);
+    const __m512 d_dmin = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(d_bits))));
+    const __m512 scales_mins =
+        _mm512_mul_ps(d_dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(X86KScalesMins(block + 4))));
+    const __m512 activation = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(x.d + 8 * s)),
+                                                 _mm256_loadu_ps(x.d_sum + 8 * s), 1);
+    const __m512 step = _mm512_mul_ps(scales_mins, activation);  // [d*sc*dx | dmin*m*dx*sum q]
+    mins_acc = _mm512_add_ps(mins_acc, step);                      // lower lanes are ignored below
+    const uint8_t* qs = block + (kHasHighBit ? 48 : 16);
+    __m512i high_bits = _mm512_setzero_si512();
+    if (kHasHighBit) high_bits = _mm512_broadcast_i64x4(X86Load32(block + 16));
+    for (int c = 0; c < 4; ++c) {
+      const __m512i packed_q = _mm512_broadcast_i64x4(X86Load32(qs + 32 * c));
+      __m512i u = _mm512_and_si512(_mm512_srlv_epi16(packed_q, nibble_shifts), low_mask);
+      if (kHasHighBit) {
+        // Bit 2c of qh for the first 32 values, bit 2c + 1 for the next 32.
+        const __m512i counts = _mm512_add_epi16(_mm512_set1_epi16(static_cast<int16_t>(2 * c)), bit_shifts);
+        u = _mm512_or_si512(u, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(high_bits, counts), one), 4));
+      }
+      const __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(x.q + 256 * s + 64 * c));
+      acc[c % 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_permutexvar_ps(X512PairIndex(2 * c), step), acc[c % 2]);
+    }
+  }
+  const float mins_total = _mm256_cvtss_f32(_mm256_setzero_ps()) +
+                           X86Sum(_mm512_extractf32x8_ps(mins_acc, 1));
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - mins_total;
+}
+
+HWY_INLINE float X512RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8ActivationRow& x) {
+  const __m512i low_mask = _mm512_set1_epi8(15);
+  const __m512i high_mask = _mm512_set1_epi8(0x30);
+  // Per 16-bit lane: shift the first 32 bytes by a, the last 32 by b.
+  const __m512i shift_left_4_2 = _mm512_setr_epi64(0x0004000400040004LL, 0x0004000400040004LL, 0x0004000400040004LL,
+                                                   0x0004000400040004LL, 0x0002000200020002LL, 0x0002000200020002LL,
+                                                   0x0002000200020002LL, 0x0002000200020002LL);
+  const __m512i shift_right_0_2 = _mm512_setr_epi64(0, 0, 0, 0, 0x0002000200020002LL, 0x0002000200020002LL,
+                                                    0x0002000200020002LL, 0x0002000200020002LL);
+  const __m512i duplicate = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  __m512i quarter_index[4];
+  for (int k = 0; k < 4; ++k) {
+    quarter_index[k] = _mm512_add_epi32(_mm512_set1_epi32(4 * k),
+                                        _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3));
+  }
+  __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  __m512 offset = _mm512_setzero_ps();
+  for (int64_t s = 0; s < n / 256; ++s) {
+    const uint8_t* block = row + s * 210;
+    const __m512 d = _mm512_set1_ps(X86Half(block + 208));
+    const __m512 scales = _mm512_mul_ps(
+        d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 192)))));
+    offset = _mm512_fmadd_ps(scales, _mm512_loadu_ps(x.d_sum16 + 16 * s), offset);
+    const __m512 step =
+        _mm512_mul_ps(scales, _mm512_permutexvar_ps(duplicate, _mm512_castps256_ps512(_mm256_loadu_ps(x.d + 8 * s))));
+    for (int h = 0; h < 2; ++h) {
+      const __m512i ql = _mm512_loadu_si512(block + 64 * h);
+      const __m512i qh = _mm512_broadcast_i64x4(X86Load32(block + 128 + 32 * h));
+      const __m512i u_first = _mm512_or_si512(_mm512_and_si512(ql, low_mask),
+                                              _mm512_and_si512(_mm512_sllv_epi16(qh, shift_left_4_2), high_mask));
+      const __m512i u_second = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low_mask),
+                                               _mm512_and_si512(_mm512_srlv_epi16(qh, shift_right_0_2), high_mask));
+      const int8_t* xq = x.q + 256 * s + 128 * h;
+      const __m512i sums_first = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u_first, _mm512_loadu_si512(xq));
+      const __m512i sums_second = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u_second, _mm512_loadu_si512(xq + 64));
+      acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums_first), _mm512_permutexvar_ps(quarter_index[2 * h], step), acc[0]);
+      acc[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums_second), _mm512_permutexvar_ps(quarter_index[2 * h + 1], step),
+                               acc[1]);
+    }
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - 32.0f * _mm512_reduce_add_ps(offset);
+}
+
+#endif  // VNNI prefill
+
+// Dots one weight row with T quantized activation rows.
+template <int T>
+HWY_INLINE void RowDotQ8(WeightType type, const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x,
+                         float* out) {
+#ifdef BORA_KERNELS_VNNI_PREFILL
+  if (T == 1) {
+    switch (type) {
+      case WeightType::kQ8_0: out[0] = X512RowDotLegacy<34, true>(row, n, x[0]); return;
+      case WeightType::kQ4_0: out[0] = X512RowDotLegacy<18, false>(row, n, x[0]); return;
+      case WeightType::kQ4_K: out[0] = X512RowDotKQuant<false>(row, n, x[0]); return;
+      case WeightType::kQ5_K: out[0] = X512RowDotKQuant<true>(row, n, x[0]); return;
+      case WeightType::kQ6_K: out[0] = X512RowDotQ6_K(row, n, x[0]); return;
+      default: break;
+    }
+  }
+#endif
+#ifdef BORA_KERNELS_X86_INT8
+  switch (type) {
+    case WeightType::kQ8_0: X86RowDotQ8_0<T>(row, n, x, out); return;
+    case WeightType::kQ4_0: X86RowDotQ4_0<T>(row, n, x, out); return;
+    case WeightType::kQ4_K: X86RowDotKQuant<T, false>(row, n, x, out); return;
+    case WeightType::kQ5_K: X86RowDotKQuant<T, true>(row, n, x, out); return;
+    case WeightType::kQ6_K: X86RowDotQ6_K<T>(row, n, x, out); return;
+    default: break;
+  }
+#endif
+  PortableRowDotQ8<T>(type, row, n, x, out);
+}
+
+template <int T>
+HWY_INLINE void MatvecQ8Rows(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
+                             const quant::Q8ActivationRow* x, float* const* y, int64_t row_begin, int64_t row_end) {
+  float out[T];
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    RowDotQ8<T>(type, data + static_cast<uint64_t>(r) * row_bytes, n, x, out);
+    for (int t = 0; t < T; ++t) y[t][r] = out[t];
+  }
+}
+
+// Quantized weight types only (implementation.hpp sends float weights to the f32 kernels).
+inline void MatvecQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
+                           const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end) {
+  const quant::Q8ActivationRow x = quant::q8_activation_view(xq, n);
+  MatvecQ8Rows<1>(type, data, row_bytes, n, &x, &y, row_begin, row_end);
+}
+
+// Rows in tiles that stay in L2 while groups of four tokens stream past them; inside a tile each
+// weight block is decoded once per four tokens. With VNNI, kPrefillTokens tokens at a time are
+// packed into `scratch` (kernels::prefill_scratch_bytes(n) bytes) and swept over all rows.
+inline void MatmulQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
+                           const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
+                           int64_t row_begin, int64_t row_end, uint8_t* scratch) {
+  const int64_t xq_stride = quant::q8_activation_row_bytes(n);
+#ifdef BORA_KERNELS_VNNI_PREFILL
+  if (scratch != nullptr && n_tokens >= kernels::kPrefillMinTokens) {
+    for (int64_t t = 0; t < n_tokens; t += kPrefillTokens) {
+      const int64_t count = (n_tokens - t < kPrefillTokens) ? n_tokens - t : kPrefillTokens;
+      const PackedTokens packed = PackTokens(xq + t * xq_stride, xq_stride, count, n, scratch);
+      float* yt = y + t * y_stride;
+      switch (type) {
+        case WeightType::kQ8_0: VnniMatmul<VnniQ8_0>(data, row_bytes, n, packed, count, yt, y_stride, row_begin, row_end); break;
+        case WeightType::kQ4_0: VnniMatmul<VnniQ4_0>(data, row_bytes, n, packed, count, yt, y_stride, row_begin, row_end); break;
+        case WeightType::kQ4_K: VnniMatmul<VnniKQuant<false>>(data, row_bytes, n, packed, count, yt, y_stride, row_begin, row_end); break;
+        case WeightType::kQ5_K: VnniMatmul<VnniKQuant<true>>(data, row_bytes, n, packed, count, yt, y_stride, row_begin, row_end); break;
+        case WeightType::kQ6_K: VnniMatmul<VnniQ6_K>(data, row_bytes, n, packed, count, yt, y_stride, row_begin, row_end); break;
+        default: break;
+      }
+    }
+    return;
+  }
+#else
+  (void)scratch;
+#endif
+  constexpr int kTokens = 4;
+  constexpr int64_t kTileRows = 16;
+  for (int64_t tile = row_begin; tile < row_end; tile += kTileRows) {
+    const int64_t tile_end = (row_end - tile < kTileRows) ? row_end : tile + kTileRows;
+    int64_t t = 0;
+    for (; t + kTokens <= n_tokens; t += kTokens) {
+      quant::Q8ActivationRow x[kTokens];
+      float* rows_out[kTokens];
+      for (int k = 0; k < kTokens; ++k) {
+        x[k] = quant::q8_activation_view(xq + (t + k) * xq_stride, n);
+        rows_out[k] = y + (t + k) * y_stride;
+      }
+      MatvecQ8Rows<kTokens>(type, data, row_bytes, n, x, rows_out, tile, tile_end);
+    }
+    for (; t < n_tokens; ++t) {
+      const quant::Q8ActivationRow x = quant::q8_activation_view(xq + t * xq_stride, n);
+      float* row_out = y + t * y_stride;
+      MatvecQ8Rows<1>(type, data, row_bytes, n, &x, &row_out, tile, tile_end);
+    }
+  }
+}
+
+#ifdef BORA_KERNELS_VNNI_PREFILL
+#undef BORA_KERNELS_VNNI_PREFILL
+#endif
+#ifdef BORA_KERNELS_X86_INT8
+#undef BORA_KERNELS_X86_INT8
+#endif
+
 }  // namespace HWY_NAMESPACE
 }  // namespace ops
 }  // namespace bora
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3_DL
+HWY_POP_ATTRIBUTES
+#endif
 HWY_AFTER_NAMESPACE();
 
 #endif  // BORA_OPS_KERNELS_INL_H_ toggle
@@ -997,6 +1968,7 @@ class ThreadPool {
 #ifndef BORA_IO_GGUF_HPP
 #define BORA_IO_GGUF_HPP
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
@@ -1603,8 +2575,10 @@ class GgufFile {
                         file, n_tensors, cursor.remaining(), n_kv);
     }
 
-    keys_.reserve(static_cast<size_t>(n_kv));
-    values_.reserve(static_cast<size_t>(n_kv));
+    // Reserve at most a modest amount up front: a count is only trusted as far as entries parse.
+    const size_t kMaxReserve = 4096;
+    keys_.reserve(static_cast<size_t>(std::min<uint64_t>(n_kv, kMaxReserve)));
+    values_.reserve(static_cast<size_t>(std::min<uint64_t>(n_kv, kMaxReserve)));
     for (uint64_t i = 0; i < n_kv; ++i) BORA_RETURN_IF_ERROR(parse_kv(cursor, i));
 
     alignment_ = 32;
@@ -1629,9 +2603,9 @@ class GgufFile {
                         " bytes remain after the metadata at byte offset %" PRIu64 " (or the file is truncated)", file, n_tensors,
                         cursor.remaining(), cursor.offset());
     }
-    tensors_.reserve(static_cast<size_t>(n_tensors));
+    tensors_.reserve(static_cast<size_t>(std::min<uint64_t>(n_tensors, kMaxReserve)));
     std::vector<uint64_t> offsets;
-    offsets.reserve(static_cast<size_t>(n_tensors));
+    offsets.reserve(static_cast<size_t>(std::min<uint64_t>(n_tensors, kMaxReserve)));
     for (uint64_t i = 0; i < n_tensors; ++i) BORA_RETURN_IF_ERROR(parse_tensor_info(cursor, i, &offsets));
 
     const uint64_t infos_end = cursor.offset();
@@ -2632,6 +3606,25 @@ class ModelFiles {
     return total;
   }
 
+  // A GGUF image already in memory (synthetic benchmark models, assets embedded in a program).
+  // The bytes are kept alive by the returned object; tensor views point into them.
+  static Expected<ModelFiles> from_gguf_bytes(std::shared_ptr<const uint8_t> bytes, uint64_t size,
+                                              const std::string& name) {
+    if (!bytes) return make_error(ErrorCode::kInvalidArgument, "%s: no bytes", name.c_str());
+    Expected<GgufFile> gguf = GgufFile::parse(bytes.get(), size, name);
+    if (!gguf) return gguf.error();
+    ModelFiles model;
+    model.format_ = ModelFormat::kGguf;
+    model.path_ = name;
+    model.owned_bytes_ = std::move(bytes);
+    model.gguf_ = std::make_unique<GgufFile>(std::move(gguf.value()));
+    Expected<ModelConfig> config = config_from_gguf(*model.gguf_);
+    if (!config) return config.error();
+    model.config_ = std::move(config.value());
+    for (const TensorView& t : model.gguf_->tensors()) model.index_.emplace(t.name, &t);
+    return model;
+  }
+
  private:
   ModelFiles() = default;
 
@@ -2806,20 +3799,754 @@ class ModelFiles {
   std::unique_ptr<GgufFile> gguf_;
   std::vector<SafetensorsFile> shards_;
   std::unordered_map<std::string, const TensorView*> index_;
+  std::shared_ptr<const uint8_t> owned_bytes_;  // from_gguf_bytes() only
 };
 
 }  // namespace bora
 
 #endif  // BORA_IO_MODEL_FILES_HPP
 // ---- end bora/io/model_files.hpp ---------------------------------------------------------------------
-// ---- begin bora/model/presets.hpp --------------------------------------------------------------------
-// Why this file exists: the ready-made compositions users name (bora::Mistral7B, bora::Mixtral8x7B)
-// and load_any(), which reads the file and picks the right one for tools that take any model.
-#ifndef BORA_MODEL_PRESETS_HPP
-#define BORA_MODEL_PRESETS_HPP
+// ---- begin bora/io/ollama.hpp ------------------------------------------------------------------------
+// Why this file exists: people already have models pulled with Ollama; `ollama:NAME[:TAG]` finds
+// the GGUF blob in Ollama's store (manifest -> model layer digest -> blob) so bora can load it as is.
+#ifndef BORA_IO_OLLAMA_HPP
+#define BORA_IO_OLLAMA_HPP
+
+#include <simdjson.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+
+namespace bora {
+
+namespace detail {
+// Name parts become path components: allow only what Ollama allows, never "." or "..".
+inline bool is_safe_ollama_component(const std::string& part) {
+  if (part.empty() || part == "." || part == ".." || part.size() > 200) return false;
+  for (char ch : part) {
+    const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+                    ch == '_' || ch == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+}  // namespace detail
+
+// The directory of Ollama's store: $OLLAMA_MODELS, else ~/.ollama/models.
+inline std::string ollama_models_directory() {
+  if (const char* dir = std::getenv("OLLAMA_MODELS")) {
+    if (*dir) return dir;
+  }
+#if defined(_WIN32)
+  const char* home = std::getenv("USERPROFILE");
+#else
+  const char* home = std::getenv("HOME");
+#endif
+  return std::string(home ? home : ".") + "/.ollama/models";
+}
+
+// "mistral", "mistral:7b", "user/model:tag", "host/namespace/model:tag" -> path of the GGUF blob.
+inline Expected<std::string> resolve_ollama_model(const std::string& name, const std::string& store = ollama_models_directory()) {
+  std::string model = name, tag = "latest";
+  const size_t slash = name.rfind('/');
+  const size_t colon = name.rfind(':');
+  if (colon != std::string::npos && (slash == std::string::npos || colon > slash)) {
+    model = name.substr(0, colon);
+    tag = name.substr(colon + 1);
+  }
+  std::vector<std::string> parts;
+  for (size_t begin = 0;;) {
+    const size_t end = model.find('/', begin);
+    parts.push_back(model.substr(begin, end == std::string::npos ? std::string::npos : end - begin));
+    if (end == std::string::npos) break;
+    begin = end + 1;
+  }
+  if (parts.size() == 1) parts.insert(parts.begin(), "library");
+  if (parts.size() == 2) parts.insert(parts.begin(), "registry.ollama.ai");
+  parts.push_back(tag);
+  if (parts.size() != 4) return make_error(ErrorCode::kInvalidArgument, "ollama:%s: expected NAME[:TAG] or NAMESPACE/NAME[:TAG]", name.c_str());
+  std::string manifest_path = store + "/manifests";
+  for (const std::string& part : parts) {
+    if (!detail::is_safe_ollama_component(part))
+      return make_error(ErrorCode::kInvalidArgument, "ollama:%s: '%s' is not a valid model name part", name.c_str(), part.c_str());
+    manifest_path += "/" + part;
+  }
+  auto manifest = MappedFile::open(manifest_path);
+  if (!manifest) {
+    return make_error(ErrorCode::kIo, "ollama:%s: no manifest at %s (is the model pulled, and OLLAMA_MODELS right?)",
+                      name.c_str(), manifest_path.c_str());
+  }
+  if (manifest->size() > (1u << 24)) return make_error(ErrorCode::kFormat, "%s: manifest too large", manifest_path.c_str());
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  const simdjson::padded_string json(reinterpret_cast<const char*>(manifest->data()), manifest->size());
+  if (parser.parse(json).get(root)) return make_error(ErrorCode::kFormat, "%s: manifest is not valid JSON", manifest_path.c_str());
+  simdjson::dom::array layers;
+  if (root["layers"].get_array().get(layers))
+    return make_error(ErrorCode::kFormat, "%s: manifest has no \"layers\" array", manifest_path.c_str());
+  for (simdjson::dom::element layer : layers) {
+    std::string_view media_type, digest;
+    if (layer["mediaType"].get_string().get(media_type) || media_type != "application/vnd.ollama.image.model") continue;
+    if (layer["digest"].get_string().get(digest))
+      return make_error(ErrorCode::kFormat, "%s: model layer has no \"digest\"", manifest_path.c_str());
+    // "sha256:<64 hex>"; blobs are stored as sha256-<hex> (older stores: sha256:<hex>).
+    bool valid = digest.size() == 71 && digest.substr(0, 7) == "sha256:";
+    for (size_t i = 7; valid && i < digest.size(); ++i) {
+      const char ch = digest[i];
+      valid = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f');
+    }
+    if (!valid) return make_error(ErrorCode::kFormat, "%s: bad model digest '%.80s'", manifest_path.c_str(), std::string(digest).c_str());
+    const std::string hex(digest.substr(7));
+    for (const char* separator : {"-", ":"}) {
+      const std::string blob = store + "/blobs/sha256" + separator + hex;
+      if (std::FILE* probe = std::fopen(blob.c_str(), "rb")) {
+        std::fclose(probe);
+        return blob;
+      }
+    }
+    return make_error(ErrorCode::kIo, "ollama:%s: blob sha256-%s named by the manifest is missing from %s/blobs",
+                      name.c_str(), hex.c_str(), store.c_str());
+  }
+  return make_error(ErrorCode::kFormat, "%s: manifest lists no model layer (application/vnd.ollama.image.model)",
+                    manifest_path.c_str());
+}
+
+}  // namespace bora
+
+#endif  // BORA_IO_OLLAMA_HPP
+// ---- end bora/io/ollama.hpp --------------------------------------------------------------------------
+// ---- begin bora/io/sentencepiece_model.hpp -----------------------------------------------------------
+// Why this file exists: Mistral ships its tokenizers as SentencePiece tokenizer.model files, which are
+// protobuf messages; this small wire-format reader takes the pieces and flags bora needs, without a
+// protobuf dependency, and turns hostile bytes into errors rather than crashes.
+#ifndef BORA_IO_SENTENCEPIECE_MODEL_HPP
+#define BORA_IO_SENTENCEPIECE_MODEL_HPP
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// ---- begin bora/text/vocabulary.hpp ------------------------------------------------------------------
+// Why this file exists: a SentencePiece vocabulary reaches bora from two places (a tokenizer.model
+// protobuf and the tokenizer.ggml.* keys of a GGUF file); both become this one struct, so the
+// tokenizer never cares where its pieces came from.
+#ifndef BORA_TEXT_VOCABULARY_HPP
+#define BORA_TEXT_VOCABULARY_HPP
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace bora {
+
+// Token types, numbered as GGUF's tokenizer.ggml.token_type and SentencePiece's
+// ModelProto.SentencePiece.Type (the two agree).
+namespace token_type {
+constexpr int32_t kNormal = 1;
+constexpr int32_t kUnknown = 2;
+constexpr int32_t kControl = 3;       // <s>, </s>, [INST]: never produced from text, decoded as ""
+constexpr int32_t kUserDefined = 4;   // matched inside raw text as one token ([REFERENCE_DOC_3])
+constexpr int32_t kUnused = 5;        // may appear while merging, re-split in the output
+constexpr int32_t kByte = 6;          // <0x00>..<0xFF>, the byte fallback
+inline bool is_valid(int32_t type) { return type >= kNormal && type <= kByte; }
+}  // namespace token_type
+
+struct Vocabulary {
+  std::vector<std::string> pieces;  // "▁the", "<0x0A>", "<s>" ... (U+2581 stands for a space)
+  std::vector<float> scores;        // BPE merge priority: the merge giving the higher score goes first
+  std::vector<int32_t> types;       // token_type::k*
+
+  int32_t bos_id = -1;
+  int32_t eos_id = -1;
+  int32_t unk_id = -1;
+  int32_t pad_id = -1;
+
+  bool add_bos = true;    // what a caller adds by default (SentencePiece itself never adds it)
+  bool add_eos = false;
+
+  // Normalizer flags (SentencePiece NormalizerSpec). Mistral: dummy prefix on, no collapsing.
+  bool add_dummy_prefix = true;
+  bool remove_extra_whitespaces = false;
+  bool escape_whitespaces = true;
+
+  // Trainer flags that matter (or are reported) at encode time.
+  bool byte_fallback = true;
+  bool split_digits = false;  // informational: with BPE it only shaped training; the pieces encode it
+
+  std::string normalizer_name = "identity";
+  std::string unk_surface = " \xE2\x81\x87 ";  // what an <unk> decodes to (" ⁇ ")
+  std::string source;                          // file the vocabulary was read from, for messages
+
+  size_t size() const { return pieces.size(); }
+};
+
+// Checks the invariants the tokenizer relies on: parallel arrays of equal length, valid types,
+// special ids inside the vocabulary (or -1), non-empty pieces of sane length, no NaN scores.
+inline Status validate_vocabulary(const Vocabulary& vocab) {
+  const char* name = vocab.source.empty() ? "vocabulary" : vocab.source.c_str();
+  const size_t n = vocab.pieces.size();
+  if (n == 0) return make_error(ErrorCode::kFormat, "%s: the vocabulary is empty", name);
+  if (n > static_cast<size_t>(INT32_MAX / 2)) return make_error(ErrorCode::kFormat, "%s: vocabulary too large", name);
+  if (vocab.scores.size() != n || vocab.types.size() != n) {
+    return make_error(ErrorCode::kFormat, "%s: %zu pieces but %zu scores and %zu types", name, n, vocab.scores.size(),
+                      vocab.types.size());
+  }
+  constexpr size_t kMaxPieceBytes = size_t{1} << 16;  // real pieces are a few dozen bytes at most
+  size_t total_bytes = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (vocab.pieces[i].empty()) return make_error(ErrorCode::kFormat, "%s: piece %zu is empty", name, i);
+    if (vocab.pieces[i].size() > kMaxPieceBytes) {
+      return make_error(ErrorCode::kFormat, "%s: piece %zu is %zu bytes long", name, i, vocab.pieces[i].size());
+    }
+    total_bytes += vocab.pieces[i].size();
+    if (total_bytes > (size_t{1} << 30)) return make_error(ErrorCode::kFormat, "%s: pieces exceed 1 GiB", name);
+    if (!token_type::is_valid(vocab.types[i])) {
+      return make_error(ErrorCode::kFormat, "%s: piece %zu has unknown type %d", name, i, vocab.types[i]);
+    }
+    if (std::isnan(vocab.scores[i])) return make_error(ErrorCode::kFormat, "%s: piece %zu has a NaN score", name, i);
+  }
+  const std::pair<const char*, int32_t> specials[] = {
+      {"bos", vocab.bos_id}, {"eos", vocab.eos_id}, {"unk", vocab.unk_id}, {"pad", vocab.pad_id}};
+  for (const auto& special : specials) {
+    if (special.second < -1 || special.second >= static_cast<int64_t>(n)) {
+      return make_error(ErrorCode::kFormat, "%s: %s id %d is outside the vocabulary of %zu", name, special.first,
+                        special.second, n);
+    }
+  }
+  return {};
+}
+
+namespace vocabulary_detail {
+
+inline Expected<int32_t> optional_token_id(const GgufFile& gguf, const char* key, int32_t absent, size_t n) {
+  if (gguf.find(key) == nullptr) return absent;
+  Expected<uint64_t> value = gguf.get_uint(key);
+  if (!value) return value.error();
+  if (*value >= n) {
+    return make_error(ErrorCode::kFormat, "%s: %s = %llu is outside the vocabulary of %zu", gguf.name().c_str(), key,
+                      static_cast<unsigned long long>(*value), n);
+  }
+  return static_cast<int32_t>(*value);
+}
+
+inline Expected<bool> optional_bool(const GgufFile& gguf, const char* key, bool absent) {
+  if (gguf.find(key) == nullptr) return absent;
+  return gguf.get_bool(key);
+}
+
+}  // namespace vocabulary_detail
+
+// Reads the vocabulary llama.cpp stores in GGUF metadata. Only tokenizer.ggml.model == "llama"
+// (SentencePiece BPE, what Mistral and Mixtral use) is accepted.
+inline Expected<Vocabulary> vocabulary_from_gguf(const GgufFile& gguf) {
+  const char* name = gguf.name().c_str();
+  Expected<std::string> model = gguf.get_string("tokenizer.ggml.model");
+  if (!model) return model.error();
+  if (*model != "llama") {
+    return make_error(ErrorCode::kUnsupported,
+                      "%s: tokenizer.ggml.model is '%s'; bora reads SentencePiece ('llama') vocabularies only", name,
+                      model->c_str());
+  }
+  Vocabulary vocab;
+  vocab.source = gguf.name();
+  Expected<std::vector<std::string>> tokens = gguf.get_string_array("tokenizer.ggml.tokens");
+  if (!tokens) return tokens.error();
+  vocab.pieces = std::move(*tokens);
+  const size_t n = vocab.pieces.size();
+
+  if (gguf.find("tokenizer.ggml.scores") != nullptr) {
+    Expected<std::vector<float>> scores = gguf.get_f32_array("tokenizer.ggml.scores");
+    if (!scores) return scores.error();
+    vocab.scores = std::move(*scores);
+  } else {
+    vocab.scores.assign(n, 0.0f);
+  }
+  if (gguf.find("tokenizer.ggml.token_type") != nullptr) {
+    Expected<std::vector<int32_t>> types = gguf.get_i32_array("tokenizer.ggml.token_type");
+    if (!types) return types.error();
+    vocab.types = std::move(*types);
+    for (int32_t& type : vocab.types) {
+      if (type == 0) type = token_type::kNormal;  // llama.cpp's "undefined" type, written by old converters
+    }
+  } else {
+    vocab.types.assign(n, token_type::kNormal);
+  }
+  if (vocab.scores.size() != n || vocab.types.size() != n) {
+    return make_error(ErrorCode::kFormat, "%s: %zu tokens but %zu scores and %zu token types", name, n,
+                      vocab.scores.size(), vocab.types.size());
+  }
+
+  Expected<int32_t> bos = vocabulary_detail::optional_token_id(gguf, "tokenizer.ggml.bos_token_id", -1, n);
+  if (!bos) return bos.error();
+  Expected<int32_t> eos = vocabulary_detail::optional_token_id(gguf, "tokenizer.ggml.eos_token_id", -1, n);
+  if (!eos) return eos.error();
+  Expected<int32_t> unk = vocabulary_detail::optional_token_id(gguf, "tokenizer.ggml.unknown_token_id", -1, n);
+  if (!unk) return unk.error();
+  Expected<int32_t> pad = vocabulary_detail::optional_token_id(gguf, "tokenizer.ggml.padding_token_id", -1, n);
+  if (!pad) return pad.error();
+  vocab.bos_id = *bos;
+  vocab.eos_id = *eos;
+  vocab.unk_id = *unk;
+  vocab.pad_id = *pad;
+  if (vocab.unk_id < 0) {  // older converters omit the key; SentencePiece files always type <unk>
+    for (size_t i = 0; i < n; ++i) {
+      if (vocab.types[i] == token_type::kUnknown) {
+        vocab.unk_id = static_cast<int32_t>(i);
+        break;
+      }
+    }
+  }
+
+  Expected<bool> add_bos = vocabulary_detail::optional_bool(gguf, "tokenizer.ggml.add_bos_token", true);
+  if (!add_bos) return add_bos.error();
+  Expected<bool> add_eos = vocabulary_detail::optional_bool(gguf, "tokenizer.ggml.add_eos_token", false);
+  if (!add_eos) return add_eos.error();
+  Expected<bool> add_space = vocabulary_detail::optional_bool(gguf, "tokenizer.ggml.add_space_prefix", true);
+  if (!add_space) return add_space.error();
+  vocab.add_bos = *add_bos;
+  vocab.add_eos = *add_eos;
+  vocab.add_dummy_prefix = *add_space;
+  vocab.remove_extra_whitespaces = false;
+  vocab.escape_whitespaces = true;
+
+  vocab.byte_fallback = false;  // GGUF has no flag: byte pieces present means fallback is on
+  for (size_t i = 0; i < n; ++i) {
+    if (vocab.types[i] == token_type::kByte) {
+      vocab.byte_fallback = true;
+      break;
+    }
+  }
+  BORA_RETURN_IF_ERROR(validate_vocabulary(vocab));
+  return vocab;
+}
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_VOCABULARY_HPP
+// ---- end bora/text/vocabulary.hpp --------------------------------------------------------------------
+
+namespace bora {
+
+namespace sentencepiece_detail {
+
+// Field numbers from sentencepiece_model.proto (proto2).
+namespace model_proto {
+constexpr uint32_t kPieces = 1;
+constexpr uint32_t kTrainerSpec = 2;
+constexpr uint32_t kNormalizerSpec = 3;
+constexpr uint32_t kDenormalizerSpec = 5;
+}  // namespace model_proto
+namespace piece_proto {
+constexpr uint32_t kPiece = 1;
+constexpr uint32_t kScore = 2;
+constexpr uint32_t kType = 3;
+}  // namespace piece_proto
+namespace trainer_proto {
+constexpr uint32_t kModelType = 3;  // 1 UNIGRAM (the default), 2 BPE, 3 WORD, 4 CHAR
+constexpr uint32_t kTreatWhitespaceAsSuffix = 24;
+constexpr uint32_t kSplitDigits = 25;
+constexpr uint32_t kByteFallback = 35;
+constexpr uint32_t kUnkSurface = 44;
+constexpr uint32_t kUnkPiece = 45;
+constexpr uint32_t kBosPiece = 46;
+constexpr uint32_t kEosPiece = 47;
+constexpr uint32_t kPadPiece = 48;
+}  // namespace trainer_proto
+namespace normalizer_proto {
+constexpr uint32_t kName = 1;
+constexpr uint32_t kPrecompiledCharsmap = 2;
+constexpr uint32_t kAddDummyPrefix = 3;
+constexpr uint32_t kRemoveExtraWhitespaces = 4;
+constexpr uint32_t kEscapeWhitespaces = 5;
+}  // namespace normalizer_proto
+
+constexpr int kModelTypeBpe = 2;
+
+enum WireType : uint32_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixed32 = 5 };
+
+// Reads one message's bytes; every read is checked against the end of that message, and errors name
+// the offset in the whole file.
+class WireReader {
+ public:
+  WireReader(const uint8_t* begin, const uint8_t* end, const uint8_t* file_start, const std::string* file_name)
+      : cursor_(begin), end_(end), file_start_(file_start), file_name_(file_name) {}
+
+  bool at_end() const { return cursor_ >= end_; }
+
+  Status read_varint(uint64_t* value) {
+    uint64_t result = 0;
+    for (int shift = 0; shift < 70; shift += 7) {
+      if (cursor_ >= end_) return error("a varint runs past the end of its message");
+      const uint8_t byte = *cursor_++;
+      result |= static_cast<uint64_t>(byte & 0x7F) << shift;
+      if ((byte & 0x80) == 0) {
+        *value = result;
+        return {};
+      }
+      if (shift == 63) break;
+    }
+    return error("a varint is longer than 10 bytes");
+  }
+
+  Status read_tag(uint32_t* field, uint32_t* wire_type) {
+    uint64_t tag = 0;
+    BORA_RETURN_IF_ERROR(read_varint(&tag));
+    *wire_type = static_cast<uint32_t>(tag & 7);
+    const uint64_t number = tag >> 3;
+    if (number == 0 || number > 0x1FFFFFFF) return error("invalid field number");
+    *field = static_cast<uint32_t>(number);
+    return {};
+  }
+
+  Status read_length_delimited(const uint8_t** data, size_t* size) {
+    uint64_t length = 0;
+    BORA_RETURN_IF_ERROR(read_varint(&length));
+    const uint64_t available = static_cast<uint64_t>(end_ - cursor_);
+    if (length > available) {
+      return error_with_numbers("a field claims %llu bytes but its message has %llu left", length, available);
+    }
+    *data = cursor_;
+    *size = static_cast<size_t>(length);
+    cursor_ += length;
+    return {};
+  }
+
+  Status read_fixed32(uint32_t* value) {
+    if (end_ - cursor_ < 4) return error("a 32-bit field runs past the end of its message");
+    *value = static_cast<uint32_t>(cursor_[0]) | (static_cast<uint32_t>(cursor_[1]) << 8) |
+             (static_cast<uint32_t>(cursor_[2]) << 16) | (static_cast<uint32_t>(cursor_[3]) << 24);
+    cursor_ += 4;
+    return {};
+  }
+
+  Status skip(uint32_t wire_type) {
+    switch (wire_type) {
+      case kVarint: {
+        uint64_t ignored = 0;
+        return read_varint(&ignored);
+      }
+      case kFixed64:
+        if (end_ - cursor_ < 8) return error("a 64-bit field runs past the end of its message");
+        cursor_ += 8;
+        return {};
+      case kLengthDelimited: {
+        const uint8_t* data = nullptr;
+        size_t size = 0;
+        return read_length_delimited(&data, &size);
+      }
+      case kFixed32: {
+        uint32_t ignored = 0;
+        return read_fixed32(&ignored);
+      }
+      default:
+        return error("unsupported wire type (groups or garbage)");
+    }
+  }
+
+  Status expect(uint32_t wire_type, uint32_t expected, const char* field_name) {
+    if (wire_type == expected) return {};
+    return error(std::string("field '") + field_name + "' has the wrong wire type");
+  }
+
+  Status read_bool(uint32_t wire_type, const char* field_name, bool* value) {
+    BORA_RETURN_IF_ERROR(expect(wire_type, kVarint, field_name));
+    uint64_t raw = 0;
+    BORA_RETURN_IF_ERROR(read_varint(&raw));
+    *value = raw != 0;
+    return {};
+  }
+
+  Status read_int32(uint32_t wire_type, const char* field_name, int64_t* value) {
+    BORA_RETURN_IF_ERROR(expect(wire_type, kVarint, field_name));
+    uint64_t raw = 0;
+    BORA_RETURN_IF_ERROR(read_varint(&raw));
+    *value = static_cast<int64_t>(raw);  // negative int32 values are sign-extended to 64 bits
+    return {};
+  }
+
+  Status read_string(uint32_t wire_type, const char* field_name, std::string* value) {
+    BORA_RETURN_IF_ERROR(expect(wire_type, kLengthDelimited, field_name));
+    const uint8_t* data = nullptr;
+    size_t size = 0;
+    BORA_RETURN_IF_ERROR(read_length_delimited(&data, &size));
+    value->assign(reinterpret_cast<const char*>(data), size);
+    return {};
+  }
+
+  WireReader sub_reader(const uint8_t* data, size_t size) const {
+    return WireReader(data, data + size, file_start_, file_name_);
+  }
+
+  Error error(const std::string& what) const {
+    return make_error(ErrorCode::kFormat, "%s: SentencePiece model, offset %lld: %s", file_name_->c_str(),
+                      static_cast<long long>(cursor_ - file_start_), what.c_str());
+  }
+
+ private:
+  Error error_with_numbers(const char* fmt, uint64_t a, uint64_t b) const {
+    char buffer[160];
+    std::snprintf(buffer, sizeof(buffer), fmt, static_cast<unsigned long long>(a), static_cast<unsigned long long>(b));
+    return error(buffer);
+  }
+
+  const uint8_t* cursor_;
+  const uint8_t* end_;
+  const uint8_t* file_start_;
+  const std::string* file_name_;
+};
+
+inline Status parse_piece(WireReader reader, Vocabulary* vocab) {
+  std::string piece;
+  float score = 0.0f;
+  int64_t type = token_type::kNormal;  // proto default
+  while (!reader.at_end()) {
+    uint32_t field = 0;
+    uint32_t wire = 0;
+    BORA_RETURN_IF_ERROR(reader.read_tag(&field, &wire));
+    if (field == piece_proto::kPiece) {
+      BORA_RETURN_IF_ERROR(reader.read_string(wire, "piece", &piece));
+    } else if (field == piece_proto::kScore) {
+      BORA_RETURN_IF_ERROR(reader.expect(wire, kFixed32, "score"));
+      uint32_t bits = 0;
+      BORA_RETURN_IF_ERROR(reader.read_fixed32(&bits));
+      std::memcpy(&score, &bits, sizeof(score));
+    } else if (field == piece_proto::kType) {
+      BORA_RETURN_IF_ERROR(reader.read_int32(wire, "type", &type));
+      if (!token_type::is_valid(static_cast<int32_t>(type)) || type != static_cast<int32_t>(type)) {
+        return reader.error("piece " + std::to_string(vocab->pieces.size()) + " has unknown type " +
+                            std::to_string(type));
+      }
+    } else {
+      BORA_RETURN_IF_ERROR(reader.skip(wire));
+    }
+  }
+  vocab->pieces.push_back(std::move(piece));
+  vocab->scores.push_back(score);
+  vocab->types.push_back(static_cast<int32_t>(type));
+  return {};
+}
+
+struct SpecialPieces {
+  std::string unk = "<unk>";
+  std::string bos = "<s>";
+  std::string eos = "</s>";
+  std::string pad = "<pad>";
+};
+
+inline Status parse_trainer_spec(WireReader reader, Vocabulary* vocab, SpecialPieces* specials, int64_t* model_type,
+                                 bool* whitespace_as_suffix) {
+  while (!reader.at_end()) {
+    uint32_t field = 0;
+    uint32_t wire = 0;
+    BORA_RETURN_IF_ERROR(reader.read_tag(&field, &wire));
+    switch (field) {
+      case trainer_proto::kModelType:
+        BORA_RETURN_IF_ERROR(reader.read_int32(wire, "model_type", model_type));
+        break;
+      case trainer_proto::kTreatWhitespaceAsSuffix:
+        BORA_RETURN_IF_ERROR(reader.read_bool(wire, "treat_whitespace_as_suffix", whitespace_as_suffix));
+        break;
+      case trainer_proto::kSplitDigits:
+        BORA_RETURN_IF_ERROR(reader.read_bool(wire, "split_digits", &vocab->split_digits));
+        break;
+      case trainer_proto::kByteFallback:
+        BORA_RETURN_IF_ERROR(reader.read_bool(wire, "byte_fallback", &vocab->byte_fallback));
+        break;
+      case trainer_proto::kUnkSurface:
+        BORA_RETURN_IF_ERROR(reader.read_string(wire, "unk_surface", &vocab->unk_surface));
+        break;
+      case trainer_proto::kUnkPiece:
+        BORA_RETURN_IF_ERROR(reader.read_string(wire, "unk_piece", &specials->unk));
+        break;
+      case trainer_proto::kBosPiece:
+        BORA_RETURN_IF_ERROR(reader.read_string(wire, "bos_piece", &specials->bos));
+        break;
+      case trainer_proto::kEosPiece:
+        BORA_RETURN_IF_ERROR(reader.read_string(wire, "eos_piece", &specials->eos));
+        break;
+      case trainer_proto::kPadPiece:
+        BORA_RETURN_IF_ERROR(reader.read_string(wire, "pad_piece", &specials->pad));
+        break;
+      default:
+        BORA_RETURN_IF_ERROR(reader.skip(wire));
+    }
+  }
+  return {};
+}
+
+struct NormalizerSpec {
+  std::string name;
+  size_t charsmap_bytes = 0;
+  bool add_dummy_prefix = true;  // proto2 defaults
+  bool remove_extra_whitespaces = true;
+  bool escape_whitespaces = true;
+};
+
+inline Status parse_normalizer_spec(WireReader reader, NormalizerSpec* spec) {
+  while (!reader.at_end()) {
+    uint32_t field = 0;
+    uint32_t wire = 0;
+    BORA_RETURN_IF_ERROR(reader.read_tag(&field, &wire));
+    switch (field) {
+      case normalizer_proto::kName:
+        BORA_RETURN_IF_ERROR(reader.read_string(wire, "name", &spec->name));
+        break;
+      case normalizer_proto::kPrecompiledCharsmap: {
+        BORA_RETURN_IF_ERROR(reader.expect(wire, kLengthDelimited, "precompiled_charsmap"));
+        const uint8_t* data = nullptr;
+        BORA_RETURN_IF_ERROR(reader.read_length_delimited(&data, &spec->charsmap_bytes));
+        break;
+      }
+      case normalizer_proto::kAddDummyPrefix:
+        BORA_RETURN_IF_ERROR(reader.read_bool(wire, "add_dummy_prefix", &spec->add_dummy_prefix));
+        break;
+      case normalizer_proto::kRemoveExtraWhitespaces:
+        BORA_RETURN_IF_ERROR(reader.read_bool(wire, "remove_extra_whitespaces", &spec->remove_extra_whitespaces));
+        break;
+      case normalizer_proto::kEscapeWhitespaces:
+        BORA_RETURN_IF_ERROR(reader.read_bool(wire, "escape_whitespaces", &spec->escape_whitespaces));
+        break;
+      default:
+        BORA_RETURN_IF_ERROR(reader.skip(wire));
+    }
+  }
+  return {};
+}
+
+// SentencePiece finds its special ids by piece string and type, not from the trainer's *_id fields.
+inline int32_t find_piece_of_type(const Vocabulary& vocab, const std::string& piece, int32_t type) {
+  for (size_t i = 0; i < vocab.pieces.size(); ++i) {
+    if (vocab.types[i] == type && vocab.pieces[i] == piece) return static_cast<int32_t>(i);
+  }
+  return -1;
+}
+
+}  // namespace sentencepiece_detail
+
+// Parses a serialized sentencepiece.ModelProto. Unknown fields are skipped; what bora cannot honour
+// (a Unigram model, a precompiled normalization rule, whitespace-as-suffix) is reported as kUnsupported.
+inline Expected<Vocabulary> parse_sentencepiece_model(const uint8_t* data, size_t size, const std::string& name) {
+  using namespace sentencepiece_detail;
+  if (data == nullptr && size != 0) return make_error(ErrorCode::kInvalidArgument, "%s: null data", name.c_str());
+  static const uint8_t kEmpty[1] = {0};
+  const uint8_t* begin = data != nullptr ? data : kEmpty;
+  WireReader reader(begin, begin + size, begin, &name);
+
+  Vocabulary vocab;
+  vocab.source = name;
+  vocab.byte_fallback = false;  // proto2 defaults until the trainer spec says otherwise
+  vocab.split_digits = false;
+  SpecialPieces specials;
+  NormalizerSpec normalizer;
+  NormalizerSpec denormalizer;
+  int64_t model_type = 1;
+  bool whitespace_as_suffix = false;
+  bool saw_trainer_spec = false;
+
+  while (!reader.at_end()) {
+    uint32_t field = 0;
+    uint32_t wire = 0;
+    BORA_RETURN_IF_ERROR(reader.read_tag(&field, &wire));
+    if (field == model_proto::kPieces || field == model_proto::kTrainerSpec || field == model_proto::kNormalizerSpec ||
+        field == model_proto::kDenormalizerSpec) {
+      BORA_RETURN_IF_ERROR(reader.expect(wire, kLengthDelimited, "ModelProto message field"));
+      const uint8_t* message = nullptr;
+      size_t message_size = 0;
+      BORA_RETURN_IF_ERROR(reader.read_length_delimited(&message, &message_size));
+      WireReader sub = reader.sub_reader(message, message_size);
+      if (field == model_proto::kPieces) {
+        BORA_RETURN_IF_ERROR(parse_piece(sub, &vocab));
+      } else if (field == model_proto::kTrainerSpec) {
+        saw_trainer_spec = true;
+        BORA_RETURN_IF_ERROR(parse_trainer_spec(sub, &vocab, &specials, &model_type, &whitespace_as_suffix));
+      } else if (field == model_proto::kNormalizerSpec) {
+        BORA_RETURN_IF_ERROR(parse_normalizer_spec(sub, &normalizer));
+      } else {
+        BORA_RETURN_IF_ERROR(parse_normalizer_spec(sub, &denormalizer));
+      }
+    } else {
+      BORA_RETURN_IF_ERROR(reader.skip(wire));
+    }
+  }
+
+  if (vocab.pieces.empty()) return make_error(ErrorCode::kFormat, "%s: SentencePiece model has no pieces", name.c_str());
+  if (!saw_trainer_spec) {
+    return make_error(ErrorCode::kFormat, "%s: SentencePiece model has no trainer_spec", name.c_str());
+  }
+  if (model_type != kModelTypeBpe) {
+    return make_error(ErrorCode::kUnsupported, "%s: SentencePiece model_type %lld; bora implements BPE (2) only",
+                      name.c_str(), static_cast<long long>(model_type));
+  }
+  if (normalizer.charsmap_bytes != 0 || denormalizer.charsmap_bytes != 0) {
+    return make_error(ErrorCode::kUnsupported, "%s: normalization rule '%s' (precompiled charsmap) is not supported",
+                      name.c_str(), normalizer.name.c_str());
+  }
+  if (whitespace_as_suffix) {
+    return make_error(ErrorCode::kUnsupported, "%s: treat_whitespace_as_suffix is not supported", name.c_str());
+  }
+  vocab.normalizer_name = normalizer.name.empty() ? "identity" : normalizer.name;
+  vocab.add_dummy_prefix = normalizer.add_dummy_prefix;
+  vocab.remove_extra_whitespaces = normalizer.remove_extra_whitespaces;
+  vocab.escape_whitespaces = normalizer.escape_whitespaces;
+
+  int32_t unknown_count = 0;
+  for (size_t i = 0; i < vocab.pieces.size(); ++i) {
+    if (vocab.types[i] == token_type::kUnknown) {
+      if (unknown_count++ == 0) vocab.unk_id = static_cast<int32_t>(i);
+    }
+    if (vocab.types[i] == token_type::kByte && !vocab.byte_fallback) {
+      return make_error(ErrorCode::kFormat, "%s: piece %zu is a byte piece but byte_fallback is off", name.c_str(), i);
+    }
+  }
+  if (unknown_count != 1) {
+    return make_error(ErrorCode::kFormat, "%s: SentencePiece model needs exactly one <unk> piece, found %d",
+                      name.c_str(), unknown_count);
+  }
+  vocab.bos_id = find_piece_of_type(vocab, specials.bos, token_type::kControl);
+  vocab.eos_id = find_piece_of_type(vocab, specials.eos, token_type::kControl);
+  vocab.pad_id = find_piece_of_type(vocab, specials.pad, token_type::kControl);
+  vocab.add_bos = vocab.bos_id >= 0;
+  vocab.add_eos = false;
+  BORA_RETURN_IF_ERROR(validate_vocabulary(vocab));
+  return vocab;
+}
+
+inline Expected<Vocabulary> load_sentencepiece_model(const std::string& path) {
+  Expected<MappedFile> file = MappedFile::open(path);
+  if (!file) return file.error();
+  return parse_sentencepiece_model(file->data(), static_cast<size_t>(file->size()), path);
+}
+
+}  // namespace bora
+
+#endif  // BORA_IO_SENTENCEPIECE_MODEL_HPP
+// ---- end bora/io/sentencepiece_model.hpp -------------------------------------------------------------
+// ---- begin bora/model/load.hpp -----------------------------------------------------------------------
+// Why this file exists: opening a model is more than binding weights: the tokenizer that ships with
+// it (GGUF metadata, or tokenizer.model beside the safetensors) comes along, and tools that take any
+// model need load_any() to pick the composition from the file.
+#ifndef BORA_MODEL_LOAD_HPP
+#define BORA_MODEL_LOAD_HPP
 
 #include <memory>
 #include <string>
+#include <utility>
+
+// ---- begin bora/model/presets.hpp --------------------------------------------------------------------
+// Why this file exists: the ready-made compositions users name (bora::Mistral7B, bora::Mixtral8x7B)
+// (the compositions of the policies that real Mistral-family checkpoints need).
+#ifndef BORA_MODEL_PRESETS_HPP
+#define BORA_MODEL_PRESETS_HPP
 
 // ---- begin bora/model/transformer.hpp ----------------------------------------------------------------
 // Why this file exists: the model itself. Transformer<Attention, KvCache, FeedForward> composes the
@@ -2829,6 +4556,7 @@ class ModelFiles {
 #define BORA_MODEL_TRANSFORMER_HPP
 
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -2887,6 +4615,28 @@ void f16_to_f32(const uint16_t* x, float* y, int64_t n);
 
 // Name of the SIMD target chosen at run time (for logs and benchmarks).
 const char* simd_target_name();
+
+// ---- additions by the kernels helper -------------------------------------------------------------
+
+// Bit set of the Highway targets (HWY_AVX2 | HWY_SSE4 | ...) compiled into the implementation
+// translation unit (one bit with BORA_STATIC_DISPATCH). Tests intersect it with the CPU's targets
+// and force each in turn with hwy::SetSupportedTargetsForTest.
+int64_t simd_compiled_targets();
+
+// ---- fast path: int8 activations (approximate) --------------------------------------------------
+// Activations are quantized once per token into blocks of 32 int8 sharing one f32 scale (layout in
+// quant/q8_activations.hpp) and reused by every matrix that reads them; weights of type Q8_0, Q4_0,
+// Q4_K, Q5_K, Q6_K then use integer dot products. Error: each activation moves by at most half its
+// block's step (max|x| / 254), like llama.cpp's Q8_0 / Q8_K activations or better. Float weights
+// (F32, F16, BF16) are accepted too and multiply the dequantized activations in f32.
+// n must be a multiple of 32; buffers of q8_row_bytes(n) bytes, 4-byte aligned.
+int64_t q8_row_bytes(int64_t n);
+void quantize_row_q8(const float* x, int64_t n, uint8_t* xq);
+// y[r] ~= dot(w.row(r), x) for r in [row_begin, row_end), xq = quantize_row_q8(x).
+void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end);
+// Token t's quantized row starts at xq + t * q8_row_bytes(w.row_length()); y as in matmul_f32.
+void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
+               int64_t row_begin, int64_t row_end);
 
 }  // namespace ops
 }  // namespace bora
@@ -3004,7 +4754,8 @@ struct GroupedQueryAttention {
 
 // ---- begin bora/model/linear.hpp ---------------------------------------------------------------------
 // Why this file exists: every weight product in the forward pass goes through one function that
-// splits output rows across the thread pool, so threading and kernel choice live in one place.
+// splits output rows across the thread pool and picks the kernel (exact f32 activations, or the
+// int8-activation fast path for quantized weights), so threading and kernel choice live in one place.
 #ifndef BORA_MODEL_LINEAR_HPP
 #define BORA_MODEL_LINEAR_HPP
 
@@ -3013,16 +4764,46 @@ struct GroupedQueryAttention {
 
 namespace bora {
 
-// y[t][r] = dot(w.row(r), x[t]) for n_tokens rows of x (row length w.row_length()), y rows of
-// w.rows() values. Rows are split across threads; each row is computed by one thread, in the same
-// order whatever the thread count, so results do not depend on it.
-inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const float* x, int64_t n_tokens,
+// Rows of activations, with their int8 form when the fast path is on (null otherwise).
+struct Activations {
+  const float* f32 = nullptr;     // [n_tokens][width]
+  const uint8_t* int8 = nullptr;  // [n_tokens][ops::q8_row_bytes(width)], or null
+};
+
+inline bool is_block_quantized(WeightType type) {
+  return type != WeightType::kF32 && type != WeightType::kF16 && type != WeightType::kBF16;
+}
+
+// Quantizes n rows of `width` floats into `out` (null when width is not a whole number of blocks:
+// then only the exact path applies).
+inline Activations quantize_activations(ThreadPool& pool, int max_threads, const float* x, int64_t n, int64_t width,
+                                        uint8_t* out) {
+  Activations a;
+  a.f32 = x;
+  if (out == nullptr || width % 32 != 0) return a;
+  const int64_t row_bytes = ops::q8_row_bytes(width);
+  pool.parallel_for(n, [&](int64_t begin, int64_t end, int) {
+    for (int64_t t = begin; t < end; ++t) ops::quantize_row_q8(x + t * width, width, out + t * row_bytes);
+  }, max_threads);
+  a.int8 = out;
+  return a;
+}
+
+// y[t][r] = dot(w.row(r), x[t]) for n_tokens rows of x, y rows of w.rows() values. Rows are split
+// across threads; each row is computed by one thread in the same order whatever the thread count,
+// so results do not depend on it. Float weights always take the exact path.
+inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const Activations& x, int64_t n_tokens,
                    float* y) {
   const int64_t rows = w.rows();
-  // Small chunks of rows per task keep the threads balanced without splitting blocks of work.
+  const bool fast = x.int8 != nullptr && is_block_quantized(w.type);
   pool.parallel_for(rows, [&](int64_t begin, int64_t end, int) {
-    if (n_tokens == 1) ops::matvec_f32(w, x, y, begin, end);
-    else ops::matmul_f32(w, x, n_tokens, y, rows, begin, end);
+    if (fast) {
+      if (n_tokens == 1) ops::matvec_q8(w, x.int8, y, begin, end);
+      else ops::matmul_q8(w, x.int8, n_tokens, y, rows, begin, end);
+    } else {
+      if (n_tokens == 1) ops::matvec_f32(w, x.f32, y, begin, end);
+      else ops::matmul_f32(w, x.f32, n_tokens, y, rows, begin, end);
+    }
   }, max_threads);
 }
 
@@ -3331,6 +5112,30 @@ inline void unpack_k_scale_min(const uint8_t* scales, int j, int* scale, int* mi
   } else {
     *scale = (scales[j + 4] & 15) | ((scales[j - 4] >> 6) << 4);
     *min = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
+  }
+}
+
+// All eight pairs at once with 32-bit masks (what the SIMD kernels use per super-block): returns
+// four little-endian words holding the bytes scale[0..3], scale[4..7], min[0..3], min[4..7].
+inline void unpack_k_scales_mins_words(const uint8_t* scales, uint32_t* words) {
+  uint32_t in[3];
+  for (int k = 0; k < 3; ++k) {
+    in[k] = static_cast<uint32_t>(scales[4 * k]) | (static_cast<uint32_t>(scales[4 * k + 1]) << 8) |
+            (static_cast<uint32_t>(scales[4 * k + 2]) << 16) | (static_cast<uint32_t>(scales[4 * k + 3]) << 24);
+  }
+  words[0] = in[0] & 0x3F3F3F3Fu;
+  words[1] = (in[2] & 0x0F0F0F0Fu) | (((in[0] >> 6) & 0x03030303u) << 4);
+  words[2] = in[1] & 0x3F3F3F3Fu;
+  words[3] = ((in[2] >> 4) & 0x0F0F0F0Fu) | (((in[1] >> 6) & 0x03030303u) << 4);
+}
+
+// Equal to calling unpack_k_scale_min for j = 0..7.
+inline void unpack_k_scales_mins(const uint8_t* scales, uint8_t* scale, uint8_t* min) {
+  uint32_t words[4];
+  unpack_k_scales_mins_words(scales, words);
+  for (int k = 0; k < 4; ++k) {
+    uint8_t* dst = k < 2 ? scale + 4 * k : min + 4 * (k - 2);
+    for (int b = 0; b < 4; ++b) dst[b] = static_cast<uint8_t>(words[k] >> (8 * b));
   }
 }
 
@@ -3915,6 +5720,7 @@ struct FeedForwardScratch {
   float* routed_weights = nullptr;   // [n_tokens] (MoE)
   int32_t* chosen = nullptr;         // [n_tokens][top_k] (MoE)
   float* chosen_weights = nullptr;   // [n_tokens][top_k] (MoE)
+  uint8_t* quantized = nullptr;  // int8 activations buffer for the fast path; null = exact f32 path
   std::vector<int32_t>* expert_trace = nullptr;  // when set, MoE appends layer, position, ids...
   int64_t layer = 0;
   int64_t first_position = 0;
@@ -3925,12 +5731,14 @@ namespace detail {
 // w2(silu(w1 x) * w3 x) for n rows of x, written to out.
 inline void swiglu(ThreadPool& pool, const FeedForwardScratch& s, const TensorView& w1, const TensorView& w2,
                    const TensorView& w3, const float* x, int64_t n, int64_t hidden, float* out) {
-  linear(pool, s.max_threads, w1, x, n, s.gate);
-  linear(pool, s.max_threads, w3, x, n, s.up);
+  const int64_t dim = w1.row_length();
+  const Activations input = quantize_activations(pool, s.max_threads, x, n, dim, s.quantized);
+  linear(pool, s.max_threads, w1, input, n, s.gate);
+  linear(pool, s.max_threads, w3, input, n, s.up);
   pool.parallel_for(n, [&](int64_t begin, int64_t end, int) {
     for (int64_t t = begin; t < end; ++t) ops::silu_mul(s.gate + t * hidden, s.up + t * hidden, hidden);
   }, s.max_threads);
-  linear(pool, s.max_threads, w2, s.gate, n, out);
+  linear(pool, s.max_threads, w2, quantize_activations(pool, s.max_threads, s.gate, n, hidden, s.quantized), n, out);
 }
 }  // namespace detail
 
@@ -3964,7 +5772,8 @@ struct SparseMoE {
   static void forward(const LayerWeights& w, const ModelConfig& c, const float* x, int64_t n, float* out,
                       const FeedForwardScratch& s, ThreadPool& pool) {
     const int64_t n_experts = c.n_experts, k = Routing::k(c), dim = c.dim;
-    linear(pool, s.max_threads, w.router, x, n, s.router_logits);
+    // The router stays exact: near-ties between experts would flip with int8 activations.
+    linear(pool, s.max_threads, w.router, Activations{x, nullptr}, n, s.router_logits);
     for (int64_t t = 0; t < n; ++t) {
       const float* logits = s.router_logits + t * n_experts;
       int32_t* chosen = s.chosen + t * k;
@@ -4138,6 +5947,10 @@ struct ContextParams {
   // Checked between layers during long prompts; return true to abort (kCancelled).
   bool (*abort_callback)(void* user_data) = nullptr;
   void* abort_user_data = nullptr;
+  // Exact mode: weight products use f32 activations (dequantized weights), as the reference
+  // does. Off (default): activations of quantized weights are rounded to int8 blocks for integer
+  // dot products, which is faster and moves logits slightly, as in llama.cpp.
+  bool f32_activations = false;
   // When set, a sparse-MoE model appends (layer, position, chosen expert ids...) per token.
   std::vector<int32_t>* expert_trace = nullptr;
 };
@@ -4145,6 +5958,16 @@ struct ContextParams {
 class ModelContext {
  public:
   virtual ~ModelContext() = default;
+  // Forget positions from `position` on, so they can be recomputed differently (a chat that
+  // edits its last turn). Possible only while no cache slot has been reused; false otherwise.
+  bool truncate(int64_t position) {
+    if (position < 0 || position > n_past_ || n_past_ > kv_capacity_) return false;
+    n_past_ = position;
+    return true;
+  }
+  // The cache as bytes (for saving a session), and back. restore_state checks the size.
+  virtual std::vector<uint8_t> save_state() const = 0;
+  virtual Status restore_state(const uint8_t* data, uint64_t size, int64_t n_past) = 0;
   int64_t n_past() const { return n_past_; }  // positions consumed so far
   int64_t window() const { return window_; }  // effective sliding window, 0 = none
   int64_t kv_capacity() const { return kv_capacity_; }
@@ -4159,9 +5982,20 @@ class ModelContext {
   int64_t kv_capacity_ = 0;
 };
 
+class Tokenizer;
+class Session;
+struct SessionParams;
+
 class Model {
  public:
   virtual ~Model() = default;
+  // The tokenizer that came with the model (GGUF metadata, or tokenizer.model beside the
+  // safetensors); null when the files have none.
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  void set_tokenizer(std::shared_ptr<const Tokenizer> tokenizer) { tokenizer_ = std::move(tokenizer); }
+  // A new stream of text over this model (defined in text/session.hpp). Sessions share the
+  // model read-only, so several may run on different threads at once.
+  Expected<Session> session(const SessionParams& params) const;
   virtual const ModelConfig& config() const = 0;
   virtual const ModelFiles& files() const = 0;
   virtual const char* preset_name() const = 0;
@@ -4170,6 +6004,9 @@ class Model {
   // ([n][vocab]) when all_logits, else for the last one only ([vocab]). logits may be null.
   virtual Status forward(ModelContext& ctx, const int32_t* tokens, int64_t n, float* logits,
                          bool all_logits) const = 0;
+
+ private:
+  std::shared_ptr<const Tokenizer> tokenizer_;
 };
 
 namespace detail {
@@ -4211,8 +6048,32 @@ class Transformer final : public Model {
     std::vector<float> x, normed, q, k, v, attended, projected, gate, up, gathered, expert_out, router_logits,
         chosen_weights, routed_weights, attention_scratch, last_hidden;
     std::vector<int32_t> chosen, routed_tokens;
+    std::vector<uint8_t> quantized;  // int8 activations (fast path)
     int64_t scratch_per_thread = 0;
     friend class Transformer;
+
+    std::vector<uint8_t> save_state() const override {
+      const auto& keys = const_cast<KvCache&>(cache).raw_keys();
+      const auto& values = const_cast<KvCache&>(cache).raw_values();
+      const size_t key_bytes = keys.size() * sizeof(keys[0]);
+      std::vector<uint8_t> bytes(key_bytes * 2);
+      std::memcpy(bytes.data(), keys.data(), key_bytes);
+      std::memcpy(bytes.data() + key_bytes, values.data(), key_bytes);
+      return bytes;
+    }
+    Status restore_state(const uint8_t* data, uint64_t size, int64_t n_past) override {
+      auto& keys = cache.raw_keys();
+      auto& values = cache.raw_values();
+      const uint64_t key_bytes = keys.size() * sizeof(keys[0]);
+      if (size != key_bytes * 2 || n_past < 0) {
+        return make_error(ErrorCode::kFormat, "session state holds %llu cache bytes, this context needs %llu",
+                          (unsigned long long)size, (unsigned long long)(key_bytes * 2));
+      }
+      std::memcpy(keys.data(), data, key_bytes);
+      std::memcpy(values.data(), data + key_bytes, key_bytes);
+      n_past_ = n_past;
+      return Status();
+    }
   };
 
   static Expected<std::unique_ptr<Transformer>> load(ModelFiles files, const LoadParams& params = {}) {
@@ -4273,6 +6134,10 @@ class Transformer final : public Model {
     sized(ctx->gate, n * hidden);
     sized(ctx->up, n * hidden);
     sized(ctx->last_hidden, dim);
+    if (!params.f32_activations) {
+      const int64_t widest = std::max(std::max(dim, q_dim), hidden);
+      ctx->quantized.assign(static_cast<size_t>(n * ops::q8_row_bytes(widest + (32 - widest % 32) % 32)), 0);
+    }
     if (FeedForward::kSparse) {
       sized(ctx->gathered, n * dim);
       sized(ctx->expert_out, n * dim);
@@ -4332,6 +6197,7 @@ class Transformer final : public Model {
     const int64_t first = ctx.n_past_;
     ThreadPool& pool = *ctx.pool;
     const int threads = n == 1 ? ctx.params_.n_threads : ctx.params_.n_threads_batch;
+    uint8_t* quantized = ctx.quantized.empty() ? nullptr : ctx.quantized.data();
 
     for (int64_t t = 0; t < n; ++t) {
       const TensorView& e = weights_.token_embedding;
@@ -4345,9 +6211,10 @@ class Transformer final : public Model {
         for (int64_t t = b; t < e; ++t)
           ops::rmsnorm(ctx.x.data() + t * dim, w.attention_norm.data(), c.norm_eps, dim, ctx.normed.data() + t * dim);
       }, threads);
-      linear(pool, threads, w.wq, ctx.normed.data(), n, ctx.q.data());
-      linear(pool, threads, w.wk, ctx.normed.data(), n, ctx.k.data());
-      linear(pool, threads, w.wv, ctx.normed.data(), n, ctx.v.data());
+      const Activations normed = quantize_activations(pool, threads, ctx.normed.data(), n, dim, quantized);
+      linear(pool, threads, w.wq, normed, n, ctx.q.data());
+      linear(pool, threads, w.wk, normed, n, ctx.k.data());
+      linear(pool, threads, w.wv, normed, n, ctx.v.data());
       pool.parallel_for(n, [&](int64_t b, int64_t e, int) {
         for (int64_t t = b; t < e; ++t) {
           ops::rope(ctx.q.data() + t * q_dim, c.n_heads, c.head_dim, first + t, c.rope_theta, c.rope_pairing);
@@ -4373,7 +6240,8 @@ class Transformer final : public Model {
       // Only now may the chunk's keys overwrite older slots: its queries needed those.
       for (int64_t t = std::max<int64_t>(0, n - ctx.kv_capacity_); t < n; ++t)
         ctx.cache.store(l, first + t, ctx.k.data() + t * kv_dim, ctx.v.data() + t * kv_dim);
-      linear(pool, threads, w.wo, ctx.attended.data(), n, ctx.projected.data());
+      linear(pool, threads, w.wo, quantize_activations(pool, threads, ctx.attended.data(), n, q_dim, quantized), n,
+             ctx.projected.data());
       for (int64_t i = 0; i < n * dim; ++i) ctx.x[static_cast<size_t>(i)] += ctx.projected[static_cast<size_t>(i)];
 
       // Feed-forward block.
@@ -4391,6 +6259,7 @@ class Transformer final : public Model {
       s.routed_weights = ctx.routed_weights.data();
       s.chosen = ctx.chosen.data();
       s.chosen_weights = ctx.chosen_weights.data();
+      s.quantized = quantized;
       s.expert_trace = ctx.params_.expert_trace;
       s.layer = l;
       s.first_position = first;
@@ -4406,7 +6275,10 @@ class Transformer final : public Model {
     for (int64_t t = first_row; t < n; ++t)
       ops::rmsnorm(ctx.x.data() + t * dim, weights_.output_norm.data(), c.norm_eps, dim,
                    ctx.normed.data() + (t - first_row) * dim);
-    if (logits != nullptr) linear(pool, threads, weights_.output, ctx.normed.data(), rows, logits);
+    if (logits != nullptr) {
+      linear(pool, threads, weights_.output,
+             quantize_activations(pool, threads, ctx.normed.data(), rows, dim, quantized), rows, logits);
+    }
     return Status();
   }
 
@@ -4429,37 +6301,1817 @@ using Mixtral8x7B = Transformer<GroupedQueryAttention<CausalAttention>, RollingK
 using Mistral7BExact = Transformer<GroupedQueryAttention<SlidingWindow>, RollingKvCache<f32>, DenseSwiGLU>;
 using Mixtral8x7BExact = Transformer<GroupedQueryAttention<CausalAttention>, RollingKvCache<f32>, SparseMoE<>>;
 
-// Opens `path` (a .gguf file or a model folder) as the composition `Preset`.
+}  // namespace bora
+
+#endif  // BORA_MODEL_PRESETS_HPP
+// ---- end bora/model/presets.hpp ----------------------------------------------------------------------
+// ---- begin bora/text/tokenizer.hpp -------------------------------------------------------------------
+// Why this file exists: a prompt must become exactly the ids Mistral's own SentencePiece tokenizer
+// produces (and ids must become text again, also one token at a time while generating), from either
+// a tokenizer.model file or a GGUF vocabulary, fast enough that tokenizing never shows up in a profile.
+//
+// Encoding follows SentencePiece's BPE encoder (bpe_model.cc) step for step:
+//   1. normalize: "▁" dummy prefix, every ' ' becomes "▁" (U+2581), malformed UTF-8 bytes become U+FFFD
+//      (optionally collapse whitespace, for vocabularies that ask for it);
+//   2. split into characters, except that user-defined pieces ([REFERENCE_DOC_3]) are matched whole
+//      (longest first) and never merged further;
+//   3. repeatedly merge the adjacent pair whose concatenation is a piece with the highest score
+//      (ties: leftmost), using a priority queue over a linked list of symbols;
+//   4. pieces not in the vocabulary fall back to their UTF-8 bytes as <0xXX> pieces.
+// Two things make it faster than SentencePiece while giving the same ids: the merge step looks pairs
+// up by integer keys (left symbol, right symbol) -> merged piece, a table built once from the
+// vocabulary, instead of hashing concatenated strings; and the text is cut into independent
+// segments wherever no piece could ever span the cut (see encode_normalized), so the priority queue
+// stays small. Encoding is const and keeps no state between calls: one Tokenizer serves many threads.
+#ifndef BORA_TEXT_TOKENIZER_HPP
+#define BORA_TEXT_TOKENIZER_HPP
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+// ---- begin bora/text/utf8.hpp ------------------------------------------------------------------------
+// Why this file exists: the tokenizer and the streaming decoder must agree with SentencePiece on what
+// counts as one UTF-8 character and what is malformed, byte for byte; these few rules live here once.
+#ifndef BORA_TEXT_UTF8_HPP
+#define BORA_TEXT_UTF8_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace bora {
+namespace utf8 {
+
+// U+FFFD, what SentencePiece substitutes for every malformed byte (when encoding and decoding).
+constexpr const char kReplacementCharacter[] = "\xEF\xBF\xBD";
+
+// Length a character claims from its first byte alone (SentencePiece's OneCharLen): continuation
+// bytes and 0xF8..0xFF claim 1, so a walk over arbitrary bytes always advances.
+inline size_t length_from_lead_byte(uint8_t lead) {
+  if (lead < 0xC0) return 1;
+  if (lead < 0xE0) return 2;
+  if (lead < 0xF0) return 3;
+  if (lead < 0xF8) return 4;
+  return 1;
+}
+
+inline bool is_continuation_byte(uint8_t byte) { return (byte & 0xC0) == 0x80; }
+
+inline bool is_valid_code_point(uint32_t code_point) {
+  return code_point < 0xD800 || (code_point >= 0xE000 && code_point <= 0x10FFFF);
+}
+
+// Strict decoding of the character at `data` (no overlong forms, no surrogates, nothing above
+// U+10FFFF). Returns true and sets `length` for a valid character; false with `length` = 1 otherwise.
+inline bool decode_one(const uint8_t* data, size_t size, size_t* length, uint32_t* code_point = nullptr) {
+  *length = 1;
+  if (size == 0) return false;
+  const uint8_t lead = data[0];
+  uint32_t value = 0;
+  size_t needed = 0;
+  uint32_t minimum = 0;
+  if (lead < 0x80) {
+    if (code_point) *code_point = lead;
+    return true;
+  } else if ((lead & 0xE0) == 0xC0) {
+    value = lead & 0x1F;
+    needed = 2;
+    minimum = 0x80;
+  } else if ((lead & 0xF0) == 0xE0) {
+    value = lead & 0x0F;
+    needed = 3;
+    minimum = 0x800;
+  } else if ((lead & 0xF8) == 0xF0) {
+    value = lead & 0x07;
+    needed = 4;
+    minimum = 0x10000;
+  } else {
+    return false;
+  }
+  if (size < needed) return false;
+  for (size_t i = 1; i < needed; ++i) {
+    if (!is_continuation_byte(data[i])) return false;
+    value = (value << 6) | (data[i] & 0x3F);
+  }
+  if (value < minimum || !is_valid_code_point(value)) return false;
+  *length = needed;
+  if (code_point) *code_point = value;
+  return true;
+}
+
+// For a stream that may still grow: true when `data[0..size)` is the proper beginning of some valid
+// character, so a decoder must wait for more bytes before deciding. The completions of a prefix form
+// one interval of code points; the valid set is hit by that interval iff its lowest or highest
+// completion is valid (checked on the actual intervals of 2-, 3- and 4-byte forms).
+inline bool is_incomplete_prefix(const uint8_t* data, size_t size) {
+  if (size == 0) return false;
+  const size_t needed = length_from_lead_byte(data[0]);
+  if (needed <= 1 || size >= needed || data[0] < 0xC0) return false;
+  uint8_t low[4];
+  uint8_t high[4];
+  for (size_t i = 0; i < needed; ++i) {
+    low[i] = i < size ? data[i] : 0x80;
+    high[i] = i < size ? data[i] : 0xBF;
+  }
+  size_t length = 0;
+  return decode_one(low, needed, &length) || decode_one(high, needed, &length);
+}
+
+// Appends the UTF-8 form of a code point (callers pass valid code points).
+inline void append_code_point(std::string& out, uint32_t code_point) {
+  if (code_point < 0x80) {
+    out.push_back(static_cast<char>(code_point));
+  } else if (code_point < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (code_point >> 6)));
+    out.push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
+  } else if (code_point < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (code_point >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((code_point >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (code_point >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((code_point >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((code_point >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
+  }
+}
+
+// Appends bytes as text the way SentencePiece turns a run of byte pieces into a string: valid
+// characters are copied, every malformed byte becomes U+FFFD.
+inline void append_bytes_as_text(std::string& out, const uint8_t* data, size_t size) {
+  size_t offset = 0;
+  while (offset < size) {
+    size_t length = 0;
+    if (decode_one(data + offset, size - offset, &length)) {
+      out.append(reinterpret_cast<const char*>(data + offset), length);
+    } else {
+      out.append(kReplacementCharacter);
+    }
+    offset += length;
+  }
+}
+
+inline bool is_valid(const char* data, size_t size) {
+  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(data);
+  size_t offset = 0;
+  while (offset < size) {
+    size_t length = 0;
+    if (!decode_one(bytes + offset, size - offset, &length)) return false;
+    offset += length;
+  }
+  return true;
+}
+
+}  // namespace utf8
+}  // namespace bora
+
+#endif  // BORA_TEXT_UTF8_HPP
+// ---- end bora/text/utf8.hpp --------------------------------------------------------------------------
+
+namespace bora {
+
+namespace tokenizer_detail {
+
+constexpr char kSpaceSymbol[] = "\xE2\x96\x81";  // U+2581 LOWER ONE EIGHTH BLOCK, SentencePiece's space
+constexpr size_t kSpaceSymbolSize = 3;
+
+inline uint64_t mix64(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xFF51AFD7ED558CCDull;
+  x ^= x >> 33;
+  x *= 0xC4CEB9FE1A85EC53ull;
+  x ^= x >> 33;
+  return x;
+}
+
+inline uint64_t hash_bytes(const char* data, size_t size) {
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ (size * 0x100000001B3ull);
+  while (size >= 8) {
+    uint64_t word;
+    std::memcpy(&word, data, 8);
+    h = (h ^ word) * 0x9FB21C651E98DF25ull;
+    h ^= h >> 29;
+    data += 8;
+    size -= 8;
+  }
+  if (size > 0) {
+    uint64_t word = 0;
+    std::memcpy(&word, data, size);
+    h = (h ^ word) * 0x9FB21C651E98DF25ull;
+  }
+  return mix64(h);
+}
+
+inline size_t table_capacity_for(size_t count) {
+  size_t capacity = 16;
+  while (capacity < count * 2 + 1) capacity *= 2;
+  return capacity;
+}
+
+// Open-addressing map from 64-bit keys to non-negative int32 values; grows itself. Key and value
+// share a slot so a lookup touches one cache line.
+class U64Map {
+ public:
+  int32_t find(uint64_t key) const {
+    if (slots_.empty()) return -1;
+    size_t index = static_cast<size_t>(mix64(key)) & mask_;
+    while (slots_[index].value >= 0) {
+      if (slots_[index].key == key) return slots_[index].value;
+      index = (index + 1) & mask_;
+    }
+    return -1;
+  }
+
+  // Keeps the existing value when the key is present; returns the value stored.
+  int32_t insert(uint64_t key, int32_t value) {
+    if ((size_ + 1) * 2 > slots_.size()) rehash(table_capacity_for(size_ + 1 > 8 ? size_ * 2 : 8));
+    size_t index = static_cast<size_t>(mix64(key)) & mask_;
+    while (slots_[index].value >= 0) {
+      if (slots_[index].key == key) return slots_[index].value;
+      index = (index + 1) & mask_;
+    }
+    slots_[index].key = key;
+    slots_[index].value = value;
+    ++size_;
+    return value;
+  }
+
+  void reserve(size_t count) {
+    if (table_capacity_for(count) > slots_.size()) rehash(table_capacity_for(count));
+  }
+
+  size_t size() const { return size_; }
+
+ private:
+  struct Slot {
+    uint64_t key = 0;
+    int32_t value = -1;
+  };
+
+  void rehash(size_t capacity) {
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(capacity, Slot{});
+    mask_ = capacity - 1;
+    size_ = 0;
+    for (const Slot& slot : old) {
+      if (slot.value >= 0) insert(slot.key, slot.value);
+    }
+  }
+
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  size_t size_ = 0;
+};
+
+// Piece string -> id, over ids chosen by the caller. The index keeps its own contiguous copy of
+// the strings, so a lookup touches one slot and a few bytes nearby (building the merge table does
+// hundreds of thousands of lookups), and copying or moving the owner never leaves a dangling view.
+class PieceIndex {
+ public:
+  // Indexes the accepted ids; `indexed[id]` says whether id went in (the first of equal strings wins).
+  template <class Accept>
+  void build(const std::vector<std::string>& pieces, Accept accept, std::vector<uint8_t>* indexed) {
+    indexed->assign(pieces.size(), 0);
+    size_t count = 0;
+    size_t bytes = 0;
+    for (size_t id = 0; id < pieces.size(); ++id) {
+      if (!accept(static_cast<int32_t>(id))) continue;
+      ++count;
+      bytes += pieces[id].size();
+    }
+    const size_t capacity = table_capacity_for(count);
+    slots_.assign(capacity, Slot{});
+    mask_ = capacity - 1;
+    arena_.clear();
+    arena_.reserve(bytes);
+    for (size_t id = 0; id < pieces.size(); ++id) {
+      if (!accept(static_cast<int32_t>(id))) continue;
+      const std::string& piece = pieces[id];
+      const uint64_t hash = hash_bytes(piece.data(), piece.size());
+      size_t slot = static_cast<size_t>(hash) & mask_;
+      bool duplicate = false;
+      while (slots_[slot].id >= 0) {
+        if (matches(slots_[slot], static_cast<uint32_t>(hash >> 32), piece.data(), piece.size())) {
+          duplicate = true;  // the first id with a given string wins
+          break;
+        }
+        slot = (slot + 1) & mask_;
+      }
+      if (duplicate) continue;
+      slots_[slot] = Slot{static_cast<int32_t>(id), static_cast<uint32_t>(hash >> 32),
+                          static_cast<uint32_t>(arena_.size()), static_cast<uint32_t>(piece.size())};
+      arena_.insert(arena_.end(), piece.begin(), piece.end());
+      (*indexed)[id] = 1;
+    }
+  }
+
+  int32_t find(const char* data, size_t size) const {
+    if (slots_.empty()) return -1;
+    const uint64_t hash = hash_bytes(data, size);
+    const uint32_t tag = static_cast<uint32_t>(hash >> 32);
+    size_t slot = static_cast<size_t>(hash) & mask_;
+    while (slots_[slot].id >= 0) {
+      if (matches(slots_[slot], tag, data, size)) return slots_[slot].id;
+      slot = (slot + 1) & mask_;
+    }
+    return -1;
+  }
+
+ private:
+  struct Slot {
+    int32_t id = -1;
+    uint32_t tag = 0;
+    uint32_t offset = 0;  // of the string in arena_
+    uint32_t length = 0;
+  };
+
+  bool matches(const Slot& slot, uint32_t tag, const char* data, size_t size) const {
+    return slot.tag == tag && slot.length == size && std::memcmp(arena_.data() + slot.offset, data, size) == 0;
+  }
+
+  std::vector<Slot> slots_;
+  std::vector<char> arena_;
+  size_t mask_ = 0;
+};
+
+// A character's bytes packed with its length: distinct characters get distinct keys.
+inline uint64_t char_key(const uint8_t* data, size_t size) {
+  uint64_t key = static_cast<uint64_t>(size) << 32;
+  for (size_t i = 0; i < size; ++i) key |= static_cast<uint64_t>(data[i]) << (8 * (size - 1 - i));
+  return key;
+}
+
+// What the encoder knows about one character before any merge.
+struct CharInfo {
+  int32_t merge_key = -1;  // id of the piece it is (or a pseudo key >= vocab size), -1: never merges
+  int32_t output_id = -1;  // id emitted when it stays alone; -1: unknown -> byte fallback
+};
+
+inline int parse_byte_piece(const std::string& piece) {  // "<0x0A>" -> 10, anything else -> -1
+  if (piece.size() != 6 || piece[0] != '<' || piece[1] != '0' || piece[2] != 'x' || piece[5] != '>') return -1;
+  int value = 0;
+  for (int i = 3; i < 5; ++i) {
+    const char c = piece[static_cast<size_t>(i)];
+    int digit;
+    if (c >= '0' && c <= '9') digit = c - '0';
+    else if (c >= 'A' && c <= 'F') digit = c - 'A' + 10;
+    else if (c >= 'a' && c <= 'f') digit = c - 'a' + 10;
+    else return -1;
+    value = value * 16 + digit;
+  }
+  return value;
+}
+
+}  // namespace tokenizer_detail
+
+class StreamingDecoder;
+
+class Tokenizer {
+ public:
+  // Checks the vocabulary and builds the lookup tables (tens of milliseconds for 32k pieces).
+  static Expected<Tokenizer> create(Vocabulary vocab) {
+    BORA_RETURN_IF_ERROR(validate_vocabulary(vocab));
+    Tokenizer tokenizer;
+    tokenizer.vocab_ = std::move(vocab);
+    tokenizer.build_tables();
+    return tokenizer;
+  }
+
+  // A GGUF file (recognised by its magic) or a SentencePiece tokenizer.model.
+  static Expected<Tokenizer> from_file(const std::string& path) {
+    char magic[4] = {0, 0, 0, 0};
+    if (std::FILE* file = std::fopen(path.c_str(), "rb")) {
+      const size_t got = std::fread(magic, 1, 4, file);
+      std::fclose(file);
+      if (got == 4 && std::memcmp(magic, "GGUF", 4) == 0) {
+        Expected<GgufFile> gguf = GgufFile::open(path);
+        if (!gguf) return gguf.error();
+        Expected<Vocabulary> vocab = vocabulary_from_gguf(*gguf);
+        if (!vocab) return vocab.error();
+        return create(std::move(*vocab));
+      }
+    }
+    Expected<Vocabulary> vocab = load_sentencepiece_model(path);
+    if (!vocab) return vocab.error();
+    return create(std::move(*vocab));
+  }
+
+  // Text -> ids exactly as SentencePiece's EncodeAsIds, with BOS in front when asked.
+  std::vector<int32_t> encode(std::string_view text, bool add_bos) const {
+    std::vector<int32_t> ids;
+    if (add_bos && vocab_.bos_id >= 0) ids.push_back(vocab_.bos_id);
+    encode_append(text, &ids);
+    return ids;
+  }
+
+  // Appends the ids of `text` (no BOS) to `out`.
+  void encode_append(std::string_view text, std::vector<int32_t>* out) const;
+
+  // Ids -> text exactly as SentencePiece's DecodeIds: control tokens vanish, byte pieces are joined
+  // into UTF-8 (malformed bytes become U+FFFD), the dummy-prefix space of the first piece is dropped.
+  // Ids outside the vocabulary are skipped.
+  std::string decode(const int32_t* ids, size_t count) const;
+  std::string decode(const std::vector<int32_t>& ids) const { return decode(ids.data(), ids.size()); }
+
+  // The raw piece ("▁the", "<0x0A>", "<s>"); empty for an id outside the vocabulary.
+  const std::string& piece(int32_t id) const {
+    static const std::string kNone;
+    return valid_id(id) ? vocab_.pieces[static_cast<size_t>(id)] : kNone;
+  }
+
+  // What one token contributes to text in the middle of a sequence: "▁" shown as ' ', a byte piece
+  // as its raw byte (possibly half a character), control tokens as "", <unk> as " ⁇ ".
+  std::string piece_text(int32_t id) const {
+    std::string out;
+    if (!valid_id(id)) return out;
+    if (byte_value_[static_cast<size_t>(id)] >= 0) {
+      out.push_back(static_cast<char>(byte_value_[static_cast<size_t>(id)]));
+      return out;
+    }
+    append_piece_surface(out, id, false);
+    return out;
+  }
+
+  int32_t token_to_id(std::string_view piece) const {  // -1 when absent
+    return piece_to_id(piece.data(), piece.size(), -1);
+  }
+
+  int32_t bos_id() const { return vocab_.bos_id; }
+  int32_t eos_id() const { return vocab_.eos_id; }
+  int32_t unk_id() const { return vocab_.unk_id; }
+  int32_t pad_id() const { return vocab_.pad_id; }
+  size_t vocab_size() const { return vocab_.pieces.size(); }
+  bool add_bos_by_default() const { return vocab_.add_bos; }
+  int32_t token_type(int32_t id) const { return valid_id(id) ? vocab_.types[static_cast<size_t>(id)] : 0; }
+  bool is_control(int32_t id) const { return token_type(id) == token_type::kControl; }
+  int byte_value(int32_t id) const { return valid_id(id) ? byte_value_[static_cast<size_t>(id)] : -1; }
+  const Vocabulary& vocabulary() const { return vocab_; }
+
+ private:
+  friend class StreamingDecoder;
+
+  struct Symbol {
+    int32_t prev;
+    int32_t next;
+    uint32_t begin;   // byte offset in the normalized text, from the start of the segment
+    uint32_t length;  // 0 once merged into its left neighbour
+    int32_t merge_key;
+    int32_t output_id;
+  };
+
+  // A proposed merge of symbol `left` with its right neighbour. The neighbour is not stored: while
+  // `left` is unchanged its neighbour is the same symbol, and once `left` has grown the lengths no
+  // longer add up (symbols only ever grow), which is how stale proposals are recognised.
+  struct Candidate {
+    float score;
+    int32_t left;
+    int32_t merged;
+    uint32_t length;  // bytes of the merged piece
+  };
+
+  // Max-heap order: higher score first, then the leftmost pair (SentencePiece's tie rule).
+  struct CandidateLess {
+    bool operator()(const Candidate& a, const Candidate& b) const {
+      return a.score < b.score || (a.score == b.score && a.left > b.left);
+    }
+  };
+
+  Tokenizer() = default;
+
+  bool valid_id(int32_t id) const { return id >= 0 && static_cast<size_t>(id) < vocab_.pieces.size(); }
+
+  static bool is_mergeable_type(int32_t type) {
+    return type == token_type::kNormal || type == token_type::kUserDefined || type == token_type::kUnused;
+  }
+  static bool is_reserved_type(int32_t type) { return !is_mergeable_type(type); }
+
+  // SentencePiece's PieceToId: reserved pieces (control, unknown, byte) first, then the others.
+  int32_t piece_to_id(const char* data, size_t size, int32_t absent) const {
+    int32_t id = reserved_index_.find(data, size);
+    if (id >= 0) return id;
+    id = mergeable_index_.find(data, size);
+    return id >= 0 ? id : absent;
+  }
+
+  void build_tables();
+  void normalize(std::string_view text, std::string* out) const;
+  void encode_normalized(const uint8_t* text, size_t size, std::vector<int32_t>* out) const;
+  int32_t merge_of(const Symbol& left, const Symbol& right) const {
+    if (left.merge_key < 0 || right.merge_key < 0) return -1;
+    return pair_to_merged_.find(pair_key(left.merge_key, right.merge_key));
+  }
+  static uint64_t pair_key(int32_t left, int32_t right) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+  }
+  void merge_segment(std::vector<Symbol>& symbols, std::vector<Candidate>& heap,
+                     std::unordered_map<int32_t, uint32_t>& unused_splits) const;
+  size_t match_user_defined(const uint8_t* text, size_t size, int32_t* id) const;
+  void emit(int32_t id, const uint8_t* text, uint32_t begin, uint32_t length,
+            const std::unordered_map<int32_t, uint32_t>& unused_splits, bool* previous_unknown,
+            std::vector<int32_t>* out) const;
+  void emit_one(int32_t id, const uint8_t* text, uint32_t begin, uint32_t length, bool* previous_unknown,
+                std::vector<int32_t>* out) const;
+  bool append_piece_surface(std::string& out, int32_t id, bool at_start) const;
+
+  tokenizer_detail::CharInfo* char_info_for_build(const char* data, size_t size);
+  tokenizer_detail::CharInfo char_info(const uint8_t* data, size_t size) const {
+    if (size == 1 && data[0] < 0x80) return ascii_[data[0]];
+    const int32_t slot = char_slots_.find(tokenizer_detail::char_key(data, size));
+    return slot >= 0 ? char_infos_[static_cast<size_t>(slot)] : tokenizer_detail::CharInfo{};
+  }
+
+  Vocabulary vocab_;
+  tokenizer_detail::PieceIndex reserved_index_;   // control, unknown and byte pieces
+  tokenizer_detail::PieceIndex mergeable_index_;  // normal, user-defined and unused pieces
+  tokenizer_detail::U64Map pair_to_merged_;       // (left key << 32 | right key) -> merged piece id
+  tokenizer_detail::U64Map bigrams_;              // adjacent character keys seen inside some piece
+  bool split_segments_ = true;                    // false when unused pieces make segments interact
+  tokenizer_detail::U64Map char_slots_;           // non-ASCII character -> index into char_infos_
+  std::vector<tokenizer_detail::CharInfo> char_infos_;
+  tokenizer_detail::CharInfo ascii_[128];
+  int32_t byte_ids_[256];                  // <0xXX> piece ids (-1 when the vocabulary lacks one)
+  std::vector<int16_t> byte_value_;        // per id: the byte a byte piece stands for, else -1
+  std::vector<int32_t> user_defined_ids_;  // grouped by first byte, longest first within a group
+  uint32_t user_defined_begin_[257];       // group of first byte b: [begin[b], begin[b+1])
+  bool has_unused_ = false;
+  int32_t next_pseudo_key_ = 0;
+};
+
+inline tokenizer_detail::CharInfo* Tokenizer::char_info_for_build(const char* data, size_t size) {
+  using tokenizer_detail::CharInfo;
+  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(data);
+  CharInfo* info = nullptr;
+  if (size == 1 && bytes[0] < 0x80) {
+    info = &ascii_[bytes[0]];
+  } else {
+    const uint64_t key = tokenizer_detail::char_key(bytes, size);
+    int32_t slot = char_slots_.find(key);
+    if (slot < 0) {
+      slot = char_slots_.insert(key, static_cast<int32_t>(char_infos_.size()));
+      CharInfo fresh;
+      fresh.merge_key = mergeable_index_.find(data, size);
+      const int32_t id = piece_to_id(data, size, -1);
+      fresh.output_id = (id >= 0 && vocab_.types[static_cast<size_t>(id)] != token_type::kUnknown) ? id : -1;
+      char_infos_.push_back(fresh);
+    }
+    info = &char_infos_[static_cast<size_t>(slot)];
+  }
+  return info;
+}
+
+inline void Tokenizer::build_tables() {
+  using namespace tokenizer_detail;
+  const std::vector<std::string>& pieces = vocab_.pieces;
+  const std::vector<int32_t>& types = vocab_.types;
+  const size_t n = pieces.size();
+  std::vector<uint8_t> reserved_first;   // per id: indexed (the first reserved piece with its string)
+  std::vector<uint8_t> mergeable_first;  // per id: indexed (the first mergeable piece with its string)
+  reserved_index_.build(pieces, [&](int32_t id) { return is_reserved_type(types[static_cast<size_t>(id)]); },
+                        &reserved_first);
+  mergeable_index_.build(pieces, [&](int32_t id) { return is_mergeable_type(types[static_cast<size_t>(id)]); },
+                         &mergeable_first);
+
+  byte_value_.assign(n, -1);
+  for (size_t id = 0; id < n; ++id) {
+    if (types[id] == token_type::kByte) byte_value_[id] = static_cast<int16_t>(parse_byte_piece(pieces[id]));
+    if (types[id] == token_type::kUnused) has_unused_ = true;
+  }
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof(name), "<0x%02X>", b);
+    byte_ids_[b] = piece_to_id(name, 6, -1);
+  }
+
+  for (int c = 0; c < 128; ++c) {
+    const char ch = static_cast<char>(c);
+    ascii_[c].merge_key = mergeable_index_.find(&ch, 1);
+    const int32_t id = piece_to_id(&ch, 1, -1);
+    ascii_[c].output_id = (id >= 0 && types[static_cast<size_t>(id)] != token_type::kUnknown) ? id : -1;
+  }
+  for (size_t id = 0; id < n; ++id) {  // every piece that is a single character
+    const std::string& p = pieces[id];
+    if (utf8::length_from_lead_byte(static_cast<uint8_t>(p[0])) == p.size()) char_info_for_build(p.data(), p.size());
+  }
+
+  // A merge joins two adjacent symbols, each either a mergeable piece or a single character; so
+  // every way to cut a piece at a character boundary into two such halves is one merge rule.
+  // Characters that appear inside pieces without being pieces themselves get pseudo keys above the
+  // vocabulary so they can take part in merges too.
+  next_pseudo_key_ = static_cast<int32_t>(n);
+  pair_to_merged_.reserve(2 * n);
+  std::vector<size_t> cuts;        // character boundaries of the current piece
+  std::vector<int32_t> char_keys;  // merge key of each of its characters
+  for (size_t id = 0; id < n; ++id) {
+    if (!mergeable_first[id]) continue;  // not mergeable, or a duplicate string
+    const std::string& p = pieces[id];
+    cuts.clear();
+    char_keys.clear();
+    for (size_t begin = 0; begin < p.size();) {
+      const size_t length = std::min(utf8::length_from_lead_byte(static_cast<uint8_t>(p[begin])), p.size() - begin);
+      CharInfo* info = char_info_for_build(p.data() + begin, length);
+      if (info->merge_key < 0) info->merge_key = next_pseudo_key_++;
+      cuts.push_back(begin);
+      char_keys.push_back(info->merge_key);
+      begin += length;
+    }
+    cuts.push_back(p.size());
+    const size_t chars = char_keys.size();
+    // Text positions between two characters that never stand side by side inside a piece can
+    // never be merged across; the encoder cuts its work into segments there.
+    for (size_t i = 1; i < chars; ++i) bigrams_.insert(pair_key(char_keys[i - 1], char_keys[i]), 1);
+    for (size_t k = 1; k < chars; ++k) {
+      const int32_t left = k == 1 ? char_keys[0] : mergeable_index_.find(p.data(), cuts[k]);
+      if (left < 0) continue;
+      const int32_t right =
+          k + 1 == chars ? char_keys[chars - 1] : mergeable_index_.find(p.data() + cuts[k], p.size() - cuts[k]);
+      if (right < 0) continue;
+      pair_to_merged_.insert(pair_key(left, right), static_cast<int32_t>(id));
+    }
+  }
+  split_segments_ = !has_unused_;
+
+  // User-defined pieces, matched whole in the text before any merging.
+  for (size_t id = 0; id < n; ++id) {
+    if (types[id] != token_type::kUserDefined || !mergeable_first[id]) continue;
+    user_defined_ids_.push_back(static_cast<int32_t>(id));
+  }
+  std::sort(user_defined_ids_.begin(), user_defined_ids_.end(), [&](int32_t a, int32_t b) {
+    const std::string& pa = pieces[static_cast<size_t>(a)];
+    const std::string& pb = pieces[static_cast<size_t>(b)];
+    if (pa[0] != pb[0]) return static_cast<uint8_t>(pa[0]) < static_cast<uint8_t>(pb[0]);
+    if (pa.size() != pb.size()) return pa.size() > pb.size();
+    return a < b;
+  });
+  size_t next = 0;
+  for (int b = 0; b < 256; ++b) {
+    user_defined_begin_[b] = static_cast<uint32_t>(next);
+    while (next < user_defined_ids_.size() &&
+           static_cast<uint8_t>(pieces[static_cast<size_t>(user_defined_ids_[next])][0]) == b) {
+      ++next;
+    }
+  }
+  user_defined_begin_[256] = static_cast<uint32_t>(next);
+}
+
+inline void Tokenizer::normalize(std::string_view text, std::string* out) const {
+  using namespace tokenizer_detail;
+  out->clear();
+  const uint8_t* p = reinterpret_cast<const uint8_t*>(text.data());
+  const size_t n = text.size();
+  size_t i = 0;
+  if (n == 0) return;
+  const bool collapse = vocab_.remove_extra_whitespaces;
+  if (collapse) {
+    while (i < n && p[i] == ' ') ++i;
+    if (i == n) return;
+  }
+  out->reserve(n + n / 2 + 8);
+  const char* space = vocab_.escape_whitespaces ? kSpaceSymbol : " ";
+  const size_t space_size = vocab_.escape_whitespaces ? kSpaceSymbolSize : 1;
+  if (vocab_.add_dummy_prefix) out->append(space, space_size);
+  bool previous_space = collapse;
+  while (i < n) {
+    const uint8_t c = p[i];
+    if (c < 0x80) {
+      if (c == ' ') {
+        if (!previous_space) out->append(space, space_size);
+        previous_space = collapse;
+      } else {
+        out->push_back(static_cast<char>(c));
+        previous_space = false;
+      }
+      ++i;
+      continue;
+    }
+    size_t length = 1;
+    if (utf8::decode_one(p + i, n - i, &length)) {
+      out->append(reinterpret_cast<const char*>(p + i), length);
+    } else {
+      out->append(utf8::kReplacementCharacter, 3);
+    }
+    previous_space = false;
+    i += length;
+  }
+  if (collapse) {
+    while (out->size() >= space_size && out->compare(out->size() - space_size, space_size, space) == 0) {
+      out->resize(out->size() - space_size);
+    }
+  }
+}
+
+inline size_t Tokenizer::match_user_defined(const uint8_t* text, size_t size, int32_t* id) const {
+  const uint8_t first = text[0];
+  for (uint32_t i = user_defined_begin_[first]; i < user_defined_begin_[first + 1]; ++i) {
+    const std::string& piece = vocab_.pieces[static_cast<size_t>(user_defined_ids_[i])];
+    if (piece.size() <= size && std::memcmp(piece.data(), text, piece.size()) == 0) {
+      *id = user_defined_ids_[i];
+      return piece.size();
+    }
+  }
+  return 0;
+}
+
+inline void Tokenizer::encode_append(std::string_view text, std::vector<int32_t>* out) const {
+  std::string normalized;
+  normalize(text, &normalized);
+  encode_normalized(reinterpret_cast<const uint8_t*>(normalized.data()), normalized.size(), out);
+}
+
+// Splits the normalized text into symbols and cuts it into segments wherever no merge can ever
+// cross (between two characters that never stand side by side inside a piece, or next to a
+// character no piece contains). SentencePiece merges the whole text at once; merging each segment
+// alone gives the same result, because a merge only ever looks at its own neighbours and the
+// leftmost-first tie rule orders pairs within a segment the same way. Small segments keep the
+// priority queue tiny and in cache.
+inline void Tokenizer::encode_normalized(const uint8_t* text, size_t size, std::vector<int32_t>* out) const {
+  if (size == 0) return;
+  std::vector<Symbol> symbols;
+  std::vector<Candidate> heap;
+  std::unordered_map<int32_t, uint32_t> unused_splits;  // merged unused piece -> length of its left part
+  bool previous_unknown = false;
+  size_t segment_begin = 0;
+  // Symbol offsets are 32-bit and relative to the segment; a segment is cut at 1 GiB regardless.
+  constexpr size_t kMaxSegmentBytes = size_t{1} << 30;
+
+  auto finish_segment = [&]() {
+    if (symbols.size() > 1) {
+      std::make_heap(heap.begin(), heap.end(), CandidateLess());
+      merge_segment(symbols, heap, unused_splits);
+    }
+    const uint8_t* base = text + segment_begin;
+    for (int32_t i = 0; i != -1; i = symbols[static_cast<size_t>(i)].next) {
+      const Symbol& symbol = symbols[static_cast<size_t>(i)];
+      emit(symbol.output_id, base, symbol.begin, symbol.length, unused_splits, &previous_unknown, out);
+    }
+    symbols.clear();
+    heap.clear();
+  };
+
+  size_t position = 0;
+  while (position < size) {
+    Symbol symbol;
+    const uint8_t lead = text[position];
+    int32_t user_id = -1;
+    size_t length = 0;
+    if (user_defined_begin_[lead] != user_defined_begin_[lead + 1]) {
+      length = match_user_defined(text + position, size - position, &user_id);
+    }
+    if (length > 0) {
+      symbol.merge_key = -1;  // frozen: a user-defined piece never merges
+      symbol.output_id = user_id;
+    } else {
+      length = std::min(utf8::length_from_lead_byte(lead), size - position);
+      const tokenizer_detail::CharInfo info = char_info(text + position, length);
+      symbol.merge_key = info.merge_key;
+      symbol.output_id = info.output_id;
+    }
+    if (!symbols.empty()) {
+      const Symbol& previous = symbols.back();
+      const int32_t merged = merge_of(previous, symbol);
+      bool boundary = false;
+      if (merged >= 0) {
+        const int32_t left = static_cast<int32_t>(symbols.size()) - 1;
+        heap.push_back(Candidate{vocab_.scores[static_cast<size_t>(merged)], left, merged,
+                                 previous.length + static_cast<uint32_t>(length)});
+        if (has_unused_ && vocab_.types[static_cast<size_t>(merged)] == token_type::kUnused) {
+          unused_splits[merged] = previous.length;  // SentencePiece keeps the last pair proposed
+        }
+      } else if (split_segments_) {
+        boundary = previous.merge_key < 0 || symbol.merge_key < 0 ||
+                   bigrams_.find(pair_key(previous.merge_key, symbol.merge_key)) < 0;
+      }
+      if (boundary || position - segment_begin >= kMaxSegmentBytes) {
+        finish_segment();
+        segment_begin = position;
+      }
+    }
+    symbol.begin = static_cast<uint32_t>(position - segment_begin);
+    symbol.length = static_cast<uint32_t>(length);
+    symbol.prev = static_cast<int32_t>(symbols.size()) - 1;
+    symbol.next = -1;
+    if (!symbols.empty()) symbols.back().next = static_cast<int32_t>(symbols.size());
+    symbols.push_back(symbol);
+    position += length;
+  }
+  finish_segment();
+}
+
+// SentencePiece's merge loop over one segment: take the best proposal, skip it if stale, merge the
+// pair, propose the two new pairs around the merged symbol.
+inline void Tokenizer::merge_segment(std::vector<Symbol>& symbols, std::vector<Candidate>& heap,
+                                     std::unordered_map<int32_t, uint32_t>& unused_splits) const {
+  auto propose = [&](int32_t left) {
+    if (left < 0) return;
+    const Symbol& l = symbols[static_cast<size_t>(left)];
+    if (l.next < 0) return;
+    const Symbol& r = symbols[static_cast<size_t>(l.next)];
+    const int32_t merged = merge_of(l, r);
+    if (merged < 0) return;
+    heap.push_back(Candidate{vocab_.scores[static_cast<size_t>(merged)], left, merged, l.length + r.length});
+    std::push_heap(heap.begin(), heap.end(), CandidateLess());
+    if (has_unused_ && vocab_.types[static_cast<size_t>(merged)] == token_type::kUnused) {
+      unused_splits[merged] = l.length;
+    }
+  };
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), CandidateLess());
+    const Candidate top = heap.back();
+    heap.pop_back();
+    Symbol& left = symbols[static_cast<size_t>(top.left)];
+    if (left.length == 0 || left.next < 0) continue;
+    Symbol& right = symbols[static_cast<size_t>(left.next)];
+    if (left.length + right.length != top.length) continue;  // stale
+    left.length += right.length;
+    left.merge_key = top.merged;
+    left.output_id = top.merged;
+    left.next = right.next;
+    if (right.next >= 0) symbols[static_cast<size_t>(right.next)].prev = top.left;
+    right.length = 0;
+    propose(left.prev);
+    propose(top.left);
+  }
+}
+
+inline void Tokenizer::emit(int32_t id, const uint8_t* text, uint32_t begin, uint32_t length,
+                            const std::unordered_map<int32_t, uint32_t>& unused_splits, bool* previous_unknown,
+                            std::vector<int32_t>* out) const {
+  auto is_unused = [this](int32_t piece_id) {
+    return piece_id >= 0 && vocab_.types[static_cast<size_t>(piece_id)] == token_type::kUnused;
+  };
+  if (has_unused_ && is_unused(id)) {
+    // An unused piece is split back into the two parts that formed it, recursively; an explicit
+    // stack (rightmost part at the bottom) keeps a long chain from exhausting the call stack.
+    struct Part {
+      int32_t id;
+      uint32_t begin;
+      uint32_t length;
+    };
+    std::vector<Part> parts = {{id, begin, length}};
+    while (!parts.empty()) {
+      const Part part = parts.back();
+      parts.pop_back();
+      const auto split = is_unused(part.id) ? unused_splits.find(part.id) : unused_splits.end();
+      if (split != unused_splits.end() && split->second > 0 && split->second < part.length) {
+        const char* piece = reinterpret_cast<const char*>(text + part.begin);
+        const uint32_t left = split->second;
+        parts.push_back({piece_to_id(piece + left, part.length - left, -1), part.begin + left, part.length - left});
+        parts.push_back({piece_to_id(piece, left, -1), part.begin, left});
+      } else {
+        emit_one(part.id, text, part.begin, part.length, previous_unknown, out);
+      }
+    }
+    return;
+  }
+  emit_one(id, text, begin, length, previous_unknown, out);
+}
+
+inline void Tokenizer::emit_one(int32_t id, const uint8_t* text, uint32_t begin, uint32_t length,
+                                bool* previous_unknown, std::vector<int32_t>* out) const {
+  const bool unknown = id < 0 || vocab_.types[static_cast<size_t>(id)] == token_type::kUnknown;
+  if (!unknown) {
+    out->push_back(id);
+  } else if (vocab_.byte_fallback) {
+    for (uint32_t i = 0; i < length; ++i) {
+      const int32_t byte_id = byte_ids_[text[begin + i]];
+      if (byte_id >= 0) out->push_back(byte_id);
+      else if (vocab_.unk_id >= 0) out->push_back(vocab_.unk_id);
+    }
+  } else if (!*previous_unknown && vocab_.unk_id >= 0) {
+    out->push_back(vocab_.unk_id);  // a run of unknown characters becomes one <unk>
+  }
+  *previous_unknown = unknown;
+}
+
+// Appends the text of a non-byte piece; returns true when it consumed the dummy-prefix space.
+inline bool Tokenizer::append_piece_surface(std::string& out, int32_t id, bool at_start) const {
+  using namespace tokenizer_detail;
+  const int32_t type = vocab_.types[static_cast<size_t>(id)];
+  if (type == token_type::kControl || type == token_type::kByte) return false;
+  if (type == token_type::kUnknown) {
+    out += vocab_.unk_surface;
+    return false;
+  }
+  const std::string& piece = vocab_.pieces[static_cast<size_t>(id)];
+  size_t start = 0;
+  bool consumed = false;
+  if (at_start && (vocab_.add_dummy_prefix || vocab_.remove_extra_whitespaces) &&
+      piece.compare(0, kSpaceSymbolSize, kSpaceSymbol) == 0) {
+    start = kSpaceSymbolSize;
+    consumed = !vocab_.remove_extra_whitespaces;
+  }
+  while (start < piece.size()) {
+    const size_t found = piece.find(kSpaceSymbol, start, kSpaceSymbolSize);
+    if (found == std::string::npos) {
+      out.append(piece, start, std::string::npos);
+      break;
+    }
+    out.append(piece, start, found - start);
+    out.push_back(' ');
+    start = found + kSpaceSymbolSize;
+  }
+  return consumed;
+}
+
+inline std::string Tokenizer::decode(const int32_t* ids, size_t count) const {
+  std::string text;
+  std::string bytes;
+  bool at_start = true;
+  bool start_space_consumed = false;
+  for (size_t i = 0; i < count; ++i) {
+    const int32_t id = ids[i];
+    if (!valid_id(id)) continue;
+    if (vocab_.types[static_cast<size_t>(id)] == token_type::kByte) {
+      const int value = byte_value_[static_cast<size_t>(id)];
+      if (value >= 0) bytes.push_back(static_cast<char>(value));
+      continue;
+    }
+    if (!bytes.empty()) {
+      utf8::append_bytes_as_text(text, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+      bytes.clear();
+    }
+    if (start_space_consumed || !text.empty()) at_start = false;
+    start_space_consumed = append_piece_surface(text, id, at_start);
+  }
+  utf8::append_bytes_as_text(text, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  return text;
+}
+
+// Decodes one id at a time for streaming output: push() returns the text that became final,
+// never half a UTF-8 character (byte pieces wait until their character is complete or provably
+// malformed); the concatenation of every push() and a final flush() equals Tokenizer::decode.
+class StreamingDecoder {
+ public:
+  // `at_start_of_text`: the first piece begins the text, so its dummy-prefix space is dropped (as
+  // decode() does). Pass false to continue a text already shown, e.g. a plain completion after its
+  // prompt, where "▁Paris" must keep its space.
+  explicit StreamingDecoder(const Tokenizer& tokenizer, bool at_start_of_text = true)
+      : tokenizer_(&tokenizer), at_start_(at_start_of_text) {}
+
+  std::string push(int32_t id) {
+    std::string out;
+    if (!tokenizer_->valid_id(id)) return out;
+    if (tokenizer_->vocab_.types[static_cast<size_t>(id)] == token_type::kByte) {
+      const int value = tokenizer_->byte_value_[static_cast<size_t>(id)];
+      if (value < 0) return out;
+      pending_[pending_size_++] = static_cast<uint8_t>(value);
+      drain(out, false);
+      return out;
+    }
+    drain(out, true);
+    if (start_space_consumed_ || emitted_any_) at_start_ = false;
+    const size_t before = out.size();
+    start_space_consumed_ = tokenizer_->append_piece_surface(out, id, at_start_);
+    if (out.size() > before) emitted_any_ = true;
+    return out;
+  }
+
+  // Emits bytes still waiting for the rest of their character (as U+FFFD, as decode() would).
+  std::string flush() {
+    std::string out;
+    drain(out, true);
+    return out;
+  }
+
+  // Starts a new sequence (pending bytes are dropped): with at_start_of_text, the next piece's
+  // leading space is dropped again.
+  void reset(bool at_start_of_text = true) {
+    pending_size_ = 0;
+    at_start_ = at_start_of_text;
+    start_space_consumed_ = false;
+    emitted_any_ = false;
+  }
+
+ private:
+  void drain(std::string& out, bool final) {
+    const size_t before = out.size();
+    size_t offset = 0;
+    while (offset < pending_size_) {
+      size_t length = 1;
+      if (utf8::decode_one(pending_ + offset, pending_size_ - offset, &length)) {
+        out.append(reinterpret_cast<const char*>(pending_ + offset), length);
+      } else if (!final && utf8::is_incomplete_prefix(pending_ + offset, pending_size_ - offset)) {
+        break;
+      } else {
+        out.append(utf8::kReplacementCharacter, 3);
+        length = 1;
+      }
+      offset += length;
+    }
+    std::memmove(pending_, pending_ + offset, pending_size_ - offset);
+    pending_size_ -= offset;
+    if (out.size() > before) emitted_any_ = true;
+  }
+
+  const Tokenizer* tokenizer_;
+  uint8_t pending_[8] = {};  // an incomplete character is at most 3 bytes, plus the one just pushed
+  size_t pending_size_ = 0;
+  bool at_start_ = true;
+  bool start_space_consumed_ = false;
+  bool emitted_any_ = false;
+};
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_TOKENIZER_HPP
+// ---- end bora/text/tokenizer.hpp ---------------------------------------------------------------------
+
+namespace bora {
+
+// The tokenizer of a model's files; null (not an error) when they carry none.
+inline Expected<std::shared_ptr<const Tokenizer>> load_model_tokenizer(const ModelFiles& files) {
+  if (const GgufFile* gguf = files.gguf()) {
+    if (gguf->find("tokenizer.ggml.tokens") == nullptr) return std::shared_ptr<const Tokenizer>();
+    auto vocab = vocabulary_from_gguf(*gguf);
+    if (!vocab) return vocab.error();
+    auto tokenizer = Tokenizer::create(std::move(*vocab));
+    if (!tokenizer) return tokenizer.error();
+    return std::shared_ptr<const Tokenizer>(std::make_shared<Tokenizer>(std::move(*tokenizer)));
+  }
+  // Folders: Mistral ships tokenizer.model.v3 / tokenizer.model.v1 / tokenizer.model.
+  for (const char* name : {"tokenizer.model", "tokenizer.model.v3", "tokenizer.model.v2", "tokenizer.model.v1"}) {
+    const std::string path = files.path() + "/" + name;
+    std::FILE* probe = std::fopen(path.c_str(), "rb");
+    if (probe == nullptr) continue;
+    std::fclose(probe);
+    auto tokenizer = Tokenizer::from_file(path);
+    if (!tokenizer) return tokenizer.error();
+    return std::shared_ptr<const Tokenizer>(std::make_shared<Tokenizer>(std::move(*tokenizer)));
+  }
+  return std::shared_ptr<const Tokenizer>();
+}
+
+// A model path may be `ollama:NAME[:TAG]`, resolved through the Ollama model store.
+inline Expected<ModelFiles> open_model_files(const std::string& path) {
+  if (path.rfind("ollama:", 0) == 0) {
+    auto blob = resolve_ollama_model(path.substr(7));
+    if (!blob) return blob.error();
+    return ModelFiles::open(*blob);
+  }
+  return ModelFiles::open(path);
+}
+
+namespace detail {
+template <class Preset>
+Expected<std::unique_ptr<Preset>> load_files(ModelFiles files, const LoadParams& params) {
+  auto tokenizer = load_model_tokenizer(files);
+  if (!tokenizer) return tokenizer.error();
+  auto model = Preset::load(std::move(files), params);
+  if (!model) return model.error();
+  (*model)->set_tokenizer(std::move(*tokenizer));
+  return model;
+}
+}  // namespace detail
+
+// Opens `path` (a .gguf file, a model folder, or ollama:NAME[:TAG]) as the composition `Preset`.
 template <class Preset>
 Expected<std::unique_ptr<Preset>> load(const std::string& path, const LoadParams& params = {}) {
-  auto files = ModelFiles::open(path);
+  auto files = open_model_files(path);
   if (!files) return files.error();
-  return Preset::load(std::move(*files), params);
+  return detail::load_files<Preset>(std::move(*files), params);
 }
 
 // Opens any supported model, choosing dense or mixture-of-experts from the file and the cache
 // element type from params.kv_cache_type.
-inline Expected<std::unique_ptr<Model>> load_any(const std::string& path, const LoadParams& params = {}) {
-  auto files = ModelFiles::open(path);
-  if (!files) return files.error();
-  const bool sparse = files->config().n_experts > 0;
+inline Expected<std::unique_ptr<Model>> load_any(ModelFiles files, const LoadParams& params = {}) {
+  const bool sparse = files.config().n_experts > 0;
   const bool exact_cache = params.kv_cache_type == KvCacheType::kF32;
   auto erase = [](auto loaded) -> Expected<std::unique_ptr<Model>> {
     if (!loaded) return loaded.error();
     return std::unique_ptr<Model>(std::move(*loaded));
   };
   if (sparse) {
-    return exact_cache ? erase(Mixtral8x7BExact::load(std::move(*files), params))
-                       : erase(Mixtral8x7B::load(std::move(*files), params));
+    return exact_cache ? erase(detail::load_files<Mixtral8x7BExact>(std::move(files), params))
+                       : erase(detail::load_files<Mixtral8x7B>(std::move(files), params));
   }
-  return exact_cache ? erase(Mistral7BExact::load(std::move(*files), params))
-                     : erase(Mistral7B::load(std::move(*files), params));
+  return exact_cache ? erase(detail::load_files<Mistral7BExact>(std::move(files), params))
+                     : erase(detail::load_files<Mistral7B>(std::move(files), params));
+}
+
+inline Expected<std::unique_ptr<Model>> load_any(const std::string& path, const LoadParams& params = {}) {
+  auto files = open_model_files(path);
+  if (!files) return files.error();
+  return load_any(std::move(*files), params);
 }
 
 }  // namespace bora
 
-#endif  // BORA_MODEL_PRESETS_HPP
-// ---- end bora/model/presets.hpp ----------------------------------------------------------------------
+#endif  // BORA_MODEL_LOAD_HPP
+// ---- end bora/model/load.hpp -------------------------------------------------------------------------
+// ---- begin bora/text/chat_request.hpp ----------------------------------------------------------------
+// Why this file exists: conversations arrive as JSON in mistral-common's request format
+// ({"messages": [{"role": ..., "content": ...}, ...]}); this reads one into ChatMessages.
+#ifndef BORA_TEXT_CHAT_REQUEST_HPP
+#define BORA_TEXT_CHAT_REQUEST_HPP
+
+#include <simdjson.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+// ---- begin bora/text/chat_template.hpp ---------------------------------------------------------------
+// Why this file exists: an instruct model only answers well when the conversation is laid out in the
+// exact tokens it was trained on; this renders messages the way Mistral's own tooling
+// (mistral-common's instruct tokenizers v1, v2 and v3, before tools) does, and picks the version
+// from the model file.
+//
+// The rules, as mistral-common applies them to a chat request:
+//   * system messages are taken out of the conversation and joined with "\n\n" into one system prompt;
+//   * consecutive messages of the same role are joined with "\n\n" (empty contents are skipped);
+//   * a conversation that does not start with a user message gets an empty user message in front;
+//   * v1: [BOS], each user turn is the plain text "[INST] " + content + " [/INST]" (so its "[INST]" is
+//     ordinary pieces), the system prompt goes in front of the FIRST user message;
+//   * v2/v3: [BOS], each user turn is the control token [INST] + content + control token [/INST],
+//     the system prompt goes in front of the LAST user message; assistant text loses trailing spaces;
+//   * every assistant turn ends with [EOS], except a final one being continued.
+// A conversation ending with a user turn is a prompt ready for generation.
+#ifndef BORA_TEXT_CHAT_TEMPLATE_HPP
+#define BORA_TEXT_CHAT_TEMPLATE_HPP
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace bora {
+
+enum class ChatTemplate { kMistralV1, kMistralV2, kMistralV3 };
+
+struct ChatMessage {
+  std::string role;  // "system", "user" or "assistant"
+  std::string content;
+};
+
+struct ChatTemplateOptions {
+  // The conversation ends with a partial assistant message the model should continue: no [EOS]
+  // after it (mistral-common's continue_final_message).
+  bool continue_final_message = false;
+};
+
+inline const char* chat_template_name(ChatTemplate chat_template) {
+  switch (chat_template) {
+    case ChatTemplate::kMistralV1: return "mistral-v1";
+    case ChatTemplate::kMistralV2: return "mistral-v2";
+    case ChatTemplate::kMistralV3: return "mistral-v3";
+  }
+  return "unknown";
+}
+
+// For command-line overrides: "v1", "mistral-v1", "1" (and v2, v3 likewise).
+inline Expected<ChatTemplate> parse_chat_template_name(std::string_view name) {
+  if (name.size() > 8 && name.substr(0, 8) == "mistral-") name.remove_prefix(8);
+  if (name == "v1" || name == "1") return ChatTemplate::kMistralV1;
+  if (name == "v2" || name == "2") return ChatTemplate::kMistralV2;
+  if (name == "v3" || name == "3") return ChatTemplate::kMistralV3;
+  return make_error(ErrorCode::kInvalidArgument, "unknown chat template '%.*s' (expected v1, v2 or v3)",
+                    static_cast<int>(name.size()), name.data());
+}
+
+namespace chat_template_detail {
+
+inline bool has_control_piece(const Vocabulary& vocab, std::string_view piece) {
+  for (size_t i = 0; i < vocab.pieces.size(); ++i) {
+    if (vocab.types[i] == token_type::kControl && vocab.pieces[i] == piece) return true;
+  }
+  return false;
+}
+
+struct Turn {
+  bool is_user;
+  std::string content;
+};
+
+}  // namespace chat_template_detail
+
+// The vocabulary decides: the v2/v3 instruct tokenizers have [INST]/[/INST] control tokens, v1 does
+// not. v3 (240323) added [IMG] and the [REFERENCE_DOC_n] pieces; a GGUF tokenizer.chat_template that
+// renders tool results with "call_id" (v3's tool format) also means v3. For conversations without
+// tools v2 and v3 give identical tokens.
+inline ChatTemplate detect_chat_template(const Vocabulary& vocab, std::string_view gguf_chat_template = {}) {
+  using chat_template_detail::has_control_piece;
+  if (!has_control_piece(vocab, "[INST]") || !has_control_piece(vocab, "[/INST]")) return ChatTemplate::kMistralV1;
+  if (has_control_piece(vocab, "[IMG]")) return ChatTemplate::kMistralV3;
+  for (size_t i = 0; i < vocab.pieces.size(); ++i) {
+    if (vocab.types[i] == token_type::kUserDefined && vocab.pieces[i].compare(0, 15, "[REFERENCE_DOC_") == 0) {
+      return ChatTemplate::kMistralV3;
+    }
+  }
+  if (gguf_chat_template.find("call_id") != std::string_view::npos) return ChatTemplate::kMistralV3;
+  return ChatTemplate::kMistralV2;
+}
+
+// Renders a conversation into token ids (starting with BOS).
+inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& tokenizer, ChatTemplate chat_template,
+                                                         const std::vector<ChatMessage>& messages,
+                                                         const ChatTemplateOptions& options = {}) {
+  using chat_template_detail::Turn;
+  const bool plain_text_inst = chat_template == ChatTemplate::kMistralV1;
+
+  std::string system_prompt;
+  bool has_system_prompt = false;
+  std::vector<Turn> turns;
+  // The role of the run being collected: 0 none, 1 user, 2 assistant, 3 system (which ends a run
+  // without contributing a turn, as mistral-common's aggregation does).
+  int current_role = 0;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const ChatMessage& message = messages[i];
+    int role = 0;
+    if (message.role == "user") role = 1;
+    else if (message.role == "assistant") role = 2;
+    else if (message.role == "system") role = 3;
+    else {
+      return make_error(ErrorCode::kInvalidArgument, "chat message %zu has role '%s' (expected system, user or assistant)",
+                        i, message.role.c_str());
+    }
+    if (role == 3) {
+      if (!message.content.empty()) {
+        if (has_system_prompt) system_prompt += "\n\n";
+        system_prompt += message.content;
+        has_system_prompt = true;
+      }
+    } else {
+      if (role != current_role) turns.push_back(Turn{role == 1, std::string()});
+      if (!message.content.empty()) {
+        std::string& content = turns.back().content;
+        if (!content.empty()) content += "\n\n";
+        content += message.content;
+      }
+    }
+    current_role = role;
+  }
+  if (turns.empty() || !turns.front().is_user) turns.insert(turns.begin(), Turn{true, std::string()});
+  if (options.continue_final_message && turns.back().is_user) {
+    return make_error(ErrorCode::kInvalidArgument, "continue_final_message needs the conversation to end with an assistant message");
+  }
+
+  int32_t begin_inst = -1;
+  int32_t end_inst = -1;
+  if (!plain_text_inst) {
+    begin_inst = tokenizer.token_to_id("[INST]");
+    end_inst = tokenizer.token_to_id("[/INST]");
+    if (begin_inst < 0 || end_inst < 0 || !tokenizer.is_control(begin_inst) || !tokenizer.is_control(end_inst)) {
+      return make_error(ErrorCode::kUnsupported,
+                        "chat template %s needs [INST] and [/INST] control tokens, which this vocabulary lacks",
+                        chat_template_name(chat_template));
+    }
+  }
+  if (tokenizer.bos_id() < 0 || tokenizer.eos_id() < 0) {
+    return make_error(ErrorCode::kUnsupported, "the vocabulary has no BOS or EOS token for a chat template");
+  }
+
+  size_t first_user = turns.size();
+  size_t last_user = 0;
+  for (size_t i = 0; i < turns.size(); ++i) {
+    if (!turns[i].is_user) continue;
+    if (first_user == turns.size()) first_user = i;
+    last_user = i;
+  }
+
+  std::vector<int32_t> ids;
+  ids.push_back(tokenizer.bos_id());
+  for (size_t i = 0; i < turns.size(); ++i) {
+    const Turn& turn = turns[i];
+    if (turn.is_user) {
+      const bool gets_system = has_system_prompt && i == (plain_text_inst ? first_user : last_user);
+      const std::string content = gets_system ? system_prompt + "\n\n" + turn.content : turn.content;
+      if (plain_text_inst) {
+        tokenizer.encode_append("[INST] " + content + " [/INST]", &ids);
+      } else {
+        ids.push_back(begin_inst);
+        tokenizer.encode_append(content, &ids);
+        ids.push_back(end_inst);
+      }
+    } else {
+      if (turn.content.empty()) {
+        return make_error(ErrorCode::kInvalidArgument, "assistant turn %zu has no content", i);
+      }
+      std::string_view content = turn.content;
+      if (!plain_text_inst) {
+        while (!content.empty() && content.back() == ' ') content.remove_suffix(1);
+      }
+      tokenizer.encode_append(content, &ids);
+      const bool continued = options.continue_final_message && i + 1 == turns.size();
+      if (!continued) ids.push_back(tokenizer.eos_id());
+    }
+  }
+  return ids;
+}
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_CHAT_TEMPLATE_HPP
+// ---- end bora/text/chat_template.hpp -----------------------------------------------------------------
+
+namespace bora {
+
+inline Expected<std::vector<ChatMessage>> parse_chat_request(std::string_view json, const std::string& name_for_errors) {
+  const char* name = name_for_errors.c_str();
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  const simdjson::padded_string padded(json);
+  if (parser.parse(padded).get(root)) return make_error(ErrorCode::kFormat, "%s: not valid JSON", name);
+  simdjson::dom::array messages;
+  if (root["messages"].get_array().get(messages))
+    return make_error(ErrorCode::kFormat, "%s: expected an object with a \"messages\" array", name);
+  std::vector<ChatMessage> out;
+  size_t index = 0;
+  for (simdjson::dom::element message : messages) {
+    std::string_view role, content;
+    if (message["role"].get_string().get(role))
+      return make_error(ErrorCode::kFormat, "%s: messages[%zu] has no string \"role\"", name, index);
+    if (role != "system" && role != "user" && role != "assistant")
+      return make_error(ErrorCode::kUnsupported, "%s: messages[%zu] has role '%.40s' (system, user or assistant)", name,
+                        index, std::string(role).c_str());
+    if (message["content"].get_string().get(content))
+      return make_error(ErrorCode::kFormat, "%s: messages[%zu] has no string \"content\"", name, index);
+    out.push_back(ChatMessage{std::string(role), std::string(content)});
+    ++index;
+  }
+  return out;
+}
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_CHAT_REQUEST_HPP
+// ---- end bora/text/chat_request.hpp ------------------------------------------------------------------
+// ---- begin bora/text/sampler.hpp ---------------------------------------------------------------------
+// Why this file exists: turning logits into the next token is where "same seed, same text" is won or
+// lost; this sampler uses its own PRNG and a total order on candidates, so a seed gives the same
+// tokens on every compiler, standard library and thread count, and it allocates only on first use.
+//
+// Order of operations (llama.cpp's default chain): repetition penalty -> greedy if temperature <= 0
+// -> top-k -> top-p -> min-p (both on the softmax of the untempered logits) -> temperature -> draw.
+#ifndef BORA_TEXT_SAMPLER_HPP
+#define BORA_TEXT_SAMPLER_HPP
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace bora {
+
+struct SampleParams {
+  float temperature = 0.8f;   // <= 0: greedy (argmax)
+  int top_k = 40;             // <= 0: no limit
+  float top_p = 0.95f;        // >= 1: off
+  float min_p = 0.05f;        // <= 0: off; keeps tokens with p >= min_p * p(best)
+  float repeat_penalty = 1.0f;  // 1: off; > 1 discourages the last repeat_last_n tokens
+  int repeat_last_n = 64;     // how many recent tokens the penalty looks at (< 0: all given)
+  uint64_t seed = 0xB0BA;
+  int max_tokens = 256;       // for generation loops: how many tokens to produce at most (< 0: no limit)
+};
+
+// xoshiro256** seeded through splitmix64: small, fast, and the same sequence everywhere.
+class Xoshiro256 {
+ public:
+  explicit Xoshiro256(uint64_t seed = 0) { reseed(seed); }
+
+  void reseed(uint64_t seed) {
+    for (uint64_t& word : state_) {
+      seed += 0x9E3779B97F4A7C15ull;
+      uint64_t z = seed;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      word = z ^ (z >> 31);
+    }
+  }
+
+  uint64_t next() {
+    const uint64_t result = rotl(state_[1] * 5, 7) * 9;
+    const uint64_t t = state_[1] << 17;
+    state_[2] ^= state_[0];
+    state_[3] ^= state_[1];
+    state_[1] ^= state_[2];
+    state_[0] ^= state_[3];
+    state_[2] ^= t;
+    state_[3] = rotl(state_[3], 45);
+    return result;
+  }
+
+  // Uniform in [0, 1) with 53 random bits.
+  double next_double() { return static_cast<double>(next() >> 11) * (1.0 / 9007199254740992.0); }
+
+ private:
+  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  uint64_t state_[4];
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SampleParams& params = SampleParams()) : params_(params), rng_(params.seed) {
+    if (params.repeat_last_n > 0) recent_.reserve(static_cast<size_t>(params.repeat_last_n));
+  }
+
+  const SampleParams& params() const { return params_; }
+  void reseed(uint64_t seed) { rng_.reseed(seed); }
+
+  // Picks the next token. `logits` (n_vocab values) is modified in place by the repetition penalty;
+  // `recent_tokens` is the history, oldest first (ids outside the vocabulary are ignored).
+  // Returns -1 only when n_vocab <= 0.
+  int32_t sample(float* logits, int64_t n_vocab, const std::vector<int32_t>& recent_tokens) {
+    if (logits == nullptr || n_vocab <= 0) return -1;
+    apply_repeat_penalty(logits, n_vocab, recent_tokens);
+    if (!(params_.temperature > 0.0f)) return argmax(logits, n_vocab);
+
+    // Candidates in a total order (logit descending, id ascending), so ties never depend on the
+    // sorting algorithm of the standard library at hand.
+    candidates_.resize(static_cast<size_t>(n_vocab));
+    for (int64_t i = 0; i < n_vocab; ++i) {
+      const float logit = std::isnan(logits[i]) ? -std::numeric_limits<float>::infinity() : logits[i];
+      candidates_[static_cast<size_t>(i)] = Candidate{logit, static_cast<int32_t>(i), 0.0};
+    }
+    auto better = [](const Candidate& a, const Candidate& b) {
+      return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+    };
+    size_t count = candidates_.size();
+    if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < count) {
+      count = static_cast<size_t>(params_.top_k);
+      std::partial_sort(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(count), candidates_.end(),
+                        better);
+    } else {
+      std::sort(candidates_.begin(), candidates_.end(), better);
+    }
+    if (candidates_[0].logit == -std::numeric_limits<float>::infinity()) return candidates_[0].id;
+
+    // Probabilities of the untempered logits over the candidates left.
+    softmax(count, 1.0f);
+    if (params_.top_p < 1.0f) {
+      double cumulative = 0.0;
+      size_t keep = count;
+      for (size_t i = 0; i < count; ++i) {
+        cumulative += candidates_[i].probability;
+        if (cumulative >= static_cast<double>(params_.top_p)) {
+          keep = i + 1;
+          break;
+        }
+      }
+      count = std::max<size_t>(keep, 1);
+    }
+    if (params_.min_p > 0.0f) {
+      const double threshold = static_cast<double>(params_.min_p) * candidates_[0].probability;
+      size_t keep = 1;
+      while (keep < count && candidates_[keep].probability >= threshold) ++keep;
+      count = keep;
+    }
+
+    softmax(count, params_.temperature);
+    const double target = rng_.next_double();
+    double cumulative = 0.0;
+    for (size_t i = 0; i < count; ++i) {
+      cumulative += candidates_[i].probability;
+      if (target < cumulative) return candidates_[i].id;
+    }
+    return candidates_[count - 1].id;  // rounding left the total a hair under 1
+  }
+
+ private:
+  struct Candidate {
+    float logit;
+    int32_t id;
+    double probability;
+  };
+
+  static int32_t argmax(const float* logits, int64_t n_vocab) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < n_vocab; ++i) {
+      if (logits[i] > logits[best] || std::isnan(logits[best])) best = i;
+    }
+    return static_cast<int32_t>(best);
+  }
+
+  // llama.cpp's convention: each distinct recent token once, positive logits divided by the
+  // penalty, negative ones multiplied (both make the token less likely).
+  void apply_repeat_penalty(float* logits, int64_t n_vocab, const std::vector<int32_t>& recent_tokens) {
+    if (params_.repeat_penalty == 1.0f || params_.repeat_last_n == 0 || recent_tokens.empty()) return;
+    size_t window = recent_tokens.size();
+    if (params_.repeat_last_n > 0) window = std::min(window, static_cast<size_t>(params_.repeat_last_n));
+    recent_.assign(recent_tokens.end() - static_cast<std::ptrdiff_t>(window), recent_tokens.end());
+    std::sort(recent_.begin(), recent_.end());
+    recent_.erase(std::unique(recent_.begin(), recent_.end()), recent_.end());
+    for (const int32_t id : recent_) {
+      if (id < 0 || id >= n_vocab) continue;
+      float& logit = logits[id];
+      logit = logit > 0.0f ? logit / params_.repeat_penalty : logit * params_.repeat_penalty;
+    }
+  }
+
+  // Probabilities of the first `count` candidates (sorted, best first) at a temperature.
+  void softmax(size_t count, float temperature) {
+    const double max_logit = static_cast<double>(candidates_[0].logit);
+    double total = 0.0;
+    for (size_t i = 0; i < count; ++i) {
+      const double scaled = (static_cast<double>(candidates_[i].logit) - max_logit) / static_cast<double>(temperature);
+      const double weight = std::exp(scaled);
+      candidates_[i].probability = weight;
+      total += weight;
+    }
+    for (size_t i = 0; i < count; ++i) candidates_[i].probability /= total;
+  }
+
+  SampleParams params_;
+  Xoshiro256 rng_;
+  std::vector<Candidate> candidates_;  // grown once to the vocabulary size, then reused
+  std::vector<int32_t> recent_;
+};
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_SAMPLER_HPP
+// ---- end bora/text/sampler.hpp -----------------------------------------------------------------------
+// ---- begin bora/text/session.hpp ---------------------------------------------------------------------
+// Why this file exists: what an application talks to. A Session owns one stream over a shared model:
+// it tokenizes prompts, prefills, samples and streams text pieces until a stop condition, keeps
+// the conversation's tokens so later turns reuse the cache, and saves/restores its state.
+#ifndef BORA_TEXT_SESSION_HPP
+#define BORA_TEXT_SESSION_HPP
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+
+namespace bora {
+
+struct SessionParams : ContextParams {
+  // Which chat template chat() uses; empty = the one the model's files imply.
+  std::optional<ChatTemplate> chat_template;
+};
+
+// Receives each decoded piece of text as it is produced; return false to stop generating.
+using StreamCallback = std::function<bool(std::string_view piece)>;
+
+enum class StopReason { kEndOfSequence, kMaxTokens, kStopString, kCallback, kContextFull };
+
+struct GenerationResult {
+  std::string text;           // everything streamed, stop string excluded
+  int64_t n_prompt_tokens = 0;  // tokens prefilled for this call
+  int64_t n_generated = 0;
+  StopReason stop_reason = StopReason::kEndOfSequence;
+};
+
+class Session {
+ public:
+  Session(const Model& model, std::unique_ptr<ModelContext> context, SessionParams params)
+      : model_(&model), context_(std::move(context)), params_(std::move(params)) {}
+  Session(Session&&) = default;
+  Session& operator=(Session&&) = default;
+
+  const Model& model() const { return *model_; }
+  // Every token the cache has consumed, in order (position i = tokens()[i]).
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  int64_t n_past() const { return context_->n_past(); }
+  void reset() {
+    context_->reset();
+    tokens_.clear();
+  }
+
+  // Appends tokens to the stream (prefill); leaves the logits of the last one for sampling.
+  Status feed(const std::vector<int32_t>& ids) {
+    if (ids.empty()) return Status();
+    last_logits_.resize(static_cast<size_t>(model_->config().vocab_size));
+    Status status = model_->forward(*context_, ids.data(), static_cast<int64_t>(ids.size()), last_logits_.data(), false);
+    if (!status) return status;
+    tokens_.insert(tokens_.end(), ids.begin(), ids.end());
+    return Status();
+  }
+
+  // The template chat() renders with: the session's choice, else what the files imply.
+  ChatTemplate chat_template() const {
+    if (params_.chat_template) return *params_.chat_template;
+    std::string declared;
+    if (const GgufFile* gguf = model_->files().gguf()) {
+      if (gguf->find("tokenizer.chat_template") != nullptr) {
+        auto text = gguf->get_string("tokenizer.chat_template");
+        if (text) declared = *text;
+      }
+    }
+    return detect_chat_template(model_->tokenizer()->vocabulary(), declared);
+  }
+
+  // Continues the stream with `text` (BOS added when the stream is empty), then generates.
+  Expected<GenerationResult> complete(std::string_view text, const SampleParams& sample, const StreamCallback& on_piece,
+                                      const std::vector<std::string>& stop = {}) {
+    const Tokenizer* tokenizer = model_->tokenizer();
+    if (tokenizer == nullptr) return no_tokenizer();
+    std::vector<int32_t> ids = tokenizer->encode(text, tokens_.empty() && tokenizer->add_bos_by_default());
+    const int64_t n_prompt = static_cast<int64_t>(ids.size());
+    BORA_RETURN_IF_ERROR(feed(ids));
+    auto result = generate(sample, on_piece, stop);
+    if (result) result->n_prompt_tokens = n_prompt;
+    return result;
+  }
+
+  // Renders the whole conversation with the chat template; reuses the cache for the part that
+  // is unchanged since the last call, prefills the rest and generates the assistant's reply.
+  Expected<GenerationResult> chat(const std::vector<ChatMessage>& messages, const SampleParams& sample,
+                                  const StreamCallback& on_piece, const std::vector<std::string>& stop = {}) {
+    const Tokenizer* tokenizer = model_->tokenizer();
+    if (tokenizer == nullptr) return no_tokenizer();
+    auto ids = apply_chat_template(*tokenizer, chat_template(), messages);
+    if (!ids) return ids.error();
+    size_t common = 0;
+    while (common < tokens_.size() && common < ids->size() && tokens_[common] == (*ids)[common]) ++common;
+    // The last prompt token must be run again to get fresh logits, so keep at least one to feed.
+    if (common == ids->size() && common > 0) --common;
+    if (common < tokens_.size()) {
+      if (context_->truncate(static_cast<int64_t>(common))) {
+        tokens_.resize(common);
+      } else {
+        reset();
+        common = 0;
+      }
+    }
+    const std::vector<int32_t> rest(ids->begin() + static_cast<std::ptrdiff_t>(common), ids->end());
+    BORA_RETURN_IF_ERROR(feed(rest));
+    auto result = generate(sample, on_piece, stop);
+    if (result) result->n_prompt_tokens = static_cast<int64_t>(rest.size());
+    return result;
+  }
+
+  // Samples tokens after what has been fed, streaming text, until end of sequence, max_tokens,
+  // a stop string, the callback returning false, or a full context.
+  Expected<GenerationResult> generate(const SampleParams& sample, const StreamCallback& on_piece,
+                                      const std::vector<std::string>& stop = {}) {
+    const Tokenizer* tokenizer = model_->tokenizer();
+    if (tokenizer == nullptr) return no_tokenizer();
+    if (tokens_.empty()) return make_error(ErrorCode::kInvalidArgument, "generate: feed a prompt first");
+    GenerationResult result;
+    Sampler sampler(sample);
+    StreamingDecoder decoder(*tokenizer);
+    // Text held back because it might be the start of a stop string.
+    std::string pending;
+    auto emit = [&](const std::string& text) -> bool {
+      result.text += text;
+      return !on_piece || text.empty() || on_piece(text);
+    };
+    // Returns false when generation must end (stop string found or callback refused).
+    auto push_text = [&](const std::string& piece) -> bool {
+      pending += piece;
+      for (const std::string& s : stop) {
+        const size_t at = s.empty() ? std::string::npos : pending.find(s);
+        if (at != std::string::npos) {
+          emit(pending.substr(0, at));
+          pending.clear();
+          result.stop_reason = StopReason::kStopString;
+          return false;
+        }
+      }
+      // Keep the longest tail that is a prefix of some stop string; emit the rest now.
+      size_t keep = 0;
+      for (const std::string& s : stop) {
+        for (size_t len = std::min(s.size() - (s.empty() ? 0 : 1), pending.size()); len > keep; --len) {
+          if (pending.compare(pending.size() - len, len, s, 0, len) == 0) {
+            keep = len;
+            break;
+          }
+        }
+      }
+      const std::string ready = pending.substr(0, pending.size() - keep);
+      pending.erase(0, pending.size() - keep);
+      if (!emit(ready)) {
+        result.stop_reason = StopReason::kCallback;
+        return false;
+      }
+      return true;
+    };
+
+    const int64_t vocab = model_->config().vocab_size;
+    const int max_tokens = sample.max_tokens;
+    for (int i = 0; max_tokens < 0 || i < max_tokens; ++i) {
+      const int32_t next = sampler.sample(last_logits_.data(), vocab, tokens_);
+      if (next == tokenizer->eos_id()) {
+        result.stop_reason = StopReason::kEndOfSequence;
+        push_text(decoder.flush());
+        emit(pending);
+        return result;
+      }
+      ++result.n_generated;
+      Status status = feed({next});
+      if (!status) {
+        if (status.error().code() == ErrorCode::kContextFull) {
+          result.stop_reason = StopReason::kContextFull;
+          emit(pending);
+          return result;
+        }
+        return status.error();
+      }
+      if (!push_text(decoder.push(next))) return result;
+    }
+    result.stop_reason = StopReason::kMaxTokens;
+    if (push_text(decoder.flush())) emit(pending);
+    return result;
+  }
+
+  // Saves tokens and KV cache, so a later process can continue this stream without recomputing.
+  Status save(const std::string& path) const {
+    std::FILE* file = std::fopen(path.c_str(), "wb");
+    if (!file) return make_error(ErrorCode::kIo, "%s: cannot write session", path.c_str());
+    const std::vector<uint8_t> cache = context_->save_state();
+    const Header header = make_header(static_cast<uint64_t>(cache.size()));
+    bool ok = std::fwrite(&header, sizeof(header), 1, file) == 1;
+    ok = ok && (tokens_.empty() || std::fwrite(tokens_.data(), sizeof(int32_t), tokens_.size(), file) == tokens_.size());
+    ok = ok && (cache.empty() || std::fwrite(cache.data(), 1, cache.size(), file) == cache.size());
+    ok = ok && (last_logits_.empty() || std::fwrite(last_logits_.data(), sizeof(float), last_logits_.size(), file) == last_logits_.size());
+    if (std::fclose(file) != 0 || !ok) return make_error(ErrorCode::kIo, "%s: cannot write session", path.c_str());
+    return Status();
+  }
+
+  // Restores what save() wrote; the file must come from the same model and session settings.
+  Status load(const std::string& path) {
+    auto mapped = MappedFile::open(path);
+    if (!mapped) return mapped.error();
+    const uint8_t* data = mapped->data();
+    const uint64_t size = mapped->size();
+    Header header;
+    if (size < sizeof(header)) return make_error(ErrorCode::kFormat, "%s: too short for a bora session", path.c_str());
+    std::memcpy(&header, data, sizeof(header));
+    const std::vector<uint8_t> current = context_->save_state();
+    const Header expected = make_header(static_cast<uint64_t>(current.size()));
+    if (std::memcmp(header.magic, expected.magic, sizeof(header.magic)) != 0)
+      return make_error(ErrorCode::kFormat, "%s: not a bora session file", path.c_str());
+    if (std::memcmp(header.fingerprint, expected.fingerprint, sizeof(header.fingerprint)) != 0 ||
+        header.cache_bytes != expected.cache_bytes)
+      return make_error(ErrorCode::kFormat, "%s: saved with a different model or cache settings", path.c_str());
+    const uint64_t vocab = static_cast<uint64_t>(model_->config().vocab_size);
+    if (header.n_tokens > (size - sizeof(header)) / sizeof(int32_t))
+      return make_error(ErrorCode::kFormat, "%s: token count %llu runs past the end", path.c_str(),
+                        (unsigned long long)header.n_tokens);
+    const uint64_t logits_bytes = header.n_tokens > 0 ? vocab * sizeof(float) : 0;
+    if (size != sizeof(header) + header.n_tokens * sizeof(int32_t) + header.cache_bytes + logits_bytes)
+      return make_error(ErrorCode::kFormat, "%s: size %llu does not match its header", path.c_str(), (unsigned long long)size);
+    const uint8_t* p = data + sizeof(header);
+    std::vector<int32_t> tokens(static_cast<size_t>(header.n_tokens));
+    if (!tokens.empty()) std::memcpy(tokens.data(), p, tokens.size() * sizeof(int32_t));
+    for (int32_t t : tokens)
+      if (t < 0 || static_cast<uint64_t>(t) >= vocab) return make_error(ErrorCode::kFormat, "%s: token %d outside the vocabulary", path.c_str(), t);
+    p += tokens.size() * sizeof(int32_t);
+    BORA_RETURN_IF_ERROR(context_->restore_state(p, header.cache_bytes, static_cast<int64_t>(header.n_tokens)));
+    p += header.cache_bytes;
+    last_logits_.assign(static_cast<size_t>(logits_bytes / sizeof(float)), 0.0f);
+    if (logits_bytes) std::memcpy(last_logits_.data(), p, logits_bytes);
+    tokens_ = std::move(tokens);
+    return Status();
+  }
+
+ private:
+  struct Header {
+    char magic[8];
+    int64_t fingerprint[8];  // model shape + cache geometry: a session only fits its own model
+    uint64_t n_tokens;
+    uint64_t cache_bytes;
+  };
+
+  Header make_header(uint64_t cache_bytes) const {
+    Header h;
+    std::memset(&h, 0, sizeof(h));
+    std::memcpy(h.magic, "BORASES1", 8);
+    const ModelConfig& c = model_->config();
+    const int64_t values[8] = {c.dim, c.n_layers, c.n_kv_heads, c.head_dim, c.vocab_size, context_->kv_capacity(),
+                               context_->window(), c.n_experts};
+    std::memcpy(h.fingerprint, values, sizeof(values));
+    h.n_tokens = tokens_.size();
+    h.cache_bytes = cache_bytes;
+    return h;
+  }
+
+  static Error no_tokenizer() {
+    return make_error(ErrorCode::kMissing, "this model's files have no tokenizer (no tokenizer.ggml.* metadata or tokenizer.model)");
+  }
+
+  const Model* model_;
+  std::unique_ptr<ModelContext> context_;
+  SessionParams params_;
+  std::vector<int32_t> tokens_;
+  std::vector<float> last_logits_;
+};
+
+inline Expected<Session> Model::session(const SessionParams& params) const {
+  auto context = create_context(params);
+  if (!context) return context.error();
+  return Session(*this, std::move(*context), params);
+}
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_SESSION_HPP
+// ---- end bora/text/session.hpp -----------------------------------------------------------------------
 
 #endif  // BORA_BORA_HPP
 
@@ -4478,6 +8130,11 @@ inline Expected<std::unique_ptr<Model>> load_any(const std::string& path, const 
 // Must precede the first Highway header of the translation unit.
 #if defined(BORA_STATIC_DISPATCH) && !defined(HWY_COMPILE_ONLY_STATIC)
 #define HWY_COMPILE_ONLY_STATIC 1
+#endif
+// Also build the AVX-512 target with VNNI (Ice Lake, Zen 4/5), which the int8 fast path uses;
+// Highway 1.0.3 leaves it out unless asked.
+#ifndef HWY_WANT_AVX3_DL
+#define HWY_WANT_AVX3_DL
 #endif
 
 #include <cmath>
@@ -4525,6 +8182,10 @@ HWY_EXPORT(F32ToF16Kernel);
 HWY_EXPORT(MatvecKernel);
 HWY_EXPORT(MatmulKernel);
 HWY_EXPORT(RowDotKernel);
+HWY_EXPORT(DequantizeRowKernel);
+HWY_EXPORT(QuantizeRowQ8Kernel);
+HWY_EXPORT(MatvecQ8Kernel);
+HWY_EXPORT(MatmulQ8Kernel);
 
 namespace detail {
 
@@ -4541,6 +8202,39 @@ inline float* matmul_scratch(size_t floats) {
     buffer.capacity = buffer.data ? floats : 0;
   }
   return buffer.data.get();
+}
+
+// Second per-thread buffer: the dequantized activations when the fast path meets float weights.
+inline float* activation_scratch(size_t floats) {
+  struct Buffer {
+    hwy::AlignedFreeUniquePtr<float[]> data;
+    size_t capacity = 0;
+  };
+  thread_local Buffer buffer;
+  if (buffer.capacity < floats) {
+    buffer.data = hwy::AllocateAligned<float>(floats);
+    buffer.capacity = buffer.data ? floats : 0;
+  }
+  return buffer.data.get();
+}
+
+// Third per-thread buffer: activations of kernels::kPrefillTokens tokens repacked for the VNNI
+// prefill kernel (null if allocation fails; the kernel then takes its slower path).
+inline uint8_t* prefill_scratch(size_t bytes) {
+  struct Buffer {
+    hwy::AlignedFreeUniquePtr<uint8_t[]> data;
+    size_t capacity = 0;
+  };
+  thread_local Buffer buffer;
+  if (buffer.capacity < bytes) {
+    buffer.data = hwy::AllocateAligned<uint8_t>(bytes);
+    buffer.capacity = buffer.data ? bytes : 0;
+  }
+  return buffer.data.get();
+}
+
+inline bool is_float_type(WeightType type) {
+  return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16;
 }
 
 }  // namespace detail
@@ -4629,6 +8323,39 @@ void f32_to_f16(const float* x, uint16_t* y, int64_t n) { HWY_DYNAMIC_DISPATCH(F
 void f16_to_f32(const uint16_t* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(F16ToF32Kernel)(x, y, n); }
 
 const char* simd_target_name() { return HWY_DYNAMIC_DISPATCH(TargetNameKernel)(); }
+
+int64_t simd_compiled_targets() { return HWY_TARGETS; }
+
+int64_t q8_row_bytes(int64_t n) { return quant::q8_activation_row_bytes(n); }
+
+void quantize_row_q8(const float* x, int64_t n, uint8_t* xq) { HWY_DYNAMIC_DISPATCH(QuantizeRowQ8Kernel)(x, n, xq); }
+
+void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end) {
+  matmul_q8(w, xq, 1, y, 0, row_begin, row_end);
+}
+
+void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
+               int64_t row_begin, int64_t row_end) {
+  if (row_end <= row_begin || n_tokens <= 0) return;
+  const int64_t n = w.row_length();
+  if (!detail::is_float_type(w.type)) {
+    if (n_tokens == 1) {
+      HWY_DYNAMIC_DISPATCH(MatvecQ8Kernel)(w.type, w.data, w.row_bytes(), n, xq, y, row_begin, row_end);
+    } else {
+      uint8_t* scratch = detail::prefill_scratch(static_cast<size_t>(kernels::prefill_scratch_bytes(n)));
+      HWY_DYNAMIC_DISPATCH(MatmulQ8Kernel)(w.type, w.data, w.row_bytes(), n, xq, n_tokens, y, y_stride,
+                                           row_begin, row_end, scratch);
+    }
+    return;
+  }
+  // Float weights gain nothing from int8 activations: widen them back and use the f32 kernels.
+  float* x = detail::activation_scratch(static_cast<size_t>(n));
+  if (x == nullptr) return;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    quant::dequantize_activations_q8(xq + t * q8_row_bytes(n), n, x);
+    matvec_f32(w, x, y + t * y_stride, row_begin, row_end);
+  }
+}
 
 }  // namespace ops
 }  // namespace bora

@@ -33,8 +33,9 @@ const ModelCase kMixtralCases[] = {
 // every row of logits.
 std::vector<float> run_logits(const bora::Model& model, const std::vector<int32_t>& tokens, int64_t window,
                               int64_t batch, int threads = 1, std::vector<int32_t>* trace = nullptr,
-                              const std::vector<int64_t>& chunk_sizes = {}) {
+                              const std::vector<int64_t>& chunk_sizes = {}, bool f32_activations = true) {
   bora::ContextParams params;
+  params.f32_activations = f32_activations;
   params.n_ctx = static_cast<int64_t>(tokens.size());
   params.n_batch = batch > 0 ? batch : static_cast<int64_t>(tokens.size());
   params.n_threads = threads;
@@ -115,6 +116,10 @@ TEST_CASE("the thread count does not change a single bit of the logits") {
     CHECK(run_logits(*model, golden.tokens, -1, 0, 2) == one);
     CHECK(run_logits(*model, golden.tokens, -1, 0, 3) == one);
     CHECK(run_logits(*model, golden.tokens, -1, 0, 2, nullptr, {1}) == run_logits(*model, golden.tokens, -1, 0, 1, nullptr, {1}));
+    // The int8-activation fast path too.
+    const auto fast_one = run_logits(*model, golden.tokens, -1, 0, 1, nullptr, {}, false);
+    CHECK(run_logits(*model, golden.tokens, -1, 0, 2, nullptr, {}, false) == fast_one);
+    CHECK(run_logits(*model, golden.tokens, -1, 0, 3, nullptr, {}, false) == fast_one);
   }
 }
 
@@ -146,12 +151,16 @@ TEST_CASE("tiny-mixtral: every format reproduces the reference logits and its ex
 TEST_CASE("an f16 KV cache stays within the documented f16 tolerance") {
   bora_test::Golden golden;
   REQUIRE(bora_test::load_golden("tiny-mistral", "exact", &golden));
-  auto model = bora::load_any(bora_test::data_path("tiny-mistral/tiny-mistral-F32.gguf"));
+  auto model = bora::load_any(bora_test::data_path("tiny-mistral/tiny-mistral-F32.gguf"));  // f16 cache
   REQUIRE(model);
+  auto exact_model = open_exact(kMistralCases[0]);
   const auto chunked = bora_test::read_floats(bora_test::data_path("tiny-mistral/golden/exact.logits_chunked.f32.bin"));
-  const float difference = bora_test::max_abs_difference(run_logits(**model, golden.tokens, -1, 0), chunked);
-  CHECK(difference < 0.05f);
-  CHECK(difference > 0.0f);  // it really is an f16 cache
+  // One token at a time, so every key and value is read back from the cache.
+  const auto f16_cache = run_logits(**model, golden.tokens, -1, 0, 1, nullptr, {1});
+  const auto f32_cache = run_logits(*exact_model, golden.tokens, -1, 0, 1, nullptr, {1});
+  CHECK(bora_test::max_abs_difference(f16_cache, chunked) < 0.05f);
+  CHECK(bora_test::max_abs_difference(f32_cache, chunked) < 1e-3f);
+  CHECK(bora_test::max_abs_difference(f16_cache, f32_cache) > 1e-4f);  // it really is an f16 cache
 }
 
 TEST_CASE("the context refuses positions it cannot hold, and rolls when the window allows") {

@@ -157,7 +157,7 @@ TEST_CASE("legacy Mixtral GGUF: one tensor per expert reproduces the Q8_0 golden
 }
 
 TEST_CASE("legacy Mixtral GGUF: a missing expert tensor is named in the error") {
-  auto stacked = bora::GgufFile::open(bora_test::data_path("tiny-mixtral/tiny-mixtral-Q8_0.gguf"));
+  auto stacked = bora::GgufFile::open(bora_test::data_path("tiny-mixtral/tiny-mixtral-Q4_K.gguf"));
   REQUIRE(stacked);
   bora_test::ScratchDir dir;
   REQUIRE(dir.ok());

@@ -55,6 +55,7 @@ double chunked_perplexity(const bora::Model& model, const std::vector<int32_t>& 
   params.n_batch = 128;
   params.n_threads = threads;
   params.sliding_window = window;
+  params.f32_activations = true;
   auto ctx = model.create_context(params);
   REQUIRE(ctx);
   const int64_t vocab = model.config().vocab_size;

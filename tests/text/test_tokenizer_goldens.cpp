@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -190,6 +191,59 @@ std::string streamed_decode(const bora::Tokenizer& tokenizer, const std::vector<
   return text + rest;
 }
 
+// SHA-256 (FIPS 180-4), to compare a token stream with a hash stored in a golden file.
+std::string sha256_hex(const std::vector<uint8_t>& message) {
+  static const uint32_t k[64] = {
+      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
+      0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
+      0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
+      0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+      0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819,
+      0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
+      0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+      0xc67178f2};
+  uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  std::vector<uint8_t> data = message;
+  const uint64_t bit_length = static_cast<uint64_t>(message.size()) * 8;
+  data.push_back(0x80);
+  while (data.size() % 64 != 56) data.push_back(0);
+  for (int i = 7; i >= 0; --i) data.push_back(static_cast<uint8_t>(bit_length >> (8 * i)));
+  auto rotr = [](uint32_t x, int n) { return (x >> n) | (x << (32 - n)); };
+  for (size_t block = 0; block < data.size(); block += 64) {
+    uint32_t w[64];
+    for (int i = 0; i < 16; ++i) {
+      w[i] = (static_cast<uint32_t>(data[block + 4 * i]) << 24) | (static_cast<uint32_t>(data[block + 4 * i + 1]) << 16) |
+             (static_cast<uint32_t>(data[block + 4 * i + 2]) << 8) | data[block + 4 * i + 3];
+    }
+    for (int i = 16; i < 64; ++i) {
+      const uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+      const uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
+    for (int i = 0; i < 64; ++i) {
+      const uint32_t t1 = hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[i] + w[i];
+      const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+      hh = g;
+      g = f;
+      f = e;
+      e = d + t1;
+      d = c;
+      c = b;
+      b = a;
+      a = t1 + t2;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += hh;
+  }
+  std::string hex;
+  char buffer[9];
+  for (uint32_t word : h) {
+    std::snprintf(buffer, sizeof(buffer), "%08x", word);
+    hex += buffer;
+  }
+  return hex;
+}
+
 void check_all_encodings(const bora::Tokenizer& tokenizer, const std::vector<GoldenEncoding>& encodings) {
   REQUIRE(encodings.size() >= 25);
   for (const GoldenEncoding& golden : encodings) {
@@ -316,6 +370,50 @@ TEST_CASE("GGUF vocabulary (demo-mistral, real v1 vocabulary): same ids as token
   REQUIRE(goldens().loaded);
   check_metadata(*tokenizer, goldens().v1);
   check_all_encodings(*tokenizer, goldens().v1_encodings);
+}
+
+TEST_CASE("GGUF vocabulary: the demo model's held-out text tokenizes to its golden token stream") {
+  // The demo's evaluation protocol (demo-mistral/README.md): the file without its final newline,
+  // split on blank lines, each entry as [BOS] + encode(entry) + [EOS], little-endian int32 ids.
+  const bora::Tokenizer* tokenizer = tokenizer_gguf_v1();
+  REQUIRE(tokenizer != nullptr);
+  simdjson::padded_string golden_json;
+  REQUIRE(simdjson::padded_string::load(std::string(BORA_TEST_DATA_DIR) + "/demo-mistral/golden/golden.json")
+              .get(golden_json) == simdjson::SUCCESS);
+  simdjson::dom::parser parser;
+  simdjson::dom::element golden;
+  REQUIRE(parser.parse(golden_json).get(golden) == simdjson::SUCCESS);
+  std::string_view expected_sha;
+  int64_t expected_count = 0;
+  REQUIRE(golden["heldout"]["tokens_sha256"].get_string().get(expected_sha) == simdjson::SUCCESS);
+  REQUIRE(golden["heldout"]["n_tokens"].get_int64().get(expected_count) == simdjson::SUCCESS);
+  const std::vector<int32_t> first_chunk = int_array(golden["heldout"]["first_chunk_ids"]);
+  REQUIRE(first_chunk.size() == 128);
+
+  simdjson::padded_string heldout;
+  REQUIRE(simdjson::padded_string::load(std::string(BORA_TEST_DATA_DIR) + "/demo-mistral/heldout.txt").get(heldout) ==
+          simdjson::SUCCESS);
+  std::string text(heldout.data(), heldout.size());
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  std::vector<int32_t> stream;
+  size_t start = 0;
+  while (true) {
+    const size_t end = text.find("\n\n", start);
+    const std::string entry = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    const std::vector<int32_t> ids = tokenizer->encode(entry, true);
+    stream.insert(stream.end(), ids.begin(), ids.end());
+    stream.push_back(tokenizer->eos_id());
+    if (end == std::string::npos) break;
+    start = end + 2;
+  }
+  CHECK(static_cast<int64_t>(stream.size()) == expected_count);
+  CHECK(std::vector<int32_t>(stream.begin(), stream.begin() + 128) == first_chunk);
+  std::vector<uint8_t> bytes;
+  for (int32_t id : stream) {
+    for (int i = 0; i < 4; ++i) bytes.push_back(static_cast<uint8_t>(static_cast<uint32_t>(id) >> (8 * i)));
+  }
+  CHECK(sha256_hex(bytes) == expected_sha);
+  CHECK(sha256_hex({}) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");  // the hash itself
 }
 
 TEST_CASE("tokenizer: the long Chinese article is 7060 tokens and v3 ids are v1 ids + 768") {

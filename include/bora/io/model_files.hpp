@@ -138,6 +138,25 @@ class ModelFiles {
     return total;
   }
 
+  // A GGUF image already in memory (synthetic benchmark models, assets embedded in a program).
+  // The bytes are kept alive by the returned object; tensor views point into them.
+  static Expected<ModelFiles> from_gguf_bytes(std::shared_ptr<const uint8_t> bytes, uint64_t size,
+                                              const std::string& name) {
+    if (!bytes) return make_error(ErrorCode::kInvalidArgument, "%s: no bytes", name.c_str());
+    Expected<GgufFile> gguf = GgufFile::parse(bytes.get(), size, name);
+    if (!gguf) return gguf.error();
+    ModelFiles model;
+    model.format_ = ModelFormat::kGguf;
+    model.path_ = name;
+    model.owned_bytes_ = std::move(bytes);
+    model.gguf_ = std::make_unique<GgufFile>(std::move(gguf.value()));
+    Expected<ModelConfig> config = config_from_gguf(*model.gguf_);
+    if (!config) return config.error();
+    model.config_ = std::move(config.value());
+    for (const TensorView& t : model.gguf_->tensors()) model.index_.emplace(t.name, &t);
+    return model;
+  }
+
  private:
   ModelFiles() = default;
 
@@ -312,6 +331,7 @@ class ModelFiles {
   std::unique_ptr<GgufFile> gguf_;
   std::vector<SafetensorsFile> shards_;
   std::unordered_map<std::string, const TensorView*> index_;
+  std::shared_ptr<const uint8_t> owned_bytes_;  // from_gguf_bytes() only
 };
 
 }  // namespace bora

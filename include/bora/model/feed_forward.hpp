@@ -27,6 +27,7 @@ struct FeedForwardScratch {
   float* routed_weights = nullptr;   // [n_tokens] (MoE)
   int32_t* chosen = nullptr;         // [n_tokens][top_k] (MoE)
   float* chosen_weights = nullptr;   // [n_tokens][top_k] (MoE)
+  uint8_t* quantized = nullptr;  // int8 activations buffer for the fast path; null = exact f32 path
   std::vector<int32_t>* expert_trace = nullptr;  // when set, MoE appends layer, position, ids...
   int64_t layer = 0;
   int64_t first_position = 0;
@@ -37,12 +38,14 @@ namespace detail {
 // w2(silu(w1 x) * w3 x) for n rows of x, written to out.
 inline void swiglu(ThreadPool& pool, const FeedForwardScratch& s, const TensorView& w1, const TensorView& w2,
                    const TensorView& w3, const float* x, int64_t n, int64_t hidden, float* out) {
-  linear(pool, s.max_threads, w1, x, n, s.gate);
-  linear(pool, s.max_threads, w3, x, n, s.up);
+  const int64_t dim = w1.row_length();
+  const Activations input = quantize_activations(pool, s.max_threads, x, n, dim, s.quantized);
+  linear(pool, s.max_threads, w1, input, n, s.gate);
+  linear(pool, s.max_threads, w3, input, n, s.up);
   pool.parallel_for(n, [&](int64_t begin, int64_t end, int) {
     for (int64_t t = begin; t < end; ++t) ops::silu_mul(s.gate + t * hidden, s.up + t * hidden, hidden);
   }, s.max_threads);
-  linear(pool, s.max_threads, w2, s.gate, n, out);
+  linear(pool, s.max_threads, w2, quantize_activations(pool, s.max_threads, s.gate, n, hidden, s.quantized), n, out);
 }
 }  // namespace detail
 
@@ -76,7 +79,8 @@ struct SparseMoE {
   static void forward(const LayerWeights& w, const ModelConfig& c, const float* x, int64_t n, float* out,
                       const FeedForwardScratch& s, ThreadPool& pool) {
     const int64_t n_experts = c.n_experts, k = Routing::k(c), dim = c.dim;
-    linear(pool, s.max_threads, w.router, x, n, s.router_logits);
+    // The router stays exact: near-ties between experts would flip with int8 activations.
+    linear(pool, s.max_threads, w.router, Activations{x, nullptr}, n, s.router_logits);
     for (int64_t t = 0; t < n; ++t) {
       const float* logits = s.router_logits + t * n_experts;
       int32_t* chosen = s.chosen + t * k;

@@ -1,5 +1,6 @@
 // Why this file exists: every weight product in the forward pass goes through one function that
-// splits output rows across the thread pool, so threading and kernel choice live in one place.
+// splits output rows across the thread pool and picks the kernel (exact f32 activations, or the
+// int8-activation fast path for quantized weights), so threading and kernel choice live in one place.
 #ifndef BORA_MODEL_LINEAR_HPP
 #define BORA_MODEL_LINEAR_HPP
 
@@ -11,16 +12,46 @@
 
 namespace bora {
 
-// y[t][r] = dot(w.row(r), x[t]) for n_tokens rows of x (row length w.row_length()), y rows of
-// w.rows() values. Rows are split across threads; each row is computed by one thread, in the same
-// order whatever the thread count, so results do not depend on it.
-inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const float* x, int64_t n_tokens,
+// Rows of activations, with their int8 form when the fast path is on (null otherwise).
+struct Activations {
+  const float* f32 = nullptr;     // [n_tokens][width]
+  const uint8_t* int8 = nullptr;  // [n_tokens][ops::q8_row_bytes(width)], or null
+};
+
+inline bool is_block_quantized(WeightType type) {
+  return type != WeightType::kF32 && type != WeightType::kF16 && type != WeightType::kBF16;
+}
+
+// Quantizes n rows of `width` floats into `out` (null when width is not a whole number of blocks:
+// then only the exact path applies).
+inline Activations quantize_activations(ThreadPool& pool, int max_threads, const float* x, int64_t n, int64_t width,
+                                        uint8_t* out) {
+  Activations a;
+  a.f32 = x;
+  if (out == nullptr || width % 32 != 0) return a;
+  const int64_t row_bytes = ops::q8_row_bytes(width);
+  pool.parallel_for(n, [&](int64_t begin, int64_t end, int) {
+    for (int64_t t = begin; t < end; ++t) ops::quantize_row_q8(x + t * width, width, out + t * row_bytes);
+  }, max_threads);
+  a.int8 = out;
+  return a;
+}
+
+// y[t][r] = dot(w.row(r), x[t]) for n_tokens rows of x, y rows of w.rows() values. Rows are split
+// across threads; each row is computed by one thread in the same order whatever the thread count,
+// so results do not depend on it. Float weights always take the exact path.
+inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const Activations& x, int64_t n_tokens,
                    float* y) {
   const int64_t rows = w.rows();
-  // Small chunks of rows per task keep the threads balanced without splitting blocks of work.
+  const bool fast = x.int8 != nullptr && is_block_quantized(w.type);
   pool.parallel_for(rows, [&](int64_t begin, int64_t end, int) {
-    if (n_tokens == 1) ops::matvec_f32(w, x, y, begin, end);
-    else ops::matmul_f32(w, x, n_tokens, y, rows, begin, end);
+    if (fast) {
+      if (n_tokens == 1) ops::matvec_q8(w, x.int8, y, begin, end);
+      else ops::matmul_q8(w, x.int8, n_tokens, y, rows, begin, end);
+    } else {
+      if (n_tokens == 1) ops::matvec_f32(w, x.f32, y, begin, end);
+      else ops::matmul_f32(w, x.f32, n_tokens, y, rows, begin, end);
+    }
   }, max_threads);
 }
 

@@ -73,21 +73,25 @@ Expected<std::unique_ptr<Preset>> load(const std::string& path, const LoadParams
 
 // Opens any supported model, choosing dense or mixture-of-experts from the file and the cache
 // element type from params.kv_cache_type.
-inline Expected<std::unique_ptr<Model>> load_any(const std::string& path, const LoadParams& params = {}) {
-  auto files = open_model_files(path);
-  if (!files) return files.error();
-  const bool sparse = files->config().n_experts > 0;
+inline Expected<std::unique_ptr<Model>> load_any(ModelFiles files, const LoadParams& params = {}) {
+  const bool sparse = files.config().n_experts > 0;
   const bool exact_cache = params.kv_cache_type == KvCacheType::kF32;
   auto erase = [](auto loaded) -> Expected<std::unique_ptr<Model>> {
     if (!loaded) return loaded.error();
     return std::unique_ptr<Model>(std::move(*loaded));
   };
   if (sparse) {
-    return exact_cache ? erase(detail::load_files<Mixtral8x7BExact>(std::move(*files), params))
-                       : erase(detail::load_files<Mixtral8x7B>(std::move(*files), params));
+    return exact_cache ? erase(detail::load_files<Mixtral8x7BExact>(std::move(files), params))
+                       : erase(detail::load_files<Mixtral8x7B>(std::move(files), params));
   }
-  return exact_cache ? erase(detail::load_files<Mistral7BExact>(std::move(*files), params))
-                     : erase(detail::load_files<Mistral7B>(std::move(*files), params));
+  return exact_cache ? erase(detail::load_files<Mistral7BExact>(std::move(files), params))
+                     : erase(detail::load_files<Mistral7B>(std::move(files), params));
+}
+
+inline Expected<std::unique_ptr<Model>> load_any(const std::string& path, const LoadParams& params = {}) {
+  auto files = open_model_files(path);
+  if (!files) return files.error();
+  return load_any(std::move(*files), params);
 }
 
 }  // namespace bora

@@ -48,6 +48,10 @@ struct ContextParams {
   // Checked between layers during long prompts; return true to abort (kCancelled).
   bool (*abort_callback)(void* user_data) = nullptr;
   void* abort_user_data = nullptr;
+  // Exact mode: weight products use f32 activations (dequantized weights), as the reference
+  // does. Off (default): activations of quantized weights are rounded to int8 blocks for integer
+  // dot products, which is faster and moves logits slightly, as in llama.cpp.
+  bool f32_activations = false;
   // When set, a sparse-MoE model appends (layer, position, chosen expert ids...) per token.
   std::vector<int32_t>* expert_trace = nullptr;
 };
@@ -145,6 +149,7 @@ class Transformer final : public Model {
     std::vector<float> x, normed, q, k, v, attended, projected, gate, up, gathered, expert_out, router_logits,
         chosen_weights, routed_weights, attention_scratch, last_hidden;
     std::vector<int32_t> chosen, routed_tokens;
+    std::vector<uint8_t> quantized;  // int8 activations (fast path)
     int64_t scratch_per_thread = 0;
     friend class Transformer;
 
@@ -230,6 +235,10 @@ class Transformer final : public Model {
     sized(ctx->gate, n * hidden);
     sized(ctx->up, n * hidden);
     sized(ctx->last_hidden, dim);
+    if (!params.f32_activations) {
+      const int64_t widest = std::max(std::max(dim, q_dim), hidden);
+      ctx->quantized.assign(static_cast<size_t>(n * ops::q8_row_bytes(widest + (32 - widest % 32) % 32)), 0);
+    }
     if (FeedForward::kSparse) {
       sized(ctx->gathered, n * dim);
       sized(ctx->expert_out, n * dim);
@@ -289,6 +298,7 @@ class Transformer final : public Model {
     const int64_t first = ctx.n_past_;
     ThreadPool& pool = *ctx.pool;
     const int threads = n == 1 ? ctx.params_.n_threads : ctx.params_.n_threads_batch;
+    uint8_t* quantized = ctx.quantized.empty() ? nullptr : ctx.quantized.data();
 
     for (int64_t t = 0; t < n; ++t) {
       const TensorView& e = weights_.token_embedding;
@@ -302,9 +312,10 @@ class Transformer final : public Model {
         for (int64_t t = b; t < e; ++t)
           ops::rmsnorm(ctx.x.data() + t * dim, w.attention_norm.data(), c.norm_eps, dim, ctx.normed.data() + t * dim);
       }, threads);
-      linear(pool, threads, w.wq, ctx.normed.data(), n, ctx.q.data());
-      linear(pool, threads, w.wk, ctx.normed.data(), n, ctx.k.data());
-      linear(pool, threads, w.wv, ctx.normed.data(), n, ctx.v.data());
+      const Activations normed = quantize_activations(pool, threads, ctx.normed.data(), n, dim, quantized);
+      linear(pool, threads, w.wq, normed, n, ctx.q.data());
+      linear(pool, threads, w.wk, normed, n, ctx.k.data());
+      linear(pool, threads, w.wv, normed, n, ctx.v.data());
       pool.parallel_for(n, [&](int64_t b, int64_t e, int) {
         for (int64_t t = b; t < e; ++t) {
           ops::rope(ctx.q.data() + t * q_dim, c.n_heads, c.head_dim, first + t, c.rope_theta, c.rope_pairing);
@@ -330,7 +341,8 @@ class Transformer final : public Model {
       // Only now may the chunk's keys overwrite older slots: its queries needed those.
       for (int64_t t = std::max<int64_t>(0, n - ctx.kv_capacity_); t < n; ++t)
         ctx.cache.store(l, first + t, ctx.k.data() + t * kv_dim, ctx.v.data() + t * kv_dim);
-      linear(pool, threads, w.wo, ctx.attended.data(), n, ctx.projected.data());
+      linear(pool, threads, w.wo, quantize_activations(pool, threads, ctx.attended.data(), n, q_dim, quantized), n,
+             ctx.projected.data());
       for (int64_t i = 0; i < n * dim; ++i) ctx.x[static_cast<size_t>(i)] += ctx.projected[static_cast<size_t>(i)];
 
       // Feed-forward block.
@@ -348,6 +360,7 @@ class Transformer final : public Model {
       s.routed_weights = ctx.routed_weights.data();
       s.chosen = ctx.chosen.data();
       s.chosen_weights = ctx.chosen_weights.data();
+      s.quantized = quantized;
       s.expert_trace = ctx.params_.expert_trace;
       s.layer = l;
       s.first_position = first;
@@ -363,7 +376,10 @@ class Transformer final : public Model {
     for (int64_t t = first_row; t < n; ++t)
       ops::rmsnorm(ctx.x.data() + t * dim, weights_.output_norm.data(), c.norm_eps, dim,
                    ctx.normed.data() + (t - first_row) * dim);
-    if (logits != nullptr) linear(pool, threads, weights_.output, ctx.normed.data(), rows, logits);
+    if (logits != nullptr) {
+      linear(pool, threads, weights_.output,
+             quantize_activations(pool, threads, ctx.normed.data(), rows, dim, quantized), rows, logits);
+    }
     return Status();
   }
 

@@ -580,13 +580,15 @@ inline void MatmulKernel(WeightType type, const uint8_t* data, uint64_t row_byte
 // multiply-adds (VNNI's vpdpbusd from AVX3_DL up); every other target the portable path below.
 
 inline void QuantizeRowQ8Kernel(const float* x, int64_t n, uint8_t* out) {
-  const BlockF32 df;
-  const hn::Rebind<int32_t, BlockF32> di;
-  const hn::Rebind<int8_t, BlockF32> di8;
+  // 16-lane pieces so that each 16-value half's sum falls out of one vector.
+  const hn::CappedTag<float, 16> df;
+  const hn::Rebind<int32_t, decltype(df)> di;
+  const hn::Rebind<int8_t, decltype(df)> di8;
   const size_t lanes = hn::Lanes(df);
   int8_t* q = reinterpret_cast<int8_t*>(out);
   float* d = reinterpret_cast<float*>(out + n);
   float* d_sum = d + n / 32;
+  float* d_sum16 = d_sum + n / 32;
   const auto high = hn::Set(di, 127);
   const auto low = hn::Set(di, -127);
   for (int64_t b = 0; b < n / 32; ++b) {
@@ -596,14 +598,20 @@ inline void QuantizeRowQ8Kernel(const float* x, int64_t n, uint8_t* out) {
     const float amax = hn::GetLane(hn::MaxOfLanes(df, vmax));
     const float scale = amax / 127.0f;
     const auto inverse = hn::Set(df, amax > 0.0f ? 1.0f / scale : 0.0f);
-    auto vsum = hn::Zero(di);
-    for (size_t i = 0; i < 32; i += lanes) {
-      const auto qi = hn::Min(hn::Max(hn::NearestInt(hn::Mul(hn::LoadU(df, xb + i), inverse)), low), high);
-      vsum = hn::Add(vsum, qi);
-      hn::StoreU(hn::DemoteTo(di8, qi), di8, q + 32 * b + static_cast<int64_t>(i));
+    int32_t half_sums[2] = {0, 0};
+    for (int half = 0; half < 2; ++half) {
+      auto vsum = hn::Zero(di);
+      for (size_t i = 16 * static_cast<size_t>(half); i < 16 * static_cast<size_t>(half) + 16; i += lanes) {
+        const auto qi = hn::Min(hn::Max(hn::NearestInt(hn::Mul(hn::LoadU(df, xb + i), inverse)), low), high);
+        vsum = hn::Add(vsum, qi);
+        hn::StoreU(hn::DemoteTo(di8, qi), di8, q + 32 * b + static_cast<int64_t>(i));
+      }
+      half_sums[half] = hn::GetLane(hn::SumOfLanes(di, vsum));
     }
     d[b] = scale;
-    d_sum[b] = scale * static_cast<float>(hn::GetLane(hn::SumOfLanes(di, vsum)));
+    d_sum[b] = scale * static_cast<float>(half_sums[0] + half_sums[1]);
+    d_sum16[2 * b] = scale * static_cast<float>(half_sums[0]);
+    d_sum16[2 * b + 1] = scale * static_cast<float>(half_sums[1]);
   }
 }
 
@@ -948,15 +956,10 @@ HWY_INLINE PackedTokens PackTokens(const uint8_t* xq, int64_t xq_stride, int64_t
     for (int64_t b = 0; b < blocks; ++b) {
       const int8_t* q = x.q + 32 * b;
       for (int g = 0; g < 8; ++g) std::memcpy(scratch + ((b * 8 + g) * kPrefillTokens + t) * 4, q + 4 * g, 4);
-      int low = 0, high = 0;
-      for (int i = 0; i < 16; ++i) {
-        low += q[i];
-        high += q[16 + i];
-      }
       d[b * kPrefillTokens + t] = x.d[b];
       d_sum[b * kPrefillTokens + t] = x.d_sum[b];
-      d_sum_low[b * kPrefillTokens + t] = x.d[b] * static_cast<float>(low);
-      d_sum_high[b * kPrefillTokens + t] = x.d[b] * static_cast<float>(high);
+      d_sum_low[b * kPrefillTokens + t] = x.d_sum16[2 * b];
+      d_sum_high[b * kPrefillTokens + t] = x.d_sum16[2 * b + 1];
     }
   }
   return {scratch, d, d_sum, d_sum_low, d_sum_high};
@@ -1149,12 +1152,224 @@ HWY_INLINE void VnniMatmul(const uint8_t* data, uint64_t row_bytes, int64_t n, c
   }
 }
 
+// Decode (one token) with 512-bit VNNI: one vpdpbusd covers 64 values. Lanes 0-7 of its result
+// belong to the first 32 values and 8-15 to the next (for Q6_K: four lanes per 16 values), so the
+// f32 scales are brought to the same lanes with one permute and applied with one multiply-add.
+// Formats with per-block f16 scales gather 16 of them at once; offset terms are accumulated once
+// per 16 blocks (or per super-block) as vectors.
+
+HWY_INLINE __m512i X512Constant(const int32_t (&values)[16]) {
+  return _mm512_loadu_si512(values);
+}
+
+// [first x 8 | first + 1 x 8]: pairs of consecutive f32 scales spread over a 512-bit result.
+HWY_INLINE __m512i X512PairIndex(int first) {
+  return _mm512_add_epi32(_mm512_set1_epi32(first),
+                          _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+}
+
+// f16 scales at the start of 16 consecutive blocks of kBytes bytes (lanes outside `lanes` are 0
+// and their memory is not touched).
+template <int kBytes>
+HWY_INLINE __m512 X512BlockScales(const uint8_t* first_block, __mmask16 lanes) {
+  const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(kBytes));
+  const __m512i raw = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), lanes, offsets, first_block, 1);
+  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(raw));
+}
+
+// The unsigned bytes of one or two consecutive Q8_0 / Q4_0 blocks as 64 values in natural order.
+// Q4_0: the 64 bytes from a block pair's start hold both blocks' 16 nibble bytes (offsets 2 and
+// 20); one byte permute lays them out as [qs0 | qs0 | qs1 | qs1] and one variable shift plus mask
+// gives [low0 | high0 | low1 | high1]. Q8_0: w + 128 (w ^ 0x80), whose offset is 128 * d.
+template <bool kIsQ8>
+HWY_INLINE __m512i X512LegacyPair(const uint8_t* block, bool single, bool near_end, __m512i permute) {
+  if (kIsQ8) {
+    (void)near_end;
+    (void)permute;
+    const __m256i first = X86Load32(block + 2);
+    const __m512i both = single ? _mm512_castsi256_si512(first)
+                                : _mm512_inserti64x4(_mm512_castsi256_si512(first), X86Load32(block + 36), 1);
+    return _mm512_xor_si512(both, _mm512_set1_epi8(-128));
+  }
+  const __m512i shifts = _mm512_setr_epi64(0, 0, 0x0004000400040004LL, 0x0004000400040004LL, 0, 0,
+                                           0x0004000400040004LL, 0x0004000400040004LL);
+  __m512i ordered;
+  if (!near_end) {
+    ordered = _mm512_permutexvar_epi8(permute, _mm512_loadu_si512(block));
+  } else {
+    // Within 64 bytes of the row's end (maybe the mapping's): read exactly the nibble bytes. (A
+    // masked 64-byte load would be as safe, but is several times slower on some cores.)
+    const __m128i first = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+    const __m128i second = single ? _mm_setzero_si128() : _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 20));
+    const __m256i low = _mm256_set_m128i(first, first), high = _mm256_set_m128i(second, second);
+    ordered = _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1);
+  }
+  return _mm512_and_si512(_mm512_srlv_epi16(ordered, shifts), _mm512_set1_epi8(15));
+}
+
+template <int kBytes, bool kIsQ8>
+HWY_INLINE float X512RowDotLegacy(const uint8_t* row, int64_t n, const quant::Q8ActivationRow& x) {
+  const __m512i permute = _mm512_set_epi8(35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20,
+                                          35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20,
+                                          17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2,
+                                          17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2);
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  __m512 offset = _mm512_setzero_ps();
+  const int64_t blocks = n / 32;
+  for (int64_t b = 0; b < blocks; b += 16) {
+    const int count = static_cast<int>(blocks - b < 16 ? blocks - b : 16);
+    const __mmask16 lanes = static_cast<__mmask16>((1u << count) - 1u);
+    const __m512 dw = X512BlockScales<kBytes>(row + b * kBytes, lanes);
+    const bool full = count == 16;  // masked loads only for a row's last partial group
+    const __m512 dx = full ? _mm512_loadu_ps(x.d + b) : _mm512_maskz_loadu_ps(lanes, x.d + b);
+    const __m512 ds = full ? _mm512_loadu_ps(x.d_sum + b) : _mm512_maskz_loadu_ps(lanes, x.d_sum + b);
+    const __m512 step = _mm512_mul_ps(dw, dx);
+    offset = _mm512_fmadd_ps(dw, ds, offset);
+    const uint8_t* first = row + b * kBytes;
+    const int8_t* xq = x.q + 32 * b;
+    // A 64-byte read from a pair's start stays inside the row while 4 blocks (72 bytes) remain.
+    const int64_t left = blocks - b;
+    int p = 0;
+    for (; p + 4 <= count; p += 4) {  // two pairs into two accumulators
+      const __m512i u0 = X512LegacyPair<kIsQ8>(first + p * kBytes, false, left - p < 4, permute);
+      const __m512i u1 = X512LegacyPair<kIsQ8>(first + (p + 2) * kBytes, false, left - p - 2 < 4, permute);
+      const __m512i sums0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u0, _mm512_loadu_si512(xq + 32 * p));
+      const __m512i sums1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u1, _mm512_loadu_si512(xq + 32 * (p + 2)));
+      acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums0), _mm512_permutexvar_ps(X512PairIndex(p), step), acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums1), _mm512_permutexvar_ps(X512PairIndex(p + 2), step), acc1);
+    }
+    for (; p < count; p += 2) {
+      const bool single = p + 1 == count;  // an odd last block: the second half stays zero
+      const __m512i xv = single ? _mm512_castsi256_si512(X86Load32(xq + 32 * p)) : _mm512_loadu_si512(xq + 32 * p);
+      const __m512i xv_clean = single ? _mm512_inserti64x4(xv, _mm256_setzero_si256(), 1) : xv;
+      const __m512i u = X512LegacyPair<kIsQ8>(first + p * kBytes, single, left - p < 4, permute);
+      const __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xv_clean);
+      acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_permutexvar_ps(X512PairIndex(p), step), acc0);
+    }
+  }
+  const float offset_scale = kIsQ8 ? 128.0f : 8.0f;
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) - offset_scale * _mm512_reduce_add_ps(offset);
+}
+
+// The eight 6-bit scales and eight mins of a Q4_K / Q5_K super-block as 16 bytes
+// [scale 0..7 | min 0..7], unpacked with vector masks (same rule as quant::unpack_k_scales_mins).
+HWY_INLINE __m128i X86KScalesMins(const uint8_t* packed12) {
+  int32_t words[3];
+  std::memcpy(words, packed12, 12);
+  const __m128i v = _mm_setr_epi32(words[0], words[1], words[2], 0);        // [w0, w1, w2, 0]
+  const __m128i low6 = _mm_and_si128(v, _mm_set1_epi32(0x3F3F3F3F));        // [sc 0..3, m 0..3]
+  const __m128i w2 = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2));
+  const __m128i low4 = _mm_and_si128(_mm_srlv_epi32(w2, _mm_setr_epi32(0, 4, 0, 4)), _mm_set1_epi32(0x0F0F0F0F));
+  const __m128i top2 = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(v, 6), _mm_set1_epi32(0x03030303)), 4);
+  const __m128i high = _mm_or_si128(low4, top2);                             // [sc 4..7, m 4..7]
+  return _mm_unpacklo_epi32(low6, high) /* [sc0-3, sc4-7, m0-3, m4-7] */;
+}
+
+template <bool kHasHighBit>
+HWY_INLINE float X512RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8ActivationRow& x) {
+  constexpr int kBlockBytes = kHasHighBit ? 176 : 144;
+  // Per 16-bit lane: the first 32 bytes unshifted (low nibbles), the last 32 shifted by 4.
+  const __m512i nibble_shifts = _mm512_setr_epi64(0, 0, 0, 0, 0x0004000400040004LL, 0x0004000400040004LL,
+                                                  0x0004000400040004LL, 0x0004000400040004LL);
+  const __m512i bit_shifts = _mm512_srli_epi16(nibble_shifts, 2);  // 0 then 1
+  const __m512i low_mask = _mm512_set1_epi8(15);
+  const __m512i one = _mm512_set1_epi8(1);
+  const __m512i halves = X512PairIndex(0);
+  __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  __m512 mins_acc = _mm512_setzero_ps();  // upper eight lanes: dmin * m * dx * sum(q)
+  for (int64_t s = 0; s < n / 256; ++s) {
+    const uint8_t* block = row + s * kBlockBytes;
+    int32_t d_bits;
+    std::memcpy(&d_bits, block, 4);
+    const __m512 d_dmin = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(d_bits))));
+    const __m512 scales_mins =
+        _mm512_mul_ps(d_dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(X86KScalesMins(block + 4))));
+    const __m512 activation = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(x.d + 8 * s)),
+                                                 _mm256_loadu_ps(x.d_sum + 8 * s), 1);
+    const __m512 step = _mm512_mul_ps(scales_mins, activation);  // [d*sc*dx | dmin*m*dx*sum q]
+    mins_acc = _mm512_add_ps(mins_acc, step);                      // lower lanes are ignored below
+    const uint8_t* qs = block + (kHasHighBit ? 48 : 16);
+    __m512i high_bits = _mm512_setzero_si512();
+    if (kHasHighBit) high_bits = _mm512_broadcast_i64x4(X86Load32(block + 16));
+    for (int c = 0; c < 4; ++c) {
+      const __m512i packed_q = _mm512_broadcast_i64x4(X86Load32(qs + 32 * c));
+      __m512i u = _mm512_and_si512(_mm512_srlv_epi16(packed_q, nibble_shifts), low_mask);
+      if (kHasHighBit) {
+        // Bit 2c of qh for the first 32 values, bit 2c + 1 for the next 32.
+        const __m512i counts = _mm512_add_epi16(_mm512_set1_epi16(static_cast<int16_t>(2 * c)), bit_shifts);
+        u = _mm512_or_si512(u, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(high_bits, counts), one), 4));
+      }
+      const __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(x.q + 256 * s + 64 * c));
+      acc[c % 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_permutexvar_ps(X512PairIndex(2 * c), step), acc[c % 2]);
+    }
+  }
+  const float mins_total = _mm256_cvtss_f32(_mm256_setzero_ps()) +
+                           X86Sum(_mm512_extractf32x8_ps(mins_acc, 1));
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - mins_total;
+}
+
+HWY_INLINE float X512RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8ActivationRow& x) {
+  const __m512i low_mask = _mm512_set1_epi8(15);
+  const __m512i high_mask = _mm512_set1_epi8(0x30);
+  // Per 16-bit lane: shift the first 32 bytes by a, the last 32 by b.
+  const __m512i shift_left_4_2 = _mm512_setr_epi64(0x0004000400040004LL, 0x0004000400040004LL, 0x0004000400040004LL,
+                                                   0x0004000400040004LL, 0x0002000200020002LL, 0x0002000200020002LL,
+                                                   0x0002000200020002LL, 0x0002000200020002LL);
+  const __m512i shift_right_0_2 = _mm512_setr_epi64(0, 0, 0, 0, 0x0002000200020002LL, 0x0002000200020002LL,
+                                                    0x0002000200020002LL, 0x0002000200020002LL);
+  const __m512i duplicate = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  __m512i quarter_index[4];
+  for (int k = 0; k < 4; ++k) {
+    quarter_index[k] = _mm512_add_epi32(_mm512_set1_epi32(4 * k),
+                                        _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3));
+  }
+  __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  __m512 offset = _mm512_setzero_ps();
+  for (int64_t s = 0; s < n / 256; ++s) {
+    const uint8_t* block = row + s * 210;
+    const __m512 d = _mm512_set1_ps(X86Half(block + 208));
+    const __m512 scales = _mm512_mul_ps(
+        d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 192)))));
+    offset = _mm512_fmadd_ps(scales, _mm512_loadu_ps(x.d_sum16 + 16 * s), offset);
+    const __m512 step =
+        _mm512_mul_ps(scales, _mm512_permutexvar_ps(duplicate, _mm512_castps256_ps512(_mm256_loadu_ps(x.d + 8 * s))));
+    for (int h = 0; h < 2; ++h) {
+      const __m512i ql = _mm512_loadu_si512(block + 64 * h);
+      const __m512i qh = _mm512_broadcast_i64x4(X86Load32(block + 128 + 32 * h));
+      const __m512i u_first = _mm512_or_si512(_mm512_and_si512(ql, low_mask),
+                                              _mm512_and_si512(_mm512_sllv_epi16(qh, shift_left_4_2), high_mask));
+      const __m512i u_second = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low_mask),
+                                               _mm512_and_si512(_mm512_srlv_epi16(qh, shift_right_0_2), high_mask));
+      const int8_t* xq = x.q + 256 * s + 128 * h;
+      const __m512i sums_first = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u_first, _mm512_loadu_si512(xq));
+      const __m512i sums_second = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u_second, _mm512_loadu_si512(xq + 64));
+      acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums_first), _mm512_permutexvar_ps(quarter_index[2 * h], step), acc[0]);
+      acc[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums_second), _mm512_permutexvar_ps(quarter_index[2 * h + 1], step),
+                               acc[1]);
+    }
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - 32.0f * _mm512_reduce_add_ps(offset);
+}
+
 #endif  // VNNI prefill
 
 // Dots one weight row with T quantized activation rows.
 template <int T>
 HWY_INLINE void RowDotQ8(WeightType type, const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x,
                          float* out) {
+#ifdef BORA_KERNELS_VNNI_PREFILL
+  if (T == 1) {
+    switch (type) {
+      case WeightType::kQ8_0: out[0] = X512RowDotLegacy<34, true>(row, n, x[0]); return;
+      case WeightType::kQ4_0: out[0] = X512RowDotLegacy<18, false>(row, n, x[0]); return;
+      case WeightType::kQ4_K: out[0] = X512RowDotKQuant<false>(row, n, x[0]); return;
+      case WeightType::kQ5_K: out[0] = X512RowDotKQuant<true>(row, n, x[0]); return;
+      case WeightType::kQ6_K: out[0] = X512RowDotQ6_K(row, n, x[0]); return;
+      default: break;
+    }
+  }
+#endif
 #ifdef BORA_KERNELS_X86_INT8
   switch (type) {
     case WeightType::kQ8_0: X86RowDotQ8_0<T>(row, n, x, out); return;

@@ -11,24 +11,26 @@
 namespace bora {
 namespace quant {
 
-// A row of n activations (n a multiple of 32) in q8_row_bytes(n) bytes:
-//   int8 q[n] | float d[n / 32] | float d_sum[n / 32]
+// A row of n activations (n a multiple of 32) in q8_activation_row_bytes(n) bytes:
+//   int8 q[n] | float d[n / 32] | float d_sum[n / 32] | float d_sum16[n / 16]
 // value i = d[i / 32] * q[i]; q in [-127, 127] (never -128, so |q| fits the u8 x s8 tricks);
-// d_sum[b] = d[b] * (sum of q over block b), which weights with an offset (Q4_0's -8, the K-quant
-// mins) need. The float arrays start at byte n; the buffer must be 4-byte aligned.
+// d_sum[b] = d[b] * (sum of q over block b) and d_sum16[h] = d[h / 2] * (sum of q over the 16
+// values of half h), which weights stored with an offset need (Q4_0's -8, the K-quant mins, Q6_K's
+// -32 per 16 values). The float arrays start at byte n; the buffer must be 4-byte aligned.
 constexpr int64_t kQ8ActivationBlock = 32;
 
-inline int64_t q8_activation_row_bytes(int64_t n) { return n + 2 * (n / 32) * 4; }
+inline int64_t q8_activation_row_bytes(int64_t n) { return n + 4 * (n / 32) * 4; }
 
 struct Q8ActivationRow {
   const int8_t* q;
   const float* d;
   const float* d_sum;
+  const float* d_sum16;
 };
 
 inline Q8ActivationRow q8_activation_view(const uint8_t* row, int64_t n) {
   const float* scales = reinterpret_cast<const float*>(row + n);
-  return {reinterpret_cast<const int8_t*>(row), scales, scales + n / 32};
+  return {reinterpret_cast<const int8_t*>(row), scales, scales + n / 32, scales + 2 * (n / 32)};
 }
 
 // d = max|x| / 127 and q = round_to_nearest_even(x * (1 / d)): the SIMD quantizer computes the very
@@ -37,12 +39,13 @@ inline void quantize_activations_q8(const float* x, int64_t n, uint8_t* out) {
   int8_t* q = reinterpret_cast<int8_t*>(out);
   float* d = reinterpret_cast<float*>(out + n);
   float* d_sum = d + n / 32;
+  float* d_sum16 = d_sum + n / 32;
   for (int64_t b = 0; b < n / 32; ++b) {
     float amax = 0.0f;
     for (int i = 0; i < 32; ++i) amax = std::fmax(amax, std::fabs(x[32 * b + i]));
     const float scale = amax / 127.0f;
     const float inverse = amax > 0.0f ? 1.0f / scale : 0.0f;
-    int sum = 0;
+    int sum = 0, first_half = 0;
     for (int i = 0; i < 32; ++i) {
       const float scaled = x[32 * b + i] * inverse;
       // |scaled| <= 127 up to rounding; the clamp also turns NaN into 0 instead of UB.
@@ -50,9 +53,12 @@ inline void quantize_activations_q8(const float* x, int64_t n, uint8_t* out) {
                         : scaled == scaled ? static_cast<int>(std::nearbyint(scaled)) : 0;
       q[32 * b + i] = static_cast<int8_t>(value);
       sum += value;
+      if (i < 16) first_half += value;
     }
     d[b] = scale;
     d_sum[b] = scale * static_cast<float>(sum);
+    d_sum16[2 * b] = scale * static_cast<float>(first_half);
+    d_sum16[2 * b + 1] = scale * static_cast<float>(sum - first_half);
   }
 }
 

@@ -63,7 +63,9 @@ class Xoshiro256 {
 
 class Sampler {
  public:
-  explicit Sampler(const SampleParams& params = SampleParams()) : params_(params), rng_(params.seed) {}
+  explicit Sampler(const SampleParams& params = SampleParams()) : params_(params), rng_(params.seed) {
+    if (params.repeat_last_n > 0) recent_.reserve(static_cast<size_t>(params.repeat_last_n));
+  }
 
   const SampleParams& params() const { return params_; }
   void reseed(uint64_t seed) { rng_.reseed(seed); }

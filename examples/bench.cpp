@@ -1,0 +1,181 @@
+// Why this file exists: speed claims need a measuring tool people trust; this mirrors llama-bench
+// (same tests, same JSON keys) so bora and llama.cpp can be compared on the same file and threads.
+#define BORA_IMPLEMENTATION
+#include "bora/bora.hpp"
+#include "bora/model/synthetic.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#if defined(_WIN32)
+#include <windows.h>
+#include <psapi.h>
+#else
+#include <sys/resource.h>
+#endif
+
+namespace {
+
+void usage() {
+  std::fprintf(stderr,
+               "usage: bench -m MODEL [-p 512] [-n 128] [-t 2] [-r 3] [--json]\n"
+               "  -m  a .gguf file, a model folder, ollama:NAME[:TAG], or synthetic:PRESET:TYPE with random\n"
+               "      weights built in memory (PRESET mistral-7b, mixtral-8x7b, mixtral-8x7b-4l, tiny;\n"
+               "      TYPE f32 f16 bf16 q8_0 q4_0 q4_k q5_k q6_k q4_k_m)\n"
+               "  -p  prompt tokens processed at once (0 = skip), -n tokens generated one by one (0 = skip)\n"
+               "  -t  threads, a comma-separated list runs each; -r repetitions; --json prints llama-bench-style JSON\n");
+}
+
+std::vector<int> parse_list(const char* text) {
+  std::vector<int> values;
+  for (const char* p = text; *p;) {
+    char* end = nullptr;
+    const long v = std::strtol(p, &end, 10);
+    if (end == p || v < 0 || v > 1 << 20) return {};
+    values.push_back(static_cast<int>(v));
+    p = *end == ',' ? end + 1 : end;
+    if (*end && *end != ',') return {};
+  }
+  return values;
+}
+
+uint64_t peak_rss_bytes() {
+#if defined(_WIN32)
+  PROCESS_MEMORY_COUNTERS counters;
+  GetProcessMemoryInfo(GetCurrentProcess(), &counters, sizeof(counters));
+  return counters.PeakWorkingSetSize;
+#else
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<uint64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
+#endif
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+struct Result {
+  std::string test;
+  int threads, n_prompt, n_gen;
+  std::vector<double> samples_ns;
+  double avg_ts() const {
+    double sum = 0;
+    for (double ns : samples_ns) sum += tokens() / (ns * 1e-9);
+    return sum / static_cast<double>(samples_ns.size());
+  }
+  double stddev_ts() const {
+    if (samples_ns.size() < 2) return 0;
+    const double mean = avg_ts();
+    double sum = 0;
+    for (double ns : samples_ns) sum += std::pow(tokens() / (ns * 1e-9) - mean, 2);
+    return std::sqrt(sum / static_cast<double>(samples_ns.size() - 1));
+  }
+  int tokens() const { return n_prompt + n_gen; }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_path;
+  std::vector<int> prompts = {512}, gens = {128}, threads = {2};
+  int repetitions = 3;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const bool has_value = i + 1 < argc;
+    if ((arg == "-m" || arg == "--model") && has_value) model_path = argv[++i];
+    else if ((arg == "-p" || arg == "--n-prompt") && has_value) prompts = parse_list(argv[++i]);
+    else if ((arg == "-n" || arg == "--n-gen") && has_value) gens = parse_list(argv[++i]);
+    else if ((arg == "-t" || arg == "--threads") && has_value) threads = parse_list(argv[++i]);
+    else if ((arg == "-r" || arg == "--repetitions") && has_value) repetitions = std::atoi(argv[++i]);
+    else if (arg == "--json" || (arg == "-o" && has_value && std::string(argv[++i]) == "json")) json = true;
+    else { usage(); return 2; }
+  }
+  bool threads_ok = !threads.empty();
+  for (int t : threads) threads_ok = threads_ok && t >= 1;
+  if (model_path.empty() || prompts.empty() || gens.empty() || !threads_ok || repetitions < 1) { usage(); return 2; }
+
+  const auto load_start = std::chrono::steady_clock::now();
+  bora::Expected<bora::ModelFiles> files =
+      model_path.rfind("synthetic:", 0) == 0 ? bora::make_synthetic_model(model_path.substr(10)) : bora::open_model_files(model_path);
+  if (!files) { std::fprintf(stderr, "bench: %s\n", files.error().message()); return 1; }
+  const uint64_t model_bytes = files->total_bytes();
+  auto model = bora::load_any(std::move(*files));
+  if (!model) { std::fprintf(stderr, "bench: %s\n", model.error().message()); return 1; }
+  const double load_seconds = seconds_since(load_start);
+  const bora::ModelConfig& config = (*model)->config();
+
+  std::vector<Result> results;
+  std::vector<int32_t> tokens;
+  uint32_t state = 12345;
+  for (int i = 0; i < 1 << 16; ++i) {
+    state = state * 1664525u + 1013904223u;
+    tokens.push_back(static_cast<int32_t>((state >> 8) % static_cast<uint32_t>(config.vocab_size)));
+  }
+  std::vector<float> logits(static_cast<size_t>(config.vocab_size));
+  for (int n_threads : threads) {
+    auto run = [&](int n_prompt, int n_gen) -> bool {
+      if (n_prompt + n_gen == 0) return true;
+      bora::ContextParams params;
+      params.n_ctx = n_prompt + n_gen + 1;
+      params.n_batch = std::max(1, n_prompt);
+      params.n_threads = n_threads;
+      auto ctx = (*model)->create_context(params);
+      if (!ctx) { std::fprintf(stderr, "bench: %s\n", ctx.error().message()); return false; }
+      Result result{n_prompt ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen), n_threads, n_prompt, n_gen, {}};
+      for (int r = -1; r < repetitions; ++r) {  // r = -1 warms caches and pages
+        (*ctx)->reset();
+        const auto start = std::chrono::steady_clock::now();
+        if (n_prompt > 0) {
+          bora::Status s = (*model)->forward(**ctx, tokens.data(), n_prompt, logits.data(), false);
+          if (!s) { std::fprintf(stderr, "bench: %s\n", s.error().message()); return false; }
+        }
+        for (int g = 0; g < n_gen; ++g) {
+          bora::Status s = (*model)->forward(**ctx, tokens.data() + n_prompt + g, 1, logits.data(), false);
+          if (!s) { std::fprintf(stderr, "bench: %s\n", s.error().message()); return false; }
+        }
+        if (r >= 0) result.samples_ns.push_back(seconds_since(start) * 1e9);
+      }
+      results.push_back(result);
+      if (!json) {
+        std::printf("| %-28s | %8.2f GiB | %7d | %-6s | %14.2f ± %.2f |\n", model_path.c_str(),
+                    static_cast<double>(model_bytes) / (1 << 30), n_threads, result.test.c_str(), result.avg_ts(),
+                    result.stddev_ts());
+        std::fflush(stdout);
+      }
+      return true;
+    };
+    if (!json && n_threads == threads.front()) {
+      std::printf("| %-28s | %12s | %7s | %-6s | %19s |\n", "model", "size", "threads", "test", "t/s");
+      std::printf("| %-28s | %12s | %7s | %-6s | %19s |\n", "---", "---:", "---:", "---", "---:");
+    }
+    for (int p : prompts) if (p > 0 && !run(p, 0)) return 1;
+    for (int n : gens) if (n > 0 && !run(0, n)) return 1;
+  }
+  if (json) {
+    std::printf("[\n");
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Result& r = results[i];
+      std::printf("  {\n    \"model_filename\": \"%s\",\n    \"model_type\": \"%s\",\n    \"model_size\": %llu,\n"
+                  "    \"backend\": \"CPU\",\n    \"simd_target\": \"%s\",\n    \"n_threads\": %d,\n    \"n_prompt\": %d,\n"
+                  "    \"n_gen\": %d,\n    \"load_ms\": %.1f,\n    \"peak_rss_bytes\": %llu,\n    \"avg_ns\": %.0f,\n",
+                  model_path.c_str(), (*model)->preset_name(), (unsigned long long)model_bytes, bora::ops::simd_target_name(),
+                  r.threads, r.n_prompt, r.n_gen, load_seconds * 1e3, (unsigned long long)peak_rss_bytes(),
+                  [&] { double s = 0; for (double ns : r.samples_ns) s += ns; return s / r.samples_ns.size(); }());
+      std::printf("    \"samples_ns\": [");
+      for (size_t j = 0; j < r.samples_ns.size(); ++j) std::printf("%s%.0f", j ? ", " : "", r.samples_ns[j]);
+      std::printf("],\n    \"avg_ts\": %.6f,\n    \"stddev_ts\": %.6f\n  }%s\n", r.avg_ts(), r.stddev_ts(),
+                  i + 1 < results.size() ? "," : "");
+    }
+    std::printf("]\n");
+  } else {
+    std::printf("\nload %.2f s, peak RSS %.2f GiB, SIMD target %s\n", load_seconds,
+                static_cast<double>(peak_rss_bytes()) / (1 << 30), bora::ops::simd_target_name());
+  }
+  return 0;
+}
