@@ -712,6 +712,11 @@ HWY_INLINE void PortableRowDotQ8(WeightType type, const uint8_t* row, int64_t n,
 
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
 #define BORA_KERNELS_X86_INT8 1
+// GCC 12's intrinsics leave "don't care" lanes as self-initialized variables, which -O3 reports
+// as maybe-uninitialized when the intrinsic headers were first included outside Highway's own
+// diagnostic guard (e.g. by simdjson). Highway silences the same warning in its x86 headers.
+HWY_DIAGNOSTICS(push)
+HWY_DIAGNOSTICS_OFF(disable : 4701, ignored "-Wmaybe-uninitialized")
 
 // Sums of four adjacent u8 x s8 products per 32-bit lane. u <= 128 and |s| <= 127, so the 16-bit
 // pair sums of maddubs (at most 2 * 128 * 127) never saturate.
@@ -1454,6 +1459,7 @@ inline void MatmulQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_by
 #endif
 #ifdef BORA_KERNELS_X86_INT8
 #undef BORA_KERNELS_X86_INT8
+HWY_DIAGNOSTICS(pop)
 #endif
 
 }  // namespace HWY_NAMESPACE

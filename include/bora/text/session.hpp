@@ -87,7 +87,7 @@ class Session {
     std::vector<int32_t> ids = tokenizer->encode(text, tokens_.empty() && tokenizer->add_bos_by_default());
     const int64_t n_prompt = static_cast<int64_t>(ids.size());
     BORA_RETURN_IF_ERROR(feed(ids));
-    auto result = generate(sample, on_piece, stop);
+    auto result = generate_text(sample, on_piece, stop, /*reply_starts_text=*/false);
     if (result) result->n_prompt_tokens = n_prompt;
     return result;
   }
@@ -114,7 +114,8 @@ class Session {
     }
     const std::vector<int32_t> rest(ids->begin() + static_cast<std::ptrdiff_t>(common), ids->end());
     BORA_RETURN_IF_ERROR(feed(rest));
-    auto result = generate(sample, on_piece, stop);
+    // A reply is a text of its own: its first piece's leading space is dropped, as mistral-common does.
+    auto result = generate_text(sample, on_piece, stop, /*reply_starts_text=*/true);
     if (result) result->n_prompt_tokens = static_cast<int64_t>(rest.size());
     return result;
   }
@@ -123,12 +124,69 @@ class Session {
   // a stop string, the callback returning false, or a full context.
   Expected<GenerationResult> generate(const SampleParams& sample, const StreamCallback& on_piece,
                                       const std::vector<std::string>& stop = {}) {
+    return generate_text(sample, on_piece, stop, /*reply_starts_text=*/false);
+  }
+
+  // Saves tokens and KV cache, so a later process can continue this stream without recomputing.
+  Status save(const std::string& path) const {
+    std::FILE* file = std::fopen(path.c_str(), "wb");
+    if (!file) return make_error(ErrorCode::kIo, "%s: cannot write session", path.c_str());
+    const std::vector<uint8_t> cache = context_->save_state();
+    const Header header = make_header(static_cast<uint64_t>(cache.size()));
+    bool ok = std::fwrite(&header, sizeof(header), 1, file) == 1;
+    ok = ok && (tokens_.empty() || std::fwrite(tokens_.data(), sizeof(int32_t), tokens_.size(), file) == tokens_.size());
+    ok = ok && (cache.empty() || std::fwrite(cache.data(), 1, cache.size(), file) == cache.size());
+    ok = ok && (last_logits_.empty() || std::fwrite(last_logits_.data(), sizeof(float), last_logits_.size(), file) == last_logits_.size());
+    if (std::fclose(file) != 0 || !ok) return make_error(ErrorCode::kIo, "%s: cannot write session", path.c_str());
+    return Status();
+  }
+
+  // Restores what save() wrote; the file must come from the same model and session settings.
+  Status load(const std::string& path) {
+    auto mapped = MappedFile::open(path);
+    if (!mapped) return mapped.error();
+    const uint8_t* data = mapped->data();
+    const uint64_t size = mapped->size();
+    Header header;
+    if (size < sizeof(header)) return make_error(ErrorCode::kFormat, "%s: too short for a bora session", path.c_str());
+    std::memcpy(&header, data, sizeof(header));
+    const std::vector<uint8_t> current = context_->save_state();
+    const Header expected = make_header(static_cast<uint64_t>(current.size()));
+    if (std::memcmp(header.magic, expected.magic, sizeof(header.magic)) != 0)
+      return make_error(ErrorCode::kFormat, "%s: not a bora session file", path.c_str());
+    if (std::memcmp(header.fingerprint, expected.fingerprint, sizeof(header.fingerprint)) != 0 ||
+        header.cache_bytes != expected.cache_bytes)
+      return make_error(ErrorCode::kFormat, "%s: saved with a different model or cache settings", path.c_str());
+    const uint64_t vocab = static_cast<uint64_t>(model_->config().vocab_size);
+    if (header.n_tokens > (size - sizeof(header)) / sizeof(int32_t))
+      return make_error(ErrorCode::kFormat, "%s: token count %llu runs past the end", path.c_str(),
+                        (unsigned long long)header.n_tokens);
+    const uint64_t logits_bytes = header.n_tokens > 0 ? vocab * sizeof(float) : 0;
+    if (size != sizeof(header) + header.n_tokens * sizeof(int32_t) + header.cache_bytes + logits_bytes)
+      return make_error(ErrorCode::kFormat, "%s: size %llu does not match its header", path.c_str(), (unsigned long long)size);
+    const uint8_t* p = data + sizeof(header);
+    std::vector<int32_t> tokens(static_cast<size_t>(header.n_tokens));
+    if (!tokens.empty()) std::memcpy(tokens.data(), p, tokens.size() * sizeof(int32_t));
+    for (int32_t t : tokens)
+      if (t < 0 || static_cast<uint64_t>(t) >= vocab) return make_error(ErrorCode::kFormat, "%s: token %d outside the vocabulary", path.c_str(), t);
+    p += tokens.size() * sizeof(int32_t);
+    BORA_RETURN_IF_ERROR(context_->restore_state(p, header.cache_bytes, static_cast<int64_t>(header.n_tokens)));
+    p += header.cache_bytes;
+    last_logits_.assign(static_cast<size_t>(logits_bytes / sizeof(float)), 0.0f);
+    if (logits_bytes) std::memcpy(last_logits_.data(), p, logits_bytes);
+    tokens_ = std::move(tokens);
+    return Status();
+  }
+
+ private:
+  Expected<GenerationResult> generate_text(const SampleParams& sample, const StreamCallback& on_piece,
+                                           const std::vector<std::string>& stop, bool reply_starts_text) {
     const Tokenizer* tokenizer = model_->tokenizer();
     if (tokenizer == nullptr) return no_tokenizer();
     if (tokens_.empty()) return make_error(ErrorCode::kInvalidArgument, "generate: feed a prompt first");
     GenerationResult result;
     Sampler sampler(sample);
-    StreamingDecoder decoder(*tokenizer);
+    StreamingDecoder decoder(*tokenizer, reply_starts_text);
     // Text held back because it might be the start of a stop string.
     std::string pending;
     auto emit = [&](const std::string& text) -> bool {
@@ -193,58 +251,7 @@ class Session {
     return result;
   }
 
-  // Saves tokens and KV cache, so a later process can continue this stream without recomputing.
-  Status save(const std::string& path) const {
-    std::FILE* file = std::fopen(path.c_str(), "wb");
-    if (!file) return make_error(ErrorCode::kIo, "%s: cannot write session", path.c_str());
-    const std::vector<uint8_t> cache = context_->save_state();
-    const Header header = make_header(static_cast<uint64_t>(cache.size()));
-    bool ok = std::fwrite(&header, sizeof(header), 1, file) == 1;
-    ok = ok && (tokens_.empty() || std::fwrite(tokens_.data(), sizeof(int32_t), tokens_.size(), file) == tokens_.size());
-    ok = ok && (cache.empty() || std::fwrite(cache.data(), 1, cache.size(), file) == cache.size());
-    ok = ok && (last_logits_.empty() || std::fwrite(last_logits_.data(), sizeof(float), last_logits_.size(), file) == last_logits_.size());
-    if (std::fclose(file) != 0 || !ok) return make_error(ErrorCode::kIo, "%s: cannot write session", path.c_str());
-    return Status();
-  }
 
-  // Restores what save() wrote; the file must come from the same model and session settings.
-  Status load(const std::string& path) {
-    auto mapped = MappedFile::open(path);
-    if (!mapped) return mapped.error();
-    const uint8_t* data = mapped->data();
-    const uint64_t size = mapped->size();
-    Header header;
-    if (size < sizeof(header)) return make_error(ErrorCode::kFormat, "%s: too short for a bora session", path.c_str());
-    std::memcpy(&header, data, sizeof(header));
-    const std::vector<uint8_t> current = context_->save_state();
-    const Header expected = make_header(static_cast<uint64_t>(current.size()));
-    if (std::memcmp(header.magic, expected.magic, sizeof(header.magic)) != 0)
-      return make_error(ErrorCode::kFormat, "%s: not a bora session file", path.c_str());
-    if (std::memcmp(header.fingerprint, expected.fingerprint, sizeof(header.fingerprint)) != 0 ||
-        header.cache_bytes != expected.cache_bytes)
-      return make_error(ErrorCode::kFormat, "%s: saved with a different model or cache settings", path.c_str());
-    const uint64_t vocab = static_cast<uint64_t>(model_->config().vocab_size);
-    if (header.n_tokens > (size - sizeof(header)) / sizeof(int32_t))
-      return make_error(ErrorCode::kFormat, "%s: token count %llu runs past the end", path.c_str(),
-                        (unsigned long long)header.n_tokens);
-    const uint64_t logits_bytes = header.n_tokens > 0 ? vocab * sizeof(float) : 0;
-    if (size != sizeof(header) + header.n_tokens * sizeof(int32_t) + header.cache_bytes + logits_bytes)
-      return make_error(ErrorCode::kFormat, "%s: size %llu does not match its header", path.c_str(), (unsigned long long)size);
-    const uint8_t* p = data + sizeof(header);
-    std::vector<int32_t> tokens(static_cast<size_t>(header.n_tokens));
-    if (!tokens.empty()) std::memcpy(tokens.data(), p, tokens.size() * sizeof(int32_t));
-    for (int32_t t : tokens)
-      if (t < 0 || static_cast<uint64_t>(t) >= vocab) return make_error(ErrorCode::kFormat, "%s: token %d outside the vocabulary", path.c_str(), t);
-    p += tokens.size() * sizeof(int32_t);
-    BORA_RETURN_IF_ERROR(context_->restore_state(p, header.cache_bytes, static_cast<int64_t>(header.n_tokens)));
-    p += header.cache_bytes;
-    last_logits_.assign(static_cast<size_t>(logits_bytes / sizeof(float)), 0.0f);
-    if (logits_bytes) std::memcpy(last_logits_.data(), p, logits_bytes);
-    tokens_ = std::move(tokens);
-    return Status();
-  }
-
- private:
   struct Header {
     char magic[8];
     int64_t fingerprint[8];  // model shape + cache geometry: a session only fits its own model

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Why this file exists: the README's quick start and CI need the same packages on a fresh Debian 12 /
+# Ubuntu machine; this installs them with apt-get (through sudo when not root), and does nothing when
+# they are already there.
+set -euo pipefail
+packages=(g++ cmake ninja-build meson pkg-config python3 libhwy-dev libsimdjson-dev doctest-dev libsentencepiece-dev)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "${package}" 2>/dev/null | grep -q "install ok installed" || missing+=("${package}")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update
+"${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
