@@ -60,13 +60,14 @@ std::vector<uint8_t> legacy_layout_of(const bora::GgufFile& stacked, const std::
   return bora_test::build_gguf_with_tensor_bytes(w, tensors);
 }
 
-// Every row of logits for `tokens` in one pass, recording the experts chosen.
+// Every row of logits for `tokens` in one exact pass (f32 activations), recording the experts chosen.
 std::vector<float> all_logits(const bora::Model& model, const std::vector<int32_t>& tokens,
                               std::vector<int32_t>* trace) {
   bora::ContextParams params;
   params.n_ctx = static_cast<int64_t>(tokens.size());
   params.n_batch = static_cast<int64_t>(tokens.size());
   params.expert_trace = trace;
+  params.f32_activations = true;  // the reference's arithmetic, which the golden holds
   auto ctx = model.create_context(params);
   REQUIRE(ctx);
   std::vector<float> logits(tokens.size() * static_cast<size_t>(model.config().vocab_size));

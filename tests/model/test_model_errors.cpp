@@ -85,11 +85,12 @@ bora::Error load_error(const std::string& path) {
 const char* const kMistralQ4 = "tiny-mistral/tiny-mistral-Q4_0.gguf";
 const char* const kMixtralQ4K = "tiny-mixtral/tiny-mixtral-Q4_K.gguf";
 
-// Every row of logits of `tokens` in one pass.
+// Every row of logits of `tokens` in one exact pass (f32 activations, as the golden was computed).
 std::vector<float> all_logits(const bora::Model& model, const std::vector<int32_t>& tokens) {
   bora::ContextParams params;
   params.n_ctx = static_cast<int64_t>(tokens.size());
   params.n_batch = static_cast<int64_t>(tokens.size());
+  params.f32_activations = true;
   auto ctx = model.create_context(params);
   REQUIRE(ctx);
   std::vector<float> logits(tokens.size() * static_cast<size_t>(model.config().vocab_size));

@@ -480,3 +480,35 @@ TEST_CASE("matmul_q8 matches the reference with a strided output, partial tiles 
     }
   });
 }
+
+TEST_CASE("every row's result is bit-identical whatever row range computes it") {
+  // Threads split rows; a row must not be summed differently at the edge of a range.
+  for_each_target([] {
+    for (WeightType type : kAllTypes) {
+      const std::string type_name = bora::weight_type_name(type);
+      CAPTURE(type_name);
+      const int64_t n = 512, rows = 19;
+      const TestMatrix m = make_matrix(type, n, rows, 500u + static_cast<uint32_t>(type));
+      for (int64_t n_tokens : {int64_t{1}, int64_t{5}, int64_t{40}}) {
+        CAPTURE(n_tokens);
+        const std::vector<float> x = random_floats(static_cast<size_t>(n * n_tokens), 91);
+        const std::vector<uint8_t> xq = quantize_tokens(x, n, n_tokens);
+        for (bool fast : {false, true}) {
+          CAPTURE(fast);
+          auto run = [&](int64_t begin, int64_t end, std::vector<float>* y) {
+            if (fast) {
+              bora::ops::matmul_q8(m.view, xq.data(), n_tokens, y->data(), rows, begin, end);
+            } else {
+              bora::ops::matmul_f32(m.view, x.data(), n_tokens, y->data(), rows, begin, end);
+            }
+          };
+          std::vector<float> whole(static_cast<size_t>(rows * n_tokens)), pieces(whole.size());
+          run(0, rows, &whole);
+          const int64_t cuts[] = {0, 1, 4, 9, 10, 17, rows};
+          for (size_t k = 0; k + 1 < sizeof(cuts) / sizeof(cuts[0]); ++k) run(cuts[k], cuts[k + 1], &pieces);
+          CHECK(pieces == whole);
+        }
+      }
+    }
+  });
+}

@@ -510,10 +510,14 @@ class GgufFile {
                         file, n_tensors, cursor.remaining(), n_kv);
     }
 
-    // Reserve at most a modest amount up front: a count is only trusted as far as entries parse.
-    const size_t kMaxReserve = 4096;
-    keys_.reserve(static_cast<size_t>(std::min<uint64_t>(n_kv, kMaxReserve)));
-    values_.reserve(static_cast<size_t>(std::min<uint64_t>(n_kv, kMaxReserve)));
+    // Reserve at most a modest amount up front, and never more than the file's own size: a count
+    // is only trusted as far as entries parse (an entry in memory is larger than on disk).
+    const uint64_t kMaxReserve = 4096;
+    auto reservable = [&](uint64_t count, size_t entry_bytes) {
+      return static_cast<size_t>(std::min<uint64_t>(std::min<uint64_t>(count, kMaxReserve), file_size_ / entry_bytes));
+    };
+    keys_.reserve(reservable(n_kv, sizeof(std::string)));
+    values_.reserve(reservable(n_kv, sizeof(GgufValue)));
     for (uint64_t i = 0; i < n_kv; ++i) BORA_RETURN_IF_ERROR(parse_kv(cursor, i));
 
     alignment_ = 32;
@@ -538,9 +542,9 @@ class GgufFile {
                         " bytes remain after the metadata at byte offset %" PRIu64 " (or the file is truncated)", file, n_tensors,
                         cursor.remaining(), cursor.offset());
     }
-    tensors_.reserve(static_cast<size_t>(std::min<uint64_t>(n_tensors, kMaxReserve)));
+    tensors_.reserve(reservable(n_tensors, sizeof(TensorView)));
     std::vector<uint64_t> offsets;
-    offsets.reserve(static_cast<size_t>(std::min<uint64_t>(n_tensors, kMaxReserve)));
+    offsets.reserve(reservable(n_tensors, sizeof(uint64_t)));
     for (uint64_t i = 0; i < n_tensors; ++i) BORA_RETURN_IF_ERROR(parse_tensor_info(cursor, i, &offsets));
 
     const uint64_t infos_end = cursor.offset();

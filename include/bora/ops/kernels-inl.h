@@ -567,7 +567,13 @@ inline void MatmulKernel(WeightType type, const uint8_t* data, uint64_t row_byte
       if (tile_rows == kMatmulTileRows) {
         Dot4Rows(rows[0], rows[1], rows[2], rows[3], xt, n, yt);
       } else {
-        for (int64_t k = 0; k < tile_rows; ++k) yt[k] = DotKernel(rows[k], xt, n);
+        // A partial tile repeats its last row: every row is summed in exactly the same order
+        // wherever a thread's row range happens to start or end, so results are bit-identical
+        // for any thread count.
+        float partial[kMatmulTileRows];
+        const float* last = rows[tile_rows - 1];
+        Dot4Rows(rows[0], tile_rows > 1 ? rows[1] : last, tile_rows > 2 ? rows[2] : last, last, xt, n, partial);
+        for (int64_t k = 0; k < tile_rows; ++k) yt[k] = partial[k];
       }
     }
   }
@@ -1163,10 +1169,6 @@ HWY_INLINE void VnniMatmul(const uint8_t* data, uint64_t row_bytes, int64_t n, c
 // Formats with per-block f16 scales gather 16 of them at once; offset terms are accumulated once
 // per 16 blocks (or per super-block) as vectors.
 
-HWY_INLINE __m512i X512Constant(const int32_t (&values)[16]) {
-  return _mm512_loadu_si512(values);
-}
-
 // [first x 8 | first + 1 x 8]: pairs of consecutive f32 scales spread over a 512-bit result.
 HWY_INLINE __m512i X512PairIndex(int first) {
   return _mm512_add_epi32(_mm512_set1_epi32(first),
@@ -1309,9 +1311,7 @@ HWY_INLINE float X512RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8
       acc[c % 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_permutexvar_ps(X512PairIndex(2 * c), step), acc[c % 2]);
     }
   }
-  const float mins_total = _mm256_cvtss_f32(_mm256_setzero_ps()) +
-                           X86Sum(_mm512_extractf32x8_ps(mins_acc, 1));
-  return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - mins_total;
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - X86Sum(_mm512_extractf32x8_ps(mins_acc, 1));
 }
 
 HWY_INLINE float X512RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8ActivationRow& x) {
