@@ -657,7 +657,13 @@ inline void MatmulKernel(WeightType type, const uint8_t* data, uint64_t row_byte
       if (tile_rows == kMatmulTileRows) {
         Dot4Rows(rows[0], rows[1], rows[2], rows[3], xt, n, yt);
       } else {
-        for (int64_t k = 0; k < tile_rows; ++k) yt[k] = DotKernel(rows[k], xt, n);
+        // A partial tile repeats its last row: every row is summed in exactly the same order
+        // wherever a thread's row range happens to start or end, so results are bit-identical
+        // for any thread count.
+        float partial[kMatmulTileRows];
+        const float* last = rows[tile_rows - 1];
+        Dot4Rows(rows[0], tile_rows > 1 ? rows[1] : last, tile_rows > 2 ? rows[2] : last, last, xt, n, partial);
+        for (int64_t k = 0; k < tile_rows; ++k) yt[k] = partial[k];
       }
     }
   }
@@ -802,6 +808,11 @@ HWY_INLINE void PortableRowDotQ8(WeightType type, const uint8_t* row, int64_t n,
 
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
 #define BORA_KERNELS_X86_INT8 1
+// GCC 12's intrinsics leave "don't care" lanes as self-initialized variables, which -O3 reports
+// as maybe-uninitialized when the intrinsic headers were first included outside Highway's own
+// diagnostic guard (e.g. by simdjson). Highway silences the same warning in its x86 headers.
+HWY_DIAGNOSTICS(push)
+HWY_DIAGNOSTICS_OFF(disable : 4701, ignored "-Wmaybe-uninitialized")
 
 // Sums of four adjacent u8 x s8 products per 32-bit lane. u <= 128 and |s| <= 127, so the 16-bit
 // pair sums of maddubs (at most 2 * 128 * 127) never saturate.
@@ -1009,7 +1020,7 @@ HWY_INLINE void X86RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8Acti
 #endif  // x86 with AVX2
 
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3_DL
-#define BORA_KERNELS_VNNI_PREFILL 1
+#define BORA_KERNELS_X86_VNNI 1
 
 // Prefill with VNNI. kPrefillTokens tokens are packed transposed: for every block of 32 values and
 // every group of four values, 32 tokens x 4 bytes (two 512-bit registers of 16 tokens). Four weight
@@ -1248,10 +1259,6 @@ HWY_INLINE void VnniMatmul(const uint8_t* data, uint64_t row_bytes, int64_t n, c
 // Formats with per-block f16 scales gather 16 of them at once; offset terms are accumulated once
 // per 16 blocks (or per super-block) as vectors.
 
-HWY_INLINE __m512i X512Constant(const int32_t (&values)[16]) {
-  return _mm512_loadu_si512(values);
-}
-
 // [first x 8 | first + 1 x 8]: pairs of consecutive f32 scales spread over a 512-bit result.
 HWY_INLINE __m512i X512PairIndex(int first) {
   return _mm512_add_epi32(_mm512_set1_epi32(first),
@@ -1394,9 +1401,7 @@ HWY_INLINE float X512RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8
       acc[c % 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_permutexvar_ps(X512PairIndex(2 * c), step), acc[c % 2]);
     }
   }
-  const float mins_total = _mm256_cvtss_f32(_mm256_setzero_ps()) +
-                           X86Sum(_mm512_extractf32x8_ps(mins_acc, 1));
-  return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - mins_total;
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - X86Sum(_mm512_extractf32x8_ps(mins_acc, 1));
 }
 
 HWY_INLINE float X512RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8ActivationRow& x) {
@@ -1442,13 +1447,13 @@ HWY_INLINE float X512RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8Ac
   return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - 32.0f * _mm512_reduce_add_ps(offset);
 }
 
-#endif  // VNNI prefill
+#endif  // x86 with VNNI
 
 // Dots one weight row with T quantized activation rows.
 template <int T>
 HWY_INLINE void RowDotQ8(WeightType type, const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x,
                          float* out) {
-#ifdef BORA_KERNELS_VNNI_PREFILL
+#ifdef BORA_KERNELS_X86_VNNI
   if (T == 1) {
     switch (type) {
       case WeightType::kQ8_0: out[0] = X512RowDotLegacy<34, true>(row, n, x[0]); return;
@@ -1497,7 +1502,7 @@ inline void MatmulQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_by
                            const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
                            int64_t row_begin, int64_t row_end, uint8_t* scratch) {
   const int64_t xq_stride = quant::q8_activation_row_bytes(n);
-#ifdef BORA_KERNELS_VNNI_PREFILL
+#ifdef BORA_KERNELS_X86_VNNI
   if (scratch != nullptr && n_tokens >= kernels::kPrefillMinTokens) {
     for (int64_t t = 0; t < n_tokens; t += kPrefillTokens) {
       const int64_t count = (n_tokens - t < kPrefillTokens) ? n_tokens - t : kPrefillTokens;
@@ -1539,11 +1544,12 @@ inline void MatmulQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_by
   }
 }
 
-#ifdef BORA_KERNELS_VNNI_PREFILL
-#undef BORA_KERNELS_VNNI_PREFILL
+#ifdef BORA_KERNELS_X86_VNNI
+#undef BORA_KERNELS_X86_VNNI
 #endif
 #ifdef BORA_KERNELS_X86_INT8
 #undef BORA_KERNELS_X86_INT8
+HWY_DIAGNOSTICS(pop)
 #endif
 
 }  // namespace HWY_NAMESPACE
@@ -2575,10 +2581,14 @@ class GgufFile {
                         file, n_tensors, cursor.remaining(), n_kv);
     }
 
-    // Reserve at most a modest amount up front: a count is only trusted as far as entries parse.
-    const size_t kMaxReserve = 4096;
-    keys_.reserve(static_cast<size_t>(std::min<uint64_t>(n_kv, kMaxReserve)));
-    values_.reserve(static_cast<size_t>(std::min<uint64_t>(n_kv, kMaxReserve)));
+    // Reserve at most a modest amount up front, and never more than the file's own size: a count
+    // is only trusted as far as entries parse (an entry in memory is larger than on disk).
+    const uint64_t kMaxReserve = 4096;
+    auto reservable = [&](uint64_t count, size_t entry_bytes) {
+      return static_cast<size_t>(std::min<uint64_t>(std::min<uint64_t>(count, kMaxReserve), file_size_ / entry_bytes));
+    };
+    keys_.reserve(reservable(n_kv, sizeof(std::string)));
+    values_.reserve(reservable(n_kv, sizeof(GgufValue)));
     for (uint64_t i = 0; i < n_kv; ++i) BORA_RETURN_IF_ERROR(parse_kv(cursor, i));
 
     alignment_ = 32;
@@ -2603,9 +2613,9 @@ class GgufFile {
                         " bytes remain after the metadata at byte offset %" PRIu64 " (or the file is truncated)", file, n_tensors,
                         cursor.remaining(), cursor.offset());
     }
-    tensors_.reserve(static_cast<size_t>(std::min<uint64_t>(n_tensors, kMaxReserve)));
+    tensors_.reserve(reservable(n_tensors, sizeof(TensorView)));
     std::vector<uint64_t> offsets;
-    offsets.reserve(static_cast<size_t>(std::min<uint64_t>(n_tensors, kMaxReserve)));
+    offsets.reserve(reservable(n_tensors, sizeof(uint64_t)));
     for (uint64_t i = 0; i < n_tensors; ++i) BORA_RETURN_IF_ERROR(parse_tensor_info(cursor, i, &offsets));
 
     const uint64_t infos_end = cursor.offset();
@@ -5947,8 +5957,8 @@ struct ContextParams {
   // Checked between layers during long prompts; return true to abort (kCancelled).
   bool (*abort_callback)(void* user_data) = nullptr;
   void* abort_user_data = nullptr;
-  // Exact mode: weight products use f32 activations (dequantized weights), as the reference
-  // does. Off (default): activations of quantized weights are rounded to int8 blocks for integer
+  // Exact mode: every weight product uses f32 activations (dequantized weights), as the reference
+  // does. Off (default): the inputs of the attention output and feed-forward matrices are rounded to int8 blocks for integer
   // dot products, which is faster and moves logits slightly, as in llama.cpp.
   bool f32_activations = false;
   // When set, a sparse-MoE model appends (layer, position, chosen expert ids...) per token.
@@ -6211,7 +6221,10 @@ class Transformer final : public Model {
         for (int64_t t = b; t < e; ++t)
           ops::rmsnorm(ctx.x.data() + t * dim, w.attention_norm.data(), c.norm_eps, dim, ctx.normed.data() + t * dim);
       }, threads);
-      const Activations normed = quantize_activations(pool, threads, ctx.normed.data(), n, dim, quantized);
+      // q, k and v always take f32 activations: their errors are amplified by the softmax over
+      // q.k, and keeping them exact makes the fast path several times closer to the reference
+      // (tests/model/test_fast_path_accuracy.cpp) for about a tenth of the weights.
+      const Activations normed{ctx.normed.data(), nullptr};
       linear(pool, threads, w.wq, normed, n, ctx.q.data());
       linear(pool, threads, w.wk, normed, n, ctx.k.data());
       linear(pool, threads, w.wv, normed, n, ctx.v.data());
@@ -7913,7 +7926,7 @@ class Session {
     std::vector<int32_t> ids = tokenizer->encode(text, tokens_.empty() && tokenizer->add_bos_by_default());
     const int64_t n_prompt = static_cast<int64_t>(ids.size());
     BORA_RETURN_IF_ERROR(feed(ids));
-    auto result = generate(sample, on_piece, stop);
+    auto result = generate_text(sample, on_piece, stop, /*reply_starts_text=*/false);
     if (result) result->n_prompt_tokens = n_prompt;
     return result;
   }
@@ -7940,7 +7953,8 @@ class Session {
     }
     const std::vector<int32_t> rest(ids->begin() + static_cast<std::ptrdiff_t>(common), ids->end());
     BORA_RETURN_IF_ERROR(feed(rest));
-    auto result = generate(sample, on_piece, stop);
+    // A reply is a text of its own: its first piece's leading space is dropped, as mistral-common does.
+    auto result = generate_text(sample, on_piece, stop, /*reply_starts_text=*/true);
     if (result) result->n_prompt_tokens = static_cast<int64_t>(rest.size());
     return result;
   }
@@ -7949,12 +7963,69 @@ class Session {
   // a stop string, the callback returning false, or a full context.
   Expected<GenerationResult> generate(const SampleParams& sample, const StreamCallback& on_piece,
                                       const std::vector<std::string>& stop = {}) {
+    return generate_text(sample, on_piece, stop, /*reply_starts_text=*/false);
+  }
+
+  // Saves tokens and KV cache, so a later process can continue this stream without recomputing.
+  Status save(const std::string& path) const {
+    std::FILE* file = std::fopen(path.c_str(), "wb");
+    if (!file) return make_error(ErrorCode::kIo, "%s: cannot write session", path.c_str());
+    const std::vector<uint8_t> cache = context_->save_state();
+    const Header header = make_header(static_cast<uint64_t>(cache.size()));
+    bool ok = std::fwrite(&header, sizeof(header), 1, file) == 1;
+    ok = ok && (tokens_.empty() || std::fwrite(tokens_.data(), sizeof(int32_t), tokens_.size(), file) == tokens_.size());
+    ok = ok && (cache.empty() || std::fwrite(cache.data(), 1, cache.size(), file) == cache.size());
+    ok = ok && (last_logits_.empty() || std::fwrite(last_logits_.data(), sizeof(float), last_logits_.size(), file) == last_logits_.size());
+    if (std::fclose(file) != 0 || !ok) return make_error(ErrorCode::kIo, "%s: cannot write session", path.c_str());
+    return Status();
+  }
+
+  // Restores what save() wrote; the file must come from the same model and session settings.
+  Status load(const std::string& path) {
+    auto mapped = MappedFile::open(path);
+    if (!mapped) return mapped.error();
+    const uint8_t* data = mapped->data();
+    const uint64_t size = mapped->size();
+    Header header;
+    if (size < sizeof(header)) return make_error(ErrorCode::kFormat, "%s: too short for a bora session", path.c_str());
+    std::memcpy(&header, data, sizeof(header));
+    const std::vector<uint8_t> current = context_->save_state();
+    const Header expected = make_header(static_cast<uint64_t>(current.size()));
+    if (std::memcmp(header.magic, expected.magic, sizeof(header.magic)) != 0)
+      return make_error(ErrorCode::kFormat, "%s: not a bora session file", path.c_str());
+    if (std::memcmp(header.fingerprint, expected.fingerprint, sizeof(header.fingerprint)) != 0 ||
+        header.cache_bytes != expected.cache_bytes)
+      return make_error(ErrorCode::kFormat, "%s: saved with a different model or cache settings", path.c_str());
+    const uint64_t vocab = static_cast<uint64_t>(model_->config().vocab_size);
+    if (header.n_tokens > (size - sizeof(header)) / sizeof(int32_t))
+      return make_error(ErrorCode::kFormat, "%s: token count %llu runs past the end", path.c_str(),
+                        (unsigned long long)header.n_tokens);
+    const uint64_t logits_bytes = header.n_tokens > 0 ? vocab * sizeof(float) : 0;
+    if (size != sizeof(header) + header.n_tokens * sizeof(int32_t) + header.cache_bytes + logits_bytes)
+      return make_error(ErrorCode::kFormat, "%s: size %llu does not match its header", path.c_str(), (unsigned long long)size);
+    const uint8_t* p = data + sizeof(header);
+    std::vector<int32_t> tokens(static_cast<size_t>(header.n_tokens));
+    if (!tokens.empty()) std::memcpy(tokens.data(), p, tokens.size() * sizeof(int32_t));
+    for (int32_t t : tokens)
+      if (t < 0 || static_cast<uint64_t>(t) >= vocab) return make_error(ErrorCode::kFormat, "%s: token %d outside the vocabulary", path.c_str(), t);
+    p += tokens.size() * sizeof(int32_t);
+    BORA_RETURN_IF_ERROR(context_->restore_state(p, header.cache_bytes, static_cast<int64_t>(header.n_tokens)));
+    p += header.cache_bytes;
+    last_logits_.assign(static_cast<size_t>(logits_bytes / sizeof(float)), 0.0f);
+    if (logits_bytes) std::memcpy(last_logits_.data(), p, logits_bytes);
+    tokens_ = std::move(tokens);
+    return Status();
+  }
+
+ private:
+  Expected<GenerationResult> generate_text(const SampleParams& sample, const StreamCallback& on_piece,
+                                           const std::vector<std::string>& stop, bool reply_starts_text) {
     const Tokenizer* tokenizer = model_->tokenizer();
     if (tokenizer == nullptr) return no_tokenizer();
     if (tokens_.empty()) return make_error(ErrorCode::kInvalidArgument, "generate: feed a prompt first");
     GenerationResult result;
     Sampler sampler(sample);
-    StreamingDecoder decoder(*tokenizer);
+    StreamingDecoder decoder(*tokenizer, reply_starts_text);
     // Text held back because it might be the start of a stop string.
     std::string pending;
     auto emit = [&](const std::string& text) -> bool {
@@ -8019,58 +8090,7 @@ class Session {
     return result;
   }
 
-  // Saves tokens and KV cache, so a later process can continue this stream without recomputing.
-  Status save(const std::string& path) const {
-    std::FILE* file = std::fopen(path.c_str(), "wb");
-    if (!file) return make_error(ErrorCode::kIo, "%s: cannot write session", path.c_str());
-    const std::vector<uint8_t> cache = context_->save_state();
-    const Header header = make_header(static_cast<uint64_t>(cache.size()));
-    bool ok = std::fwrite(&header, sizeof(header), 1, file) == 1;
-    ok = ok && (tokens_.empty() || std::fwrite(tokens_.data(), sizeof(int32_t), tokens_.size(), file) == tokens_.size());
-    ok = ok && (cache.empty() || std::fwrite(cache.data(), 1, cache.size(), file) == cache.size());
-    ok = ok && (last_logits_.empty() || std::fwrite(last_logits_.data(), sizeof(float), last_logits_.size(), file) == last_logits_.size());
-    if (std::fclose(file) != 0 || !ok) return make_error(ErrorCode::kIo, "%s: cannot write session", path.c_str());
-    return Status();
-  }
 
-  // Restores what save() wrote; the file must come from the same model and session settings.
-  Status load(const std::string& path) {
-    auto mapped = MappedFile::open(path);
-    if (!mapped) return mapped.error();
-    const uint8_t* data = mapped->data();
-    const uint64_t size = mapped->size();
-    Header header;
-    if (size < sizeof(header)) return make_error(ErrorCode::kFormat, "%s: too short for a bora session", path.c_str());
-    std::memcpy(&header, data, sizeof(header));
-    const std::vector<uint8_t> current = context_->save_state();
-    const Header expected = make_header(static_cast<uint64_t>(current.size()));
-    if (std::memcmp(header.magic, expected.magic, sizeof(header.magic)) != 0)
-      return make_error(ErrorCode::kFormat, "%s: not a bora session file", path.c_str());
-    if (std::memcmp(header.fingerprint, expected.fingerprint, sizeof(header.fingerprint)) != 0 ||
-        header.cache_bytes != expected.cache_bytes)
-      return make_error(ErrorCode::kFormat, "%s: saved with a different model or cache settings", path.c_str());
-    const uint64_t vocab = static_cast<uint64_t>(model_->config().vocab_size);
-    if (header.n_tokens > (size - sizeof(header)) / sizeof(int32_t))
-      return make_error(ErrorCode::kFormat, "%s: token count %llu runs past the end", path.c_str(),
-                        (unsigned long long)header.n_tokens);
-    const uint64_t logits_bytes = header.n_tokens > 0 ? vocab * sizeof(float) : 0;
-    if (size != sizeof(header) + header.n_tokens * sizeof(int32_t) + header.cache_bytes + logits_bytes)
-      return make_error(ErrorCode::kFormat, "%s: size %llu does not match its header", path.c_str(), (unsigned long long)size);
-    const uint8_t* p = data + sizeof(header);
-    std::vector<int32_t> tokens(static_cast<size_t>(header.n_tokens));
-    if (!tokens.empty()) std::memcpy(tokens.data(), p, tokens.size() * sizeof(int32_t));
-    for (int32_t t : tokens)
-      if (t < 0 || static_cast<uint64_t>(t) >= vocab) return make_error(ErrorCode::kFormat, "%s: token %d outside the vocabulary", path.c_str(), t);
-    p += tokens.size() * sizeof(int32_t);
-    BORA_RETURN_IF_ERROR(context_->restore_state(p, header.cache_bytes, static_cast<int64_t>(header.n_tokens)));
-    p += header.cache_bytes;
-    last_logits_.assign(static_cast<size_t>(logits_bytes / sizeof(float)), 0.0f);
-    if (logits_bytes) std::memcpy(last_logits_.data(), p, logits_bytes);
-    tokens_ = std::move(tokens);
-    return Status();
-  }
-
- private:
   struct Header {
     char magic[8];
     int64_t fingerprint[8];  // model shape + cache geometry: a session only fits its own model

@@ -48,8 +48,8 @@ struct ContextParams {
   // Checked between layers during long prompts; return true to abort (kCancelled).
   bool (*abort_callback)(void* user_data) = nullptr;
   void* abort_user_data = nullptr;
-  // Exact mode: weight products use f32 activations (dequantized weights), as the reference
-  // does. Off (default): activations of quantized weights are rounded to int8 blocks for integer
+  // Exact mode: every weight product uses f32 activations (dequantized weights), as the reference
+  // does. Off (default): the inputs of the attention output and feed-forward matrices are rounded to int8 blocks for integer
   // dot products, which is faster and moves logits slightly, as in llama.cpp.
   bool f32_activations = false;
   // When set, a sparse-MoE model appends (layer, position, chosen expert ids...) per token.
@@ -312,7 +312,10 @@ class Transformer final : public Model {
         for (int64_t t = b; t < e; ++t)
           ops::rmsnorm(ctx.x.data() + t * dim, w.attention_norm.data(), c.norm_eps, dim, ctx.normed.data() + t * dim);
       }, threads);
-      const Activations normed = quantize_activations(pool, threads, ctx.normed.data(), n, dim, quantized);
+      // q, k and v always take f32 activations: their errors are amplified by the softmax over
+      // q.k, and keeping them exact makes the fast path several times closer to the reference
+      // (tests/model/test_fast_path_accuracy.cpp) for about a tenth of the weights.
+      const Activations normed{ctx.normed.data(), nullptr};
       linear(pool, threads, w.wq, normed, n, ctx.q.data());
       linear(pool, threads, w.wk, normed, n, ctx.k.data());
       linear(pool, threads, w.wv, normed, n, ctx.v.data());

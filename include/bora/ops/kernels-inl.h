@@ -930,7 +930,7 @@ HWY_INLINE void X86RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8Acti
 #endif  // x86 with AVX2
 
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3_DL
-#define BORA_KERNELS_VNNI_PREFILL 1
+#define BORA_KERNELS_X86_VNNI 1
 
 // Prefill with VNNI. kPrefillTokens tokens are packed transposed: for every block of 32 values and
 // every group of four values, 32 tokens x 4 bytes (two 512-bit registers of 16 tokens). Four weight
@@ -1357,13 +1357,13 @@ HWY_INLINE float X512RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8Ac
   return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - 32.0f * _mm512_reduce_add_ps(offset);
 }
 
-#endif  // VNNI prefill
+#endif  // x86 with VNNI
 
 // Dots one weight row with T quantized activation rows.
 template <int T>
 HWY_INLINE void RowDotQ8(WeightType type, const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x,
                          float* out) {
-#ifdef BORA_KERNELS_VNNI_PREFILL
+#ifdef BORA_KERNELS_X86_VNNI
   if (T == 1) {
     switch (type) {
       case WeightType::kQ8_0: out[0] = X512RowDotLegacy<34, true>(row, n, x[0]); return;
@@ -1412,7 +1412,7 @@ inline void MatmulQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_by
                            const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
                            int64_t row_begin, int64_t row_end, uint8_t* scratch) {
   const int64_t xq_stride = quant::q8_activation_row_bytes(n);
-#ifdef BORA_KERNELS_VNNI_PREFILL
+#ifdef BORA_KERNELS_X86_VNNI
   if (scratch != nullptr && n_tokens >= kernels::kPrefillMinTokens) {
     for (int64_t t = 0; t < n_tokens; t += kPrefillTokens) {
       const int64_t count = (n_tokens - t < kPrefillTokens) ? n_tokens - t : kPrefillTokens;
@@ -1454,8 +1454,8 @@ inline void MatmulQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_by
   }
 }
 
-#ifdef BORA_KERNELS_VNNI_PREFILL
-#undef BORA_KERNELS_VNNI_PREFILL
+#ifdef BORA_KERNELS_X86_VNNI
+#undef BORA_KERNELS_X86_VNNI
 #endif
 #ifdef BORA_KERNELS_X86_INT8
 #undef BORA_KERNELS_X86_INT8
