@@ -22,12 +22,13 @@ namespace {
 
 void usage() {
   std::fprintf(stderr,
-               "usage: bench -m MODEL [-p 512] [-n 128] [-t 2] [-r 3] [--json]\n"
+               "usage: bench -m MODEL [-p 512] [-n 128] [-t 2] [-r 3] [-mmp 0|1] [--json]\n"
                "  -m  a .gguf file, a model folder, ollama:NAME[:TAG], or synthetic:PRESET:TYPE with random\n"
                "      weights built in memory (PRESET mistral-7b, mixtral-8x7b, mixtral-8x7b-4l, tiny;\n"
                "      TYPE f32 f16 bf16 q8_0 q4_0 q4_k q5_k q6_k q4_k_m)\n"
                "  -p  prompt tokens processed at once (0 = skip), -n tokens generated one by one (0 = skip)\n"
-               "  -t  threads, a comma-separated list runs each; -r repetitions; --json prints llama-bench-style JSON\n");
+               "  -t  threads, a comma-separated list runs each; -r repetitions; --json prints llama-bench-style JSON\n"
+               "  -mmp 1 maps the file instead of reading it into memory (instant open, slower decoding on some machines)\n");
 }
 
 std::vector<int> parse_list(const char* text) {
@@ -84,7 +85,7 @@ int main(int argc, char** argv) {
   std::string model_path;
   std::vector<int> prompts = {512}, gens = {128}, threads = {2};
   int repetitions = 3;
-  bool json = false;
+  bool json = false, use_mmap = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const bool has_value = i + 1 < argc;
@@ -93,6 +94,7 @@ int main(int argc, char** argv) {
     else if ((arg == "-n" || arg == "--n-gen") && has_value) gens = parse_list(argv[++i]);
     else if ((arg == "-t" || arg == "--threads") && has_value) threads = parse_list(argv[++i]);
     else if ((arg == "-r" || arg == "--repetitions") && has_value) repetitions = std::atoi(argv[++i]);
+    else if (arg == "-mmp" && has_value) use_mmap = std::atoi(argv[++i]) != 0;
     else if (arg == "--json" || (arg == "-o" && has_value && std::string(argv[++i]) == "json")) json = true;
     else { usage(); return 2; }
   }
@@ -102,7 +104,7 @@ int main(int argc, char** argv) {
 
   const auto load_start = std::chrono::steady_clock::now();
   bora::Expected<bora::ModelFiles> files =
-      model_path.rfind("synthetic:", 0) == 0 ? bora::make_synthetic_model(model_path.substr(10)) : bora::open_model_files(model_path);
+      model_path.rfind("synthetic:", 0) == 0 ? bora::make_synthetic_model(model_path.substr(10)) : bora::open_model_files(model_path, use_mmap ? bora::FileAccess::kMap : bora::FileAccess::kRead);
   if (!files) { std::fprintf(stderr, "bench: %s\n", files.error().message()); return 1; }
   const uint64_t model_bytes = files->total_bytes();
   auto model = bora::load_any(std::move(*files));

@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
   std::shared_ptr<const bora::Tokenizer> tokenizer;
   std::string declared_template;
   if (is_model_path(source)) {
-    auto files = bora::open_model_files(source);
+    auto files = bora::open_model_files(source, bora::FileAccess::kMap);  // only the tokenizer is needed
     if (!files) return fail(files.error().message());
     auto loaded = bora::load_model_tokenizer(*files);
     if (!loaded) return fail(loaded.error().message());

@@ -161,7 +161,7 @@ class Cursor {
       return make_error(ErrorCode::kFormat,
                         "%s: file is truncated: it ends at byte offset %" PRIu64 " while reading %s%s%.*s%s "
                         "(%" PRIu64 " bytes needed)",
-                        file_.c_str(), size_, what, quote, static_cast<int>(subject.size()), subject.data(), quote,
+                        file_.c_str(), size_, what, quote, static_cast<int>(subject.size()), subject.empty() ? "" : subject.data(), quote,
                         bytes);
     }
     return {};
@@ -193,7 +193,7 @@ class Cursor {
                         "%s: string length %" PRIu64 " at byte offset %" PRIu64
                         " runs past the end of the file (size %" PRIu64 ") while reading %s%s%.*s%s",
                         file_.c_str(), length, length_offset, size_, what, subject.empty() ? "" : "'",
-                        static_cast<int>(subject.size()), subject.data(), subject.empty() ? "" : "'");
+                        static_cast<int>(subject.size()), subject.empty() ? "" : subject.data(), subject.empty() ? "" : "'");
     }
     *out = std::string_view(reinterpret_cast<const char*>(here()), static_cast<size_t>(length));
     offset_ += length;
@@ -317,8 +317,8 @@ class GgufFile {
 
   // Maps the file read-only and parses it; tensor views point into the mapping, which lives as
   // long as this object (moving the object does not move the mapping).
-  static Expected<GgufFile> open(const std::string& path) {
-    Expected<MappedFile> mapped = MappedFile::open(path);
+  static Expected<GgufFile> open(const std::string& path, FileAccess access = FileAccess::kMap) {
+    Expected<MappedFile> mapped = MappedFile::open(path, access);
     if (!mapped) return mapped.error();
     auto mapping = std::make_unique<MappedFile>(std::move(mapped.value()));
     Expected<GgufFile> parsed = parse(mapping->data(), mapping->size(), path);

@@ -88,24 +88,25 @@ class ModelFiles {
   ModelFiles& operator=(const ModelFiles&) = delete;
 
   // `path` is a .gguf file or a model folder (a config.json / params.json inside one also works).
-  static Expected<ModelFiles> open(const std::string& path) {
+  // `access`: read the weights into private memory (default, fastest to compute with) or map them.
+  static Expected<ModelFiles> open(const std::string& path, FileAccess access = FileAccess::kRead) {
     namespace fs = std::filesystem;
     std::error_code ec;
     const fs::file_status status = fs::status(path, ec);
     if (ec || !fs::exists(status)) {
       return make_error(ErrorCode::kIo, "%s: no such file or folder", path.c_str());
     }
-    if (fs::is_directory(status)) return open_folder(path);
+    if (fs::is_directory(status)) return open_folder(path, access);
     const std::string file_name = fs::path(path).filename().string();
     if (file_name == "config.json" || file_name == "params.json") {
-      return open_folder(fs::path(path).parent_path().string());
+      return open_folder(fs::path(path).parent_path().string(), access);
     }
     if (model_files_detail::ends_with(file_name, ".safetensors")) {
       return make_error(ErrorCode::kInvalidArgument,
                         "%s: a .safetensors file has no model configuration; open the folder that holds it with "
                         "config.json or params.json", path.c_str());
     }
-    return open_gguf(path);
+    return open_gguf(path, access);
   }
 
   ModelFormat format() const { return format_; }
@@ -160,8 +161,8 @@ class ModelFiles {
  private:
   ModelFiles() = default;
 
-  static Expected<ModelFiles> open_gguf(const std::string& path) {
-    Expected<GgufFile> gguf = GgufFile::open(path);
+  static Expected<ModelFiles> open_gguf(const std::string& path, FileAccess access) {
+    Expected<GgufFile> gguf = GgufFile::open(path, access);
     if (!gguf) return gguf.error();
     ModelFiles model;
     model.format_ = ModelFormat::kGguf;
@@ -174,7 +175,7 @@ class ModelFiles {
     return model;
   }
 
-  static Expected<ModelFiles> open_folder(const std::string& folder) {
+  static Expected<ModelFiles> open_folder(const std::string& folder, FileAccess access) {
     using model_files_detail::is_regular_file;
     using model_files_detail::join_path;
     const std::string hf_config = join_path(folder, "config.json");
@@ -182,8 +183,8 @@ class ModelFiles {
     const std::string hf_single = join_path(folder, "model.safetensors");
     const std::string params = join_path(folder, "params.json");
     const bool has_hf_weights = is_regular_file(hf_index) || is_regular_file(hf_single);
-    if (is_regular_file(hf_config) && has_hf_weights) return open_hugging_face(folder);
-    if (is_regular_file(params)) return open_consolidated(folder);
+    if (is_regular_file(hf_config) && has_hf_weights) return open_hugging_face(folder, access);
+    if (is_regular_file(params)) return open_consolidated(folder, access);
     if (is_regular_file(hf_config)) {
       return make_error(ErrorCode::kMissing, "%s: has config.json but neither model.safetensors nor "
                         "model.safetensors.index.json (PyTorch .bin checkpoints are not supported)", folder.c_str());
@@ -191,7 +192,7 @@ class ModelFiles {
     return make_error(ErrorCode::kMissing, "%s: not a model folder (no config.json or params.json)", folder.c_str());
   }
 
-  static Expected<ModelFiles> open_hugging_face(const std::string& folder) {
+  static Expected<ModelFiles> open_hugging_face(const std::string& folder, FileAccess access) {
     using model_files_detail::join_path;
     ModelFiles model;
     model.format_ = ModelFormat::kHuggingFace;
@@ -205,7 +206,7 @@ class ModelFiles {
 
     const std::string index_path = join_path(folder, "model.safetensors.index.json");
     if (!model_files_detail::is_regular_file(index_path)) {
-      BORA_RETURN_IF_ERROR(model.add_shard(join_path(folder, "model.safetensors")));
+      BORA_RETURN_IF_ERROR(model.add_shard(join_path(folder, "model.safetensors"), access));
       BORA_RETURN_IF_ERROR(model.build_index());
       return model;
     }
@@ -213,7 +214,7 @@ class ModelFiles {
     std::vector<std::pair<std::string, std::string>> weight_map;  // tensor -> shard file
     std::vector<std::string> shard_files;
     BORA_RETURN_IF_ERROR(read_weight_map(index_path, &weight_map, &shard_files));
-    for (const std::string& shard : shard_files) BORA_RETURN_IF_ERROR(model.add_shard(join_path(folder, shard)));
+    for (const std::string& shard : shard_files) BORA_RETURN_IF_ERROR(model.add_shard(join_path(folder, shard), access));
     BORA_RETURN_IF_ERROR(model.build_index());
     for (const auto& entry : weight_map) {
       const TensorView* view = model.find_tensor(entry.first);
@@ -262,7 +263,7 @@ class ModelFiles {
     return {};
   }
 
-  static Expected<ModelFiles> open_consolidated(const std::string& folder) {
+  static Expected<ModelFiles> open_consolidated(const std::string& folder, FileAccess access) {
     using model_files_detail::join_path;
     ModelFiles model;
     model.format_ = ModelFormat::kConsolidated;
@@ -291,13 +292,13 @@ class ModelFiles {
                         "checkpoints are not supported)", folder.c_str());
     }
     std::sort(shard_names.begin(), shard_names.end());
-    for (const std::string& name : shard_names) BORA_RETURN_IF_ERROR(model.add_shard(join_path(folder, name)));
+    for (const std::string& name : shard_names) BORA_RETURN_IF_ERROR(model.add_shard(join_path(folder, name), access));
     BORA_RETURN_IF_ERROR(model.build_index());
     return model;
   }
 
-  Status add_shard(const std::string& path) {
-    Expected<SafetensorsFile> shard = SafetensorsFile::open(path);
+  Status add_shard(const std::string& path, FileAccess access) {
+    Expected<SafetensorsFile> shard = SafetensorsFile::open(path, access);
     if (!shard) return shard.error();
     shards_.push_back(std::move(shard.value()));
     return {};

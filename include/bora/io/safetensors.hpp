@@ -35,8 +35,8 @@ class SafetensorsFile {
 
   // Maps the file; tensor views point into the mapping, which lives (and stays put) as long as
   // this object, even when the object is moved.
-  static Expected<SafetensorsFile> open(const std::string& path) {
-    Expected<MappedFile> mapped = MappedFile::open(path);
+  static Expected<SafetensorsFile> open(const std::string& path, FileAccess access = FileAccess::kMap) {
+    Expected<MappedFile> mapped = MappedFile::open(path, access);
     if (!mapped) return mapped.error();
     auto mapping = std::make_unique<MappedFile>(std::move(mapped.value()));
     Expected<SafetensorsFile> parsed = parse(mapping->data(), mapping->size(), path);

@@ -42,14 +42,16 @@ inline Expected<std::shared_ptr<const Tokenizer>> load_model_tokenizer(const Mod
 }
 
 // A model path may be `ollama:NAME[:TAG]`, resolved through the Ollama model store.
-inline Expected<ModelFiles> open_model_files(const std::string& path) {
+inline Expected<ModelFiles> open_model_files(const std::string& path, FileAccess access = FileAccess::kRead) {
   if (path.rfind("ollama:", 0) == 0) {
     auto blob = resolve_ollama_model(path.substr(7));
     if (!blob) return blob.error();
-    return ModelFiles::open(*blob);
+    return ModelFiles::open(*blob, access);
   }
-  return ModelFiles::open(path);
+  return ModelFiles::open(path, access);
 }
+
+inline FileAccess file_access(const LoadParams& params) { return params.use_mmap ? FileAccess::kMap : FileAccess::kRead; }
 
 namespace detail {
 template <class Preset>
@@ -66,7 +68,7 @@ Expected<std::unique_ptr<Preset>> load_files(ModelFiles files, const LoadParams&
 // Opens `path` (a .gguf file, a model folder, or ollama:NAME[:TAG]) as the composition `Preset`.
 template <class Preset>
 Expected<std::unique_ptr<Preset>> load(const std::string& path, const LoadParams& params = {}) {
-  auto files = open_model_files(path);
+  auto files = open_model_files(path, file_access(params));
   if (!files) return files.error();
   return detail::load_files<Preset>(std::move(*files), params);
 }
@@ -89,7 +91,7 @@ inline Expected<std::unique_ptr<Model>> load_any(ModelFiles files, const LoadPar
 }
 
 inline Expected<std::unique_ptr<Model>> load_any(const std::string& path, const LoadParams& params = {}) {
-  auto files = open_model_files(path);
+  auto files = open_model_files(path, file_access(params));
   if (!files) return files.error();
   return load_any(std::move(*files), params);
 }

@@ -36,6 +36,9 @@ struct LoadParams {
   void* progress_user_data = nullptr;
   // load_any() picks the KV cache policy from this (load<Preset>() uses the preset's).
   KvCacheType kv_cache_type = KvCacheType::kF16;
+  // Map the weight files instead of reading them into memory: opens instantly and shares the page
+  // cache, but decoding can be several times slower where mapped pages are slow (see FileAccess).
+  bool use_mmap = false;
 };
 
 // One stream of positions over a loaded model: its KV cache, buffers and threads.
