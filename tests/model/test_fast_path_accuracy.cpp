@@ -81,8 +81,7 @@ TEST_CASE("the fast path is at least as close to the reference as llama.cpp on e
     REQUIRE(reference.size() == 64 * 512);
 
     // Defaults: f16 KV cache, int8 activations for quantized weights; no window, like llama.cpp.
-    bora::LoadParams lp; lp.kv_cache_type = bora::KvCacheType::kF32;
-    auto model = bora::load_any(bora_test::data_path(std::string(c.model) + "/" + c.file), lp);
+    auto model = bora::load_any(bora_test::data_path(std::string(c.model) + "/" + c.file));
     REQUIRE(model);
     bora::ContextParams params;
     params.n_ctx = 64;

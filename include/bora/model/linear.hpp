@@ -5,10 +5,12 @@
 #define BORA_MODEL_LINEAR_HPP
 
 #include <cstdint>
+#include <vector>
 
 #include "bora/base/thread_pool.hpp"
 #include "bora/io/tensor_view.hpp"
 #include "bora/ops/ops.hpp"
+#include "bora/quant/q8_activations.hpp"
 
 namespace bora {
 
@@ -16,6 +18,9 @@ namespace bora {
 struct Activations {
   const float* f32 = nullptr;     // [n_tokens][width]
   const uint8_t* int8 = nullptr;  // [n_tokens][ops::q8_row_bytes(width)], or null
+  // Optional second level: the int8 form of what the first level rounded away (x - int8), so that
+  // int8 + residual carries ~14 bits; linear() then needs a scratch of n_tokens * rows floats.
+  const uint8_t* int8_residual = nullptr;
 };
 
 inline bool is_block_quantized(WeightType type) {
@@ -37,17 +42,46 @@ inline Activations quantize_activations(ThreadPool& pool, int max_threads, const
   return a;
 }
 
+// Two int8 levels: `hi` as quantize_activations, and `lo` the int8 form of the rounding error.
+// Near-exact activations for the price of a second integer pass over the same weights.
+inline Activations quantize_activations_two_level(ThreadPool& pool, int max_threads, const float* x, int64_t n,
+                                                  int64_t width, uint8_t* hi, uint8_t* lo) {
+  Activations a = quantize_activations(pool, max_threads, x, n, width, hi);
+  if (a.int8 == nullptr || lo == nullptr) return a;
+  const int64_t row_bytes = ops::q8_row_bytes(width);
+  pool.parallel_for(n, [&](int64_t begin, int64_t end, int) {
+    thread_local std::vector<float> residual;
+    if (residual.size() < static_cast<size_t>(width)) residual.resize(static_cast<size_t>(width));
+    for (int64_t t = begin; t < end; ++t) {
+      const quant::Q8ActivationRow level = quant::q8_activation_view(hi + t * row_bytes, width);
+      const float* row = x + t * width;
+      for (int64_t i = 0; i < width; ++i) residual[static_cast<size_t>(i)] = row[i] - level.d[i / 32] * level.q[i];
+      ops::quantize_row_q8(residual.data(), width, lo + t * row_bytes);
+    }
+  }, max_threads);
+  a.int8_residual = lo;
+  return a;
+}
+
 // y[t][r] = dot(w.row(r), x[t]) for n_tokens rows of x, y rows of w.rows() values. Rows are split
 // across threads; each row is computed by one thread in the same order whatever the thread count,
 // so results do not depend on it. Float weights always take the exact path.
 inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const Activations& x, int64_t n_tokens,
-                   float* y) {
+                   float* y, float* residual_scratch = nullptr) {
   const int64_t rows = w.rows();
   const bool fast = x.int8 != nullptr && is_block_quantized(w.type);
+  const bool two_level = fast && x.int8_residual != nullptr && residual_scratch != nullptr;
   pool.parallel_for(rows, [&](int64_t begin, int64_t end, int) {
     if (fast) {
       if (n_tokens == 1) ops::matvec_q8(w, x.int8, y, begin, end);
       else ops::matmul_q8(w, x.int8, n_tokens, y, rows, begin, end);
+      if (two_level) {
+        // Same rows, still hot in cache: the residual level costs compute, hardly bandwidth.
+        if (n_tokens == 1) ops::matvec_q8(w, x.int8_residual, residual_scratch, begin, end);
+        else ops::matmul_q8(w, x.int8_residual, n_tokens, residual_scratch, rows, begin, end);
+        for (int64_t t = 0; t < n_tokens; ++t)
+          for (int64_t r = begin; r < end; ++r) y[t * rows + r] += residual_scratch[t * rows + r];
+      }
     } else {
       if (n_tokens == 1) ops::matvec_f32(w, x.f32, y, begin, end);
       else ops::matmul_f32(w, x.f32, n_tokens, y, rows, begin, end);

@@ -153,6 +153,8 @@ class Transformer final : public Model {
         chosen_weights, routed_weights, attention_scratch, last_hidden;
     std::vector<int32_t> chosen, routed_tokens;
     std::vector<uint8_t> quantized;  // int8 activations (fast path)
+    std::vector<uint8_t> quantized_residual;  // their second level, for q/k/v
+    std::vector<float> residual_products;     // q/k/v products of the second level
     int64_t scratch_per_thread = 0;
     friend class Transformer;
 
@@ -241,6 +243,8 @@ class Transformer final : public Model {
     if (!params.f32_activations) {
       const int64_t widest = std::max(std::max(dim, q_dim), hidden);
       ctx->quantized.assign(static_cast<size_t>(n * ops::q8_row_bytes(widest + (32 - widest % 32) % 32)), 0);
+      ctx->quantized_residual.assign(static_cast<size_t>(n * ops::q8_row_bytes(std::max(dim, q_dim) + (32 - std::max(dim, q_dim) % 32) % 32)), 0);
+      sized(ctx->residual_products, n * std::max(std::max(q_dim, kv_dim), dim));
     }
     if (FeedForward::kSparse) {
       sized(ctx->gathered, n * dim);
@@ -302,6 +306,7 @@ class Transformer final : public Model {
     ThreadPool& pool = *ctx.pool;
     const int threads = n == 1 ? ctx.params_.n_threads : ctx.params_.n_threads_batch;
     uint8_t* quantized = ctx.quantized.empty() ? nullptr : ctx.quantized.data();
+    uint8_t* quantized_residual = ctx.quantized_residual.empty() ? nullptr : ctx.quantized_residual.data();
 
     for (int64_t t = 0; t < n; ++t) {
       const TensorView& e = weights_.token_embedding;
@@ -315,13 +320,15 @@ class Transformer final : public Model {
         for (int64_t t = b; t < e; ++t)
           ops::rmsnorm(ctx.x.data() + t * dim, w.attention_norm.data(), c.norm_eps, dim, ctx.normed.data() + t * dim);
       }, threads);
-      // q, k and v always take f32 activations: their errors are amplified by the softmax over
-      // q.k, and keeping them exact makes the fast path several times closer to the reference
-      // (tests/model/test_fast_path_accuracy.cpp) for about a tenth of the weights.
-      const Activations normed{ctx.normed.data(), nullptr};
-      linear(pool, threads, w.wq, normed, n, ctx.q.data());
-      linear(pool, threads, w.wk, normed, n, ctx.k.data());
-      linear(pool, threads, w.wv, normed, n, ctx.v.data());
+      // q, k and v get near-exact activations on the fast path (two int8 levels): their errors
+      // are amplified by the softmax over q.k, and this makes the fast path several times closer
+      // to the reference (tests/model/test_fast_path_accuracy.cpp) for a tenth of the weights.
+      const Activations normed = quantize_activations_two_level(pool, threads, ctx.normed.data(), n, dim, quantized,
+                                                                quantized_residual);
+      float* residual = ctx.residual_products.empty() ? nullptr : ctx.residual_products.data();
+      linear(pool, threads, w.wq, normed, n, ctx.q.data(), residual);
+      linear(pool, threads, w.wk, normed, n, ctx.k.data(), residual);
+      linear(pool, threads, w.wv, normed, n, ctx.v.data(), residual);
       pool.parallel_for(n, [&](int64_t b, int64_t e, int) {
         for (int64_t t = b; t < e; ++t) {
           ops::rope(ctx.q.data() + t * q_dim, c.n_heads, c.head_dim, first + t, c.rope_theta, c.rope_pairing);
@@ -347,8 +354,9 @@ class Transformer final : public Model {
       // Only now may the chunk's keys overwrite older slots: its queries needed those.
       for (int64_t t = std::max<int64_t>(0, n - ctx.kv_capacity_); t < n; ++t)
         ctx.cache.store(l, first + t, ctx.k.data() + t * kv_dim, ctx.v.data() + t * kv_dim);
-      linear(pool, threads, w.wo, quantize_activations(pool, threads, ctx.attended.data(), n, q_dim, quantized), n,
-             ctx.projected.data());
+      linear(pool, threads, w.wo,
+             quantize_activations_two_level(pool, threads, ctx.attended.data(), n, q_dim, quantized, quantized_residual), n,
+             ctx.projected.data(), residual);
       for (int64_t i = 0; i < n * dim; ++i) ctx.x[static_cast<size_t>(i)] += ctx.projected[static_cast<size_t>(i)];
 
       // Feed-forward block.
