@@ -100,7 +100,9 @@ int main(int argc, char** argv) {
       p = end;
     }
   } else {
-    return fail("--text needs the tokenizer, which this build does not have yet; use --tokens");
+    const bora::Tokenizer* tokenizer = (*model)->tokenizer();
+    if (tokenizer == nullptr) return fail("--text: this model's files have no tokenizer; use --tokens");
+    tokens = tokenizer->encode(text, tokenizer->add_bos_by_default());
   }
   if (tokens.empty()) return fail("no tokens to score");
 

@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
   bora::ContextParams context_params;
   context_params.n_ctx = n;
   context_params.n_batch = 10;  // prefill in chunks of 10, straddling the window edge
+  context_params.f32_activations = true;  // exact mode, as `score --exact`
   auto context = (*model)->create_context(context_params);
   if (!context) return fail(context.error().message());
   std::vector<float> logits(golden.size());

@@ -65,6 +65,13 @@ class AllocationProbe {
     !defined(BORA_TEST_ALLOCATION_PROBE_OPERATORS_DEFINED)
 #define BORA_TEST_ALLOCATION_PROBE_OPERATORS_DEFINED
 
+// These operators pair malloc with free by design; GCC cannot see that once they are inlined into
+// code that calls new and delete, and would warn about a mismatch that is not there.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
 #include <cstdlib>
 #include <new>
 #if defined(_WIN32)
@@ -177,4 +184,7 @@ void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcep
   bora_test::allocation_probe_detail::release_aligned(p);
 }
 
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+#pragma GCC diagnostic pop
+#endif
 #endif  // BORA_TEST_ALLOCATION_PROBE_OPERATORS

@@ -58,7 +58,11 @@ TEST_CASE("greedy completion reproduces the reference's greedy text for the demo
     std::vector<int32_t> expected_ids;
     simdjson::dom::array ids;
     REQUIRE_FALSE(prompt["dequant_torch_greedy"]["Q4_0"]["ids"].get_array().get(ids));
-    for (simdjson::dom::element id : ids) expected_ids.push_back(static_cast<int32_t>(int64_t(id)));
+    for (simdjson::dom::element id : ids) {
+      int64_t value = 0;
+      REQUIRE_FALSE(id.get_int64().get(value));
+      expected_ids.push_back(static_cast<int32_t>(value));
+    }
     CAPTURE(std::string(prompt_text));
     auto session = model->session(exact_session());
     REQUIRE(session);
