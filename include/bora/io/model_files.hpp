@@ -146,15 +146,8 @@ class ModelFiles {
     if (!bytes) return make_error(ErrorCode::kInvalidArgument, "%s: no bytes", name.c_str());
     Expected<GgufFile> gguf = GgufFile::parse(bytes.get(), size, name);
     if (!gguf) return gguf.error();
-    ModelFiles model;
-    model.format_ = ModelFormat::kGguf;
-    model.path_ = name;
-    model.owned_bytes_ = std::move(bytes);
-    model.gguf_ = std::make_unique<GgufFile>(std::move(gguf.value()));
-    Expected<ModelConfig> config = config_from_gguf(*model.gguf_);
-    if (!config) return config.error();
-    model.config_ = std::move(config.value());
-    for (const TensorView& t : model.gguf_->tensors()) model.index_.emplace(t.name, &t);
+    Expected<ModelFiles> model = from_gguf(std::move(gguf.value()), name);
+    if (model) model->owned_bytes_ = std::move(bytes);
     return model;
   }
 
@@ -164,10 +157,14 @@ class ModelFiles {
   static Expected<ModelFiles> open_gguf(const std::string& path, FileAccess access) {
     Expected<GgufFile> gguf = GgufFile::open(path, access);
     if (!gguf) return gguf.error();
+    return from_gguf(std::move(gguf.value()), path);
+  }
+
+  static Expected<ModelFiles> from_gguf(GgufFile gguf, const std::string& path) {
     ModelFiles model;
     model.format_ = ModelFormat::kGguf;
     model.path_ = path;
-    model.gguf_ = std::make_unique<GgufFile>(std::move(gguf.value()));
+    model.gguf_ = std::make_unique<GgufFile>(std::move(gguf));
     Expected<ModelConfig> config = config_from_gguf(*model.gguf_);
     if (!config) return config.error();
     model.config_ = std::move(config.value());
