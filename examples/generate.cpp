@@ -78,10 +78,18 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     return true;
   };
-  bora::Expected<bora::GenerationResult> result =
-      chat ? session->chat({{"user", prompt}}, sample, print)
-           : (std::fwrite(prompt.data(), 1, prompt.size(), stdout), session->complete(prompt, sample, print));
+  if (!chat) std::fwrite(prompt.data(), 1, prompt.size(), stdout);  // a completion continues the prompt
+  auto report = [](const bora::Error& error) {
+    std::fprintf(stderr, "\ngenerate: %s\n", error.message());
+    return 1;
+  };
+  if (chat) {
+    auto result = session->chat({{"user", prompt}}, sample, print);
+    if (!result) return report(result.error());
+  } else {
+    auto result = session->complete(prompt, sample, print);
+    if (!result) return report(result.error());
+  }
   std::printf("\n");
-  if (!result) { std::fprintf(stderr, "generate: %s\n", result.error().message()); return 1; }
   return 0;
 }
