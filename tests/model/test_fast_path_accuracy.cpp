@@ -95,7 +95,7 @@ TEST_CASE("the fast path is at least as close to the reference as llama.cpp on e
     double their_kl = 0, their_agree = 0;
     REQUIRE_FALSE(llamacpp["files"][c.file]["mean_kl"].get_double().get(their_kl));
     REQUIRE_FALSE(llamacpp["files"][c.file]["argmax_agree"].get_double().get(their_agree));
-    MESSAGE(c.file << ": bora KL " << mine.mean_kl << " top-1 " << mine.argmax_agree << " | llama.cpp KL " << their_kl
+    MESSAGE(std::string(c.file) << ": bora KL " << mine.mean_kl << " top-1 " << mine.argmax_agree << " | llama.cpp KL " << their_kl
                    << " top-1 " << their_agree);
     CHECK(mine.mean_kl <= their_kl);
     CHECK(mine.argmax_agree >= their_agree);

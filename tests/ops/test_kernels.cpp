@@ -431,6 +431,43 @@ TEST_CASE("matvec_q8 equals the dot of the dequantized weights and activations")
   });
 }
 
+TEST_CASE("matvec_q8_two_level equals the sum of the two levels' matvec_q8, for every type and target") {
+  for_each_target([] {
+    for (WeightType type : kAllTypes) {
+      const std::string type_name = bora::weight_type_name(type);
+      CAPTURE(type_name);
+      const int64_t n = type == WeightType::kQ8_0 || type == WeightType::kQ4_0 ? 32 * 37 : 512;
+      const int64_t rows = 7;
+      const TestMatrix m = make_matrix(type, n, rows, 300u + static_cast<uint32_t>(type));
+      const std::vector<float> x = random_floats(static_cast<size_t>(n), 72);
+      const std::vector<uint8_t> hi = quantize_tokens(x, n, 1);
+      // The second level: what the first rounded away.
+      std::vector<float> x_hat(static_cast<size_t>(n)), rest(static_cast<size_t>(n));
+      bora::quant::dequantize_activations_q8(hi.data(), n, x_hat.data());
+      for (int64_t i = 0; i < n; ++i) rest[static_cast<size_t>(i)] = x[static_cast<size_t>(i)] - x_hat[static_cast<size_t>(i)];
+      const std::vector<uint8_t> lo = quantize_tokens(rest, n, 1);
+
+      std::vector<float> y(static_cast<size_t>(rows), -1.0f), y_hi(static_cast<size_t>(rows)),
+          y_lo(static_cast<size_t>(rows)), y_exact(static_cast<size_t>(rows));
+      bora::ops::matvec_q8_two_level(m.view, hi.data(), lo.data(), y.data(), 1, rows);
+      bora::ops::matvec_q8(m.view, hi.data(), y_hi.data(), 0, rows);
+      bora::ops::matvec_q8(m.view, lo.data(), y_lo.data(), 0, rows);
+      bora::ops::matvec_f32(m.view, x.data(), y_exact.data(), 0, rows);
+      CHECK(y[0] == -1.0f);
+      for (int64_t r = 1; r < rows; ++r) {
+        const size_t i = static_cast<size_t>(r);
+        if (type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16) {
+          CHECK(std::fabs(y[i] - y_exact[i]) <= 1e-3f * (1.0f + std::fabs(y_exact[i])));
+        } else {
+          CHECK(y[i] == y_hi[i] + y_lo[i]);
+          // Near-exact: much closer to the f32 result than one level is.
+          CHECK(std::fabs(y[i] - y_exact[i]) <= 0.05f * std::fabs(y_hi[i] - y_exact[i]) + 1e-4f * (1.0f + std::fabs(y_exact[i])));
+        }
+      }
+    }
+  });
+}
+
 // The reference both fast-path tests use: the exact dot of dequantized weights and activations,
 // and a bound for f32 rounding of the per-block scaling (offsets such as Q4_0's -8 and the K-quant
 // mins are applied per block, so partial sums reach a few times max|w| per activation).

@@ -73,14 +73,18 @@ inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const
   const bool two_level = fast && x.int8_residual != nullptr && residual_scratch != nullptr;
   pool.parallel_for(rows, [&](int64_t begin, int64_t end, int) {
     if (fast) {
-      if (n_tokens == 1) ops::matvec_q8(w, x.int8, y, begin, end);
-      else ops::matmul_q8(w, x.int8, n_tokens, y, rows, begin, end);
-      if (two_level) {
-        // Same rows, still hot in cache: the residual level costs compute, hardly bandwidth.
-        if (n_tokens == 1) ops::matvec_q8(w, x.int8_residual, residual_scratch, begin, end);
-        else ops::matmul_q8(w, x.int8_residual, n_tokens, residual_scratch, rows, begin, end);
-        for (int64_t t = 0; t < n_tokens; ++t)
-          for (int64_t r = begin; r < end; ++r) y[t * rows + r] += residual_scratch[t * rows + r];
+      if (n_tokens == 1 && two_level) {
+        ops::matvec_q8_two_level(w, x.int8, x.int8_residual, y, begin, end);
+      } else if (n_tokens == 1) {
+        ops::matvec_q8(w, x.int8, y, begin, end);
+      } else {
+        ops::matmul_q8(w, x.int8, n_tokens, y, rows, begin, end);
+        if (two_level) {
+          // Same rows, still in cache (prefill is compute-bound): the residual level costs compute only.
+          ops::matmul_q8(w, x.int8_residual, n_tokens, residual_scratch, rows, begin, end);
+          for (int64_t t = 0; t < n_tokens; ++t)
+            for (int64_t r = begin; r < end; ++r) y[t * rows + r] += residual_scratch[t * rows + r];
+        }
       }
     } else {
       if (n_tokens == 1) ops::matvec_f32(w, x.f32, y, begin, end);

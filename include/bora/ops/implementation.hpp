@@ -57,6 +57,7 @@ HWY_EXPORT(RowDotKernel);
 HWY_EXPORT(DequantizeRowKernel);
 HWY_EXPORT(QuantizeRowQ8Kernel);
 HWY_EXPORT(MatvecQ8Kernel);
+HWY_EXPORT(MatvecQ8TwoLevelKernel);
 HWY_EXPORT(MatmulQ8Kernel);
 
 namespace detail {
@@ -204,6 +205,23 @@ void quantize_row_q8(const float* x, int64_t n, uint8_t* xq) { HWY_DYNAMIC_DISPA
 
 void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end) {
   matmul_q8(w, xq, 1, y, 0, row_begin, row_end);
+}
+
+void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, float* y,
+                         int64_t row_begin, int64_t row_end) {
+  if (row_end <= row_begin) return;
+  if (detail::is_float_type(w.type)) {  // no integer products to share: one f32 pass over hi + lo
+    const int64_t n = w.row_length();
+    float* x = detail::activation_scratch(static_cast<size_t>(2 * n));
+    if (x == nullptr) return;
+    quant::dequantize_activations_q8(xq_hi, n, x);
+    quant::dequantize_activations_q8(xq_lo, n, x + n);
+    for (int64_t i = 0; i < n; ++i) x[i] += x[n + i];
+    matvec_f32(w, x, y, row_begin, row_end);
+    return;
+  }
+  HWY_DYNAMIC_DISPATCH(MatvecQ8TwoLevelKernel)(w.type, w.data, w.row_bytes(), w.row_length(), xq_hi, xq_lo, y,
+                                               row_begin, row_end);
 }
 
 void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
