@@ -1253,8 +1253,9 @@ HWY_INLINE __m512i X512LegacyPair(const uint8_t* block, bool single, bool near_e
   return _mm512_and_si512(_mm512_srlv_epi16(ordered, shifts), _mm512_set1_epi8(15));
 }
 
-// Q4_0 prefetches ahead: without it, its 36-byte block pairs stream from memory at half speed
-// whenever they straddle cache lines unluckily (measured: 12 vs 22 GB/s on one core).
+// Prefetches 256 blocks ahead: without it, Q4_0's 36-byte block pairs stream from memory at half speed
+// whenever they straddle cache lines unluckily (measured: 12 vs 22 GB/s on one core), and Q8_0 rows
+// of 4096 values stream at 25-30 instead of 31-39 GB/s.
 template <int kBytes, bool kIsQ8>
 HWY_INLINE float X512RowDotLegacy(const uint8_t* row, int64_t n, const quant::Q8ActivationRow& x) {
   const __m512i permute = _mm512_set_epi8(35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20,
@@ -1268,8 +1269,8 @@ HWY_INLINE float X512RowDotLegacy(const uint8_t* row, int64_t n, const quant::Q8
     const int count = static_cast<int>(blocks - b < 16 ? blocks - b : 16);
     const __mmask16 lanes = static_cast<__mmask16>((1u << count) - 1u);
     const uint8_t* first = row + b * kBytes;
-    if (!kIsQ8) {  // the address may lie past the row (prefetches never fault), hence integer arithmetic
-      const uintptr_t ahead = reinterpret_cast<uintptr_t>(first) + 4096;
+    {  // the address may lie past the row (prefetches never fault), hence integer arithmetic
+      const uintptr_t ahead = reinterpret_cast<uintptr_t>(first) + 256 * kBytes;
       for (int line = 0; line < 16 * kBytes; line += 64)
         _mm_prefetch(reinterpret_cast<const char*>(ahead + static_cast<uintptr_t>(line)), _MM_HINT_T0);
     }
