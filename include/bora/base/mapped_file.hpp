@@ -26,6 +26,56 @@
 
 namespace bora {
 
+namespace detail {
+
+// A file opened for reading, with its size; closed when this goes out of scope, so every error path
+// of the two ways to load a file below closes it.
+class ReadableFile {
+ public:
+  ReadableFile() = default;
+  ReadableFile(const ReadableFile&) = delete;
+  ReadableFile& operator=(const ReadableFile&) = delete;
+#if defined(_WIN32)
+  ~ReadableFile() {
+    if (handle_ != INVALID_HANDLE_VALUE) CloseHandle(handle_);
+  }
+  Status open(const std::string& path) {
+    handle_ = CreateFileA(path.c_str(), GENERIC_READ, FILE_SHARE_READ, nullptr, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL,
+                          nullptr);
+    if (handle_ == INVALID_HANDLE_VALUE) return make_error(ErrorCode::kIo, "%s: cannot open", path.c_str());
+    LARGE_INTEGER size;
+    if (!GetFileSizeEx(handle_, &size)) return make_error(ErrorCode::kIo, "%s: cannot read its size", path.c_str());
+    size_ = static_cast<uint64_t>(size.QuadPart);
+    return Status();
+  }
+  HANDLE handle() const { return handle_; }
+#else
+  ~ReadableFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Status open(const std::string& path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) return make_error(ErrorCode::kIo, "%s: cannot open: %s", path.c_str(), std::strerror(errno));
+    struct stat st;
+    if (fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) return make_error(ErrorCode::kIo, "%s: not a regular file", path.c_str());
+    size_ = static_cast<uint64_t>(st.st_size);
+    return Status();
+  }
+  int fd() const { return fd_; }
+#endif
+  uint64_t size() const { return size_; }
+
+ private:
+#if defined(_WIN32)
+  HANDLE handle_ = INVALID_HANDLE_VALUE;
+#else
+  int fd_ = -1;
+#endif
+  uint64_t size_ = 0;
+};
+
+}  // namespace detail
+
 // How a model file's bytes reach memory. Mapping is instant and shares the page cache between
 // processes; reading into private memory takes a moment at load but, backed by huge pages, it
 // streams several times faster on machines where page-cache mappings are slow (VMs with 4 KiB
@@ -50,50 +100,24 @@ class MappedFile {
 
   static Expected<MappedFile> open(const std::string& path, FileAccess access = FileAccess::kMap) {
     if (access == FileAccess::kRead) return read_into_memory(path);
+    detail::ReadableFile in;
+    BORA_RETURN_IF_ERROR(in.open(path));
     MappedFile file;
     file.path_ = path;
+    file.size_ = in.size();
+    if (file.size_ == 0) return file;
 #if defined(_WIN32)
-    HANDLE handle = CreateFileA(path.c_str(), GENERIC_READ, FILE_SHARE_READ, nullptr, OPEN_EXISTING,
-                                FILE_ATTRIBUTE_NORMAL, nullptr);
-    if (handle == INVALID_HANDLE_VALUE) return make_error(ErrorCode::kIo, "%s: cannot open", path.c_str());
-    LARGE_INTEGER size;
-    if (!GetFileSizeEx(handle, &size)) {
-      CloseHandle(handle);
-      return make_error(ErrorCode::kIo, "%s: cannot read its size", path.c_str());
-    }
-    file.size_ = static_cast<uint64_t>(size.QuadPart);
-    if (file.size_ > 0) {
-      HANDLE mapping = CreateFileMappingA(handle, nullptr, PAGE_READONLY, 0, 0, nullptr);
-      if (mapping == nullptr) {
-        CloseHandle(handle);
-        return make_error(ErrorCode::kIo, "%s: cannot map", path.c_str());
-      }
-      file.data_ = static_cast<const uint8_t*>(MapViewOfFile(mapping, FILE_MAP_READ, 0, 0, 0));
-      CloseHandle(mapping);
-      if (file.data_ == nullptr) {
-        CloseHandle(handle);
-        return make_error(ErrorCode::kIo, "%s: cannot map", path.c_str());
-      }
-    }
-    CloseHandle(handle);
+    HANDLE mapping = CreateFileMappingA(in.handle(), nullptr, PAGE_READONLY, 0, 0, nullptr);
+    if (mapping == nullptr) return make_error(ErrorCode::kIo, "%s: cannot map", path.c_str());
+    file.data_ = static_cast<const uint8_t*>(MapViewOfFile(mapping, FILE_MAP_READ, 0, 0, 0));
+    CloseHandle(mapping);
+    if (file.data_ == nullptr) return make_error(ErrorCode::kIo, "%s: cannot map", path.c_str());
 #else
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return make_error(ErrorCode::kIo, "%s: cannot open: %s", path.c_str(), std::strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      return make_error(ErrorCode::kIo, "%s: not a regular file", path.c_str());
+    void* address = mmap(nullptr, file.size_, PROT_READ, MAP_SHARED, in.fd(), 0);
+    if (address == MAP_FAILED) {
+      return make_error(ErrorCode::kIo, "%s: cannot map: %s", path.c_str(), std::strerror(errno));
     }
-    file.size_ = static_cast<uint64_t>(st.st_size);
-    if (file.size_ > 0) {
-      void* address = mmap(nullptr, file.size_, PROT_READ, MAP_SHARED, fd, 0);
-      if (address == MAP_FAILED) {
-        ::close(fd);
-        return make_error(ErrorCode::kIo, "%s: cannot map: %s", path.c_str(), std::strerror(errno));
-      }
-      file.data_ = static_cast<const uint8_t*>(address);
-    }
-    ::close(fd);
+    file.data_ = static_cast<const uint8_t*>(address);
 #endif
     return file;
   }
@@ -101,82 +125,60 @@ class MappedFile {
   // The whole file in private memory (huge pages where the system offers them), read with two
   // threads so that a warm page cache fills it at memory speed.
   static Expected<MappedFile> read_into_memory(const std::string& path) {
+    detail::ReadableFile in;
+    BORA_RETURN_IF_ERROR(in.open(path));
     MappedFile file;
     file.path_ = path;
+    file.size_ = in.size();
+    if (file.size_ == 0) return file;
 #if defined(_WIN32)
-    HANDLE handle = CreateFileA(path.c_str(), GENERIC_READ, FILE_SHARE_READ, nullptr, OPEN_EXISTING,
-                                FILE_ATTRIBUTE_NORMAL, nullptr);
-    if (handle == INVALID_HANDLE_VALUE) return make_error(ErrorCode::kIo, "%s: cannot open", path.c_str());
-    LARGE_INTEGER size;
-    if (!GetFileSizeEx(handle, &size)) {
-      CloseHandle(handle);
-      return make_error(ErrorCode::kIo, "%s: cannot read its size", path.c_str());
+    void* buffer = VirtualAlloc(nullptr, file.size_, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
+    if (buffer == nullptr) {
+      return make_error(ErrorCode::kIo, "%s: cannot allocate %llu bytes", path.c_str(), (unsigned long long)file.size_);
     }
-    file.size_ = static_cast<uint64_t>(size.QuadPart);
-    if (file.size_ > 0) {
-      void* buffer = VirtualAlloc(nullptr, file.size_, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
-      if (buffer == nullptr) {
-        CloseHandle(handle);
-        return make_error(ErrorCode::kIo, "%s: cannot allocate %llu bytes", path.c_str(), (unsigned long long)file.size_);
+    file.data_ = static_cast<const uint8_t*>(buffer);
+    file.owned_ = true;
+    uint64_t done = 0;
+    while (done < file.size_) {
+      const DWORD want = static_cast<DWORD>(file.size_ - done < (1u << 30) ? file.size_ - done : (1u << 30));
+      DWORD got = 0;
+      if (!ReadFile(in.handle(), static_cast<uint8_t*>(buffer) + done, want, &got, nullptr) || got == 0) {
+        return make_error(ErrorCode::kIo, "%s: read failed at byte %llu", path.c_str(), (unsigned long long)done);
       }
-      file.data_ = static_cast<const uint8_t*>(buffer);
-      file.owned_ = true;
-      uint64_t done = 0;
-      while (done < file.size_) {
-        const DWORD want = static_cast<DWORD>(file.size_ - done < (1u << 30) ? file.size_ - done : (1u << 30));
-        DWORD got = 0;
-        if (!ReadFile(handle, static_cast<uint8_t*>(buffer) + done, want, &got, nullptr) || got == 0) {
-          CloseHandle(handle);
-          return make_error(ErrorCode::kIo, "%s: read failed at byte %llu", path.c_str(), (unsigned long long)done);
-        }
-        done += got;
-      }
+      done += got;
     }
-    CloseHandle(handle);
 #else
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return make_error(ErrorCode::kIo, "%s: cannot open: %s", path.c_str(), std::strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      return make_error(ErrorCode::kIo, "%s: not a regular file", path.c_str());
+    void* address = mmap(nullptr, file.size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (address == MAP_FAILED) {
+      return make_error(ErrorCode::kIo, "%s: cannot allocate %llu bytes: %s", path.c_str(),
+                        (unsigned long long)file.size_, std::strerror(errno));
     }
-    file.size_ = static_cast<uint64_t>(st.st_size);
-    if (file.size_ > 0) {
-      void* address = mmap(nullptr, file.size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (address == MAP_FAILED) {
-        ::close(fd);
-        return make_error(ErrorCode::kIo, "%s: cannot allocate %llu bytes: %s", path.c_str(),
-                          (unsigned long long)file.size_, std::strerror(errno));
-      }
 #if defined(MADV_HUGEPAGE)
-      madvise(address, file.size_, MADV_HUGEPAGE);
+    madvise(address, file.size_, MADV_HUGEPAGE);
 #endif
-      file.data_ = static_cast<const uint8_t*>(address);
-      auto read_range = [&](uint64_t begin, uint64_t end, int* error) {
-        while (begin < end) {
-          const size_t want = static_cast<size_t>(end - begin < (1u << 26) ? end - begin : (1u << 26));
-          const ssize_t got = pread(fd, static_cast<uint8_t*>(address) + begin, want, static_cast<off_t>(begin));
-          if (got < 0 && errno == EINTR) continue;
-          if (got <= 0) {
-            *error = got < 0 ? errno : EIO;
-            return;
-          }
-          begin += static_cast<uint64_t>(got);
+    file.data_ = static_cast<const uint8_t*>(address);
+    const int fd = in.fd();
+    auto read_range = [&](uint64_t begin, uint64_t end, int* error) {
+      while (begin < end) {
+        const size_t want = static_cast<size_t>(end - begin < (1u << 26) ? end - begin : (1u << 26));
+        const ssize_t got = pread(fd, static_cast<uint8_t*>(address) + begin, want, static_cast<off_t>(begin));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+          *error = got < 0 ? errno : EIO;
+          return;
         }
-      };
-      int first_error = 0, second_error = 0;
-      const uint64_t half = file.size_ / 2 / 4096 * 4096;
-      std::thread helper(read_range, half, file.size_, &second_error);
-      read_range(0, half, &first_error);
-      helper.join();
-      if (first_error != 0 || second_error != 0) {
-        ::close(fd);
-        return make_error(ErrorCode::kIo, "%s: read failed: %s", path.c_str(),
-                          std::strerror(first_error != 0 ? first_error : second_error));
+        begin += static_cast<uint64_t>(got);
       }
+    };
+    int first_error = 0, second_error = 0;
+    const uint64_t half = file.size_ / 2 / 4096 * 4096;
+    std::thread helper(read_range, half, file.size_, &second_error);
+    read_range(0, half, &first_error);
+    helper.join();
+    if (first_error != 0 || second_error != 0) {
+      return make_error(ErrorCode::kIo, "%s: read failed: %s", path.c_str(),
+                        std::strerror(first_error != 0 ? first_error : second_error));
     }
-    ::close(fd);
 #endif
     return file;
   }
