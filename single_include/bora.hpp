@@ -1184,6 +1184,14 @@ HWY_INLINE void VnniMatmul(const uint8_t* data, uint64_t row_bytes, int64_t n, c
 // Formats with per-block f16 scales gather 16 of them at once; offset terms are accumulated once
 // per 16 blocks (or per super-block) as vectors.
 
+// Prefetches `bytes` of weights `distance` bytes ahead. The address may lie past the row (prefetches
+// never fault), hence integer arithmetic rather than pointer arithmetic.
+HWY_INLINE void X86PrefetchAhead(const uint8_t* p, int bytes, int distance) {
+  const uintptr_t ahead = reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(distance);
+  for (int line = 0; line < bytes; line += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(ahead + static_cast<uintptr_t>(line)), _MM_HINT_T0);
+}
+
 // [first x 8 | first + 1 x 8]: pairs of consecutive f32 scales spread over a 512-bit result.
 HWY_INLINE __m512i X512PairIndex(int first) {
   return _mm512_add_epi32(_mm512_set1_epi32(first),
@@ -1284,11 +1292,7 @@ HWY_INLINE float X512RowDotLegacy(const uint8_t* row, int64_t n, const quant::Q8
     const int count = static_cast<int>(blocks - b < 16 ? blocks - b : 16);
     const __mmask16 lanes = static_cast<__mmask16>((1u << count) - 1u);
     const uint8_t* first = row + b * kBytes;
-    {  // the address may lie past the row (prefetches never fault), hence integer arithmetic
-      const uintptr_t ahead = reinterpret_cast<uintptr_t>(first) + 256 * kBytes;
-      for (int line = 0; line < 16 * kBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(ahead + static_cast<uintptr_t>(line)), _MM_HINT_T0);
-    }
+    X86PrefetchAhead(first, 16 * kBytes, 256 * kBytes);
     // Whole groups take their scales from plain loads; the last, or one whose loads would pass the
     // row's end, gathers exactly the bytes it needs.
     const bool windows_fit = count == 16 && (kIsQ8 || blocks - b >= 18);
@@ -1366,11 +1370,7 @@ HWY_INLINE float X512RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8
   __m512 mins_acc = _mm512_setzero_ps();  // upper eight lanes: dmin * m * dx * sum(q)
   for (int64_t s = 0; s < n / 256; ++s) {
     const uint8_t* block = row + s * kBlockBytes;
-    {  // as in X512RowDotLegacy: streaming speed must not depend on how rows meet cache lines
-      const uintptr_t ahead = reinterpret_cast<uintptr_t>(block) + 2048;
-      for (int line = 0; line < kBlockBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(ahead + static_cast<uintptr_t>(line)), _MM_HINT_T0);
-    }
+    X86PrefetchAhead(block, kBlockBytes, 2048);  // as in X512RowDotLegacy: independent of row alignment
     int32_t d_bits;
     std::memcpy(&d_bits, block, 4);
     const __m512 d_dmin = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(d_bits))));
@@ -1764,6 +1764,56 @@ using Status = Expected<void>;
 
 namespace bora {
 
+namespace detail {
+
+// A file opened for reading, with its size; closed when this goes out of scope, so every error path
+// of the two ways to load a file below closes it.
+class ReadableFile {
+ public:
+  ReadableFile() = default;
+  ReadableFile(const ReadableFile&) = delete;
+  ReadableFile& operator=(const ReadableFile&) = delete;
+#if defined(_WIN32)
+  ~ReadableFile() {
+    if (handle_ != INVALID_HANDLE_VALUE) CloseHandle(handle_);
+  }
+  Status open(const std::string& path) {
+    handle_ = CreateFileA(path.c_str(), GENERIC_READ, FILE_SHARE_READ, nullptr, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL,
+                          nullptr);
+    if (handle_ == INVALID_HANDLE_VALUE) return make_error(ErrorCode::kIo, "%s: cannot open", path.c_str());
+    LARGE_INTEGER size;
+    if (!GetFileSizeEx(handle_, &size)) return make_error(ErrorCode::kIo, "%s: cannot read its size", path.c_str());
+    size_ = static_cast<uint64_t>(size.QuadPart);
+    return Status();
+  }
+  HANDLE handle() const { return handle_; }
+#else
+  ~ReadableFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Status open(const std::string& path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) return make_error(ErrorCode::kIo, "%s: cannot open: %s", path.c_str(), std::strerror(errno));
+    struct stat st;
+    if (fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) return make_error(ErrorCode::kIo, "%s: not a regular file", path.c_str());
+    size_ = static_cast<uint64_t>(st.st_size);
+    return Status();
+  }
+  int fd() const { return fd_; }
+#endif
+  uint64_t size() const { return size_; }
+
+ private:
+#if defined(_WIN32)
+  HANDLE handle_ = INVALID_HANDLE_VALUE;
+#else
+  int fd_ = -1;
+#endif
+  uint64_t size_ = 0;
+};
+
+}  // namespace detail
+
 // How a model file's bytes reach memory. Mapping is instant and shares the page cache between
 // processes; reading into private memory takes a moment at load but, backed by huge pages, it
 // streams several times faster on machines where page-cache mappings are slow (VMs with 4 KiB
@@ -1788,50 +1838,24 @@ class MappedFile {
 
   static Expected<MappedFile> open(const std::string& path, FileAccess access = FileAccess::kMap) {
     if (access == FileAccess::kRead) return read_into_memory(path);
+    detail::ReadableFile in;
+    BORA_RETURN_IF_ERROR(in.open(path));
     MappedFile file;
     file.path_ = path;
+    file.size_ = in.size();
+    if (file.size_ == 0) return file;
 #if defined(_WIN32)
-    HANDLE handle = CreateFileA(path.c_str(), GENERIC_READ, FILE_SHARE_READ, nullptr, OPEN_EXISTING,
-                                FILE_ATTRIBUTE_NORMAL, nullptr);
-    if (handle == INVALID_HANDLE_VALUE) return make_error(ErrorCode::kIo, "%s: cannot open", path.c_str());
-    LARGE_INTEGER size;
-    if (!GetFileSizeEx(handle, &size)) {
-      CloseHandle(handle);
-      return make_error(ErrorCode::kIo, "%s: cannot read its size", path.c_str());
-    }
-    file.size_ = static_cast<uint64_t>(size.QuadPart);
-    if (file.size_ > 0) {
-      HANDLE mapping = CreateFileMappingA(handle, nullptr, PAGE_READONLY, 0, 0, nullptr);
-      if (mapping == nullptr) {
-        CloseHandle(handle);
-        return make_error(ErrorCode::kIo, "%s: cannot map", path.c_str());
-      }
-      file.data_ = static_cast<const uint8_t*>(MapViewOfFile(mapping, FILE_MAP_READ, 0, 0, 0));
-      CloseHandle(mapping);
-      if (file.data_ == nullptr) {
-        CloseHandle(handle);
-        return make_error(ErrorCode::kIo, "%s: cannot map", path.c_str());
-      }
-    }
-    CloseHandle(handle);
+    HANDLE mapping = CreateFileMappingA(in.handle(), nullptr, PAGE_READONLY, 0, 0, nullptr);
+    if (mapping == nullptr) return make_error(ErrorCode::kIo, "%s: cannot map", path.c_str());
+    file.data_ = static_cast<const uint8_t*>(MapViewOfFile(mapping, FILE_MAP_READ, 0, 0, 0));
+    CloseHandle(mapping);
+    if (file.data_ == nullptr) return make_error(ErrorCode::kIo, "%s: cannot map", path.c_str());
 #else
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return make_error(ErrorCode::kIo, "%s: cannot open: %s", path.c_str(), std::strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      return make_error(ErrorCode::kIo, "%s: not a regular file", path.c_str());
+    void* address = mmap(nullptr, file.size_, PROT_READ, MAP_SHARED, in.fd(), 0);
+    if (address == MAP_FAILED) {
+      return make_error(ErrorCode::kIo, "%s: cannot map: %s", path.c_str(), std::strerror(errno));
     }
-    file.size_ = static_cast<uint64_t>(st.st_size);
-    if (file.size_ > 0) {
-      void* address = mmap(nullptr, file.size_, PROT_READ, MAP_SHARED, fd, 0);
-      if (address == MAP_FAILED) {
-        ::close(fd);
-        return make_error(ErrorCode::kIo, "%s: cannot map: %s", path.c_str(), std::strerror(errno));
-      }
-      file.data_ = static_cast<const uint8_t*>(address);
-    }
-    ::close(fd);
+    file.data_ = static_cast<const uint8_t*>(address);
 #endif
     return file;
   }
@@ -1839,82 +1863,60 @@ class MappedFile {
   // The whole file in private memory (huge pages where the system offers them), read with two
   // threads so that a warm page cache fills it at memory speed.
   static Expected<MappedFile> read_into_memory(const std::string& path) {
+    detail::ReadableFile in;
+    BORA_RETURN_IF_ERROR(in.open(path));
     MappedFile file;
     file.path_ = path;
+    file.size_ = in.size();
+    if (file.size_ == 0) return file;
 #if defined(_WIN32)
-    HANDLE handle = CreateFileA(path.c_str(), GENERIC_READ, FILE_SHARE_READ, nullptr, OPEN_EXISTING,
-                                FILE_ATTRIBUTE_NORMAL, nullptr);
-    if (handle == INVALID_HANDLE_VALUE) return make_error(ErrorCode::kIo, "%s: cannot open", path.c_str());
-    LARGE_INTEGER size;
-    if (!GetFileSizeEx(handle, &size)) {
-      CloseHandle(handle);
-      return make_error(ErrorCode::kIo, "%s: cannot read its size", path.c_str());
+    void* buffer = VirtualAlloc(nullptr, file.size_, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
+    if (buffer == nullptr) {
+      return make_error(ErrorCode::kIo, "%s: cannot allocate %llu bytes", path.c_str(), (unsigned long long)file.size_);
     }
-    file.size_ = static_cast<uint64_t>(size.QuadPart);
-    if (file.size_ > 0) {
-      void* buffer = VirtualAlloc(nullptr, file.size_, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
-      if (buffer == nullptr) {
-        CloseHandle(handle);
-        return make_error(ErrorCode::kIo, "%s: cannot allocate %llu bytes", path.c_str(), (unsigned long long)file.size_);
+    file.data_ = static_cast<const uint8_t*>(buffer);
+    file.owned_ = true;
+    uint64_t done = 0;
+    while (done < file.size_) {
+      const DWORD want = static_cast<DWORD>(file.size_ - done < (1u << 30) ? file.size_ - done : (1u << 30));
+      DWORD got = 0;
+      if (!ReadFile(in.handle(), static_cast<uint8_t*>(buffer) + done, want, &got, nullptr) || got == 0) {
+        return make_error(ErrorCode::kIo, "%s: read failed at byte %llu", path.c_str(), (unsigned long long)done);
       }
-      file.data_ = static_cast<const uint8_t*>(buffer);
-      file.owned_ = true;
-      uint64_t done = 0;
-      while (done < file.size_) {
-        const DWORD want = static_cast<DWORD>(file.size_ - done < (1u << 30) ? file.size_ - done : (1u << 30));
-        DWORD got = 0;
-        if (!ReadFile(handle, static_cast<uint8_t*>(buffer) + done, want, &got, nullptr) || got == 0) {
-          CloseHandle(handle);
-          return make_error(ErrorCode::kIo, "%s: read failed at byte %llu", path.c_str(), (unsigned long long)done);
-        }
-        done += got;
-      }
+      done += got;
     }
-    CloseHandle(handle);
 #else
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return make_error(ErrorCode::kIo, "%s: cannot open: %s", path.c_str(), std::strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      return make_error(ErrorCode::kIo, "%s: not a regular file", path.c_str());
+    void* address = mmap(nullptr, file.size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (address == MAP_FAILED) {
+      return make_error(ErrorCode::kIo, "%s: cannot allocate %llu bytes: %s", path.c_str(),
+                        (unsigned long long)file.size_, std::strerror(errno));
     }
-    file.size_ = static_cast<uint64_t>(st.st_size);
-    if (file.size_ > 0) {
-      void* address = mmap(nullptr, file.size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (address == MAP_FAILED) {
-        ::close(fd);
-        return make_error(ErrorCode::kIo, "%s: cannot allocate %llu bytes: %s", path.c_str(),
-                          (unsigned long long)file.size_, std::strerror(errno));
-      }
 #if defined(MADV_HUGEPAGE)
-      madvise(address, file.size_, MADV_HUGEPAGE);
+    madvise(address, file.size_, MADV_HUGEPAGE);
 #endif
-      file.data_ = static_cast<const uint8_t*>(address);
-      auto read_range = [&](uint64_t begin, uint64_t end, int* error) {
-        while (begin < end) {
-          const size_t want = static_cast<size_t>(end - begin < (1u << 26) ? end - begin : (1u << 26));
-          const ssize_t got = pread(fd, static_cast<uint8_t*>(address) + begin, want, static_cast<off_t>(begin));
-          if (got < 0 && errno == EINTR) continue;
-          if (got <= 0) {
-            *error = got < 0 ? errno : EIO;
-            return;
-          }
-          begin += static_cast<uint64_t>(got);
+    file.data_ = static_cast<const uint8_t*>(address);
+    const int fd = in.fd();
+    auto read_range = [&](uint64_t begin, uint64_t end, int* error) {
+      while (begin < end) {
+        const size_t want = static_cast<size_t>(end - begin < (1u << 26) ? end - begin : (1u << 26));
+        const ssize_t got = pread(fd, static_cast<uint8_t*>(address) + begin, want, static_cast<off_t>(begin));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+          *error = got < 0 ? errno : EIO;
+          return;
         }
-      };
-      int first_error = 0, second_error = 0;
-      const uint64_t half = file.size_ / 2 / 4096 * 4096;
-      std::thread helper(read_range, half, file.size_, &second_error);
-      read_range(0, half, &first_error);
-      helper.join();
-      if (first_error != 0 || second_error != 0) {
-        ::close(fd);
-        return make_error(ErrorCode::kIo, "%s: read failed: %s", path.c_str(),
-                          std::strerror(first_error != 0 ? first_error : second_error));
+        begin += static_cast<uint64_t>(got);
       }
+    };
+    int first_error = 0, second_error = 0;
+    const uint64_t half = file.size_ / 2 / 4096 * 4096;
+    std::thread helper(read_range, half, file.size_, &second_error);
+    read_range(0, half, &first_error);
+    helper.join();
+    if (first_error != 0 || second_error != 0) {
+      return make_error(ErrorCode::kIo, "%s: read failed: %s", path.c_str(),
+                        std::strerror(first_error != 0 ? first_error : second_error));
     }
-    ::close(fd);
 #endif
     return file;
   }
@@ -4962,7 +4964,8 @@ struct Activations {
   const float* f32 = nullptr;     // [n_tokens][width]
   const uint8_t* int8 = nullptr;  // [n_tokens][ops::q8_row_bytes(width)], or null
   // Optional second level: the int8 form of what the first level rounded away (x - int8), so that
-  // int8 + residual carries ~14 bits; linear() then needs a scratch of n_tokens * rows floats.
+  // int8 + residual carries ~14 bits. For several tokens linear() then needs a scratch of
+  // n_tokens * rows floats (one token needs none).
   const uint8_t* int8_residual = nullptr;
 };
 
@@ -4996,9 +4999,9 @@ inline Activations quantize_activations_two_level(ThreadPool& pool, int max_thre
     thread_local std::vector<float> residual;
     if (residual.size() < static_cast<size_t>(width)) residual.resize(static_cast<size_t>(width));
     for (int64_t t = begin; t < end; ++t) {
-      const quant::Q8ActivationRow level = quant::q8_activation_view(hi + t * row_bytes, width);
+      quant::dequantize_activations_q8(hi + t * row_bytes, width, residual.data());
       const float* row = x + t * width;
-      for (int64_t i = 0; i < width; ++i) residual[static_cast<size_t>(i)] = row[i] - level.d[i / 32] * level.q[i];
+      for (int64_t i = 0; i < width; ++i) residual[static_cast<size_t>(i)] = row[i] - residual[static_cast<size_t>(i)];
       ops::quantize_row_q8(residual.data(), width, lo + t * row_bytes);
     }
   }, max_threads);
@@ -5023,7 +5026,7 @@ inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const
       } else {
         ops::matmul_q8(w, x.int8, n_tokens, y, rows, begin, end);
         if (two_level) {
-          // Same rows, still in cache (prefill is compute-bound): the residual level costs compute only.
+          // Prefill is compute-bound, so this second pass costs compute rather than bandwidth.
           ops::matmul_q8(w, x.int8_residual, n_tokens, residual_scratch, rows, begin, end);
           for (int64_t t = 0; t < n_tokens; ++t)
             for (int64_t r = begin; r < end; ++r) y[t * rows + r] += residual_scratch[t * rows + r];
@@ -6281,8 +6284,8 @@ class Transformer final : public Model {
         chosen_weights, routed_weights, attention_scratch, last_hidden;
     std::vector<int32_t> chosen, routed_tokens;
     std::vector<uint8_t> quantized;  // int8 activations (fast path)
-    std::vector<uint8_t> quantized_residual;  // their second level, for q/k/v
-    std::vector<float> residual_products;     // q/k/v products of the second level
+    std::vector<uint8_t> quantized_residual;  // their second level, for the attention projections
+    std::vector<float> residual_products;     // products of the second level (prefill)
     int64_t scratch_per_thread = 0;
     friend class Transformer;
 
@@ -6369,9 +6372,9 @@ class Transformer final : public Model {
     sized(ctx->up, n * hidden);
     sized(ctx->last_hidden, dim);
     if (!params.f32_activations) {
-      const int64_t widest = std::max(std::max(dim, q_dim), hidden);
-      ctx->quantized.assign(static_cast<size_t>(n * ops::q8_row_bytes(widest + (32 - widest % 32) % 32)), 0);
-      ctx->quantized_residual.assign(static_cast<size_t>(n * ops::q8_row_bytes(std::max(dim, q_dim) + (32 - std::max(dim, q_dim) % 32) % 32)), 0);
+      auto q8_rows = [n](int64_t width) { return static_cast<size_t>(n * ops::q8_row_bytes((width + 31) / 32 * 32)); };
+      ctx->quantized.assign(q8_rows(std::max(std::max(dim, q_dim), hidden)), 0);
+      ctx->quantized_residual.assign(q8_rows(std::max(dim, q_dim)), 0);
       sized(ctx->residual_products, n * std::max(std::max(q_dim, kv_dim), dim));
     }
     if (FeedForward::kSparse) {
@@ -6448,9 +6451,10 @@ class Transformer final : public Model {
         for (int64_t t = b; t < e; ++t)
           ops::rmsnorm(ctx.x.data() + t * dim, w.attention_norm.data(), c.norm_eps, dim, ctx.normed.data() + t * dim);
       }, threads);
-      // q, k and v get near-exact activations on the fast path (two int8 levels): their errors
-      // are amplified by the softmax over q.k, and this makes the fast path several times closer
-      // to the reference (tests/model/test_fast_path_accuracy.cpp) for a tenth of the weights.
+      // The attention projections (q, k, v here, wo below) get near-exact activations on the fast
+      // path (two int8 levels): q and k errors are amplified by the softmax over q.k, and this makes
+      // the fast path several times closer to the reference (tests/model/test_fast_path_accuracy.cpp)
+      // for a fifth of the weights.
       const Activations normed = quantize_activations_two_level(pool, threads, ctx.normed.data(), n, dim, quantized,
                                                                 quantized_residual);
       float* residual = ctx.residual_products.empty() ? nullptr : ctx.residual_products.data();

@@ -19,7 +19,8 @@ struct Activations {
   const float* f32 = nullptr;     // [n_tokens][width]
   const uint8_t* int8 = nullptr;  // [n_tokens][ops::q8_row_bytes(width)], or null
   // Optional second level: the int8 form of what the first level rounded away (x - int8), so that
-  // int8 + residual carries ~14 bits; linear() then needs a scratch of n_tokens * rows floats.
+  // int8 + residual carries ~14 bits. For several tokens linear() then needs a scratch of
+  // n_tokens * rows floats (one token needs none).
   const uint8_t* int8_residual = nullptr;
 };
 
@@ -53,9 +54,9 @@ inline Activations quantize_activations_two_level(ThreadPool& pool, int max_thre
     thread_local std::vector<float> residual;
     if (residual.size() < static_cast<size_t>(width)) residual.resize(static_cast<size_t>(width));
     for (int64_t t = begin; t < end; ++t) {
-      const quant::Q8ActivationRow level = quant::q8_activation_view(hi + t * row_bytes, width);
+      quant::dequantize_activations_q8(hi + t * row_bytes, width, residual.data());
       const float* row = x + t * width;
-      for (int64_t i = 0; i < width; ++i) residual[static_cast<size_t>(i)] = row[i] - level.d[i / 32] * level.q[i];
+      for (int64_t i = 0; i < width; ++i) residual[static_cast<size_t>(i)] = row[i] - residual[static_cast<size_t>(i)];
       ops::quantize_row_q8(residual.data(), width, lo + t * row_bytes);
     }
   }, max_threads);
@@ -80,7 +81,7 @@ inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const
       } else {
         ops::matmul_q8(w, x.int8, n_tokens, y, rows, begin, end);
         if (two_level) {
-          // Same rows, still in cache (prefill is compute-bound): the residual level costs compute only.
+          // Prefill is compute-bound, so this second pass costs compute rather than bandwidth.
           ops::matmul_q8(w, x.int8_residual, n_tokens, residual_scratch, rows, begin, end);
           for (int64_t t = 0; t < n_tokens; ++t)
             for (int64_t r = begin; r < end; ++r) y[t * rows + r] += residual_scratch[t * rows + r];

@@ -153,8 +153,8 @@ class Transformer final : public Model {
         chosen_weights, routed_weights, attention_scratch, last_hidden;
     std::vector<int32_t> chosen, routed_tokens;
     std::vector<uint8_t> quantized;  // int8 activations (fast path)
-    std::vector<uint8_t> quantized_residual;  // their second level, for q/k/v
-    std::vector<float> residual_products;     // q/k/v products of the second level
+    std::vector<uint8_t> quantized_residual;  // their second level, for the attention projections
+    std::vector<float> residual_products;     // products of the second level (prefill)
     int64_t scratch_per_thread = 0;
     friend class Transformer;
 
@@ -241,9 +241,9 @@ class Transformer final : public Model {
     sized(ctx->up, n * hidden);
     sized(ctx->last_hidden, dim);
     if (!params.f32_activations) {
-      const int64_t widest = std::max(std::max(dim, q_dim), hidden);
-      ctx->quantized.assign(static_cast<size_t>(n * ops::q8_row_bytes(widest + (32 - widest % 32) % 32)), 0);
-      ctx->quantized_residual.assign(static_cast<size_t>(n * ops::q8_row_bytes(std::max(dim, q_dim) + (32 - std::max(dim, q_dim) % 32) % 32)), 0);
+      auto q8_rows = [n](int64_t width) { return static_cast<size_t>(n * ops::q8_row_bytes((width + 31) / 32 * 32)); };
+      ctx->quantized.assign(q8_rows(std::max(std::max(dim, q_dim), hidden)), 0);
+      ctx->quantized_residual.assign(q8_rows(std::max(dim, q_dim)), 0);
       sized(ctx->residual_products, n * std::max(std::max(q_dim, kv_dim), dim));
     }
     if (FeedForward::kSparse) {
@@ -320,9 +320,10 @@ class Transformer final : public Model {
         for (int64_t t = b; t < e; ++t)
           ops::rmsnorm(ctx.x.data() + t * dim, w.attention_norm.data(), c.norm_eps, dim, ctx.normed.data() + t * dim);
       }, threads);
-      // q, k and v get near-exact activations on the fast path (two int8 levels): their errors
-      // are amplified by the softmax over q.k, and this makes the fast path several times closer
-      // to the reference (tests/model/test_fast_path_accuracy.cpp) for a tenth of the weights.
+      // The attention projections (q, k, v here, wo below) get near-exact activations on the fast
+      // path (two int8 levels): q and k errors are amplified by the softmax over q.k, and this makes
+      // the fast path several times closer to the reference (tests/model/test_fast_path_accuracy.cpp)
+      // for a fifth of the weights.
       const Activations normed = quantize_activations_two_level(pool, threads, ctx.normed.data(), n, dim, quantized,
                                                                 quantized_residual);
       float* residual = ctx.residual_products.empty() ? nullptr : ctx.residual_products.data();

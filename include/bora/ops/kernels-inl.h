@@ -1169,6 +1169,14 @@ HWY_INLINE void VnniMatmul(const uint8_t* data, uint64_t row_bytes, int64_t n, c
 // Formats with per-block f16 scales gather 16 of them at once; offset terms are accumulated once
 // per 16 blocks (or per super-block) as vectors.
 
+// Prefetches `bytes` of weights `distance` bytes ahead. The address may lie past the row (prefetches
+// never fault), hence integer arithmetic rather than pointer arithmetic.
+HWY_INLINE void X86PrefetchAhead(const uint8_t* p, int bytes, int distance) {
+  const uintptr_t ahead = reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(distance);
+  for (int line = 0; line < bytes; line += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(ahead + static_cast<uintptr_t>(line)), _MM_HINT_T0);
+}
+
 // [first x 8 | first + 1 x 8]: pairs of consecutive f32 scales spread over a 512-bit result.
 HWY_INLINE __m512i X512PairIndex(int first) {
   return _mm512_add_epi32(_mm512_set1_epi32(first),
@@ -1269,11 +1277,7 @@ HWY_INLINE float X512RowDotLegacy(const uint8_t* row, int64_t n, const quant::Q8
     const int count = static_cast<int>(blocks - b < 16 ? blocks - b : 16);
     const __mmask16 lanes = static_cast<__mmask16>((1u << count) - 1u);
     const uint8_t* first = row + b * kBytes;
-    {  // the address may lie past the row (prefetches never fault), hence integer arithmetic
-      const uintptr_t ahead = reinterpret_cast<uintptr_t>(first) + 256 * kBytes;
-      for (int line = 0; line < 16 * kBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(ahead + static_cast<uintptr_t>(line)), _MM_HINT_T0);
-    }
+    X86PrefetchAhead(first, 16 * kBytes, 256 * kBytes);
     // Whole groups take their scales from plain loads; the last, or one whose loads would pass the
     // row's end, gathers exactly the bytes it needs.
     const bool windows_fit = count == 16 && (kIsQ8 || blocks - b >= 18);
@@ -1351,11 +1355,7 @@ HWY_INLINE float X512RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8
   __m512 mins_acc = _mm512_setzero_ps();  // upper eight lanes: dmin * m * dx * sum(q)
   for (int64_t s = 0; s < n / 256; ++s) {
     const uint8_t* block = row + s * kBlockBytes;
-    {  // as in X512RowDotLegacy: streaming speed must not depend on how rows meet cache lines
-      const uintptr_t ahead = reinterpret_cast<uintptr_t>(block) + 2048;
-      for (int line = 0; line < kBlockBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(ahead + static_cast<uintptr_t>(line)), _MM_HINT_T0);
-    }
+    X86PrefetchAhead(block, kBlockBytes, 2048);  // as in X512RowDotLegacy: independent of row alignment
     int32_t d_bits;
     std::memcpy(&d_bits, block, 4);
     const __m512 d_dmin = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(d_bits))));
