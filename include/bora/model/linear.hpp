@@ -5,7 +5,6 @@
 #define BORA_MODEL_LINEAR_HPP
 
 #include <cstdint>
-#include <vector>
 
 #include "bora/base/thread_pool.hpp"
 #include "bora/io/tensor_view.hpp"
@@ -43,22 +42,16 @@ inline Activations quantize_activations(ThreadPool& pool, int max_threads, const
   return a;
 }
 
-// Two int8 levels: `hi` as quantize_activations, and `lo` the int8 form of the rounding error.
-// Near-exact activations for the price of a second integer pass over the same weights.
+// Two int8 levels: `hi` as quantize_activations, and `lo` the rounding error at 1/256 of hi's scale
+// (ops::quantize_residual_q8). Near-exact activations for a little more integer work.
 inline Activations quantize_activations_two_level(ThreadPool& pool, int max_threads, const float* x, int64_t n,
                                                   int64_t width, uint8_t* hi, uint8_t* lo) {
   Activations a = quantize_activations(pool, max_threads, x, n, width, hi);
   if (a.int8 == nullptr || lo == nullptr) return a;
   const int64_t row_bytes = ops::q8_row_bytes(width);
   pool.parallel_for(n, [&](int64_t begin, int64_t end, int) {
-    thread_local std::vector<float> residual;
-    if (residual.size() < static_cast<size_t>(width)) residual.resize(static_cast<size_t>(width));
-    for (int64_t t = begin; t < end; ++t) {
-      quant::dequantize_activations_q8(hi + t * row_bytes, width, residual.data());
-      const float* row = x + t * width;
-      for (int64_t i = 0; i < width; ++i) residual[static_cast<size_t>(i)] = row[i] - residual[static_cast<size_t>(i)];
-      ops::quantize_row_q8(residual.data(), width, lo + t * row_bytes);
-    }
+    for (int64_t t = begin; t < end; ++t)
+      ops::quantize_residual_q8(x + t * width, hi + t * row_bytes, width, lo + t * row_bytes);
   }, max_threads);
   a.int8_residual = lo;
   return a;

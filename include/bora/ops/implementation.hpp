@@ -56,6 +56,7 @@ HWY_EXPORT(MatmulKernel);
 HWY_EXPORT(RowDotKernel);
 HWY_EXPORT(DequantizeRowKernel);
 HWY_EXPORT(QuantizeRowQ8Kernel);
+HWY_EXPORT(QuantizeResidualQ8Kernel);
 HWY_EXPORT(MatvecQ8Kernel);
 HWY_EXPORT(MatvecQ8TwoLevelKernel);
 HWY_EXPORT(MatmulQ8Kernel);
@@ -202,6 +203,10 @@ int64_t simd_compiled_targets() { return HWY_TARGETS; }
 int64_t q8_row_bytes(int64_t n) { return quant::q8_activation_row_bytes(n); }
 
 void quantize_row_q8(const float* x, int64_t n, uint8_t* xq) { HWY_DYNAMIC_DISPATCH(QuantizeRowQ8Kernel)(x, n, xq); }
+
+void quantize_residual_q8(const float* x, const uint8_t* xq_hi, int64_t n, uint8_t* xq_lo) {
+  HWY_DYNAMIC_DISPATCH(QuantizeResidualQ8Kernel)(x, xq_hi, n, xq_lo);
+}
 
 void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end) {
   matmul_q8(w, xq, 1, y, 0, row_begin, row_end);

@@ -57,10 +57,13 @@ int64_t simd_compiled_targets();
 // n must be a multiple of 32; buffers of q8_row_bytes(n) bytes, 4-byte aligned.
 int64_t q8_row_bytes(int64_t n);
 void quantize_row_q8(const float* x, int64_t n, uint8_t* xq);
+// The second level of x, quantized at 1/256 of xq_hi = quantize_row_q8(x)'s scales: what xq_hi
+// rounded away (quant::quantize_activation_residual_q8 is the reference, up to one step per value).
+void quantize_residual_q8(const float* x, const uint8_t* xq_hi, int64_t n, uint8_t* xq_lo);
 // y[r] ~= dot(w.row(r), x) for r in [row_begin, row_end), xq = quantize_row_q8(x).
 void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end);
 // y[r] ~= dot(w.row(r), x) where x was quantized in two levels, xq_hi = quantize_row_q8(x) and xq_lo =
-// quantize_row_q8 of what xq_hi rounded away: near-exact, and each weight row is read from memory once.
+// quantize_residual_q8(x, xq_hi): near-exact, and each weight row is read from memory once.
 void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, float* y,
                          int64_t row_begin, int64_t row_end);
 // Token t's quantized row starts at xq + t * q8_row_bytes(w.row_length()); y as in matmul_f32.

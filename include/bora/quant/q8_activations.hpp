@@ -62,6 +62,36 @@ inline void quantize_activations_q8(const float* x, int64_t n, uint8_t* out) {
   }
 }
 
+// The second level of a two-level row: x minus what `hi` (quantize_activations_q8(x)) holds, quantized
+// with each block's scale exactly hi's / 256 (a power of two, so exact). The rounding error is at most
+// hi's step / 2, i.e. 128 of the finer steps, so the clamp to 127 moves a value by at most one step;
+// together the levels carry ~15 bits. The fixed ratio lets kernels add 256 * hi + lo in integers.
+inline void quantize_activation_residual_q8(const float* x, const uint8_t* hi, int64_t n, uint8_t* lo) {
+  const Q8ActivationRow first = q8_activation_view(hi, n);
+  int8_t* q = reinterpret_cast<int8_t*>(lo);
+  float* d = reinterpret_cast<float*>(lo + n);
+  float* d_sum = d + n / 32;
+  float* d_sum16 = d_sum + n / 32;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float scale = first.d[b] / 256.0f;
+    const float inverse = scale > 0.0f ? 256.0f / first.d[b] : 0.0f;
+    int sum = 0, first_half = 0;
+    for (int i = 0; i < 32; ++i) {
+      const float rest = x[32 * b + i] - first.d[b] * static_cast<float>(first.q[32 * b + i]);
+      const float scaled = rest * inverse;
+      const int value = scaled >= 127.0f ? 127 : scaled <= -127.0f ? -127
+                        : scaled == scaled ? static_cast<int>(std::nearbyint(scaled)) : 0;
+      q[32 * b + i] = static_cast<int8_t>(value);
+      sum += value;
+      if (i < 16) first_half += value;
+    }
+    d[b] = scale;
+    d_sum[b] = scale * static_cast<float>(sum);
+    d_sum16[2 * b] = scale * static_cast<float>(first_half);
+    d_sum16[2 * b + 1] = scale * static_cast<float>(sum - first_half);
+  }
+}
+
 inline void dequantize_activations_q8(const uint8_t* row, int64_t n, float* out) {
   const Q8ActivationRow view = q8_activation_view(row, n);
   for (int64_t i = 0; i < n; ++i) out[i] = view.d[i / 32] * static_cast<float>(view.q[i]);
