@@ -1460,6 +1460,7 @@ HWY_INLINE float X512RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8Ac
   __m512 offset = _mm512_setzero_ps();
   for (int64_t s = 0; s < n / 256; ++s) {
     const uint8_t* block = row + s * 210;
+    X86PrefetchAhead(block, 210, 2048);
     const __m512 d = _mm512_set1_ps(X86Half(block + 208));
     const __m512 scales = _mm512_mul_ps(
         d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 192)))));
