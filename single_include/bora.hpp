@@ -636,6 +636,44 @@ inline void QuantizeRowQ8Kernel(const float* x, int64_t n, uint8_t* out) {
   }
 }
 
+// The same float operations as quant::quantize_activation_residual_q8, except that a compiler may fuse
+// the multiply and subtract of the rest, so a value can land one fine step away from the reference.
+inline void QuantizeResidualQ8Kernel(const float* x, const uint8_t* hi, int64_t n, uint8_t* lo) {
+  const hn::CappedTag<float, 16> df;
+  const hn::Rebind<int32_t, decltype(df)> di;
+  const hn::Rebind<int8_t, decltype(df)> di8;
+  const size_t lanes = hn::Lanes(df);
+  const quant::Q8ActivationRow first = quant::q8_activation_view(hi, n);
+  int8_t* q = reinterpret_cast<int8_t*>(lo);
+  float* d = reinterpret_cast<float*>(lo + n);
+  float* d_sum = d + n / 32;
+  float* d_sum16 = d_sum + n / 32;
+  const auto high = hn::Set(di, 127);
+  const auto low = hn::Set(di, -127);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float scale = first.d[b] / 256.0f;
+    const auto coarse = hn::Set(df, first.d[b]);
+    const auto inverse = hn::Set(df, scale > 0.0f ? 256.0f / first.d[b] : 0.0f);
+    int32_t half_sums[2] = {0, 0};
+    for (int half = 0; half < 2; ++half) {
+      auto vsum = hn::Zero(di);
+      for (size_t i = 16 * static_cast<size_t>(half); i < 16 * static_cast<size_t>(half) + 16; i += lanes) {
+        const int64_t at = 32 * b + static_cast<int64_t>(i);
+        const auto kept = hn::Mul(coarse, hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(di8, first.q + at))));
+        const auto rest = hn::Sub(hn::LoadU(df, x + at), kept);
+        const auto qi = hn::Min(hn::Max(hn::NearestInt(hn::Mul(rest, inverse)), low), high);
+        vsum = hn::Add(vsum, qi);
+        hn::StoreU(hn::DemoteTo(di8, qi), di8, q + at);
+      }
+      half_sums[half] = hn::GetLane(hn::SumOfLanes(di, vsum));
+    }
+    d[b] = scale;
+    d_sum[b] = scale * static_cast<float>(half_sums[0] + half_sums[1]);
+    d_sum16[2 * b] = scale * static_cast<float>(half_sums[0]);
+    d_sum16[2 * b + 1] = scale * static_cast<float>(half_sums[1]);
+  }
+}
+
 // -- portable path: weights decoded to int8, products widened to int16 and summed pairwise.
 
 HWY_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int count) {
@@ -1276,11 +1314,29 @@ HWY_INLINE __m512i X512LegacyPair(const uint8_t* block, bool single, bool near_e
   return _mm512_and_si512(_mm512_srlv_epi16(ordered, shifts), _mm512_set1_epi8(15));
 }
 
+// Integer sums of 4-byte groups of u (unsigned weights) times the activations at `offset`. With two
+// levels the second level's scale is exactly the first's / 256 (quant::quantize_activation_residual_q8),
+// so 256 * hi + lo is the activation in units of the second level's scale, and both levels cost one
+// extra product over weights decoded once. No overflow: |256 * hi + lo| per lane < 2^26.
+template <int kLevels>
+HWY_INLINE __m512i X512DotLevels(__m512i u, const quant::Q8ActivationRow* x, int64_t offset, bool single = false) {
+  auto load = [&](const int8_t* p) {
+    return single ? _mm512_inserti64x4(_mm512_setzero_si512(), X86Load32(p), 0) : _mm512_loadu_si512(p);
+  };
+  __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, load(x[0].q + offset));
+  if (kLevels == 2) sums = _mm512_dpbusd_epi32(_mm512_slli_epi32(sums, 8), u, load(x[1].q + offset));
+  return sums;
+}
+
+// The activation scales a kernel multiplies integer sums by: the last level's (see X512DotLevels).
+template <int kLevels>
+HWY_INLINE const float* X512LevelScales(const quant::Q8ActivationRow* x) { return x[kLevels - 1].d; }
+
 // Prefetches 256 blocks ahead: without it, Q4_0's 36-byte block pairs stream from memory at half speed
 // whenever they straddle cache lines unluckily (measured: 12 vs 22 GB/s on one core), and Q8_0 rows
 // of 4096 values stream at 25-30 instead of 31-39 GB/s.
-template <int kBytes, bool kIsQ8>
-HWY_INLINE float X512RowDotLegacy(const uint8_t* row, int64_t n, const quant::Q8ActivationRow& x) {
+template <int kBytes, bool kIsQ8, int kLevels>
+HWY_INLINE float X512RowDotLegacy(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x) {
   const __m512i permute = _mm512_set_epi8(35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20,
                                           35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20,
                                           17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2,
@@ -1298,11 +1354,12 @@ HWY_INLINE float X512RowDotLegacy(const uint8_t* row, int64_t n, const quant::Q8
     const bool windows_fit = count == 16 && (kIsQ8 || blocks - b >= 18);
     const __m512 dw = windows_fit ? X512GroupScales<kBytes>(first) : X512BlockScales<kBytes>(first, lanes);
     const bool full = count == 16;  // masked loads only for a row's last partial group
-    const __m512 dx = full ? _mm512_loadu_ps(x.d + b) : _mm512_maskz_loadu_ps(lanes, x.d + b);
-    const __m512 ds = full ? _mm512_loadu_ps(x.d_sum + b) : _mm512_maskz_loadu_ps(lanes, x.d_sum + b);
+    auto load = [&](const float* p) { return full ? _mm512_loadu_ps(p + b) : _mm512_maskz_loadu_ps(lanes, p + b); };
+    const __m512 dx = load(X512LevelScales<kLevels>(x));
+    const __m512 ds = kLevels == 2 ? _mm512_add_ps(load(x[0].d_sum), load(x[1].d_sum)) : load(x[0].d_sum);
     const __m512 step = _mm512_mul_ps(dw, dx);
     offset = _mm512_fmadd_ps(dw, ds, offset);
-    const int8_t* xq = x.q + 32 * b;
+    const int64_t xq = 32 * b;
     // A 64-byte read from a pair's start stays inside the row while 4 blocks (72 bytes) remain.
     const int64_t left = blocks - b;
     int p = 0;
@@ -1311,10 +1368,10 @@ HWY_INLINE float X512RowDotLegacy(const uint8_t* row, int64_t n, const quant::Q8
       const __m512i u1 = X512LegacyPair<kIsQ8>(first + (p + 2) * kBytes, false, left - p - 2 < 4, permute);
       const __m512i u2 = X512LegacyPair<kIsQ8>(first + (p + 4) * kBytes, false, left - p - 4 < 4, permute);
       const __m512i u3 = X512LegacyPair<kIsQ8>(first + (p + 6) * kBytes, false, left - p - 6 < 4, permute);
-      const __m512i sums0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u0, _mm512_loadu_si512(xq + 32 * p));
-      const __m512i sums1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u1, _mm512_loadu_si512(xq + 32 * (p + 2)));
-      const __m512i sums2 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u2, _mm512_loadu_si512(xq + 32 * (p + 4)));
-      const __m512i sums3 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u3, _mm512_loadu_si512(xq + 32 * (p + 6)));
+      const __m512i sums0 = X512DotLevels<kLevels>(u0, x, xq + 32 * p);
+      const __m512i sums1 = X512DotLevels<kLevels>(u1, x, xq + 32 * (p + 2));
+      const __m512i sums2 = X512DotLevels<kLevels>(u2, x, xq + 32 * (p + 4));
+      const __m512i sums3 = X512DotLevels<kLevels>(u3, x, xq + 32 * (p + 6));
       acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums0), _mm512_permutexvar_ps(X512PairIndex(p), step), acc0);
       acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums1), _mm512_permutexvar_ps(X512PairIndex(p + 2), step), acc1);
       acc2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums2), _mm512_permutexvar_ps(X512PairIndex(p + 4), step), acc2);
@@ -1323,17 +1380,15 @@ HWY_INLINE float X512RowDotLegacy(const uint8_t* row, int64_t n, const quant::Q8
     for (; p + 4 <= count; p += 4) {  // two pairs into two accumulators
       const __m512i u0 = X512LegacyPair<kIsQ8>(first + p * kBytes, false, left - p < 4, permute);
       const __m512i u1 = X512LegacyPair<kIsQ8>(first + (p + 2) * kBytes, false, left - p - 2 < 4, permute);
-      const __m512i sums0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u0, _mm512_loadu_si512(xq + 32 * p));
-      const __m512i sums1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u1, _mm512_loadu_si512(xq + 32 * (p + 2)));
+      const __m512i sums0 = X512DotLevels<kLevels>(u0, x, xq + 32 * p);
+      const __m512i sums1 = X512DotLevels<kLevels>(u1, x, xq + 32 * (p + 2));
       acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums0), _mm512_permutexvar_ps(X512PairIndex(p), step), acc0);
       acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums1), _mm512_permutexvar_ps(X512PairIndex(p + 2), step), acc1);
     }
     for (; p < count; p += 2) {
-      const bool single = p + 1 == count;  // an odd last block: the second half stays zero
-      const __m512i xv = single ? _mm512_castsi256_si512(X86Load32(xq + 32 * p)) : _mm512_loadu_si512(xq + 32 * p);
-      const __m512i xv_clean = single ? _mm512_inserti64x4(xv, _mm256_setzero_si256(), 1) : xv;
+      const bool single = p + 1 == count;  // an odd last block: the second half's activations are zero
       const __m512i u = X512LegacyPair<kIsQ8>(first + p * kBytes, single, left - p < 4, permute);
-      const __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xv_clean);
+      const __m512i sums = X512DotLevels<kLevels>(u, x, xq + 32 * p, single);
       acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_permutexvar_ps(X512PairIndex(p), step), acc0);
     }
   }
@@ -1356,8 +1411,8 @@ HWY_INLINE __m128i X86KScalesMins(const uint8_t* packed12) {
   return _mm_unpacklo_epi32(low6, high) /* [sc0-3, sc4-7, m0-3, m4-7] */;
 }
 
-template <bool kHasHighBit>
-HWY_INLINE float X512RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8ActivationRow& x) {
+template <bool kHasHighBit, int kLevels>
+HWY_INLINE float X512RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x) {
   constexpr int kBlockBytes = kHasHighBit ? 176 : 144;
   // Per 16-bit lane: the first 32 bytes unshifted (low nibbles), the last 32 shifted by 4.
   const __m512i nibble_shifts = _mm512_setr_epi64(0, 0, 0, 0, 0x0004000400040004LL, 0x0004000400040004LL,
@@ -1376,8 +1431,10 @@ HWY_INLINE float X512RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8
     const __m512 d_dmin = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(d_bits))));
     const __m512 scales_mins =
         _mm512_mul_ps(d_dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(X86KScalesMins(block + 4))));
-    const __m512 activation = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(x.d + 8 * s)),
-                                                 _mm256_loadu_ps(x.d_sum + 8 * s), 1);
+    const __m256 d_sum = kLevels == 2 ? _mm256_add_ps(_mm256_loadu_ps(x[0].d_sum + 8 * s), _mm256_loadu_ps(x[1].d_sum + 8 * s))
+                                      : _mm256_loadu_ps(x[0].d_sum + 8 * s);
+    const __m512 activation =
+        _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(X512LevelScales<kLevels>(x) + 8 * s)), d_sum, 1);
     const __m512 step = _mm512_mul_ps(scales_mins, activation);  // [d*sc*dx | dmin*m*dx*sum q]
     mins_acc = _mm512_add_ps(mins_acc, step);                      // lower lanes are ignored below
     const uint8_t* qs = block + (kHasHighBit ? 48 : 16);
@@ -1391,14 +1448,15 @@ HWY_INLINE float X512RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8
         const __m512i counts = _mm512_add_epi16(_mm512_set1_epi16(static_cast<int16_t>(2 * c)), bit_shifts);
         u = _mm512_or_si512(u, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(high_bits, counts), one), 4));
       }
-      const __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(x.q + 256 * s + 64 * c));
+      const __m512i sums = X512DotLevels<kLevels>(u, x, 256 * s + 64 * c);
       acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_permutexvar_ps(X512PairIndex(2 * c), step), acc[c]);
     }
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) - X86Sum(_mm512_extractf32x8_ps(mins_acc, 1));
 }
 
-HWY_INLINE float X512RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8ActivationRow& x) {
+template <int kLevels>
+HWY_INLINE float X512RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x) {
   const __m512i low_mask = _mm512_set1_epi8(15);
   const __m512i high_mask = _mm512_set1_epi8(0x30);
   // Per 16-bit lane: shift the first 32 bytes by a, the last 32 by b.
@@ -1417,12 +1475,15 @@ HWY_INLINE float X512RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8Ac
   __m512 offset = _mm512_setzero_ps();
   for (int64_t s = 0; s < n / 256; ++s) {
     const uint8_t* block = row + s * 210;
+    X86PrefetchAhead(block, 210, 2048);
     const __m512 d = _mm512_set1_ps(X86Half(block + 208));
     const __m512 scales = _mm512_mul_ps(
         d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 192)))));
-    offset = _mm512_fmadd_ps(scales, _mm512_loadu_ps(x.d_sum16 + 16 * s), offset);
-    const __m512 step =
-        _mm512_mul_ps(scales, _mm512_permutexvar_ps(duplicate, _mm512_castps256_ps512(_mm256_loadu_ps(x.d + 8 * s))));
+    const __m512 d_sum16 = kLevels == 2 ? _mm512_add_ps(_mm512_loadu_ps(x[0].d_sum16 + 16 * s), _mm512_loadu_ps(x[1].d_sum16 + 16 * s))
+                                        : _mm512_loadu_ps(x[0].d_sum16 + 16 * s);
+    offset = _mm512_fmadd_ps(scales, d_sum16, offset);
+    const __m512 dx = _mm512_castps256_ps512(_mm256_loadu_ps(X512LevelScales<kLevels>(x) + 8 * s));
+    const __m512 step = _mm512_mul_ps(scales, _mm512_permutexvar_ps(duplicate, dx));
     for (int h = 0; h < 2; ++h) {
       const __m512i ql = _mm512_loadu_si512(block + 64 * h);
       const __m512i qh = _mm512_broadcast_i64x4(X86Load32(block + 128 + 32 * h));
@@ -1430,15 +1491,28 @@ HWY_INLINE float X512RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8Ac
                                               _mm512_and_si512(_mm512_sllv_epi16(qh, shift_left_4_2), high_mask));
       const __m512i u_second = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low_mask),
                                                _mm512_and_si512(_mm512_srlv_epi16(qh, shift_right_0_2), high_mask));
-      const int8_t* xq = x.q + 256 * s + 128 * h;
-      const __m512i sums_first = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u_first, _mm512_loadu_si512(xq));
-      const __m512i sums_second = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u_second, _mm512_loadu_si512(xq + 64));
+      const int64_t xq = 256 * s + 128 * h;
+      const __m512i sums_first = X512DotLevels<kLevels>(u_first, x, xq);
+      const __m512i sums_second = X512DotLevels<kLevels>(u_second, x, xq + 64);
       acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums_first), _mm512_permutexvar_ps(quarter_index[2 * h], step), acc[0]);
       acc[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums_second), _mm512_permutexvar_ps(quarter_index[2 * h + 1], step),
                                acc[1]);
     }
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - 32.0f * _mm512_reduce_add_ps(offset);
+}
+
+// out[0] = dot(row, activations in kLevels levels), for the types with a 512-bit VNNI kernel.
+template <int kLevels>
+HWY_INLINE bool X512RowDot(WeightType type, const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
+  switch (type) {
+    case WeightType::kQ8_0: out[0] = X512RowDotLegacy<34, true, kLevels>(row, n, x); return true;
+    case WeightType::kQ4_0: out[0] = X512RowDotLegacy<18, false, kLevels>(row, n, x); return true;
+    case WeightType::kQ4_K: out[0] = X512RowDotKQuant<false, kLevels>(row, n, x); return true;
+    case WeightType::kQ5_K: out[0] = X512RowDotKQuant<true, kLevels>(row, n, x); return true;
+    case WeightType::kQ6_K: out[0] = X512RowDotQ6_K<kLevels>(row, n, x); return true;
+    default: return false;
+  }
 }
 
 #endif  // x86 with VNNI
@@ -1448,16 +1522,7 @@ template <int T>
 HWY_INLINE void RowDotQ8(WeightType type, const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x,
                          float* out) {
 #ifdef BORA_KERNELS_X86_VNNI
-  if (T == 1) {
-    switch (type) {
-      case WeightType::kQ8_0: out[0] = X512RowDotLegacy<34, true>(row, n, x[0]); return;
-      case WeightType::kQ4_0: out[0] = X512RowDotLegacy<18, false>(row, n, x[0]); return;
-      case WeightType::kQ4_K: out[0] = X512RowDotKQuant<false>(row, n, x[0]); return;
-      case WeightType::kQ5_K: out[0] = X512RowDotKQuant<true>(row, n, x[0]); return;
-      case WeightType::kQ6_K: out[0] = X512RowDotQ6_K(row, n, x[0]); return;
-      default: break;
-    }
-  }
+  if (T == 1 && X512RowDot<1>(type, row, n, x, out)) return;
 #endif
 #ifdef BORA_KERNELS_X86_INT8
   switch (type) {
@@ -1489,9 +1554,9 @@ inline void MatvecQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_by
   MatvecQ8Rows<1>(type, data, row_bytes, n, &x, &y, row_begin, row_end);
 }
 
-// y[r] = dot(row r, hi) + dot(row r, lo) for activations quantized in two levels: the second level
-// reads the row from L1, so near-exact activations cost compute but no extra memory traffic. (One
-// fused pass decoding the weights once for both levels measured slower on AVX3_DL.)
+// y[r] = dot(row r, hi) + dot(row r, lo) for activations quantized in two levels. With VNNI one pass
+// decodes each weight block once for both levels; elsewhere the second pass reads the row from L1.
+// Either way near-exact activations cost compute but no extra memory traffic.
 inline void MatvecQ8TwoLevelKernel(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
                                    const uint8_t* xq_hi, const uint8_t* xq_lo, float* y, int64_t row_begin,
                                    int64_t row_end) {
@@ -1499,6 +1564,9 @@ inline void MatvecQ8TwoLevelKernel(WeightType type, const uint8_t* data, uint64_
   float out[2];
   for (int64_t r = row_begin; r < row_end; ++r) {
     const uint8_t* row = data + static_cast<uint64_t>(r) * row_bytes;
+#ifdef BORA_KERNELS_X86_VNNI
+    if (X512RowDot<2>(type, row, n, x, &y[r])) continue;
+#endif
     RowDotQ8<1>(type, row, n, &x[0], &out[0]);
     RowDotQ8<1>(type, row, n, &x[1], &out[1]);
     y[r] = out[0] + out[1];
@@ -4747,10 +4815,13 @@ int64_t simd_compiled_targets();
 // n must be a multiple of 32; buffers of q8_row_bytes(n) bytes, 4-byte aligned.
 int64_t q8_row_bytes(int64_t n);
 void quantize_row_q8(const float* x, int64_t n, uint8_t* xq);
+// The second level of x, quantized at 1/256 of xq_hi = quantize_row_q8(x)'s scales: what xq_hi
+// rounded away (quant::quantize_activation_residual_q8 is the reference, up to one step per value).
+void quantize_residual_q8(const float* x, const uint8_t* xq_hi, int64_t n, uint8_t* xq_lo);
 // y[r] ~= dot(w.row(r), x) for r in [row_begin, row_end), xq = quantize_row_q8(x).
 void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end);
 // y[r] ~= dot(w.row(r), x) where x was quantized in two levels, xq_hi = quantize_row_q8(x) and xq_lo =
-// quantize_row_q8 of what xq_hi rounded away: near-exact, and each weight row is read from memory once.
+// quantize_residual_q8(x, xq_hi): near-exact, and each weight row is read from memory once.
 void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, float* y,
                          int64_t row_begin, int64_t row_end);
 // Token t's quantized row starts at xq + t * q8_row_bytes(w.row_length()); y as in matmul_f32.
@@ -4879,7 +4950,6 @@ struct GroupedQueryAttention {
 #define BORA_MODEL_LINEAR_HPP
 
 #include <cstdint>
-#include <vector>
 
 // ---- begin bora/quant/q8_activations.hpp -------------------------------------------------------------
 // Why this file exists: the fast decode path quantizes each activation row once into int8 blocks so
@@ -4946,6 +5016,36 @@ inline void quantize_activations_q8(const float* x, int64_t n, uint8_t* out) {
   }
 }
 
+// The second level of a two-level row: x minus what `hi` (quantize_activations_q8(x)) holds, quantized
+// with each block's scale exactly hi's / 256 (a power of two, so exact). The rounding error is at most
+// hi's step / 2, i.e. 128 of the finer steps, so the clamp to 127 moves a value by at most one step;
+// together the levels carry ~15 bits. The fixed ratio lets kernels add 256 * hi + lo in integers.
+inline void quantize_activation_residual_q8(const float* x, const uint8_t* hi, int64_t n, uint8_t* lo) {
+  const Q8ActivationRow first = q8_activation_view(hi, n);
+  int8_t* q = reinterpret_cast<int8_t*>(lo);
+  float* d = reinterpret_cast<float*>(lo + n);
+  float* d_sum = d + n / 32;
+  float* d_sum16 = d_sum + n / 32;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float scale = first.d[b] / 256.0f;
+    const float inverse = scale > 0.0f ? 256.0f / first.d[b] : 0.0f;
+    int sum = 0, first_half = 0;
+    for (int i = 0; i < 32; ++i) {
+      const float rest = x[32 * b + i] - first.d[b] * static_cast<float>(first.q[32 * b + i]);
+      const float scaled = rest * inverse;
+      const int value = scaled >= 127.0f ? 127 : scaled <= -127.0f ? -127
+                        : scaled == scaled ? static_cast<int>(std::nearbyint(scaled)) : 0;
+      q[32 * b + i] = static_cast<int8_t>(value);
+      sum += value;
+      if (i < 16) first_half += value;
+    }
+    d[b] = scale;
+    d_sum[b] = scale * static_cast<float>(sum);
+    d_sum16[2 * b] = scale * static_cast<float>(first_half);
+    d_sum16[2 * b + 1] = scale * static_cast<float>(sum - first_half);
+  }
+}
+
 inline void dequantize_activations_q8(const uint8_t* row, int64_t n, float* out) {
   const Q8ActivationRow view = q8_activation_view(row, n);
   for (int64_t i = 0; i < n; ++i) out[i] = view.d[i / 32] * static_cast<float>(view.q[i]);
@@ -4988,22 +5088,16 @@ inline Activations quantize_activations(ThreadPool& pool, int max_threads, const
   return a;
 }
 
-// Two int8 levels: `hi` as quantize_activations, and `lo` the int8 form of the rounding error.
-// Near-exact activations for the price of a second integer pass over the same weights.
+// Two int8 levels: `hi` as quantize_activations, and `lo` the rounding error at 1/256 of hi's scale
+// (ops::quantize_residual_q8). Near-exact activations for a little more integer work.
 inline Activations quantize_activations_two_level(ThreadPool& pool, int max_threads, const float* x, int64_t n,
                                                   int64_t width, uint8_t* hi, uint8_t* lo) {
   Activations a = quantize_activations(pool, max_threads, x, n, width, hi);
   if (a.int8 == nullptr || lo == nullptr) return a;
   const int64_t row_bytes = ops::q8_row_bytes(width);
   pool.parallel_for(n, [&](int64_t begin, int64_t end, int) {
-    thread_local std::vector<float> residual;
-    if (residual.size() < static_cast<size_t>(width)) residual.resize(static_cast<size_t>(width));
-    for (int64_t t = begin; t < end; ++t) {
-      quant::dequantize_activations_q8(hi + t * row_bytes, width, residual.data());
-      const float* row = x + t * width;
-      for (int64_t i = 0; i < width; ++i) residual[static_cast<size_t>(i)] = row[i] - residual[static_cast<size_t>(i)];
-      ops::quantize_row_q8(residual.data(), width, lo + t * row_bytes);
-    }
+    for (int64_t t = begin; t < end; ++t)
+      ops::quantize_residual_q8(x + t * width, hi + t * row_bytes, width, lo + t * row_bytes);
   }, max_threads);
   a.int8_residual = lo;
   return a;
@@ -8440,6 +8534,7 @@ HWY_EXPORT(MatmulKernel);
 HWY_EXPORT(RowDotKernel);
 HWY_EXPORT(DequantizeRowKernel);
 HWY_EXPORT(QuantizeRowQ8Kernel);
+HWY_EXPORT(QuantizeResidualQ8Kernel);
 HWY_EXPORT(MatvecQ8Kernel);
 HWY_EXPORT(MatvecQ8TwoLevelKernel);
 HWY_EXPORT(MatmulQ8Kernel);
@@ -8586,6 +8681,10 @@ int64_t simd_compiled_targets() { return HWY_TARGETS; }
 int64_t q8_row_bytes(int64_t n) { return quant::q8_activation_row_bytes(n); }
 
 void quantize_row_q8(const float* x, int64_t n, uint8_t* xq) { HWY_DYNAMIC_DISPATCH(QuantizeRowQ8Kernel)(x, n, xq); }
+
+void quantize_residual_q8(const float* x, const uint8_t* xq_hi, int64_t n, uint8_t* xq_lo) {
+  HWY_DYNAMIC_DISPATCH(QuantizeResidualQ8Kernel)(x, xq_hi, n, xq_lo);
+}
 
 void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end) {
   matmul_q8(w, xq, 1, y, 0, row_begin, row_end);
