@@ -4987,32 +4987,39 @@ inline Q8ActivationRow q8_activation_view(const uint8_t* row, int64_t n) {
   return {reinterpret_cast<const int8_t*>(row), scales, scales + n / 32, scales + 2 * (n / 32)};
 }
 
-// d = max|x| / 127 and q = round_to_nearest_even(x * (1 / d)): the SIMD quantizer computes the very
-// same float operations, so both produce identical bytes.
-inline void quantize_activations_q8(const float* x, int64_t n, uint8_t* out) {
-  int8_t* q = reinterpret_cast<int8_t*>(out);
+// Rounds block b's 32 values, already divided by the block's step, to int8 in [-127, 127] and stores
+// them with d[b] = scale and the sums the layout above describes (shared by both quantizers below).
+inline void store_activation_block_q8(const float* scaled, float scale, int64_t b, int64_t n, uint8_t* out) {
+  int8_t* q = reinterpret_cast<int8_t*>(out) + 32 * b;
   float* d = reinterpret_cast<float*>(out + n);
   float* d_sum = d + n / 32;
   float* d_sum16 = d_sum + n / 32;
+  int sum = 0, first_half = 0;
+  for (int i = 0; i < 32; ++i) {
+    // |scaled| <= 127 up to rounding; the clamp also turns NaN into 0 instead of UB.
+    const int value = scaled[i] >= 127.0f ? 127 : scaled[i] <= -127.0f ? -127
+                      : scaled[i] == scaled[i] ? static_cast<int>(std::nearbyint(scaled[i])) : 0;
+    q[i] = static_cast<int8_t>(value);
+    sum += value;
+    if (i < 16) first_half += value;
+  }
+  d[b] = scale;
+  d_sum[b] = scale * static_cast<float>(sum);
+  d_sum16[2 * b] = scale * static_cast<float>(first_half);
+  d_sum16[2 * b + 1] = scale * static_cast<float>(sum - first_half);
+}
+
+// d = max|x| / 127 and q = round_to_nearest_even(x * (1 / d)): the SIMD quantizer computes the very
+// same float operations, so both produce identical bytes.
+inline void quantize_activations_q8(const float* x, int64_t n, uint8_t* out) {
   for (int64_t b = 0; b < n / 32; ++b) {
     float amax = 0.0f;
     for (int i = 0; i < 32; ++i) amax = std::fmax(amax, std::fabs(x[32 * b + i]));
     const float scale = amax / 127.0f;
     const float inverse = amax > 0.0f ? 1.0f / scale : 0.0f;
-    int sum = 0, first_half = 0;
-    for (int i = 0; i < 32; ++i) {
-      const float scaled = x[32 * b + i] * inverse;
-      // |scaled| <= 127 up to rounding; the clamp also turns NaN into 0 instead of UB.
-      const int value = scaled >= 127.0f ? 127 : scaled <= -127.0f ? -127
-                        : scaled == scaled ? static_cast<int>(std::nearbyint(scaled)) : 0;
-      q[32 * b + i] = static_cast<int8_t>(value);
-      sum += value;
-      if (i < 16) first_half += value;
-    }
-    d[b] = scale;
-    d_sum[b] = scale * static_cast<float>(sum);
-    d_sum16[2 * b] = scale * static_cast<float>(first_half);
-    d_sum16[2 * b + 1] = scale * static_cast<float>(sum - first_half);
+    float scaled[32];
+    for (int i = 0; i < 32; ++i) scaled[i] = x[32 * b + i] * inverse;
+    store_activation_block_q8(scaled, scale, b, n, out);
   }
 }
 
@@ -5022,27 +5029,13 @@ inline void quantize_activations_q8(const float* x, int64_t n, uint8_t* out) {
 // together the levels carry ~15 bits. The fixed ratio lets kernels add 256 * hi + lo in integers.
 inline void quantize_activation_residual_q8(const float* x, const uint8_t* hi, int64_t n, uint8_t* lo) {
   const Q8ActivationRow first = q8_activation_view(hi, n);
-  int8_t* q = reinterpret_cast<int8_t*>(lo);
-  float* d = reinterpret_cast<float*>(lo + n);
-  float* d_sum = d + n / 32;
-  float* d_sum16 = d_sum + n / 32;
   for (int64_t b = 0; b < n / 32; ++b) {
     const float scale = first.d[b] / 256.0f;
     const float inverse = scale > 0.0f ? 256.0f / first.d[b] : 0.0f;
-    int sum = 0, first_half = 0;
-    for (int i = 0; i < 32; ++i) {
-      const float rest = x[32 * b + i] - first.d[b] * static_cast<float>(first.q[32 * b + i]);
-      const float scaled = rest * inverse;
-      const int value = scaled >= 127.0f ? 127 : scaled <= -127.0f ? -127
-                        : scaled == scaled ? static_cast<int>(std::nearbyint(scaled)) : 0;
-      q[32 * b + i] = static_cast<int8_t>(value);
-      sum += value;
-      if (i < 16) first_half += value;
-    }
-    d[b] = scale;
-    d_sum[b] = scale * static_cast<float>(sum);
-    d_sum16[2 * b] = scale * static_cast<float>(first_half);
-    d_sum16[2 * b + 1] = scale * static_cast<float>(sum - first_half);
+    float scaled[32];
+    for (int i = 0; i < 32; ++i)
+      scaled[i] = (x[32 * b + i] - first.d[b] * static_cast<float>(first.q[32 * b + i])) * inverse;
+    store_activation_block_q8(scaled, scale, b, n, lo);
   }
 }
 
