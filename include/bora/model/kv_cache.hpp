@@ -6,8 +6,7 @@
 
 #include <cstdint>
 #include <type_traits>
-#include <vector>
-
+#include "bora/base/page_aligned.hpp"
 #include "bora/ops/ops.hpp"
 
 namespace bora {
@@ -61,8 +60,8 @@ class RollingKvCache {
   }
 
   // Raw access for saving and restoring a session.
-  std::vector<storage>& raw_keys() { return keys_; }
-  std::vector<storage>& raw_values() { return values_; }
+  PageVector<storage>& raw_keys() { return keys_; }
+  PageVector<storage>& raw_values() { return values_; }
 
  private:
   storage* key_slot(int64_t layer, int64_t slot) { return keys_.data() + (layer * capacity_ + slot) * kv_dim_; }
@@ -93,7 +92,7 @@ class RollingKvCache {
   }
 
   int64_t n_layers_ = 0, kv_dim_ = 0, capacity_ = 0;
-  std::vector<storage> keys_, values_;
+  PageVector<storage> keys_, values_;
 };
 
 }  // namespace bora

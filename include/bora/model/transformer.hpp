@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "bora/base/expected.hpp"
+#include "bora/base/page_aligned.hpp"
 #include "bora/base/thread_pool.hpp"
 #include "bora/io/model_files.hpp"
 #include "bora/model/attention.hpp"
@@ -149,12 +150,12 @@ class Transformer final : public Model {
    public:
     KvCache cache;
     std::unique_ptr<ThreadPool> pool;
-    std::vector<float> x, normed, q, k, v, attended, projected, gate, up, gathered, expert_out, router_logits,
+    PageVector<float> x, normed, q, k, v, attended, projected, gate, up, gathered, expert_out, router_logits,
         chosen_weights, routed_weights, attention_scratch, last_hidden;
-    std::vector<int32_t> chosen, routed_tokens;
-    std::vector<uint8_t> quantized;  // int8 activations (fast path)
-    std::vector<uint8_t> quantized_residual;  // their second level, for the attention projections
-    std::vector<float> residual_products;     // products of the second level (prefill)
+    PageVector<int32_t> chosen, routed_tokens;
+    PageVector<uint8_t> quantized;  // int8 activations (fast path)
+    PageVector<uint8_t> quantized_residual;  // their second level, for the attention projections
+    PageVector<float> residual_products;     // products of the second level (prefill)
     int64_t scratch_per_thread = 0;
     friend class Transformer;
 
@@ -229,7 +230,7 @@ class Transformer final : public Model {
     ctx->cache.init(c.n_layers, c.n_kv_heads, c.head_dim, ctx->kv_capacity_);
     const int threads = std::max(ctx->params_.n_threads, ctx->params_.n_threads_batch);
     ctx->pool.reset(new ThreadPool(threads));
-    auto sized = [](std::vector<float>& b, int64_t count) { b.assign(static_cast<size_t>(count), 0.0f); };
+    auto sized = [](PageVector<float>& b, int64_t count) { b.assign(static_cast<size_t>(count), 0.0f); };
     sized(ctx->x, n * dim);
     sized(ctx->normed, n * dim);
     sized(ctx->q, n * q_dim);
