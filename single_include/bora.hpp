@@ -4750,8 +4750,8 @@ inline Expected<Vocabulary> load_sentencepiece_model(const std::string& path) {
 // ---- begin bora/base/page_aligned.hpp ----------------------------------------------------------------
 // Why this file exists: decoding speed must not depend on where malloc happens to put the per-context
 // buffers. With plain vectors, one and the same binary decoded Q4_0 7B at 4.1 or 5.4 tokens/s depending on
-// glibc's heap state (after an earlier context freed large buffers, small ones moved from their own
-// mappings into the heap); buffers that each start on their own page decode at the fast speed every time.
+// glibc's heap state (after an earlier context freed large buffers, later ones moved from their own
+// mappings into the heap, always at the slow speed); with every buffer on its own page most runs are fast.
 #ifndef BORA_BASE_PAGE_ALIGNED_HPP
 #define BORA_BASE_PAGE_ALIGNED_HPP
 
@@ -6193,6 +6193,7 @@ struct SparseMoE {
 
 #include <cstdint>
 #include <type_traits>
+
 
 namespace bora {
 

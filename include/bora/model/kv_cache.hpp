@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <type_traits>
+
 #include "bora/base/page_aligned.hpp"
 #include "bora/ops/ops.hpp"
 
