@@ -4,17 +4,21 @@
 #include "bora/bora.hpp"
 #include "bora/model/synthetic.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #if defined(_WIN32)
 #include <windows.h>
 #include <psapi.h>
 #else
+#include <sys/mman.h>
 #include <sys/resource.h>
 #endif
 
@@ -22,13 +26,16 @@ namespace {
 
 void usage() {
   std::fprintf(stderr,
-               "usage: bench -m MODEL [-p 512] [-n 128] [-t 2] [-r 3] [-mmp 0|1] [--json]\n"
+               "usage: bench -m MODEL [-p 512] [-n 128] [-t 2] [-r 3] [-mmp 0|1] [--bandwidth] [--json]\n"
                "  -m  a .gguf file, a model folder, ollama:NAME[:TAG], or synthetic:PRESET:TYPE with random\n"
                "      weights built in memory (PRESET mistral-7b, mixtral-8x7b, mixtral-8x7b-4l, tiny;\n"
                "      TYPE f32 f16 bf16 q8_0 q4_0 q4_k q5_k q6_k q4_k_m)\n"
                "  -p  prompt tokens processed at once (0 = skip), -n tokens generated one by one (0 = skip)\n"
                "  -t  threads, a comma-separated list runs each; -r repetitions; --json prints llama-bench-style JSON\n"
-               "  -mmp 1 maps the file instead of reading it into memory (instant open, slower decoding on some machines)\n");
+               "  -mmp 1 maps the file instead of reading it into memory (instant open, slower decoding on some machines)\n"
+               "  --bandwidth  after the tests, measures how fast each thread count reads memory and reports the\n"
+               "      decoding limit (read rate / weight bytes per token) and the share of it generation reached\n"
+               "      (peak RSS is taken before its 1 GiB buffer exists)\n");
 }
 
 std::vector<int> parse_list(const char* text) {
@@ -60,6 +67,65 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// A buffer far larger than any cache, in huge pages where the system has them (as the loaded
+// weights are), filled so that every page is really there.
+class ReadBuffer {
+ public:
+  explicit ReadBuffer(size_t floats) : floats_(floats) {
+#if !defined(_WIN32) && defined(MAP_ANONYMOUS)
+    void* p = mmap(nullptr, floats * sizeof(float), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p != MAP_FAILED) {
+#if defined(MADV_HUGEPAGE)
+      madvise(p, floats * sizeof(float), MADV_HUGEPAGE);
+#endif
+      data_ = static_cast<float*>(p);
+    }
+#endif
+    if (data_ == nullptr) {
+      fallback_.resize(floats);
+      data_ = fallback_.data();
+    }
+    std::fill(data_, data_ + floats, 1.0f);
+  }
+  ~ReadBuffer() {
+#if !defined(_WIN32) && defined(MAP_ANONYMOUS)
+    if (fallback_.empty()) munmap(data_, floats_ * sizeof(float));
+#endif
+  }
+  ReadBuffer(const ReadBuffer&) = delete;
+  ReadBuffer& operator=(const ReadBuffer&) = delete;
+  const float* data() const { return data_; }
+  size_t size() const { return floats_; }
+
+ private:
+  size_t floats_;
+  float* data_ = nullptr;
+  std::vector<float> fallback_;
+};
+
+// Bytes per second `threads` threads read from memory with the library's own SIMD dot product
+// (each thread one slice, once), the median of five passes. Generation reads every weight byte once
+// per token, so this over Model::weight_bytes_per_token() is the fastest it can go.
+double read_bandwidth(const ReadBuffer& buffer, int threads) {
+  std::vector<double> rates;
+  std::vector<float> sums(static_cast<size_t>(threads));
+  for (int pass = 0; pass < 5; ++pass) {
+    std::vector<std::thread> workers;
+    const auto start = std::chrono::steady_clock::now();
+    for (int t = 0; t < threads; ++t) {
+      workers.emplace_back([&buffer, &sums, threads, t] {
+        const size_t begin = buffer.size() * t / threads, end = buffer.size() * (t + 1) / threads;
+        const float* slice = buffer.data() + begin;
+        sums[t] = bora::ops::dot(slice, slice, static_cast<int64_t>(end - begin));
+      });
+    }
+    for (std::thread& w : workers) w.join();
+    rates.push_back(static_cast<double>(buffer.size() * sizeof(float)) / seconds_since(start));
+  }
+  std::sort(rates.begin(), rates.end());
+  return rates[rates.size() / 2];
+}
+
 struct Result {
   std::string test;
   int threads, n_prompt, n_gen;
@@ -85,7 +151,7 @@ int main(int argc, char** argv) {
   std::string model_path;
   std::vector<int> prompts = {512}, gens = {128}, threads = {2};
   int repetitions = 3;
-  bool json = false, use_mmap = false;
+  bool json = false, use_mmap = false, bandwidth = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const bool has_value = i + 1 < argc;
@@ -95,6 +161,7 @@ int main(int argc, char** argv) {
     else if ((arg == "-t" || arg == "--threads") && has_value) threads = parse_list(argv[++i]);
     else if ((arg == "-r" || arg == "--repetitions") && has_value) repetitions = std::atoi(argv[++i]);
     else if (arg == "-mmp" && has_value) use_mmap = std::atoi(argv[++i]) != 0;
+    else if (arg == "--bandwidth") bandwidth = true;
     else if (arg == "--json" || (arg == "-o" && has_value && std::string(argv[++i]) == "json")) json = true;
     else { usage(); return 2; }
   }
@@ -159,16 +226,30 @@ int main(int argc, char** argv) {
     for (int p : prompts) if (p > 0 && !run(p, 0)) return 1;
     for (int n : gens) if (n > 0 && !run(0, n)) return 1;
   }
+  const uint64_t peak_rss = peak_rss_bytes();  // before the bandwidth buffer exists
+  const uint64_t bytes_per_token = (*model)->weight_bytes_per_token();
+  std::map<int, double> read_rate;  // bytes per second, by thread count
+  if (bandwidth) {
+    const ReadBuffer buffer(size_t{1} << 28);  // 1 GiB of floats
+    for (int n_threads : threads) read_rate[n_threads] = read_bandwidth(buffer, n_threads);
+  }
+  auto limit_ts = [&](int n_threads) { return read_rate[n_threads] / static_cast<double>(bytes_per_token); };
   if (json) {
     std::printf("[\n");
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
       std::printf("  {\n    \"model_filename\": \"%s\",\n    \"model_type\": \"%s\",\n    \"model_size\": %llu,\n"
                   "    \"backend\": \"CPU\",\n    \"simd_target\": \"%s\",\n    \"n_threads\": %d,\n    \"n_prompt\": %d,\n"
-                  "    \"n_gen\": %d,\n    \"load_ms\": %.1f,\n    \"peak_rss_bytes\": %llu,\n    \"avg_ns\": %.0f,\n",
+                  "    \"n_gen\": %d,\n    \"load_ms\": %.1f,\n    \"peak_rss_bytes\": %llu,\n"
+                  "    \"weight_bytes_per_token\": %llu,\n    \"avg_ns\": %.0f,\n",
                   model_path.c_str(), (*model)->preset_name(), (unsigned long long)model_bytes, bora::ops::simd_target_name(),
-                  r.threads, r.n_prompt, r.n_gen, load_seconds * 1e3, (unsigned long long)peak_rss_bytes(),
+                  r.threads, r.n_prompt, r.n_gen, load_seconds * 1e3, (unsigned long long)peak_rss,
+                  (unsigned long long)bytes_per_token,
                   [&] { double s = 0; for (double ns : r.samples_ns) s += ns; return s / r.samples_ns.size(); }());
+      if (bandwidth && r.n_prompt == 0) {
+        std::printf("    \"read_bytes_per_s\": %.0f,\n    \"limit_ts\": %.6f,\n", read_rate[r.threads],
+                    limit_ts(r.threads));
+      }
       std::printf("    \"samples_ns\": [");
       for (size_t j = 0; j < r.samples_ns.size(); ++j) std::printf("%s%.0f", j ? ", " : "", r.samples_ns[j]);
       std::printf("],\n    \"avg_ts\": %.6f,\n    \"stddev_ts\": %.6f\n  }%s\n", r.avg_ts(), r.stddev_ts(),
@@ -176,8 +257,15 @@ int main(int argc, char** argv) {
     }
     std::printf("]\n");
   } else {
-    std::printf("\nload %.2f s, peak RSS %.2f GiB, SIMD target %s\n", load_seconds,
-                static_cast<double>(peak_rss_bytes()) / (1 << 30), bora::ops::simd_target_name());
+    std::printf("\nload %.2f s, peak RSS %.2f GiB, SIMD target %s, %.2f GiB of weights read per generated token\n",
+                load_seconds, static_cast<double>(peak_rss) / (1 << 30), bora::ops::simd_target_name(),
+                static_cast<double>(bytes_per_token) / (1 << 30));
+    for (const Result& r : results) {
+      if (!bandwidth || r.n_prompt != 0) continue;
+      std::printf("%s, %d threads: %.2f t/s is %.0f%% of the memory limit %.2f t/s (reading %.1f GB/s)\n",
+                  r.test.c_str(), r.threads, r.avg_ts(), 100.0 * r.avg_ts() / limit_ts(r.threads), limit_ts(r.threads),
+                  read_rate[r.threads] / 1e9);
+    }
   }
   return 0;
 }

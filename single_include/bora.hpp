@@ -6143,6 +6143,8 @@ inline void swiglu(ThreadPool& pool, const FeedForwardScratch& s, const TensorVi
 
 struct DenseSwiGLU {
   static constexpr bool kSparse = false;
+  // Experts whose weights one token reads (none: the dense FFN is read whole).
+  static int64_t experts_per_token(const ModelConfig&) { return 0; }
 
   // out[t] = FFN(x[t]); out is added to the residual by the caller.
   static void forward(const LayerWeights& w, const ModelConfig& c, const float* x, int64_t n, float* out,
@@ -6164,6 +6166,7 @@ struct TopK {
 template <class Routing = TopKFromFile>
 struct SparseMoE {
   static constexpr bool kSparse = true;
+  static int64_t experts_per_token(const ModelConfig& c) { return Routing::k(c); }
 
   // Router = top-k of the raw logits, softmax over those k only (Mistral's reference). Tokens
   // are grouped by expert so each expert's weights are read once per chunk, and only chosen
@@ -6400,6 +6403,11 @@ class Model {
   virtual const ModelConfig& config() const = 0;
   virtual const ModelFiles& files() const = 0;
   virtual const char* preset_name() const = 0;
+  // Bytes of weights one generated token reads: every matrix it multiplies (of a mixture of experts,
+  // the share of the experts the router picks per token), not the embedding table it takes one row
+  // from. Decoding reads them all once per token, so memory bandwidth / this is the fastest decoding
+  // the machine allows (examples/bench --bandwidth measures both).
+  virtual uint64_t weight_bytes_per_token() const = 0;
   virtual Expected<std::unique_ptr<ModelContext>> create_context(const ContextParams& params) const = 0;
   // Consumes `n` tokens at positions ctx.n_past() ...; writes logits for every token
   // ([n][vocab]) when all_logits, else for the last one only ([vocab]). logits may be null.
@@ -6505,6 +6513,21 @@ class Transformer final : public Model {
   const ModelFiles& files() const override { return files_; }
   const ModelWeights& weights() const { return weights_; }
   const char* preset_name() const override { return FeedForward::kSparse ? "mixtral" : "mistral"; }
+
+  uint64_t weight_bytes_per_token() const override {
+    const ModelConfig& c = config();
+    uint64_t bytes = weights_.output.bytes, experts = 0;
+    for (const LayerWeights& l : weights_.layers) {
+      for (const TensorView* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3, &l.router}) bytes += m->bytes;
+      for (const std::vector<TensorView>* role : {&l.expert_w1, &l.expert_w2, &l.expert_w3})
+        for (const TensorView& expert : *role) experts += expert.bytes;
+    }
+    if (c.n_experts > 0) {
+      const int64_t used = std::min<int64_t>(FeedForward::experts_per_token(c), c.n_experts);
+      bytes += experts / static_cast<uint64_t>(c.n_experts) * static_cast<uint64_t>(used);
+    }
+    return bytes;
+  }
 
   Expected<std::unique_ptr<ModelContext>> create_context(const ContextParams& params) const override {
     const ModelConfig& c = config();

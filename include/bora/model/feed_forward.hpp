@@ -51,6 +51,8 @@ inline void swiglu(ThreadPool& pool, const FeedForwardScratch& s, const TensorVi
 
 struct DenseSwiGLU {
   static constexpr bool kSparse = false;
+  // Experts whose weights one token reads (none: the dense FFN is read whole).
+  static int64_t experts_per_token(const ModelConfig&) { return 0; }
 
   // out[t] = FFN(x[t]); out is added to the residual by the caller.
   static void forward(const LayerWeights& w, const ModelConfig& c, const float* x, int64_t n, float* out,
@@ -72,6 +74,7 @@ struct TopK {
 template <class Routing = TopKFromFile>
 struct SparseMoE {
   static constexpr bool kSparse = true;
+  static int64_t experts_per_token(const ModelConfig& c) { return Routing::k(c); }
 
   // Router = top-k of the raw logits, softmax over those k only (Mistral's reference). Tokens
   // are grouped by expert so each expert's weights are read once per chunk, and only chosen

@@ -104,6 +104,11 @@ class Model {
   virtual const ModelConfig& config() const = 0;
   virtual const ModelFiles& files() const = 0;
   virtual const char* preset_name() const = 0;
+  // Bytes of weights one generated token reads: every matrix it multiplies (of a mixture of experts,
+  // the share of the experts the router picks per token), not the embedding table it takes one row
+  // from. Decoding reads them all once per token, so memory bandwidth / this is the fastest decoding
+  // the machine allows (examples/bench --bandwidth measures both).
+  virtual uint64_t weight_bytes_per_token() const = 0;
   virtual Expected<std::unique_ptr<ModelContext>> create_context(const ContextParams& params) const = 0;
   // Consumes `n` tokens at positions ctx.n_past() ...; writes logits for every token
   // ([n][vocab]) when all_logits, else for the last one only ([vocab]). logits may be null.
@@ -209,6 +214,21 @@ class Transformer final : public Model {
   const ModelFiles& files() const override { return files_; }
   const ModelWeights& weights() const { return weights_; }
   const char* preset_name() const override { return FeedForward::kSparse ? "mixtral" : "mistral"; }
+
+  uint64_t weight_bytes_per_token() const override {
+    const ModelConfig& c = config();
+    uint64_t bytes = weights_.output.bytes, experts = 0;
+    for (const LayerWeights& l : weights_.layers) {
+      for (const TensorView* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3, &l.router}) bytes += m->bytes;
+      for (const std::vector<TensorView>* role : {&l.expert_w1, &l.expert_w2, &l.expert_w3})
+        for (const TensorView& expert : *role) experts += expert.bytes;
+    }
+    if (c.n_experts > 0) {
+      const int64_t used = std::min<int64_t>(FeedForward::experts_per_token(c), c.n_experts);
+      bytes += experts / static_cast<uint64_t>(c.n_experts) * static_cast<uint64_t>(used);
+    }
+    return bytes;
+  }
 
   Expected<std::unique_ptr<ModelContext>> create_context(const ContextParams& params) const override {
     const ModelConfig& c = config();
