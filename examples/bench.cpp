@@ -9,7 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,9 +33,9 @@ void usage() {
                "  -p  prompt tokens processed at once (0 = skip), -n tokens generated one by one (0 = skip)\n"
                "  -t  threads, a comma-separated list runs each; -r repetitions; --json prints llama-bench-style JSON\n"
                "  -mmp 1 maps the file instead of reading it into memory (instant open, slower decoding on some machines)\n"
-               "  --bandwidth  after the tests, measures how fast each thread count reads memory and reports the\n"
-               "      decoding limit (read rate / weight bytes per token) and the share of it generation reached\n"
-               "      (peak RSS is taken before its 1 GiB buffer exists)\n");
+               "  --bandwidth  before each generation run, measures how fast its threads read memory, and reports\n"
+               "      the decoding limit (read rate / weight bytes per token) and the share of it generation reached\n"
+               "      (the peak RSS then includes the 256 MiB it reads)\n");
 }
 
 std::vector<int> parse_list(const char* text) {
@@ -104,7 +104,8 @@ class ReadBuffer {
 };
 
 // Bytes per second `threads` threads read from memory with the library's own SIMD dot product
-// (each thread one slice, once), the median of five passes. Generation reads every weight byte once
+// (each thread one slice, once), the median of five passes. The machine's rate drifts from minute to
+// minute, so bench measures it right before each generation run it compares it with. Generation reads every weight byte once
 // per token, so this over Model::weight_bytes_per_token() is the fastest it can go.
 double read_bandwidth(const ReadBuffer& buffer, int threads) {
   std::vector<double> rates;
@@ -130,6 +131,7 @@ struct Result {
   std::string test;
   int threads, n_prompt, n_gen;
   std::vector<double> samples_ns;
+  std::vector<double> read_rates;  // --bandwidth: bytes per second read just before each sample
   double avg_ts() const {
     double sum = 0;
     for (double ns : samples_ns) sum += tokens() / (ns * 1e-9);
@@ -143,6 +145,11 @@ struct Result {
     return std::sqrt(sum / static_cast<double>(samples_ns.size() - 1));
   }
   int tokens() const { return n_prompt + n_gen; }
+  double read_rate() const {
+    double sum = 0;
+    for (double rate : read_rates) sum += rate;
+    return read_rates.empty() ? 0 : sum / static_cast<double>(read_rates.size());
+  }
 };
 
 }  // namespace
@@ -187,6 +194,8 @@ int main(int argc, char** argv) {
     tokens.push_back(static_cast<int32_t>((state >> 8) % static_cast<uint32_t>(config.vocab_size)));
   }
   std::vector<float> logits(static_cast<size_t>(config.vocab_size));
+  std::unique_ptr<ReadBuffer> read_buffer;
+  if (bandwidth) read_buffer.reset(new ReadBuffer(size_t{1} << 26));  // 256 MiB of floats
   for (int n_threads : threads) {
     auto run = [&](int n_prompt, int n_gen) -> bool {
       if (n_prompt + n_gen == 0) return true;
@@ -196,9 +205,10 @@ int main(int argc, char** argv) {
       params.n_threads = n_threads;
       auto ctx = (*model)->create_context(params);
       if (!ctx) { std::fprintf(stderr, "bench: %s\n", ctx.error().message()); return false; }
-      Result result{n_prompt ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen), n_threads, n_prompt, n_gen, {}};
+      Result result{n_prompt ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen), n_threads, n_prompt, n_gen, {}, {}};
       for (int r = -1; r < repetitions; ++r) {  // r = -1 warms caches and pages
         (*ctx)->reset();
+        if (read_buffer && n_prompt == 0 && r >= 0) result.read_rates.push_back(read_bandwidth(*read_buffer, n_threads));
         const auto start = std::chrono::steady_clock::now();
         if (n_prompt > 0) {
           bora::Status s = (*model)->forward(**ctx, tokens.data(), n_prompt, logits.data(), false);
@@ -226,14 +236,9 @@ int main(int argc, char** argv) {
     for (int p : prompts) if (p > 0 && !run(p, 0)) return 1;
     for (int n : gens) if (n > 0 && !run(0, n)) return 1;
   }
-  const uint64_t peak_rss = peak_rss_bytes();  // before the bandwidth buffer exists
+  const uint64_t peak_rss = peak_rss_bytes();
   const uint64_t bytes_per_token = (*model)->weight_bytes_per_token();
-  std::map<int, double> read_rate;  // bytes per second, by thread count
-  if (bandwidth) {
-    const ReadBuffer buffer(size_t{1} << 28);  // 1 GiB of floats
-    for (int n_threads : threads) read_rate[n_threads] = read_bandwidth(buffer, n_threads);
-  }
-  auto limit_ts = [&](int n_threads) { return read_rate[n_threads] / static_cast<double>(bytes_per_token); };
+  auto limit_ts = [&](const Result& r) { return r.read_rate() / static_cast<double>(bytes_per_token); };
   if (json) {
     std::printf("[\n");
     for (size_t i = 0; i < results.size(); ++i) {
@@ -246,10 +251,8 @@ int main(int argc, char** argv) {
                   r.threads, r.n_prompt, r.n_gen, load_seconds * 1e3, (unsigned long long)peak_rss,
                   (unsigned long long)bytes_per_token,
                   [&] { double s = 0; for (double ns : r.samples_ns) s += ns; return s / r.samples_ns.size(); }());
-      if (bandwidth && r.n_prompt == 0) {
-        std::printf("    \"read_bytes_per_s\": %.0f,\n    \"limit_ts\": %.6f,\n", read_rate[r.threads],
-                    limit_ts(r.threads));
-      }
+      if (!r.read_rates.empty())
+        std::printf("    \"read_bytes_per_s\": %.0f,\n    \"limit_ts\": %.6f,\n", r.read_rate(), limit_ts(r));
       std::printf("    \"samples_ns\": [");
       for (size_t j = 0; j < r.samples_ns.size(); ++j) std::printf("%s%.0f", j ? ", " : "", r.samples_ns[j]);
       std::printf("],\n    \"avg_ts\": %.6f,\n    \"stddev_ts\": %.6f\n  }%s\n", r.avg_ts(), r.stddev_ts(),
@@ -261,10 +264,10 @@ int main(int argc, char** argv) {
                 load_seconds, static_cast<double>(peak_rss) / (1 << 30), bora::ops::simd_target_name(),
                 static_cast<double>(bytes_per_token) / (1 << 30));
     for (const Result& r : results) {
-      if (!bandwidth || r.n_prompt != 0) continue;
+      if (r.read_rates.empty()) continue;
       std::printf("%s, %d threads: %.2f t/s is %.0f%% of the memory limit %.2f t/s (reading %.1f GB/s)\n",
-                  r.test.c_str(), r.threads, r.avg_ts(), 100.0 * r.avg_ts() / limit_ts(r.threads), limit_ts(r.threads),
-                  read_rate[r.threads] / 1e9);
+                  r.test.c_str(), r.threads, r.avg_ts(), 100.0 * r.avg_ts() / limit_ts(r), limit_ts(r),
+                  r.read_rate() / 1e9);
     }
   }
   return 0;
