@@ -103,10 +103,10 @@ class ReadBuffer {
   std::vector<float> fallback_;
 };
 
-// Bytes per second `threads` threads read from memory with the library's own SIMD dot product
-// (each thread one slice, once), the median of five passes. The machine's rate drifts from minute to
-// minute, so bench measures it right before each generation run it compares it with. Generation reads every weight byte once
-// per token, so this over Model::weight_bytes_per_token() is the fastest it can go.
+// Bytes per second `threads` threads read from memory with the library's own SIMD dot product (each
+// thread one slice, once), the median of five passes. Generation reads every weight byte once per
+// token, so this over Model::weight_bytes_per_token() is the fastest it can go; the rate drifts from
+// minute to minute on shared machines, hence one measurement right before each timed generation run.
 double read_bandwidth(const ReadBuffer& buffer, int threads) {
   std::vector<double> rates;
   std::vector<float> sums(static_cast<size_t>(threads));
