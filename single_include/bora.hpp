@@ -28,6 +28,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include <hwy/aligned_allocator.h>
+
 
 #ifndef BORA_OPS_KERNELS_SHARED_CONSTANTS_
 #define BORA_OPS_KERNELS_SHARED_CONSTANTS_
@@ -1538,6 +1540,133 @@ HWY_INLINE float X512RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8Ac
   return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - 32.0f * _mm512_reduce_add_ps(offset);
 }
 
+// Q4_0 rows of a multiple of 1024 values (Mistral's 4096 and 14336) are read as raw 64-byte windows
+// instead of block pairs: with the activations laid out in the blocks' own 18-byte geometry (zero
+// opposite each f16 scale, then the 16 values the low nibbles meet; a second copy for the high
+// nibbles), one load, one mask and one shift decode 3.6 blocks. Every 4-byte lane of vpdpbusd then
+// lies in a single block (a scale's two bytes start at an even offset), so both nibble halves go into
+// one sum and one permute of 32 blocks' scales completes it: about half the decode work of the
+// pair kernel, which shuffles every pair into natural order.
+constexpr int64_t kQ4_0WindowValues = 1024;  // 32 blocks, 576 bytes, nine 64-byte windows
+
+struct Q4_0WindowLayout {
+  int16_t source[576] = {};    // value index (within 1024) a byte's low nibble meets; -1 opposite a scale
+  int32_t block[9][16] = {};   // the block (0-31) that lane j of window w falls in
+  constexpr Q4_0WindowLayout() {
+    for (int i = 0; i < 576; ++i) source[i] = static_cast<int16_t>(i % 18 < 2 ? -1 : 32 * (i / 18) + i % 18 - 2);
+    for (int w = 0; w < 9; ++w)
+      for (int j = 0; j < 16; ++j) block[w][j] = (64 * w + 4 * j) / 18;
+  }
+};
+
+// The activations of one level in the window layout: n / 32 * 18 bytes for the low nibbles, as many
+// for the high ones (value + 16).
+HWY_INLINE void LayOutActivationsQ4_0(const int8_t* q, int64_t n, int8_t* low, int8_t* high) {
+  static constexpr Q4_0WindowLayout kLayout{};
+  for (int64_t period = 0; period < n / kQ4_0WindowValues; ++period) {
+    const int8_t* values = q + kQ4_0WindowValues * period;
+    int8_t* l = low + 576 * period;
+    int8_t* h = high + 576 * period;
+    for (int i = 0; i < 576; ++i) {
+      const int source = kLayout.source[i];
+      l[i] = source < 0 ? int8_t{0} : values[source];
+      h[i] = source < 0 ? int8_t{0} : values[source + 16];
+    }
+  }
+}
+
+// Window w of the period at `first`, whose laid-out activations start at byte `offset`.
+template <int kLevels>
+HWY_INLINE void X512Q4_0Window(const uint8_t* first, int w, const int8_t* const* low, const int8_t* const* high,
+                               int64_t offset, __m512 step_first16, __m512 step_last16, __m512& acc) {
+  static constexpr Q4_0WindowLayout kLayout{};
+  const __m512i nibble = _mm512_set1_epi8(15);
+  const __m512i raw = _mm512_loadu_si512(first + 64 * w);
+  const __m512i lo = _mm512_and_si512(raw, nibble);
+  const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
+  const int64_t at = offset + 64 * w;
+  __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(low[0] + at));
+  sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(high[0] + at));
+  if (kLevels == 2) {  // as X512DotLevels: 256 * first level + second, in the second level's units
+    sums = _mm512_dpbusd_epi32(_mm512_slli_epi32(sums, 8), lo, _mm512_loadu_si512(low[1] + at));
+    sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(high[1] + at));
+  }
+  const __m512 step = _mm512_permutex2var_ps(step_first16, _mm512_loadu_si512(kLayout.block[w]), step_last16);
+  acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), step, acc);
+}
+
+template <int kLevels>
+HWY_INLINE float X512RowDotQ4_0Windows(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x,
+                                       const int8_t* const* low, const int8_t* const* high) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps();
+  __m512 offset = _mm512_setzero_ps();
+  const int64_t blocks = n / 32;
+  for (int64_t b = 0; b < blocks; b += 32) {
+    const uint8_t* first = row + b * 18;
+    X86PrefetchAhead(first, 576, 256 * 18);
+    // The second group's scale windows reach 36 bytes past the period: gathered in the row's last one.
+    const __m512 dw_first16 = X512GroupScales<18>(first);
+    const __m512 dw_last16 = blocks - b >= 34 ? X512GroupScales<18>(first + 16 * 18)
+                                              : X512BlockScales<18>(first + 16 * 18, static_cast<__mmask16>(0xFFFF));
+    const float* dx = X512LevelScales<kLevels>(x) + b;
+    auto d_sum = [&](int64_t at) {
+      return kLevels == 2 ? _mm512_add_ps(_mm512_loadu_ps(x[0].d_sum + at), _mm512_loadu_ps(x[1].d_sum + at))
+                          : _mm512_loadu_ps(x[0].d_sum + at);
+    };
+    offset = _mm512_fmadd_ps(dw_first16, d_sum(b), offset);
+    offset = _mm512_fmadd_ps(dw_last16, d_sum(b + 16), offset);
+    const __m512 step_first16 = _mm512_mul_ps(dw_first16, _mm512_loadu_ps(dx));
+    const __m512 step_last16 = _mm512_mul_ps(dw_last16, _mm512_loadu_ps(dx + 16));
+    const int64_t at = b * 18;
+    X512Q4_0Window<kLevels>(first, 0, low, high, at, step_first16, step_last16, acc0);
+    X512Q4_0Window<kLevels>(first, 1, low, high, at, step_first16, step_last16, acc1);
+    X512Q4_0Window<kLevels>(first, 2, low, high, at, step_first16, step_last16, acc2);
+    X512Q4_0Window<kLevels>(first, 3, low, high, at, step_first16, step_last16, acc0);
+    X512Q4_0Window<kLevels>(first, 4, low, high, at, step_first16, step_last16, acc1);
+    X512Q4_0Window<kLevels>(first, 5, low, high, at, step_first16, step_last16, acc2);
+    X512Q4_0Window<kLevels>(first, 6, low, high, at, step_first16, step_last16, acc0);
+    X512Q4_0Window<kLevels>(first, 7, low, high, at, step_first16, step_last16, acc1);
+    X512Q4_0Window<kLevels>(first, 8, low, high, at, step_first16, step_last16, acc2);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, _mm512_add_ps(acc1, acc2))) - 8.0f * _mm512_reduce_add_ps(offset);
+}
+
+// Per-thread buffer for laid-out activations: grown to the largest size needed, never freed, so the
+// token loop does not allocate. Null if memory runs out (the callers then use the pair kernel).
+HWY_INLINE int8_t* WindowActivationScratch(size_t bytes) {
+  struct Buffer {
+    hwy::AlignedFreeUniquePtr<int8_t[]> data;
+    size_t capacity = 0;
+  };
+  thread_local Buffer buffer;
+  if (buffer.capacity < bytes) {
+    buffer.data = hwy::AllocateAligned<int8_t>(bytes);
+    buffer.capacity = buffer.data ? bytes : 0;
+  }
+  return buffer.data.get();
+}
+
+// y[r] for rows [row_begin, row_end) with the window kernel when it applies (returns false otherwise).
+template <int kLevels>
+HWY_INLINE bool MatvecQ4_0Windows(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
+                                  const quant::Q8ActivationRow* x, float* y, int64_t row_begin, int64_t row_end) {
+  if (type != WeightType::kQ4_0 || n % kQ4_0WindowValues != 0) return false;
+  const size_t level_bytes = static_cast<size_t>(n / 32 * 18);
+  int8_t* scratch = WindowActivationScratch(2 * kLevels * level_bytes);
+  if (scratch == nullptr) return false;
+  const int8_t* low[2] = {};
+  const int8_t* high[2] = {};
+  for (int level = 0; level < kLevels; ++level) {
+    int8_t* l = scratch + 2 * level * level_bytes;
+    LayOutActivationsQ4_0(x[level].q, n, l, l + level_bytes);
+    low[level] = l;
+    high[level] = l + level_bytes;
+  }
+  for (int64_t r = row_begin; r < row_end; ++r)
+    y[r] = X512RowDotQ4_0Windows<kLevels>(data + static_cast<uint64_t>(r) * row_bytes, n, x, low, high);
+  return true;
+}
+
 // out[0] = dot(row, activations in kLevels levels), for the types with a 512-bit VNNI kernel.
 template <int kLevels>
 HWY_INLINE bool X512RowDot(WeightType type, const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
@@ -1587,6 +1716,9 @@ HWY_INLINE void MatvecQ8Rows(WeightType type, const uint8_t* data, uint64_t row_
 inline void MatvecQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
                            const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end) {
   const quant::Q8ActivationRow x = quant::q8_activation_view(xq, n);
+#ifdef BORA_KERNELS_X86_VNNI
+  if (MatvecQ4_0Windows<1>(type, data, row_bytes, n, &x, y, row_begin, row_end)) return;
+#endif
   MatvecQ8Rows<1>(type, data, row_bytes, n, &x, &y, row_begin, row_end);
 }
 
@@ -1597,6 +1729,9 @@ inline void MatvecQ8TwoLevelKernel(WeightType type, const uint8_t* data, uint64_
                                    const uint8_t* xq_hi, const uint8_t* xq_lo, float* y, int64_t row_begin,
                                    int64_t row_end) {
   const quant::Q8ActivationRow x[2] = {quant::q8_activation_view(xq_hi, n), quant::q8_activation_view(xq_lo, n)};
+#ifdef BORA_KERNELS_X86_VNNI
+  if (MatvecQ4_0Windows<2>(type, data, row_bytes, n, x, y, row_begin, row_end)) return;
+#endif
   float out[2];
   for (int64_t r = row_begin; r < row_end; ++r) {
     const uint8_t* row = data + static_cast<uint64_t>(r) * row_bytes;

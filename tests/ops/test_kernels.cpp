@@ -433,13 +433,21 @@ TEST_CASE("the second activation level has 1/256 of the first's scale and carrie
   });
 }
 
+// Row lengths for the decode tests: 37 blocks (two full groups of 16 per-block scales plus a partial
+// one with an odd last block) for the 32-value formats, and for Q4_0 also 2048, a multiple of 1024 that
+// takes its window kernel through a whole 32-block period and through a row's last one.
+std::vector<int64_t> decode_lengths(WeightType type) {
+  if (type == WeightType::kQ4_0) return {32 * 37, 2048};
+  if (type == WeightType::kQ8_0) return {32 * 37};
+  return {512};
+}
+
 TEST_CASE("matvec_q8 equals the dot of the dequantized weights and activations") {
   for_each_target([] {
-    for (WeightType type : kAllTypes) {
+    for (WeightType type : kAllTypes) for (int64_t n : decode_lengths(type)) {
       const std::string type_name = bora::weight_type_name(type);
       CAPTURE(type_name);
-      // 37 blocks: two full groups of 16 per-block scales plus a partial one with an odd last block.
-      const int64_t n = type == WeightType::kQ8_0 || type == WeightType::kQ4_0 ? 32 * 37 : 512;
+      CAPTURE(n);
       const int64_t rows = 9;
       const TestMatrix m = make_matrix(type, n, rows, 200u + static_cast<uint32_t>(type));
       const std::vector<float> x = random_floats(static_cast<size_t>(n), 71);
@@ -473,10 +481,10 @@ TEST_CASE("matvec_q8 equals the dot of the dequantized weights and activations")
 
 TEST_CASE("matvec_q8_two_level equals the sum of the two levels' matvec_q8, for every type and target") {
   for_each_target([] {
-    for (WeightType type : kAllTypes) {
+    for (WeightType type : kAllTypes) for (int64_t n : decode_lengths(type)) {
       const std::string type_name = bora::weight_type_name(type);
       CAPTURE(type_name);
-      const int64_t n = type == WeightType::kQ8_0 || type == WeightType::kQ4_0 ? 32 * 37 : 512;
+      CAPTURE(n);
       const int64_t rows = 7;
       const TestMatrix m = make_matrix(type, n, rows, 300u + static_cast<uint32_t>(type));
       const std::vector<float> x = random_floats(static_cast<size_t>(n), 72);
