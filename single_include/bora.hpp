@@ -28,8 +28,6 @@
 #include <cstdint>
 #include <cstring>
 
-#include <hwy/aligned_allocator.h>
-
 
 #ifndef BORA_OPS_KERNELS_SHARED_CONSTANTS_
 #define BORA_OPS_KERNELS_SHARED_CONSTANTS_
@@ -43,6 +41,9 @@ constexpr int64_t kMatmulTileRows = 4;
 constexpr int64_t kPrefillTokens = 32;
 constexpr int64_t kPrefillMinTokens = 8;
 inline int64_t prefill_scratch_bytes(int64_t n) { return kPrefillTokens * n + 4 * (n / 32) * kPrefillTokens * 4; }
+// The decode kernels' scratch for rows of n values: the Q4_0 window layout of two activation levels
+// (low and high nibble copies, 18 bytes per 32 values each).
+inline int64_t decode_scratch_bytes(int64_t n) { return 2 * 2 * (n / 32) * 18; }
 }  // namespace kernels
 }  // namespace ops
 }  // namespace bora
@@ -1631,29 +1632,15 @@ HWY_INLINE float X512RowDotQ4_0Windows(const uint8_t* row, int64_t n, const quan
   return _mm512_reduce_add_ps(_mm512_add_ps(acc0, _mm512_add_ps(acc1, acc2))) - 8.0f * _mm512_reduce_add_ps(offset);
 }
 
-// Per-thread buffer for laid-out activations: grown to the largest size needed, never freed, so the
-// token loop does not allocate. Null if memory runs out (the callers then use the pair kernel).
-HWY_INLINE int8_t* WindowActivationScratch(size_t bytes) {
-  struct Buffer {
-    hwy::AlignedFreeUniquePtr<int8_t[]> data;
-    size_t capacity = 0;
-  };
-  thread_local Buffer buffer;
-  if (buffer.capacity < bytes) {
-    buffer.data = hwy::AllocateAligned<int8_t>(bytes);
-    buffer.capacity = buffer.data ? bytes : 0;
-  }
-  return buffer.data.get();
-}
-
-// y[r] for rows [row_begin, row_end) with the window kernel when it applies (returns false otherwise).
+// y[r] for rows [row_begin, row_end) with the window kernel when it applies (returns false otherwise);
+// `scratch` holds kernels::decode_scratch_bytes(n) bytes, or is null.
 template <int kLevels>
 HWY_INLINE bool MatvecQ4_0Windows(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
-                                  const quant::Q8ActivationRow* x, float* y, int64_t row_begin, int64_t row_end) {
-  if (type != WeightType::kQ4_0 || n % kQ4_0WindowValues != 0) return false;
+                                  const quant::Q8ActivationRow* x, float* y, int64_t row_begin, int64_t row_end,
+                                  uint8_t* scratch_bytes) {
+  if (type != WeightType::kQ4_0 || n % kQ4_0WindowValues != 0 || scratch_bytes == nullptr) return false;
   const size_t level_bytes = static_cast<size_t>(n / 32 * 18);
-  int8_t* scratch = WindowActivationScratch(2 * kLevels * level_bytes);
-  if (scratch == nullptr) return false;
+  int8_t* scratch = reinterpret_cast<int8_t*>(scratch_bytes);
   const int8_t* low[2] = {};
   const int8_t* high[2] = {};
   for (int level = 0; level < kLevels; ++level) {
@@ -1713,11 +1700,14 @@ HWY_INLINE void MatvecQ8Rows(WeightType type, const uint8_t* data, uint64_t row_
 }
 
 // Quantized weight types only (implementation.hpp sends float weights to the f32 kernels).
+// `scratch`: kernels::decode_scratch_bytes(n) bytes for kernels that lay the activations out anew, or null.
 inline void MatvecQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
-                           const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end) {
+                           const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end, uint8_t* scratch) {
   const quant::Q8ActivationRow x = quant::q8_activation_view(xq, n);
 #ifdef BORA_KERNELS_X86_VNNI
-  if (MatvecQ4_0Windows<1>(type, data, row_bytes, n, &x, y, row_begin, row_end)) return;
+  if (MatvecQ4_0Windows<1>(type, data, row_bytes, n, &x, y, row_begin, row_end, scratch)) return;
+#else
+  (void)scratch;
 #endif
   MatvecQ8Rows<1>(type, data, row_bytes, n, &x, &y, row_begin, row_end);
 }
@@ -1727,10 +1717,12 @@ inline void MatvecQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_by
 // Either way near-exact activations cost compute but no extra memory traffic.
 inline void MatvecQ8TwoLevelKernel(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
                                    const uint8_t* xq_hi, const uint8_t* xq_lo, float* y, int64_t row_begin,
-                                   int64_t row_end) {
+                                   int64_t row_end, uint8_t* scratch) {
   const quant::Q8ActivationRow x[2] = {quant::q8_activation_view(xq_hi, n), quant::q8_activation_view(xq_lo, n)};
 #ifdef BORA_KERNELS_X86_VNNI
-  if (MatvecQ4_0Windows<2>(type, data, row_bytes, n, x, y, row_begin, row_end)) return;
+  if (MatvecQ4_0Windows<2>(type, data, row_bytes, n, x, y, row_begin, row_end, scratch)) return;
+#else
+  (void)scratch;
 #endif
   float out[2];
   for (int64_t r = row_begin; r < row_end; ++r) {
@@ -8771,49 +8763,25 @@ HWY_EXPORT(MatmulQ8Kernel);
 
 namespace detail {
 
-// Per-thread buffer for the dequantized weight rows of matmul_f32: grown once to the largest row
-// length seen, never freed in the token loop, private to each thread so callers can split rows.
-inline float* matmul_scratch(size_t floats) {
+// A per-thread buffer of at least `count` T: grown to the largest size asked for and never freed, so
+// the token loop does not allocate, and private to each thread so callers can split rows. One buffer
+// per Role; null if memory runs out (callers then take a path that needs none).
+template <class Role, class T>
+T* thread_scratch(size_t count) {
   struct Buffer {
-    hwy::AlignedFreeUniquePtr<float[]> data;
+    hwy::AlignedFreeUniquePtr<T[]> data;
     size_t capacity = 0;
   };
   thread_local Buffer buffer;
-  if (buffer.capacity < floats) {
-    buffer.data = hwy::AllocateAligned<float>(floats);
-    buffer.capacity = buffer.data ? floats : 0;
+  if (buffer.capacity < count) {
+    buffer.data = hwy::AllocateAligned<T>(count);
+    buffer.capacity = buffer.data ? count : 0;
   }
   return buffer.data.get();
 }
-
-// Second per-thread buffer: the dequantized activations when the fast path meets float weights.
-inline float* activation_scratch(size_t floats) {
-  struct Buffer {
-    hwy::AlignedFreeUniquePtr<float[]> data;
-    size_t capacity = 0;
-  };
-  thread_local Buffer buffer;
-  if (buffer.capacity < floats) {
-    buffer.data = hwy::AllocateAligned<float>(floats);
-    buffer.capacity = buffer.data ? floats : 0;
-  }
-  return buffer.data.get();
-}
-
-// Third per-thread buffer: activations of kernels::kPrefillTokens tokens repacked for the VNNI
-// prefill kernel (null if allocation fails; the kernel then takes its slower path).
-inline uint8_t* prefill_scratch(size_t bytes) {
-  struct Buffer {
-    hwy::AlignedFreeUniquePtr<uint8_t[]> data;
-    size_t capacity = 0;
-  };
-  thread_local Buffer buffer;
-  if (buffer.capacity < bytes) {
-    buffer.data = hwy::AllocateAligned<uint8_t>(bytes);
-    buffer.capacity = buffer.data ? bytes : 0;
-  }
-  return buffer.data.get();
-}
+struct DequantizedRows {};         // matmul_f32: kernels::kMatmulTileRows weight rows as f32
+struct DequantizedActivations {};  // the int8 fast path meeting float weights: activations as f32
+struct PackedActivations {};       // int8 activations repacked for the VNNI kernels (prefill, Q4_0 decode)
 
 inline bool is_float_type(WeightType type) {
   return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16;
@@ -8832,7 +8800,7 @@ void matmul_f32(const TensorView& w, const float* x, int64_t n_tokens, float* y,
   if (row_end <= row_begin || n_tokens <= 0) return;
   const int64_t n = w.row_length();
   const uint64_t row_bytes = w.row_bytes();
-  float* scratch = detail::matmul_scratch(static_cast<size_t>(kernels::kMatmulTileRows * n));
+  float* scratch = detail::thread_scratch<detail::DequantizedRows, float>(static_cast<size_t>(kernels::kMatmulTileRows * n));
   if (scratch == nullptr) {
     // Out of memory for the row buffer: fall back to one row at a time (slower, no allocation).
     for (int64_t t = 0; t < n_tokens; ++t) {
@@ -8925,7 +8893,7 @@ void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_
   if (row_end <= row_begin) return;
   if (detail::is_float_type(w.type)) {  // no integer products to share: one f32 pass over hi + lo
     const int64_t n = w.row_length();
-    float* x = detail::activation_scratch(static_cast<size_t>(2 * n));
+    float* x = detail::thread_scratch<detail::DequantizedActivations, float>(static_cast<size_t>(2 * n));
     if (x == nullptr) return;
     quant::dequantize_activations_q8(xq_hi, n, x);
     quant::dequantize_activations_q8(xq_lo, n, x + n);
@@ -8933,8 +8901,11 @@ void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_
     matvec_f32(w, x, y, row_begin, row_end);
     return;
   }
-  HWY_DYNAMIC_DISPATCH(MatvecQ8TwoLevelKernel)(w.type, w.data, w.row_bytes(), w.row_length(), xq_hi, xq_lo, y,
-                                               row_begin, row_end);
+  const int64_t n = w.row_length();
+  uint8_t* scratch = detail::thread_scratch<detail::PackedActivations, uint8_t>(
+      static_cast<size_t>(kernels::decode_scratch_bytes(n)));
+  HWY_DYNAMIC_DISPATCH(MatvecQ8TwoLevelKernel)(w.type, w.data, w.row_bytes(), n, xq_hi, xq_lo, y, row_begin, row_end,
+                                               scratch);
 }
 
 void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
@@ -8943,16 +8914,19 @@ void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* 
   const int64_t n = w.row_length();
   if (!detail::is_float_type(w.type)) {
     if (n_tokens == 1) {
-      HWY_DYNAMIC_DISPATCH(MatvecQ8Kernel)(w.type, w.data, w.row_bytes(), n, xq, y, row_begin, row_end);
+      uint8_t* scratch = detail::thread_scratch<detail::PackedActivations, uint8_t>(
+          static_cast<size_t>(kernels::decode_scratch_bytes(n)));
+      HWY_DYNAMIC_DISPATCH(MatvecQ8Kernel)(w.type, w.data, w.row_bytes(), n, xq, y, row_begin, row_end, scratch);
     } else {
-      uint8_t* scratch = detail::prefill_scratch(static_cast<size_t>(kernels::prefill_scratch_bytes(n)));
+      uint8_t* scratch = detail::thread_scratch<detail::PackedActivations, uint8_t>(
+          static_cast<size_t>(kernels::prefill_scratch_bytes(n)));
       HWY_DYNAMIC_DISPATCH(MatmulQ8Kernel)(w.type, w.data, w.row_bytes(), n, xq, n_tokens, y, y_stride,
                                            row_begin, row_end, scratch);
     }
     return;
   }
   // Float weights gain nothing from int8 activations: widen them back and use the f32 kernels.
-  float* x = detail::activation_scratch(static_cast<size_t>(n));
+  float* x = detail::thread_scratch<detail::DequantizedActivations, float>(static_cast<size_t>(n));
   if (x == nullptr) return;
   for (int64_t t = 0; t < n_tokens; ++t) {
     quant::dequantize_activations_q8(xq + t * q8_row_bytes(n), n, x);

@@ -63,49 +63,25 @@ HWY_EXPORT(MatmulQ8Kernel);
 
 namespace detail {
 
-// Per-thread buffer for the dequantized weight rows of matmul_f32: grown once to the largest row
-// length seen, never freed in the token loop, private to each thread so callers can split rows.
-inline float* matmul_scratch(size_t floats) {
+// A per-thread buffer of at least `count` T: grown to the largest size asked for and never freed, so
+// the token loop does not allocate, and private to each thread so callers can split rows. One buffer
+// per Role; null if memory runs out (callers then take a path that needs none).
+template <class Role, class T>
+T* thread_scratch(size_t count) {
   struct Buffer {
-    hwy::AlignedFreeUniquePtr<float[]> data;
+    hwy::AlignedFreeUniquePtr<T[]> data;
     size_t capacity = 0;
   };
   thread_local Buffer buffer;
-  if (buffer.capacity < floats) {
-    buffer.data = hwy::AllocateAligned<float>(floats);
-    buffer.capacity = buffer.data ? floats : 0;
+  if (buffer.capacity < count) {
+    buffer.data = hwy::AllocateAligned<T>(count);
+    buffer.capacity = buffer.data ? count : 0;
   }
   return buffer.data.get();
 }
-
-// Second per-thread buffer: the dequantized activations when the fast path meets float weights.
-inline float* activation_scratch(size_t floats) {
-  struct Buffer {
-    hwy::AlignedFreeUniquePtr<float[]> data;
-    size_t capacity = 0;
-  };
-  thread_local Buffer buffer;
-  if (buffer.capacity < floats) {
-    buffer.data = hwy::AllocateAligned<float>(floats);
-    buffer.capacity = buffer.data ? floats : 0;
-  }
-  return buffer.data.get();
-}
-
-// Third per-thread buffer: activations of kernels::kPrefillTokens tokens repacked for the VNNI
-// prefill kernel (null if allocation fails; the kernel then takes its slower path).
-inline uint8_t* prefill_scratch(size_t bytes) {
-  struct Buffer {
-    hwy::AlignedFreeUniquePtr<uint8_t[]> data;
-    size_t capacity = 0;
-  };
-  thread_local Buffer buffer;
-  if (buffer.capacity < bytes) {
-    buffer.data = hwy::AllocateAligned<uint8_t>(bytes);
-    buffer.capacity = buffer.data ? bytes : 0;
-  }
-  return buffer.data.get();
-}
+struct DequantizedRows {};         // matmul_f32: kernels::kMatmulTileRows weight rows as f32
+struct DequantizedActivations {};  // the int8 fast path meeting float weights: activations as f32
+struct PackedActivations {};       // int8 activations repacked for the VNNI kernels (prefill, Q4_0 decode)
 
 inline bool is_float_type(WeightType type) {
   return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16;
@@ -124,7 +100,7 @@ void matmul_f32(const TensorView& w, const float* x, int64_t n_tokens, float* y,
   if (row_end <= row_begin || n_tokens <= 0) return;
   const int64_t n = w.row_length();
   const uint64_t row_bytes = w.row_bytes();
-  float* scratch = detail::matmul_scratch(static_cast<size_t>(kernels::kMatmulTileRows * n));
+  float* scratch = detail::thread_scratch<detail::DequantizedRows, float>(static_cast<size_t>(kernels::kMatmulTileRows * n));
   if (scratch == nullptr) {
     // Out of memory for the row buffer: fall back to one row at a time (slower, no allocation).
     for (int64_t t = 0; t < n_tokens; ++t) {
@@ -217,7 +193,7 @@ void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_
   if (row_end <= row_begin) return;
   if (detail::is_float_type(w.type)) {  // no integer products to share: one f32 pass over hi + lo
     const int64_t n = w.row_length();
-    float* x = detail::activation_scratch(static_cast<size_t>(2 * n));
+    float* x = detail::thread_scratch<detail::DequantizedActivations, float>(static_cast<size_t>(2 * n));
     if (x == nullptr) return;
     quant::dequantize_activations_q8(xq_hi, n, x);
     quant::dequantize_activations_q8(xq_lo, n, x + n);
@@ -225,8 +201,11 @@ void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_
     matvec_f32(w, x, y, row_begin, row_end);
     return;
   }
-  HWY_DYNAMIC_DISPATCH(MatvecQ8TwoLevelKernel)(w.type, w.data, w.row_bytes(), w.row_length(), xq_hi, xq_lo, y,
-                                               row_begin, row_end);
+  const int64_t n = w.row_length();
+  uint8_t* scratch = detail::thread_scratch<detail::PackedActivations, uint8_t>(
+      static_cast<size_t>(kernels::decode_scratch_bytes(n)));
+  HWY_DYNAMIC_DISPATCH(MatvecQ8TwoLevelKernel)(w.type, w.data, w.row_bytes(), n, xq_hi, xq_lo, y, row_begin, row_end,
+                                               scratch);
 }
 
 void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
@@ -235,16 +214,19 @@ void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* 
   const int64_t n = w.row_length();
   if (!detail::is_float_type(w.type)) {
     if (n_tokens == 1) {
-      HWY_DYNAMIC_DISPATCH(MatvecQ8Kernel)(w.type, w.data, w.row_bytes(), n, xq, y, row_begin, row_end);
+      uint8_t* scratch = detail::thread_scratch<detail::PackedActivations, uint8_t>(
+          static_cast<size_t>(kernels::decode_scratch_bytes(n)));
+      HWY_DYNAMIC_DISPATCH(MatvecQ8Kernel)(w.type, w.data, w.row_bytes(), n, xq, y, row_begin, row_end, scratch);
     } else {
-      uint8_t* scratch = detail::prefill_scratch(static_cast<size_t>(kernels::prefill_scratch_bytes(n)));
+      uint8_t* scratch = detail::thread_scratch<detail::PackedActivations, uint8_t>(
+          static_cast<size_t>(kernels::prefill_scratch_bytes(n)));
       HWY_DYNAMIC_DISPATCH(MatmulQ8Kernel)(w.type, w.data, w.row_bytes(), n, xq, n_tokens, y, y_stride,
                                            row_begin, row_end, scratch);
     }
     return;
   }
   // Float weights gain nothing from int8 activations: widen them back and use the f32 kernels.
-  float* x = detail::activation_scratch(static_cast<size_t>(n));
+  float* x = detail::thread_scratch<detail::DequantizedActivations, float>(static_cast<size_t>(n));
   if (x == nullptr) return;
   for (int64_t t = 0; t < n_tokens; ++t) {
     quant::dequantize_activations_q8(xq + t * q8_row_bytes(n), n, x);

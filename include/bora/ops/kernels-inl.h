@@ -10,8 +10,6 @@
 #include <cstdint>
 #include <cstring>
 
-#include <hwy/aligned_allocator.h>
-
 #include "bora/quant/dequantize.hpp"
 #include "bora/quant/q8_activations.hpp"
 #include "bora/quant/weight_type.hpp"
@@ -28,6 +26,9 @@ constexpr int64_t kMatmulTileRows = 4;
 constexpr int64_t kPrefillTokens = 32;
 constexpr int64_t kPrefillMinTokens = 8;
 inline int64_t prefill_scratch_bytes(int64_t n) { return kPrefillTokens * n + 4 * (n / 32) * kPrefillTokens * 4; }
+// The decode kernels' scratch for rows of n values: the Q4_0 window layout of two activation levels
+// (low and high nibble copies, 18 bytes per 32 values each).
+inline int64_t decode_scratch_bytes(int64_t n) { return 2 * 2 * (n / 32) * 18; }
 }  // namespace kernels
 }  // namespace ops
 }  // namespace bora
@@ -1616,29 +1617,15 @@ HWY_INLINE float X512RowDotQ4_0Windows(const uint8_t* row, int64_t n, const quan
   return _mm512_reduce_add_ps(_mm512_add_ps(acc0, _mm512_add_ps(acc1, acc2))) - 8.0f * _mm512_reduce_add_ps(offset);
 }
 
-// Per-thread buffer for laid-out activations: grown to the largest size needed, never freed, so the
-// token loop does not allocate. Null if memory runs out (the callers then use the pair kernel).
-HWY_INLINE int8_t* WindowActivationScratch(size_t bytes) {
-  struct Buffer {
-    hwy::AlignedFreeUniquePtr<int8_t[]> data;
-    size_t capacity = 0;
-  };
-  thread_local Buffer buffer;
-  if (buffer.capacity < bytes) {
-    buffer.data = hwy::AllocateAligned<int8_t>(bytes);
-    buffer.capacity = buffer.data ? bytes : 0;
-  }
-  return buffer.data.get();
-}
-
-// y[r] for rows [row_begin, row_end) with the window kernel when it applies (returns false otherwise).
+// y[r] for rows [row_begin, row_end) with the window kernel when it applies (returns false otherwise);
+// `scratch` holds kernels::decode_scratch_bytes(n) bytes, or is null.
 template <int kLevels>
 HWY_INLINE bool MatvecQ4_0Windows(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
-                                  const quant::Q8ActivationRow* x, float* y, int64_t row_begin, int64_t row_end) {
-  if (type != WeightType::kQ4_0 || n % kQ4_0WindowValues != 0) return false;
+                                  const quant::Q8ActivationRow* x, float* y, int64_t row_begin, int64_t row_end,
+                                  uint8_t* scratch_bytes) {
+  if (type != WeightType::kQ4_0 || n % kQ4_0WindowValues != 0 || scratch_bytes == nullptr) return false;
   const size_t level_bytes = static_cast<size_t>(n / 32 * 18);
-  int8_t* scratch = WindowActivationScratch(2 * kLevels * level_bytes);
-  if (scratch == nullptr) return false;
+  int8_t* scratch = reinterpret_cast<int8_t*>(scratch_bytes);
   const int8_t* low[2] = {};
   const int8_t* high[2] = {};
   for (int level = 0; level < kLevels; ++level) {
@@ -1698,11 +1685,14 @@ HWY_INLINE void MatvecQ8Rows(WeightType type, const uint8_t* data, uint64_t row_
 }
 
 // Quantized weight types only (implementation.hpp sends float weights to the f32 kernels).
+// `scratch`: kernels::decode_scratch_bytes(n) bytes for kernels that lay the activations out anew, or null.
 inline void MatvecQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
-                           const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end) {
+                           const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end, uint8_t* scratch) {
   const quant::Q8ActivationRow x = quant::q8_activation_view(xq, n);
 #ifdef BORA_KERNELS_X86_VNNI
-  if (MatvecQ4_0Windows<1>(type, data, row_bytes, n, &x, y, row_begin, row_end)) return;
+  if (MatvecQ4_0Windows<1>(type, data, row_bytes, n, &x, y, row_begin, row_end, scratch)) return;
+#else
+  (void)scratch;
 #endif
   MatvecQ8Rows<1>(type, data, row_bytes, n, &x, &y, row_begin, row_end);
 }
@@ -1712,10 +1702,12 @@ inline void MatvecQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_by
 // Either way near-exact activations cost compute but no extra memory traffic.
 inline void MatvecQ8TwoLevelKernel(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
                                    const uint8_t* xq_hi, const uint8_t* xq_lo, float* y, int64_t row_begin,
-                                   int64_t row_end) {
+                                   int64_t row_end, uint8_t* scratch) {
   const quant::Q8ActivationRow x[2] = {quant::q8_activation_view(xq_hi, n), quant::q8_activation_view(xq_lo, n)};
 #ifdef BORA_KERNELS_X86_VNNI
-  if (MatvecQ4_0Windows<2>(type, data, row_bytes, n, x, y, row_begin, row_end)) return;
+  if (MatvecQ4_0Windows<2>(type, data, row_bytes, n, x, y, row_begin, row_end, scratch)) return;
+#else
+  (void)scratch;
 #endif
   float out[2];
   for (int64_t r = row_begin; r < row_end; ++r) {
