@@ -1559,17 +1559,17 @@ struct Q4_0WindowLayout {
       for (int j = 0; j < 16; ++j) block[w][j] = (64 * w + 4 * j) / 18;
   }
 };
+constexpr Q4_0WindowLayout kQ4_0WindowLayout{};
 
 // The activations of one level in the window layout: n / 32 * 18 bytes for the low nibbles, as many
 // for the high ones (value + 16).
 HWY_INLINE void LayOutActivationsQ4_0(const int8_t* q, int64_t n, int8_t* low, int8_t* high) {
-  static constexpr Q4_0WindowLayout kLayout{};
   for (int64_t period = 0; period < n / kQ4_0WindowValues; ++period) {
     const int8_t* values = q + kQ4_0WindowValues * period;
     int8_t* l = low + 576 * period;
     int8_t* h = high + 576 * period;
     for (int i = 0; i < 576; ++i) {
-      const int source = kLayout.source[i];
+      const int source = kQ4_0WindowLayout.source[i];
       l[i] = source < 0 ? int8_t{0} : values[source];
       h[i] = source < 0 ? int8_t{0} : values[source + 16];
     }
@@ -1580,7 +1580,6 @@ HWY_INLINE void LayOutActivationsQ4_0(const int8_t* q, int64_t n, int8_t* low, i
 template <int kLevels>
 HWY_INLINE void X512Q4_0Window(const uint8_t* first, int w, const int8_t* const* low, const int8_t* const* high,
                                int64_t offset, __m512 step_first16, __m512 step_last16, __m512& acc) {
-  static constexpr Q4_0WindowLayout kLayout{};
   const __m512i nibble = _mm512_set1_epi8(15);
   const __m512i raw = _mm512_loadu_si512(first + 64 * w);
   const __m512i lo = _mm512_and_si512(raw, nibble);
@@ -1592,7 +1591,7 @@ HWY_INLINE void X512Q4_0Window(const uint8_t* first, int w, const int8_t* const*
     sums = _mm512_dpbusd_epi32(_mm512_slli_epi32(sums, 8), lo, _mm512_loadu_si512(low[1] + at));
     sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(high[1] + at));
   }
-  const __m512 step = _mm512_permutex2var_ps(step_first16, _mm512_loadu_si512(kLayout.block[w]), step_last16);
+  const __m512 step = _mm512_permutex2var_ps(step_first16, _mm512_loadu_si512(kQ4_0WindowLayout.block[w]), step_last16);
   acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), step, acc);
 }
 
@@ -8800,7 +8799,8 @@ void matmul_f32(const TensorView& w, const float* x, int64_t n_tokens, float* y,
   if (row_end <= row_begin || n_tokens <= 0) return;
   const int64_t n = w.row_length();
   const uint64_t row_bytes = w.row_bytes();
-  float* scratch = detail::thread_scratch<detail::DequantizedRows, float>(static_cast<size_t>(kernels::kMatmulTileRows * n));
+  float* scratch =
+      detail::thread_scratch<detail::DequantizedRows, float>(static_cast<size_t>(kernels::kMatmulTileRows * n));
   if (scratch == nullptr) {
     // Out of memory for the row buffer: fall back to one row at a time (slower, no allocation).
     for (int64_t t = 0; t < n_tokens; ++t) {

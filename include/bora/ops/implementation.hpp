@@ -100,7 +100,8 @@ void matmul_f32(const TensorView& w, const float* x, int64_t n_tokens, float* y,
   if (row_end <= row_begin || n_tokens <= 0) return;
   const int64_t n = w.row_length();
   const uint64_t row_bytes = w.row_bytes();
-  float* scratch = detail::thread_scratch<detail::DequantizedRows, float>(static_cast<size_t>(kernels::kMatmulTileRows * n));
+  float* scratch =
+      detail::thread_scratch<detail::DequantizedRows, float>(static_cast<size_t>(kernels::kMatmulTileRows * n));
   if (scratch == nullptr) {
     // Out of memory for the row buffer: fall back to one row at a time (slower, no allocation).
     for (int64_t t = 0; t < n_tokens; ++t) {
