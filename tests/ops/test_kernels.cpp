@@ -501,7 +501,7 @@ TEST_CASE("matvec_q8_two_level equals the sum of the two levels' matvec_q8, for 
       CHECK(y[0] == -1.0f);
       for (int64_t r = 1; r < rows; ++r) {
         const size_t i = static_cast<size_t>(r);
-        if (type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16) {
+        if (is_float_weight_type(type)) {
           CHECK(std::fabs(y[i] - y_exact[i]) <= 1e-3f * (1.0f + std::fabs(y_exact[i])));
         } else {
           // The same integer products, summed in another order (one pass adds 256 * hi + lo).

@@ -14,7 +14,7 @@
 
 #include "bora/base/expected.hpp"
 #include "bora/io/gguf.hpp"
-#include "bora/model/config.hpp"
+#include "bora/io/model_config.hpp"
 
 namespace bora {
 

@@ -22,9 +22,9 @@
 #include "bora/base/mapped_file.hpp"
 #include "bora/io/gguf.hpp"
 #include "bora/io/json_config.hpp"
+#include "bora/io/model_config.hpp"
 #include "bora/io/safetensors.hpp"
 #include "bora/io/tensor_view.hpp"
-#include "bora/model/config.hpp"
 
 namespace bora {
 

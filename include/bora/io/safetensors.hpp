@@ -15,9 +15,9 @@
 #include <utility>
 #include <vector>
 
+#include "bora/base/bytes.hpp"
 #include "bora/base/expected.hpp"
 #include "bora/base/mapped_file.hpp"
-#include "bora/io/gguf.hpp"  // io_detail checked arithmetic
 #include "bora/io/tensor_view.hpp"
 #include "bora/quant/weight_type.hpp"
 

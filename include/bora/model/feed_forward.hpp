@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "bora/base/thread_pool.hpp"
-#include "bora/model/config.hpp"
+#include "bora/io/model_config.hpp"
 #include "bora/model/linear.hpp"
 #include "bora/model/weights.hpp"
 #include "bora/ops/ops.hpp"

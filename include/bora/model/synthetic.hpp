@@ -13,8 +13,8 @@
 
 #include "bora/base/expected.hpp"
 #include "bora/io/model_files.hpp"
-#include "bora/quant/f16.hpp"
 #include "bora/quant/bf16.hpp"
+#include "bora/quant/f16.hpp"
 #include "bora/quant/q4_k.hpp"
 #include "bora/quant/weight_type.hpp"
 

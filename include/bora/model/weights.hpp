@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "bora/base/expected.hpp"
+#include "bora/io/model_config.hpp"
 #include "bora/io/model_files.hpp"
 #include "bora/io/tensor_view.hpp"
-#include "bora/model/config.hpp"
 #include "bora/quant/dequantize.hpp"
 
 namespace bora {

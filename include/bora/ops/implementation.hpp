@@ -20,8 +20,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "bora/io/model_config.hpp"
 #include "bora/io/tensor_view.hpp"
-#include "bora/model/config.hpp"
 #include "bora/ops/ops.hpp"
 
 // The single-header build points this at itself; the multi-header build uses the kernels file.
@@ -82,10 +82,6 @@ T* thread_scratch(size_t count) {
 struct DequantizedRows {};         // matmul_f32: kernels::kMatmulTileRows weight rows as f32
 struct DequantizedActivations {};  // the int8 fast path meeting float weights: activations as f32
 struct PackedActivations {};       // int8 activations repacked for the VNNI kernels (prefill, Q4_0 decode)
-
-inline bool is_float_type(WeightType type) {
-  return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16;
-}
 
 }  // namespace detail
 
@@ -192,7 +188,7 @@ void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_beg
 void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, float* y,
                          int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin) return;
-  if (detail::is_float_type(w.type)) {  // no integer products to share: one f32 pass over hi + lo
+  if (is_float_weight_type(w.type)) {  // no integer products to share: one f32 pass over hi + lo
     const int64_t n = w.row_length();
     float* x = detail::thread_scratch<detail::DequantizedActivations, float>(static_cast<size_t>(2 * n));
     if (x == nullptr) return;
@@ -213,7 +209,7 @@ void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* 
                int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin || n_tokens <= 0) return;
   const int64_t n = w.row_length();
-  if (!detail::is_float_type(w.type)) {
+  if (!is_float_weight_type(w.type)) {
     if (n_tokens == 1) {
       uint8_t* scratch = detail::thread_scratch<detail::PackedActivations, uint8_t>(
           static_cast<size_t>(kernels::decode_scratch_bytes(n)));

@@ -6,8 +6,8 @@
 
 #include <cstdint>
 
+#include "bora/io/model_config.hpp"
 #include "bora/io/tensor_view.hpp"
-#include "bora/model/config.hpp"
 
 namespace bora {
 namespace ops {

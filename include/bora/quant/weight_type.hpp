@@ -52,6 +52,11 @@ inline WeightTypeInfo weight_type_info(WeightType type) {
 
 inline const char* weight_type_name(WeightType type) { return weight_type_info(type).name; }
 
+// Float rows (one value per "block") take the f32 kernels; the others are integer block formats.
+inline bool is_float_weight_type(WeightType type) {
+  return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16;
+}
+
 // Bytes of one row of `elements` values; false when `elements` is not a whole number of blocks.
 inline bool weight_row_bytes(WeightType type, uint64_t elements, uint64_t* bytes) {
   const WeightTypeInfo info = weight_type_info(type);

@@ -1,7 +1,7 @@
 // Why this file exists: the sizes of a model (layers, widths, heads, window, experts) are runtime
 // values read from the file; this is the one struct every format's reader fills in.
-#ifndef BORA_MODEL_CONFIG_HPP
-#define BORA_MODEL_CONFIG_HPP
+#ifndef BORA_IO_MODEL_CONFIG_HPP
+#define BORA_IO_MODEL_CONFIG_HPP
 
 #include <cstdint>
 #include <string>
@@ -35,4 +35,4 @@ struct ModelConfig {
 
 }  // namespace bora
 
-#endif  // BORA_MODEL_CONFIG_HPP
+#endif  // BORA_IO_MODEL_CONFIG_HPP
