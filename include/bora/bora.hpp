@@ -24,6 +24,7 @@
 #include "bora/quant/dequantize.hpp"
 #include "bora/text/chat_request.hpp"
 #include "bora/text/chat_template.hpp"
+#include "bora/text/language_model.hpp"
 #include "bora/text/sampler.hpp"
 #include "bora/text/session.hpp"
 #include "bora/text/tokenizer.hpp"

@@ -16,7 +16,7 @@
 
 namespace {
 
-std::unique_ptr<bora::Model> demo_model(bool exact) {
+std::unique_ptr<bora::LanguageModel> demo_model(bool exact) {
   bora::LoadParams params;
   params.kv_cache_type = exact ? bora::KvCacheType::kF32 : bora::KvCacheType::kF16;
   auto model = bora::load_any(bora_test::data_path("demo-mistral/demo-mistral-Q4_0.gguf"), params);

@@ -87,20 +87,11 @@ class ModelContext {
   int64_t kv_capacity_ = 0;
 };
 
-class Tokenizer;
-class Session;
-struct SessionParams;
-
+// What every composition offers, so sessions and tools need not be templates. Several contexts (and
+// threads) may use one model at once: the model is read-only after loading.
 class Model {
  public:
   virtual ~Model() = default;
-  // The tokenizer that came with the model (GGUF metadata, or tokenizer.model beside the
-  // safetensors); null when the files have none.
-  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
-  void set_tokenizer(std::shared_ptr<const Tokenizer> tokenizer) { tokenizer_ = std::move(tokenizer); }
-  // A new stream of text over this model (defined in text/session.hpp). Sessions share the
-  // model read-only, so several may run on different threads at once.
-  Expected<Session> session(const SessionParams& params) const;
   virtual const ModelConfig& config() const = 0;
   virtual const ModelFiles& files() const = 0;
   virtual const char* preset_name() const = 0;
@@ -114,9 +105,6 @@ class Model {
   // ([n][vocab]) when all_logits, else for the last one only ([vocab]). logits may be null.
   virtual Status forward(ModelContext& ctx, const int32_t* tokens, int64_t n, float* logits,
                          bool all_logits) const = 0;
-
- private:
-  std::shared_ptr<const Tokenizer> tokenizer_;
 };
 
 namespace detail {

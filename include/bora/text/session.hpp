@@ -42,12 +42,15 @@ struct GenerationResult {
 
 class Session {
  public:
-  Session(const Model& model, std::unique_ptr<ModelContext> context, SessionParams params)
-      : model_(&model), context_(std::move(context)), params_(std::move(params)) {}
+  // `tokenizer` may be null (a model whose files carry none): then only feed() and the raw stream work.
+  Session(const Model& model, const Tokenizer* tokenizer, std::unique_ptr<ModelContext> context,
+          SessionParams params)
+      : model_(&model), tokenizer_(tokenizer), context_(std::move(context)), params_(std::move(params)) {}
   Session(Session&&) = default;
   Session& operator=(Session&&) = default;
 
   const Model& model() const { return *model_; }
+  const Tokenizer* tokenizer() const { return tokenizer_; }
   // Every token the cache has consumed, in order (position i = tokens()[i]).
   const std::vector<int32_t>& tokens() const { return tokens_; }
   int64_t n_past() const { return context_->n_past(); }
@@ -76,13 +79,16 @@ class Session {
         if (text) declared = *text;
       }
     }
-    return detect_chat_template(model_->tokenizer()->vocabulary(), declared);
+    // Without a tokenizer there are no control pieces to look at: the first template is as good as any,
+    // and chat() refuses such a model anyway.
+    if (tokenizer_ == nullptr) return ChatTemplate::kMistralV1;
+    return detect_chat_template(tokenizer_->vocabulary(), declared);
   }
 
   // Continues the stream with `text` (BOS added when the stream is empty), then generates.
   Expected<GenerationResult> complete(std::string_view text, const SampleParams& sample, const StreamCallback& on_piece,
                                       const std::vector<std::string>& stop = {}) {
-    const Tokenizer* tokenizer = model_->tokenizer();
+    const Tokenizer* tokenizer = tokenizer_;
     if (tokenizer == nullptr) return no_tokenizer();
     std::vector<int32_t> ids = tokenizer->encode(text, tokens_.empty() && tokenizer->add_bos_by_default());
     const int64_t n_prompt = static_cast<int64_t>(ids.size());
@@ -96,7 +102,7 @@ class Session {
   // is unchanged since the last call, prefills the rest and generates the assistant's reply.
   Expected<GenerationResult> chat(const std::vector<ChatMessage>& messages, const SampleParams& sample,
                                   const StreamCallback& on_piece, const std::vector<std::string>& stop = {}) {
-    const Tokenizer* tokenizer = model_->tokenizer();
+    const Tokenizer* tokenizer = tokenizer_;
     if (tokenizer == nullptr) return no_tokenizer();
     auto ids = apply_chat_template(*tokenizer, chat_template(), messages);
     if (!ids) return ids.error();
@@ -181,7 +187,7 @@ class Session {
  private:
   Expected<GenerationResult> generate_text(const SampleParams& sample, const StreamCallback& on_piece,
                                            const std::vector<std::string>& stop, bool reply_starts_text) {
-    const Tokenizer* tokenizer = model_->tokenizer();
+    const Tokenizer* tokenizer = tokenizer_;
     if (tokenizer == nullptr) return no_tokenizer();
     if (tokens_.empty()) return make_error(ErrorCode::kInvalidArgument, "generate: feed a prompt first");
     GenerationResult result;
@@ -277,17 +283,12 @@ class Session {
   }
 
   const Model* model_;
+  const Tokenizer* tokenizer_;
   std::unique_ptr<ModelContext> context_;
   SessionParams params_;
   std::vector<int32_t> tokens_;
   std::vector<float> last_logits_;
 };
-
-inline Expected<Session> Model::session(const SessionParams& params) const {
-  auto context = create_context(params);
-  if (!context) return context.error();
-  return Session(*this, std::move(*context), params);
-}
 
 }  // namespace bora
 

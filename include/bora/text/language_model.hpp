@@ -1,0 +1,124 @@
+// Why this file exists: the model layer knows weights and the forward pass, text/ knows tokens; an
+// application wants both at once. LanguageModel binds a model's weights to the tokenizer its files
+// carry and makes the sessions that talk text, and load<Preset>() / load_any() open the pair.
+#ifndef BORA_TEXT_LANGUAGE_MODEL_HPP
+#define BORA_TEXT_LANGUAGE_MODEL_HPP
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "bora/base/expected.hpp"
+#include "bora/io/model_files.hpp"
+#include "bora/model/load.hpp"
+#include "bora/model/transformer.hpp"
+#include "bora/text/session.hpp"
+#include "bora/text/tokenizer.hpp"
+#include "bora/text/vocabulary.hpp"
+
+namespace bora {
+
+// The tokenizer of a model's files; null (not an error) when they carry none.
+inline Expected<std::shared_ptr<const Tokenizer>> load_model_tokenizer(const ModelFiles& files) {
+  if (const GgufFile* gguf = files.gguf()) {
+    if (gguf->find("tokenizer.ggml.tokens") == nullptr) return std::shared_ptr<const Tokenizer>();
+    auto vocab = vocabulary_from_gguf(*gguf);
+    if (!vocab) return vocab.error();
+    auto tokenizer = Tokenizer::create(std::move(*vocab));
+    if (!tokenizer) return tokenizer.error();
+    return std::shared_ptr<const Tokenizer>(std::make_shared<Tokenizer>(std::move(*tokenizer)));
+  }
+  // Folders: Mistral ships tokenizer.model.v3 / tokenizer.model.v1 / tokenizer.model.
+  for (const char* name : {"tokenizer.model", "tokenizer.model.v3", "tokenizer.model.v2", "tokenizer.model.v1"}) {
+    const std::string path = files.path() + "/" + name;
+    std::FILE* probe = std::fopen(path.c_str(), "rb");
+    if (probe == nullptr) continue;
+    std::fclose(probe);
+    auto tokenizer = Tokenizer::from_file(path);
+    if (!tokenizer) return tokenizer.error();
+    return std::shared_ptr<const Tokenizer>(std::make_shared<Tokenizer>(std::move(*tokenizer)));
+  }
+  return std::shared_ptr<const Tokenizer>();
+}
+
+// A model together with its tokenizer. It is a Model itself (every call goes to the weights), so code
+// that runs the forward pass takes it as it takes any composition; sessions come from here.
+class LanguageModel final : public Model {
+ public:
+  // `tokenizer` may be null: the forward pass works, text in and out does not.
+  LanguageModel(std::unique_ptr<Model> weights, std::shared_ptr<const Tokenizer> tokenizer)
+      : weights_(std::move(weights)), tokenizer_(std::move(tokenizer)) {}
+
+  // The tokenizer that came with the model (GGUF metadata, or tokenizer.model beside the
+  // safetensors); null when the files have none.
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  // The composition underneath (bora::Mistral7B, ...).
+  const Model& weights() const { return *weights_; }
+
+  // A new stream of text over this model. Sessions share the model read-only, so several may run
+  // on different threads at once; the model must outlive them.
+  Expected<Session> session(const SessionParams& params) const {
+    auto context = create_context(params);
+    if (!context) return context.error();
+    return Session(*this, tokenizer_.get(), std::move(*context), params);
+  }
+
+  const ModelConfig& config() const override { return weights_->config(); }
+  const ModelFiles& files() const override { return weights_->files(); }
+  const char* preset_name() const override { return weights_->preset_name(); }
+  uint64_t weight_bytes_per_token() const override { return weights_->weight_bytes_per_token(); }
+  Expected<std::unique_ptr<ModelContext>> create_context(const ContextParams& params) const override {
+    return weights_->create_context(params);
+  }
+  Status forward(ModelContext& ctx, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const override {
+    return weights_->forward(ctx, tokens, n, logits, all_logits);
+  }
+
+ private:
+  std::unique_ptr<Model> weights_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+};
+
+namespace detail {
+template <class LoadWeights>
+Expected<std::unique_ptr<LanguageModel>> bind_tokenizer(ModelFiles files, LoadWeights load_weights) {
+  auto tokenizer = load_model_tokenizer(files);
+  if (!tokenizer) return tokenizer.error();
+  auto weights = load_weights(std::move(files));
+  if (!weights) return weights.error();
+  return std::make_unique<LanguageModel>(std::unique_ptr<Model>(std::move(*weights)), std::move(*tokenizer));
+}
+}  // namespace detail
+
+// Opens `files` as the composition `Preset`, with its tokenizer.
+template <class Preset>
+Expected<std::unique_ptr<LanguageModel>> load(ModelFiles files, const LoadParams& params = {}) {
+  return detail::bind_tokenizer(std::move(files),
+                                [&](ModelFiles weights) { return load_model<Preset>(std::move(weights), params); });
+}
+
+// Opens `path` (a .gguf file, a model folder, or ollama:NAME[:TAG]) as the composition `Preset`.
+template <class Preset>
+Expected<std::unique_ptr<LanguageModel>> load(const std::string& path, const LoadParams& params = {}) {
+  auto files = open_model_files(path, file_access(params));
+  if (!files) return files.error();
+  return load<Preset>(std::move(*files), params);
+}
+
+// Opens any supported model with its tokenizer, choosing the composition from the file (see
+// load_any_model).
+inline Expected<std::unique_ptr<LanguageModel>> load_any(ModelFiles files, const LoadParams& params = {}) {
+  return detail::bind_tokenizer(std::move(files),
+                                [&](ModelFiles weights) { return load_any_model(std::move(weights), params); });
+}
+
+inline Expected<std::unique_ptr<LanguageModel>> load_any(const std::string& path, const LoadParams& params = {}) {
+  auto files = open_model_files(path, file_access(params));
+  if (!files) return files.error();
+  return load_any(std::move(*files), params);
+}
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_LANGUAGE_MODEL_HPP
