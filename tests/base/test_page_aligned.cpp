@@ -1,9 +1,11 @@
-// Why this file exists: the per-context buffers rely on PageVector starting every allocation on its own
-// page (decode speed varied by 30% with malloc's placement before); this checks that promise holds
-// through the ways the library fills and grows those vectors.
+// Why this file exists: the per-context buffers rely on PageBuffer starting every allocation on its own
+// page (decode speed varied by 30% with malloc's placement before) and on it reporting an impossible
+// size as a failure instead of throwing or aborting; this checks both promises.
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <limits>
+#include <utility>
 
 #include "bora/base/page_aligned.hpp"
 
@@ -13,19 +15,31 @@ bool on_page_boundary(const void* pointer) { return reinterpret_cast<uintptr_t>(
 
 }  // namespace
 
-TEST_CASE("PageVector starts every buffer on a page boundary, small or large, after assign and growth") {
-  for (size_t count : {size_t{1}, size_t{3}, size_t{1000}, size_t{1} << 16, size_t{3} << 20}) {
-    bora::PageVector<float> floats;
-    floats.assign(count, 1.5f);
+TEST_CASE("PageBuffer starts every buffer on a page boundary, zero-filled, small or large") {
+  for (uint64_t count : {uint64_t{1}, uint64_t{3}, uint64_t{1000}, uint64_t{1} << 16, uint64_t{3} << 20}) {
+    bora::PageBuffer<float> floats;
+    REQUIRE(floats.reset(count));
     CHECK(on_page_boundary(floats.data()));
-    CHECK(floats[count - 1] == 1.5f);
-    bora::PageVector<uint8_t> bytes(count, 7);
+    CHECK(floats.size() == count);
+    CHECK(floats[count - 1] == 0.0f);
+    floats[count - 1] = 1.5f;
+    bora::PageBuffer<uint8_t> bytes;
+    REQUIRE(bytes.reset(count));
     CHECK(on_page_boundary(bytes.data()));
+    bora::PageBuffer<float> moved = std::move(floats);
+    CHECK(moved[count - 1] == 1.5f);
+    CHECK(floats.empty());
   }
-  bora::PageVector<int32_t> growing;
-  for (int i = 0; i < 100000; ++i) {
-    growing.push_back(i);
-    if ((i & (i - 1)) == 0) REQUIRE(on_page_boundary(growing.data()));
-  }
-  CHECK(growing[99999] == 99999);
+}
+
+TEST_CASE("PageBuffer refuses sizes that overflow or exceed physical memory, and stays usable") {
+  bora::PageBuffer<double> buffer;
+  CHECK_FALSE(buffer.reset(std::numeric_limits<uint64_t>::max()));  // count * 8 overflows
+  CHECK(buffer.empty());
+  const uint64_t physical = bora::physical_memory_bytes();
+  REQUIRE(physical > 0);
+  CHECK_FALSE(buffer.reset(physical / sizeof(double) + 1));
+  CHECK(buffer.empty());
+  REQUIRE(buffer.reset(16));
+  CHECK(buffer.size() == 16);
 }

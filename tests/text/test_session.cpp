@@ -255,3 +255,41 @@ TEST_CASE("a chat reuses the cache of the conversation so far") {
   CHECK(second->n_prompt_tokens <= static_cast<int64_t>(rendered->size() - expected->size()));
   CHECK(session->tokens().size() == rendered->size() + static_cast<size_t>(second->n_generated));
 }
+
+TEST_CASE("a session saved with other weights of the same shape is refused") {
+  // Q4_0 and Q8_0 of the tiny model have identical shapes: only the weights fingerprint tells them apart.
+  auto saved_with = bora::load_any(bora_test::data_path("tiny-mistral/tiny-mistral-Q4_0.gguf"));
+  auto loaded_with = bora::load_any(bora_test::data_path("tiny-mistral/tiny-mistral-Q8_0.gguf"));
+  REQUIRE(saved_with);
+  REQUIRE(loaded_with);
+  bora::SessionParams params;
+  params.n_ctx = 64;
+  auto original = (*saved_with)->session(params);
+  REQUIRE(original);
+  REQUIRE(original->feed({1, 5, 9, 17}));
+  const std::string path = "bora_test_session_other_weights.bin";
+  REQUIRE(original->save(path));
+
+  auto same_weights = (*saved_with)->session(params);
+  REQUIRE(same_weights);
+  CHECK(same_weights->load(path));
+  auto other_weights = (*loaded_with)->session(params);
+  REQUIRE(other_weights);
+  bora::Status refused = other_weights->load(path);
+  REQUIRE_FALSE(refused);
+  CHECK(std::string(refused.error().message()).find("other weights") != std::string::npos);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("a model whose files carry no tokenizer gives a chat template and refuses text with a reason") {
+  auto model = bora::load_any(bora_test::data_path("tiny-mistral/hf"));
+  REQUIRE(model);
+  REQUIRE((*model)->tokenizer() == nullptr);
+  auto session = (*model)->session(bora::SessionParams());
+  REQUIRE(session);
+  CHECK(session->chat_template() == bora::ChatTemplate::kMistralV1);
+  auto reply = session->chat({{"user", "hello"}}, greedy(4), nullptr);
+  REQUIRE_FALSE(reply);
+  CHECK(reply.error().code() == bora::ErrorCode::kMissing);
+  CHECK(session->feed({1, 5, 9}));  // the forward pass itself needs no tokenizer
+}

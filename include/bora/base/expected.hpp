@@ -21,6 +21,7 @@ enum class ErrorCode {
   kInvalidArgument,  // the caller asked for something impossible
   kContextFull,      // no room left in the KV cache
   kCancelled,        // a progress or abort callback said stop
+  kOutOfMemory,      // a buffer the request needs could not be allocated
 };
 
 inline const char* error_code_name(ErrorCode code) {
@@ -33,6 +34,7 @@ inline const char* error_code_name(ErrorCode code) {
     case ErrorCode::kInvalidArgument: return "invalid argument";
     case ErrorCode::kContextFull: return "context full";
     case ErrorCode::kCancelled: return "cancelled";
+    case ErrorCode::kOutOfMemory: return "out of memory";
   }
   return "unknown";
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "bora/base/bytes.hpp"
 #include "bora/base/page_aligned.hpp"
 #include "bora/ops/ops.hpp"
 
@@ -31,12 +32,18 @@ class RollingKvCache {
   using element = Element;
   using storage = typename Element::storage;
 
-  void init(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int64_t capacity) {
+  // Allocates the zeroed cache; false when its size overflows or the memory is not there.
+  bool init(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int64_t capacity) {
     n_layers_ = n_layers;
     kv_dim_ = n_kv_heads * head_dim;
     capacity_ = capacity;
-    keys_.assign(static_cast<size_t>(n_layers * capacity * kv_dim_), storage{});
-    values_.assign(keys_.size(), storage{});
+    uint64_t count = 0;
+    if (n_layers < 0 || capacity < 0 || kv_dim_ < 0 ||
+        !io_detail::checked_mul(static_cast<uint64_t>(n_layers), static_cast<uint64_t>(capacity), &count) ||
+        !io_detail::checked_mul(count, static_cast<uint64_t>(kv_dim_), &count)) {
+      return false;
+    }
+    return keys_.reset(count) && values_.reset(count);
   }
 
   int64_t capacity() const { return capacity_; }
@@ -61,8 +68,8 @@ class RollingKvCache {
   }
 
   // Raw access for saving and restoring a session.
-  PageVector<storage>& raw_keys() { return keys_; }
-  PageVector<storage>& raw_values() { return values_; }
+  PageBuffer<storage>& raw_keys() { return keys_; }
+  PageBuffer<storage>& raw_values() { return values_; }
 
  private:
   storage* key_slot(int64_t layer, int64_t slot) { return keys_.data() + (layer * capacity_ + slot) * kv_dim_; }
@@ -93,7 +100,7 @@ class RollingKvCache {
   }
 
   int64_t n_layers_ = 0, kv_dim_ = 0, capacity_ = 0;
-  PageVector<storage> keys_, values_;
+  PageBuffer<storage> keys_, values_;
 };
 
 }  // namespace bora

@@ -8,11 +8,13 @@
 #include <cstring>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "bora/base/bytes.hpp"
 #include "bora/base/expected.hpp"
 #include "bora/base/page_aligned.hpp"
 #include "bora/base/thread_pool.hpp"
@@ -143,12 +145,12 @@ class Transformer final : public Model {
    public:
     KvCache cache;
     std::unique_ptr<ThreadPool> pool;
-    PageVector<float> x, normed, q, k, v, attended, projected, gate, up, gathered, expert_out, router_logits,
+    PageBuffer<float> x, normed, q, k, v, attended, projected, gate, up, gathered, expert_out, router_logits,
         chosen_weights, routed_weights, attention_scratch, last_hidden;
-    PageVector<int32_t> chosen, routed_tokens;
-    PageVector<uint8_t> quantized;  // int8 activations (fast path)
-    PageVector<uint8_t> quantized_residual;  // their second level, for the attention projections
-    PageVector<float> residual_products;     // products of the second level (prefill)
+    PageBuffer<int32_t> chosen, routed_tokens;
+    PageBuffer<uint8_t> quantized;  // int8 activations (fast path)
+    PageBuffer<uint8_t> quantized_residual;  // their second level, for the attention projections
+    PageBuffer<float> residual_products;     // products of the second level (prefill)
     int64_t scratch_per_thread = 0;
     friend class Transformer;
 
@@ -188,6 +190,14 @@ class Transformer final : public Model {
                         "%s: this preset needs a dense model, but the file has %lld experts",
                         files.path().c_str(), (long long)c.n_experts);
     }
+    if (FeedForward::kSparse) {
+      const int64_t k = FeedForward::experts_per_token(c);
+      if (k < 1 || k > c.n_experts) {
+        return make_error(ErrorCode::kInvalidArgument,
+                          "%s: the routing picks %lld experts per token, but the file has %lld experts",
+                          files.path().c_str(), (long long)k, (long long)c.n_experts);
+      }
+    }
     if (params.progress_callback && !params.progress_callback(0.5f, params.progress_user_data))
       return make_error(ErrorCode::kCancelled, "%s: loading cancelled", files.path().c_str());
     auto weights = bind_weights(files);
@@ -226,7 +236,16 @@ class Transformer final : public Model {
                         "n_threads %d)",
                         (long long)params.n_ctx, (long long)params.n_batch, params.n_threads);
     }
-    std::unique_ptr<Context> ctx(new Context());
+    // Sizes below come from the caller (n_ctx, n_batch, threads) and the file (widths, experts), so
+    // every product is checked and every allocation can fail with an error instead of an exception.
+    constexpr int kMaxThreads = 1024;
+    if (params.n_threads > kMaxThreads || params.n_threads_batch > kMaxThreads) {
+      return make_error(ErrorCode::kInvalidArgument, "context: at most %d threads (asked for %d and %d)", kMaxThreads,
+                        params.n_threads, params.n_threads_batch);
+    }
+    const int64_t k = FeedForward::kSparse ? FeedForward::experts_per_token(c) : 1;  // checked by load()
+    std::unique_ptr<Context> ctx(new (std::nothrow) Context());
+    if (!ctx) return make_error(ErrorCode::kOutOfMemory, "context: out of memory");
     ctx->params_ = params;
     if (ctx->params_.n_threads_batch == 0) ctx->params_.n_threads_batch = params.n_threads;
     int64_t window = Attention::mask::kUsesFileWindow ? c.sliding_window : 0;
@@ -234,39 +253,60 @@ class Transformer final : public Model {
     ctx->window_ = window;
     ctx->kv_capacity_ = window > 0 ? std::min(window, params.n_ctx) : params.n_ctx;
     const int64_t n = params.n_batch, dim = c.dim, q_dim = c.n_heads * c.head_dim,
-                  kv_dim = c.n_kv_heads * c.head_dim, hidden = c.hidden_dim, k = std::max<int64_t>(1, c.n_experts_used);
-    ctx->cache.init(c.n_layers, c.n_kv_heads, c.head_dim, ctx->kv_capacity_);
+                  kv_dim = c.n_kv_heads * c.head_dim, hidden = c.hidden_dim;
+    if (!ctx->cache.init(c.n_layers, c.n_kv_heads, c.head_dim, ctx->kv_capacity_)) {
+      const double gib = 2.0 * static_cast<double>(c.n_layers) * static_cast<double>(kv_dim) *
+                         static_cast<double>(ctx->kv_capacity_) * sizeof(typename KvCache::storage) / (1 << 30);
+      return make_error(ErrorCode::kOutOfMemory,
+                        "context: the KV cache for %lld positions needs %.1f GiB, which could not be allocated",
+                        (long long)ctx->kv_capacity_, gib);
+    }
     const int threads = std::max(ctx->params_.n_threads, ctx->params_.n_threads_batch);
     ctx->pool.reset(new ThreadPool(threads));
-    auto sized = [](PageVector<float>& b, int64_t count) { b.assign(static_cast<size_t>(count), 0.0f); };
-    sized(ctx->x, n * dim);
-    sized(ctx->normed, n * dim);
-    sized(ctx->q, n * q_dim);
-    sized(ctx->k, n * kv_dim);
-    sized(ctx->v, n * kv_dim);
-    sized(ctx->attended, n * q_dim);
-    sized(ctx->projected, n * dim);
-    sized(ctx->gate, n * hidden);
-    sized(ctx->up, n * hidden);
-    sized(ctx->last_hidden, dim);
+    // Allocates rows * width values, or names the buffer that did not fit.
+    const char* failed = nullptr;
+    auto sized = [&failed](auto& buffer, int64_t rows, int64_t width, const char* what) {
+      uint64_t count = 0;
+      if (failed != nullptr) return;
+      if (rows < 0 || width < 0 || !io_detail::checked_mul(static_cast<uint64_t>(rows), static_cast<uint64_t>(width), &count) ||
+          !buffer.reset(count)) {
+        failed = what;
+      }
+    };
+    sized(ctx->x, n, dim, "activations");
+    sized(ctx->normed, n, dim, "activations");
+    sized(ctx->q, n, q_dim, "queries");
+    sized(ctx->k, n, kv_dim, "keys");
+    sized(ctx->v, n, kv_dim, "values");
+    sized(ctx->attended, n, q_dim, "attention output");
+    sized(ctx->projected, n, dim, "activations");
+    sized(ctx->gate, n, hidden, "feed-forward activations");
+    sized(ctx->up, n, hidden, "feed-forward activations");
+    sized(ctx->last_hidden, 1, dim, "activations");
     if (!params.f32_activations) {
-      auto q8_rows = [n](int64_t width) { return static_cast<size_t>(n * ops::q8_row_bytes((width + 31) / 32 * 32)); };
-      ctx->quantized.assign(q8_rows(std::max(std::max(dim, q_dim), hidden)), 0);
-      ctx->quantized_residual.assign(q8_rows(std::max(dim, q_dim)), 0);
-      sized(ctx->residual_products, n * std::max(std::max(q_dim, kv_dim), dim));
+      const int64_t q8_row_bytes_wide = ops::q8_row_bytes((std::max(std::max(dim, q_dim), hidden) + 31) / 32 * 32);
+      const int64_t q8_row_bytes_narrow = ops::q8_row_bytes((std::max(dim, q_dim) + 31) / 32 * 32);
+      sized(ctx->quantized, n, q8_row_bytes_wide, "int8 activations");
+      sized(ctx->quantized_residual, n, q8_row_bytes_narrow, "int8 activations");
+      sized(ctx->residual_products, n, std::max(std::max(q_dim, kv_dim), dim), "int8 activations");
     }
     if (FeedForward::kSparse) {
-      sized(ctx->gathered, n * dim);
-      sized(ctx->expert_out, n * dim);
-      sized(ctx->router_logits, n * c.n_experts);
-      sized(ctx->chosen_weights, n * k);
-      sized(ctx->routed_weights, n * k);
-      ctx->chosen.assign(static_cast<size_t>(n * k), 0);
-      ctx->routed_tokens.assign(static_cast<size_t>(n * k), 0);
+      sized(ctx->gathered, n, dim, "expert activations");
+      sized(ctx->expert_out, n, dim, "expert activations");
+      sized(ctx->router_logits, n, c.n_experts, "router logits");
+      sized(ctx->chosen_weights, n, k, "routing");
+      sized(ctx->routed_weights, n, k, "routing");
+      sized(ctx->chosen, n, k, "routing");
+      sized(ctx->routed_tokens, n, k, "routing");
     }
     ctx->scratch_per_thread =
         Attention::scratch_floats_per_thread(c.n_heads, c.n_kv_heads, c.head_dim, ctx->kv_capacity_);
-    sized(ctx->attention_scratch, ctx->scratch_per_thread * threads);
+    sized(ctx->attention_scratch, ctx->scratch_per_thread, threads, "attention scratch");
+    if (failed != nullptr) {
+      return make_error(ErrorCode::kOutOfMemory,
+                        "context: the %s buffer for n_batch %lld could not be allocated (n_ctx %lld)", failed,
+                        (long long)n, (long long)params.n_ctx);
+    }
     return std::unique_ptr<ModelContext>(std::move(ctx));
   }
 

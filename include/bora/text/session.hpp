@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "bora/base/expected.hpp"
+#include "bora/model/fingerprint.hpp"
 #include "bora/model/transformer.hpp"
 #include "bora/text/chat_template.hpp"
 #include "bora/text/sampler.hpp"
@@ -163,6 +164,9 @@ class Session {
     if (std::memcmp(header.fingerprint, expected.fingerprint, sizeof(header.fingerprint)) != 0 ||
         header.cache_bytes != expected.cache_bytes)
       return make_error(ErrorCode::kFormat, "%s: saved with a different model or cache settings", path.c_str());
+    if (header.weights != expected.weights)
+      return make_error(ErrorCode::kFormat, "%s: saved with other weights (another quantization or fine-tune)",
+                        path.c_str());
     const uint64_t vocab = static_cast<uint64_t>(model_->config().vocab_size);
     if (header.n_tokens > (size - sizeof(header)) / sizeof(int32_t))
       return make_error(ErrorCode::kFormat, "%s: token count %llu runs past the end", path.c_str(),
@@ -261,6 +265,7 @@ class Session {
   struct Header {
     char magic[8];
     int64_t fingerprint[8];  // model shape + cache geometry: a session only fits its own model
+    uint64_t weights;        // weights_fingerprint(): the same shapes with other weights do not fit either
     uint64_t n_tokens;
     uint64_t cache_bytes;
   };
@@ -268,11 +273,12 @@ class Session {
   Header make_header(uint64_t cache_bytes) const {
     Header h;
     std::memset(&h, 0, sizeof(h));
-    std::memcpy(h.magic, "BORASES1", 8);
+    std::memcpy(h.magic, "BORASES2", 8);
     const ModelConfig& c = model_->config();
     const int64_t values[8] = {c.dim, c.n_layers, c.n_kv_heads, c.head_dim, c.vocab_size, context_->kv_capacity(),
                                context_->window(), c.n_experts};
     std::memcpy(h.fingerprint, values, sizeof(values));
+    h.weights = weights_fingerprint(model_->files());
     h.n_tokens = tokens_.size();
     h.cache_bytes = cache_bytes;
     return h;
