@@ -3,6 +3,7 @@
 #ifndef BORA_BASE_MAPPED_FILE_HPP
 #define BORA_BASE_MAPPED_FILE_HPP
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -83,6 +84,15 @@ class ReadableFile {
 // directly. Reading is the default, as llama.cpp's `--no-mmap`.
 enum class FileAccess { kRead, kMap };
 
+// Told how many bytes of a file are in memory so far, on the thread that opens it; returns false to
+// stop reading (the open then fails with kCancelled). A multi-gigabyte read takes seconds from disk,
+// so a loading screen needs to show it and a user needs to be able to cancel it.
+struct ReadProgress {
+  bool (*callback)(uint64_t bytes_done, uint64_t bytes_total, void* user_data) = nullptr;
+  void* user_data = nullptr;
+  bool report(uint64_t done, uint64_t total) const { return callback == nullptr || callback(done, total, user_data); }
+};
+
 class MappedFile {
  public:
   MappedFile() = default;
@@ -98,8 +108,9 @@ class MappedFile {
   }
   ~MappedFile() { release(); }
 
-  static Expected<MappedFile> open(const std::string& path, FileAccess access = FileAccess::kMap) {
-    if (access == FileAccess::kRead) return read_into_memory(path);
+  static Expected<MappedFile> open(const std::string& path, FileAccess access = FileAccess::kMap,
+                                   const ReadProgress& progress = {}) {
+    if (access == FileAccess::kRead) return read_into_memory(path, progress);
     detail::ReadableFile in;
     BORA_RETURN_IF_ERROR(in.open(path));
     MappedFile file;
@@ -119,12 +130,13 @@ class MappedFile {
     }
     file.data_ = static_cast<const uint8_t*>(address);
 #endif
+    if (!progress.report(file.size_, file.size_)) return cancelled(path, file.size_, file.size_);
     return file;
   }
 
   // The whole file in private memory (huge pages where the system offers them), read with two
   // threads so that a warm page cache fills it at memory speed.
-  static Expected<MappedFile> read_into_memory(const std::string& path) {
+  static Expected<MappedFile> read_into_memory(const std::string& path, const ReadProgress& progress = {}) {
     detail::ReadableFile in;
     BORA_RETURN_IF_ERROR(in.open(path));
     MappedFile file;
@@ -146,6 +158,7 @@ class MappedFile {
         return make_error(ErrorCode::kIo, "%s: read failed at byte %llu", path.c_str(), (unsigned long long)done);
       }
       done += got;
+      if (!progress.report(done, file.size_)) return cancelled(path, done, file.size_);
     }
 #else
     void* address = mmap(nullptr, file.size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -158,27 +171,36 @@ class MappedFile {
 #endif
     file.data_ = static_cast<const uint8_t*>(address);
     const int fd = in.fd();
-    auto read_range = [&](uint64_t begin, uint64_t end, int* error) {
-      while (begin < end) {
+    // Two threads each read half in 64 MiB chunks; only this thread calls the progress callback, and
+    // the helper stops at its next chunk once the callback has said stop.
+    std::atomic<uint64_t> done{0};
+    std::atomic<bool> stop{false};
+    auto read_range = [&](uint64_t begin, uint64_t end, int* error, bool reports) {
+      while (begin < end && !stop.load(std::memory_order_relaxed)) {
         const size_t want = static_cast<size_t>(end - begin < (1u << 26) ? end - begin : (1u << 26));
         const ssize_t got = pread(fd, static_cast<uint8_t*>(address) + begin, want, static_cast<off_t>(begin));
         if (got < 0 && errno == EINTR) continue;
         if (got <= 0) {
           *error = got < 0 ? errno : EIO;
+          stop.store(true);
           return;
         }
         begin += static_cast<uint64_t>(got);
+        const uint64_t so_far = done.fetch_add(static_cast<uint64_t>(got)) + static_cast<uint64_t>(got);
+        if (reports && !progress.report(so_far, file.size_)) stop.store(true);
       }
     };
     int first_error = 0, second_error = 0;
     const uint64_t half = file.size_ / 2 / 4096 * 4096;
-    std::thread helper(read_range, half, file.size_, &second_error);
-    read_range(0, half, &first_error);
+    std::thread helper(read_range, half, file.size_, &second_error, false);
+    read_range(0, half, &first_error, true);
     helper.join();
     if (first_error != 0 || second_error != 0) {
       return make_error(ErrorCode::kIo, "%s: read failed: %s", path.c_str(),
                         std::strerror(first_error != 0 ? first_error : second_error));
     }
+    if (stop.load()) return cancelled(path, done.load(), file.size_);
+    if (!progress.report(file.size_, file.size_)) return cancelled(path, file.size_, file.size_);
 #endif
     return file;
   }
@@ -188,6 +210,10 @@ class MappedFile {
   const std::string& path() const { return path_; }
 
  private:
+  static Error cancelled(const std::string& path, uint64_t done, uint64_t total) {
+    return make_error(ErrorCode::kCancelled, "%s: loading cancelled after %llu of %llu bytes", path.c_str(),
+                      (unsigned long long)done, (unsigned long long)total);
+  }
   void swap(MappedFile& other) {
     std::swap(data_, other.data_);
     std::swap(size_, other.size_);

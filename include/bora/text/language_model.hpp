@@ -85,6 +85,13 @@ template <class LoadWeights>
 Expected<std::unique_ptr<LanguageModel>> bind_tokenizer(ModelFiles files, LoadWeights load_weights) {
   auto tokenizer = load_model_tokenizer(files);
   if (!tokenizer) return tokenizer.error();
+  // Every id the tokenizer can produce must have an embedding row, or encoding some text would read
+  // past the table.
+  const int64_t rows = files.config().vocab_size;
+  if (*tokenizer && static_cast<int64_t>((*tokenizer)->vocabulary().size()) > rows) {
+    return make_error(ErrorCode::kShape, "%s: the tokenizer has %zu pieces but the model has only %lld token embeddings",
+                      files.path().c_str(), (*tokenizer)->vocabulary().size(), (long long)rows);
+  }
   auto weights = load_weights(std::move(files));
   if (!weights) return weights.error();
   return std::make_unique<LanguageModel>(std::unique_ptr<Model>(std::move(*weights)), std::move(*tokenizer));
