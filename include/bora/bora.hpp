@@ -17,6 +17,7 @@
 #include "bora/io/ollama.hpp"
 #include "bora/io/safetensors.hpp"
 #include "bora/io/sentencepiece_model.hpp"
+#include "bora/io/vocabulary.hpp"
 #include "bora/model/load.hpp"
 #include "bora/model/presets.hpp"
 #include "bora/model/transformer.hpp"
@@ -27,7 +28,6 @@
 #include "bora/text/sampler.hpp"
 #include "bora/text/session.hpp"
 #include "bora/text/tokenizer.hpp"
-#include "bora/text/vocabulary.hpp"
 
 #endif  // BORA_BORA_HPP
 

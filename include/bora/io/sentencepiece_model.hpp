@@ -14,7 +14,7 @@
 
 #include "bora/base/expected.hpp"
 #include "bora/base/mapped_file.hpp"
-#include "bora/text/vocabulary.hpp"
+#include "bora/io/vocabulary.hpp"
 
 namespace bora {
 

@@ -32,7 +32,7 @@
 #include "bora/io/gguf.hpp"
 #include "bora/io/sentencepiece_model.hpp"
 #include "bora/text/utf8.hpp"
-#include "bora/text/vocabulary.hpp"
+#include "bora/io/vocabulary.hpp"
 
 namespace bora {
 
