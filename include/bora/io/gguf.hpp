@@ -228,18 +228,8 @@ inline Status skip_array_elements(Cursor& cursor, GgufType element_type, uint64_
 
 inline double load_scalar_as_double(GgufType type, const uint8_t* p) {
   switch (type) {
-    case GgufType::kF32: {
-      const uint32_t bits = io_detail::load_le_u32(p);
-      float f;
-      std::memcpy(&f, &bits, 4);
-      return f;
-    }
-    case GgufType::kF64: {
-      const uint64_t bits = io_detail::load_le_u64(p);
-      double d;
-      std::memcpy(&d, &bits, 8);
-      return d;
-    }
+    case GgufType::kF32: return io_detail::load_le_f32(p);
+    case GgufType::kF64: return io_detail::load_le_f64(p);
     default: return 0.0;
   }
 }
