@@ -11,6 +11,7 @@
 #include "bora/base/mapped_file.hpp"
 #include "bora/base/thread_pool.hpp"
 #include "bora/io/gguf.hpp"
+#include "bora/io/gguf_value.hpp"
 #include "bora/io/json_config.hpp"
 #include "bora/io/model_config.hpp"
 #include "bora/io/model_files.hpp"
