@@ -2324,6 +2324,194 @@ class ThreadPool {
 #include <utility>
 #include <vector>
 
+// ---- begin bora/base/bytes.hpp -----------------------------------------------------------------------
+// Why this file exists: every reader (GGUF, safetensors, session files) turns sizes and offsets read
+// from untrusted bytes into numbers; the overflow-checked arithmetic and explicit little-endian loads
+// they all need live here once, below every layer that reads a file.
+#ifndef BORA_BASE_BYTES_HPP
+#define BORA_BASE_BYTES_HPP
+
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+namespace bora {
+namespace io_detail {
+
+inline bool checked_mul(uint64_t a, uint64_t b, uint64_t* out) {
+  if (a != 0 && b > std::numeric_limits<uint64_t>::max() / a) return false;
+  *out = a * b;
+  return true;
+}
+
+inline bool checked_add(uint64_t a, uint64_t b, uint64_t* out) {
+  if (b > std::numeric_limits<uint64_t>::max() - a) return false;
+  *out = a + b;
+  return true;
+}
+
+// Element count of a shape, refusing anything that does not fit a signed 64-bit count.
+inline bool checked_elements(const int64_t* ne, int n_dims, uint64_t* out) {
+  uint64_t total = 1;
+  for (int i = 0; i < n_dims; ++i) {
+    if (ne[i] < 0 || !checked_mul(total, static_cast<uint64_t>(ne[i]), &total)) return false;
+  }
+  if (total > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
+  *out = total;
+  return true;
+}
+
+// Explicit little-endian loads: GGUF, safetensors and protobuf fixed-width fields are little-endian
+// on every host.
+inline uint64_t load_le(const uint8_t* p, int n_bytes) {
+  uint64_t v = 0;
+  for (int i = n_bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+inline uint32_t load_le_u32(const uint8_t* p) { return static_cast<uint32_t>(load_le(p, 4)); }
+inline uint64_t load_le_u64(const uint8_t* p) { return load_le(p, 8); }
+inline float load_le_f32(const uint8_t* p) {
+  const uint32_t bits = load_le_u32(p);
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+inline double load_le_f64(const uint8_t* p) {
+  const uint64_t bits = load_le_u64(p);
+  double value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+
+}  // namespace io_detail
+}  // namespace bora
+
+#endif  // BORA_BASE_BYTES_HPP
+// ---- end bora/base/bytes.hpp -------------------------------------------------------------------------
+// ---- begin bora/io/gguf_value.hpp --------------------------------------------------------------------
+// Why this file exists: a GGUF metadata value is a typed, little-endian encoding; its type tags and the
+// loads that turn raw bytes into numbers are separate from the file reader (io/gguf.hpp) that finds them.
+#ifndef BORA_IO_GGUF_VALUE_HPP
+#define BORA_IO_GGUF_VALUE_HPP
+
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string_view>
+
+
+namespace bora {
+
+enum class GgufType : uint32_t {
+  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
+  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+};
+
+inline bool gguf_type_is_known(uint32_t id) { return id <= 12; }
+
+inline const char* gguf_type_name(GgufType type) {
+  switch (type) {
+    case GgufType::kU8: return "u8";
+    case GgufType::kI8: return "i8";
+    case GgufType::kU16: return "u16";
+    case GgufType::kI16: return "i16";
+    case GgufType::kU32: return "u32";
+    case GgufType::kI32: return "i32";
+    case GgufType::kF32: return "f32";
+    case GgufType::kBool: return "bool";
+    case GgufType::kString: return "string";
+    case GgufType::kArray: return "array";
+    case GgufType::kU64: return "u64";
+    case GgufType::kI64: return "i64";
+    case GgufType::kF64: return "f64";
+  }
+  return "unknown";
+}
+
+// Bytes of one value of a fixed-size type; 0 for strings and arrays (variable length).
+inline uint64_t gguf_scalar_bytes(GgufType type) {
+  switch (type) {
+    case GgufType::kU8: case GgufType::kI8: case GgufType::kBool: return 1;
+    case GgufType::kU16: case GgufType::kI16: return 2;
+    case GgufType::kU32: case GgufType::kI32: case GgufType::kF32: return 4;
+    case GgufType::kU64: case GgufType::kI64: case GgufType::kF64: return 8;
+    case GgufType::kString: case GgufType::kArray: return 0;
+  }
+  return 0;
+}
+
+inline bool gguf_type_is_integer(GgufType type) {
+  switch (type) {
+    case GgufType::kU8: case GgufType::kI8: case GgufType::kU16: case GgufType::kI16:
+    case GgufType::kU32: case GgufType::kI32: case GgufType::kU64: case GgufType::kI64: return true;
+    default: return false;
+  }
+}
+
+inline bool gguf_type_is_signed(GgufType type) {
+  return type == GgufType::kI8 || type == GgufType::kI16 || type == GgufType::kI32 ||
+         type == GgufType::kI64;
+}
+
+// One metadata value. Scalars: `raw` points at the little-endian bytes. Strings: `raw` points at the
+// UTF-8 bytes (raw_bytes = length, no terminator). Arrays: element type and count, and `raw` spans
+// all encoded elements (strings inside are u64-length-prefixed, nested arrays are fully encoded).
+// `raw` points into the file's bytes, which the GgufFile keeps alive.
+struct GgufValue {
+  GgufType type = GgufType::kU8;
+  GgufType array_type = GgufType::kU8;  // meaningful only when type == kArray
+  uint64_t array_count = 0;
+  const uint8_t* raw = nullptr;
+  uint64_t raw_bytes = 0;
+
+  bool is_array() const { return type == GgufType::kArray; }
+  std::string_view string_view() const {  // only for type == kString
+    return std::string_view(reinterpret_cast<const char*>(raw), static_cast<size_t>(raw_bytes));
+  }
+};
+
+namespace gguf_detail {
+
+inline double load_scalar_as_double(GgufType type, const uint8_t* p) {
+  switch (type) {
+    case GgufType::kF32: return io_detail::load_le_f32(p);
+    case GgufType::kF64: return io_detail::load_le_f64(p);
+    default: return 0.0;
+  }
+}
+
+// Integer scalar of any width, as a sign flag plus magnitude-preserving 64-bit pieces.
+struct IntegerValue {
+  bool negative = false;
+  uint64_t as_unsigned = 0;  // valid when !negative
+  int64_t as_signed = 0;     // valid when negative, or when as_unsigned fits
+};
+
+inline IntegerValue load_integer(GgufType type, const uint8_t* p) {
+  IntegerValue v;
+  const uint64_t width = gguf_scalar_bytes(type);
+  uint64_t bits = io_detail::load_le(p, static_cast<int>(width));
+  if (gguf_type_is_signed(type)) {
+    const uint64_t sign_bit = uint64_t{1} << (width * 8 - 1);
+    int64_t value;
+    if (width < 8 && (bits & sign_bit)) bits |= ~((sign_bit << 1) - 1);  // sign-extend
+    std::memcpy(&value, &bits, 8);
+    v.negative = value < 0;
+    v.as_signed = value;
+    v.as_unsigned = v.negative ? 0 : static_cast<uint64_t>(value);
+  } else {
+    v.as_unsigned = bits;
+    v.as_signed = bits <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ? static_cast<int64_t>(bits) : 0;
+  }
+  return v;
+}
+
+}  // namespace gguf_detail
+
+}  // namespace bora
+
+#endif  // BORA_IO_GGUF_VALUE_HPP
+// ---- end bora/io/gguf_value.hpp ----------------------------------------------------------------------
 // ---- begin bora/io/tensor_view.hpp -------------------------------------------------------------------
 // Why this file exists: every reader (GGUF, safetensors) hands the model the same thing, a typed,
 // shaped window onto bytes it does not own, so the model never cares which file format it came from.
@@ -2388,6 +2576,11 @@ inline WeightTypeInfo weight_type_info(WeightType type) {
 
 inline const char* weight_type_name(WeightType type) { return weight_type_info(type).name; }
 
+// Float rows (one value per "block") take the f32 kernels; the others are integer block formats.
+inline bool is_float_weight_type(WeightType type) {
+  return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16;
+}
+
 // Bytes of one row of `elements` values; false when `elements` is not a whole number of blocks.
 inline bool weight_row_bytes(WeightType type, uint64_t elements, uint64_t* bytes) {
   const WeightTypeInfo info = weight_type_info(type);
@@ -2432,94 +2625,6 @@ struct TensorView {
 
 namespace bora {
 
-// Overflow-checked arithmetic for sizes read from files (shared by the io/ readers).
-namespace io_detail {
-
-inline bool checked_mul(uint64_t a, uint64_t b, uint64_t* out) {
-  if (a != 0 && b > std::numeric_limits<uint64_t>::max() / a) return false;
-  *out = a * b;
-  return true;
-}
-
-inline bool checked_add(uint64_t a, uint64_t b, uint64_t* out) {
-  if (b > std::numeric_limits<uint64_t>::max() - a) return false;
-  *out = a + b;
-  return true;
-}
-
-// Element count of a shape, refusing anything that does not fit a signed 64-bit count.
-inline bool checked_elements(const int64_t* ne, int n_dims, uint64_t* out) {
-  uint64_t total = 1;
-  for (int i = 0; i < n_dims; ++i) {
-    if (ne[i] < 0 || !checked_mul(total, static_cast<uint64_t>(ne[i]), &total)) return false;
-  }
-  if (total > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
-  *out = total;
-  return true;
-}
-
-// Explicit little-endian loads: GGUF and safetensors are little-endian on every host.
-inline uint64_t load_le(const uint8_t* p, int n_bytes) {
-  uint64_t v = 0;
-  for (int i = n_bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-inline uint32_t load_le_u32(const uint8_t* p) { return static_cast<uint32_t>(load_le(p, 4)); }
-inline uint64_t load_le_u64(const uint8_t* p) { return load_le(p, 8); }
-
-}  // namespace io_detail
-
-enum class GgufType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
-};
-
-inline bool gguf_type_is_known(uint32_t id) { return id <= 12; }
-
-inline const char* gguf_type_name(GgufType type) {
-  switch (type) {
-    case GgufType::kU8: return "u8";
-    case GgufType::kI8: return "i8";
-    case GgufType::kU16: return "u16";
-    case GgufType::kI16: return "i16";
-    case GgufType::kU32: return "u32";
-    case GgufType::kI32: return "i32";
-    case GgufType::kF32: return "f32";
-    case GgufType::kBool: return "bool";
-    case GgufType::kString: return "string";
-    case GgufType::kArray: return "array";
-    case GgufType::kU64: return "u64";
-    case GgufType::kI64: return "i64";
-    case GgufType::kF64: return "f64";
-  }
-  return "unknown";
-}
-
-// Bytes of one value of a fixed-size type; 0 for strings and arrays (variable length).
-inline uint64_t gguf_scalar_bytes(GgufType type) {
-  switch (type) {
-    case GgufType::kU8: case GgufType::kI8: case GgufType::kBool: return 1;
-    case GgufType::kU16: case GgufType::kI16: return 2;
-    case GgufType::kU32: case GgufType::kI32: case GgufType::kF32: return 4;
-    case GgufType::kU64: case GgufType::kI64: case GgufType::kF64: return 8;
-    case GgufType::kString: case GgufType::kArray: return 0;
-  }
-  return 0;
-}
-
-inline bool gguf_type_is_integer(GgufType type) {
-  switch (type) {
-    case GgufType::kU8: case GgufType::kI8: case GgufType::kU16: case GgufType::kI16:
-    case GgufType::kU32: case GgufType::kI32: case GgufType::kU64: case GgufType::kI64: return true;
-    default: return false;
-  }
-}
-
-inline bool gguf_type_is_signed(GgufType type) {
-  return type == GgufType::kI8 || type == GgufType::kI16 || type == GgufType::kI32 ||
-         type == GgufType::kI64;
-}
-
 // ggml's names for its type ids, so "unsupported type" errors say which type the file used.
 inline const char* ggml_type_name(uint32_t id) {
   static const char* const kNames[] = {
@@ -2529,23 +2634,6 @@ inline const char* ggml_type_name(uint32_t id) {
   if (id < sizeof(kNames) / sizeof(kNames[0])) return kNames[id];
   return "unknown";
 }
-
-// One metadata value. Scalars: `raw` points at the little-endian bytes. Strings: `raw` points at the
-// UTF-8 bytes (raw_bytes = length, no terminator). Arrays: element type and count, and `raw` spans
-// all encoded elements (strings inside are u64-length-prefixed, nested arrays are fully encoded).
-// `raw` points into the file's bytes, which the GgufFile keeps alive.
-struct GgufValue {
-  GgufType type = GgufType::kU8;
-  GgufType array_type = GgufType::kU8;  // meaningful only when type == kArray
-  uint64_t array_count = 0;
-  const uint8_t* raw = nullptr;
-  uint64_t raw_bytes = 0;
-
-  bool is_array() const { return type == GgufType::kArray; }
-  std::string_view string_view() const {  // only for type == kString
-    return std::string_view(reinterpret_cast<const char*>(raw), static_cast<size_t>(raw_bytes));
-  }
-};
 
 namespace gguf_detail {
 
@@ -2668,50 +2756,6 @@ inline Status skip_array_elements(Cursor& cursor, GgufType element_type, uint64_
                       cursor.offset());
   }
   return cursor.skip(bytes, "array elements of metadata key ", key);
-}
-
-inline double load_scalar_as_double(GgufType type, const uint8_t* p) {
-  switch (type) {
-    case GgufType::kF32: {
-      const uint32_t bits = io_detail::load_le_u32(p);
-      float f;
-      std::memcpy(&f, &bits, 4);
-      return f;
-    }
-    case GgufType::kF64: {
-      const uint64_t bits = io_detail::load_le_u64(p);
-      double d;
-      std::memcpy(&d, &bits, 8);
-      return d;
-    }
-    default: return 0.0;
-  }
-}
-
-// Integer scalar of any width, as a sign flag plus magnitude-preserving 64-bit pieces.
-struct IntegerValue {
-  bool negative = false;
-  uint64_t as_unsigned = 0;  // valid when !negative
-  int64_t as_signed = 0;     // valid when negative, or when as_unsigned fits
-};
-
-inline IntegerValue load_integer(GgufType type, const uint8_t* p) {
-  IntegerValue v;
-  const uint64_t width = gguf_scalar_bytes(type);
-  uint64_t bits = io_detail::load_le(p, static_cast<int>(width));
-  if (gguf_type_is_signed(type)) {
-    const uint64_t sign_bit = uint64_t{1} << (width * 8 - 1);
-    int64_t value;
-    if (width < 8 && (bits & sign_bit)) bits |= ~((sign_bit << 1) - 1);  // sign-extend
-    std::memcpy(&value, &bits, 8);
-    v.negative = value < 0;
-    v.as_signed = value;
-    v.as_unsigned = v.negative ? 0 : static_cast<uint64_t>(value);
-  } else {
-    v.as_unsigned = bits;
-    v.as_signed = bits <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ? static_cast<int64_t>(bits) : 0;
-  }
-  return v;
 }
 
 }  // namespace gguf_detail
@@ -3125,11 +3169,11 @@ class GgufFile {
 #include <string>
 #include <string_view>
 
-// ---- begin bora/model/config.hpp ---------------------------------------------------------------------
+// ---- begin bora/io/model_config.hpp ------------------------------------------------------------------
 // Why this file exists: the sizes of a model (layers, widths, heads, window, experts) are runtime
 // values read from the file; this is the one struct every format's reader fills in.
-#ifndef BORA_MODEL_CONFIG_HPP
-#define BORA_MODEL_CONFIG_HPP
+#ifndef BORA_IO_MODEL_CONFIG_HPP
+#define BORA_IO_MODEL_CONFIG_HPP
 
 #include <cstdint>
 #include <string>
@@ -3163,8 +3207,8 @@ struct ModelConfig {
 
 }  // namespace bora
 
-#endif  // BORA_MODEL_CONFIG_HPP
-// ---- end bora/model/config.hpp -----------------------------------------------------------------------
+#endif  // BORA_IO_MODEL_CONFIG_HPP
+// ---- end bora/io/model_config.hpp --------------------------------------------------------------------
 
 namespace bora {
 
@@ -4272,18 +4316,17 @@ inline Expected<std::string> resolve_ollama_model(const std::string& name, const
 
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
-// ---- begin bora/text/vocabulary.hpp ------------------------------------------------------------------
+// ---- begin bora/io/vocabulary.hpp --------------------------------------------------------------------
 // Why this file exists: a SentencePiece vocabulary reaches bora from two places (a tokenizer.model
-// protobuf and the tokenizer.ggml.* keys of a GGUF file); both become this one struct, so the
-// tokenizer never cares where its pieces came from.
-#ifndef BORA_TEXT_VOCABULARY_HPP
-#define BORA_TEXT_VOCABULARY_HPP
+// protobuf and the tokenizer.ggml.* keys of a GGUF file); both readers live in io/ and both produce
+// this one struct, so the tokenizer (text/) never cares where its pieces came from.
+#ifndef BORA_IO_VOCABULARY_HPP
+#define BORA_IO_VOCABULARY_HPP
 
 #include <cmath>
 #include <cstdint>
@@ -4477,8 +4520,8 @@ inline Expected<Vocabulary> vocabulary_from_gguf(const GgufFile& gguf) {
 
 }  // namespace bora
 
-#endif  // BORA_TEXT_VOCABULARY_HPP
-// ---- end bora/text/vocabulary.hpp --------------------------------------------------------------------
+#endif  // BORA_IO_VOCABULARY_HPP
+// ---- end bora/io/vocabulary.hpp ----------------------------------------------------------------------
 
 namespace bora {
 
@@ -4567,10 +4610,17 @@ class WireReader {
   }
 
   Status read_fixed32(uint32_t* value) {
-    if (end_ - cursor_ < 4) return error("a 32-bit field runs past the end of its message");
-    *value = static_cast<uint32_t>(cursor_[0]) | (static_cast<uint32_t>(cursor_[1]) << 8) |
-             (static_cast<uint32_t>(cursor_[2]) << 16) | (static_cast<uint32_t>(cursor_[3]) << 24);
-    cursor_ += 4;
+    const uint8_t* bytes = nullptr;
+    BORA_RETURN_IF_ERROR(take_fixed32(&bytes));
+    *value = io_detail::load_le_u32(bytes);
+    return {};
+  }
+
+  Status read_float(uint32_t wire_type, const char* field_name, float* value) {
+    BORA_RETURN_IF_ERROR(expect(wire_type, kFixed32, field_name));
+    const uint8_t* bytes = nullptr;
+    BORA_RETURN_IF_ERROR(take_fixed32(&bytes));
+    *value = io_detail::load_le_f32(bytes);
     return {};
   }
 
@@ -4638,6 +4688,13 @@ class WireReader {
   }
 
  private:
+  Status take_fixed32(const uint8_t** bytes) {
+    if (end_ - cursor_ < 4) return error("a 32-bit field runs past the end of its message");
+    *bytes = cursor_;
+    cursor_ += 4;
+    return {};
+  }
+
   Error error_with_numbers(const char* fmt, uint64_t a, uint64_t b) const {
     char buffer[160];
     std::snprintf(buffer, sizeof(buffer), fmt, static_cast<unsigned long long>(a), static_cast<unsigned long long>(b));
@@ -4661,10 +4718,7 @@ inline Status parse_piece(WireReader reader, Vocabulary* vocab) {
     if (field == piece_proto::kPiece) {
       BORA_RETURN_IF_ERROR(reader.read_string(wire, "piece", &piece));
     } else if (field == piece_proto::kScore) {
-      BORA_RETURN_IF_ERROR(reader.expect(wire, kFixed32, "score"));
-      uint32_t bits = 0;
-      BORA_RETURN_IF_ERROR(reader.read_fixed32(&bits));
-      std::memcpy(&score, &bits, sizeof(score));
+      BORA_RETURN_IF_ERROR(reader.read_float(wire, "score", &score));
     } else if (field == piece_proto::kType) {
       BORA_RETURN_IF_ERROR(reader.read_int32(wire, "type", &type));
       if (!token_type::is_valid(static_cast<int32_t>(type)) || type != static_cast<int32_t>(type)) {
@@ -6871,178 +6925,61 @@ using Mixtral8x7BExact = Transformer<GroupedQueryAttention<CausalAttention>, Rol
 // Why this file exists: a prompt must become exactly the ids Mistral's own SentencePiece tokenizer
 // produces (and ids must become text again, also one token at a time while generating), from either
 // a tokenizer.model file or a GGUF vocabulary, fast enough that tokenizing never shows up in a profile.
-//
-// Encoding follows SentencePiece's BPE encoder (bpe_model.cc) step for step:
-//   1. normalize: "▁" dummy prefix, every ' ' becomes "▁" (U+2581), malformed UTF-8 bytes become U+FFFD
-//      (optionally collapse whitespace, for vocabularies that ask for it);
-//   2. split into characters, except that user-defined pieces ([REFERENCE_DOC_3]) are matched whole
-//      (longest first) and never merged further;
-//   3. repeatedly merge the adjacent pair whose concatenation is a piece with the highest score
-//      (ties: leftmost), using a priority queue over a linked list of symbols;
-//   4. pieces not in the vocabulary fall back to their UTF-8 bytes as <0xXX> pieces.
+// This is the face users include; the parts live beside it:
+//   text/normalizer.hpp   text -> "▁"-escaped text before encoding, and back for each decoded piece;
+//   text/bpe_model.hpp    the vocabulary's merge tables and SentencePiece's BPE merge loop;
+//   text/piece_index.hpp  the flat hash tables both of those look pieces up in.
+// Encoding is const and keeps no state between calls: one Tokenizer serves many threads.
+#ifndef BORA_TEXT_TOKENIZER_HPP
+#define BORA_TEXT_TOKENIZER_HPP
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// ---- begin bora/text/bpe_model.hpp -------------------------------------------------------------------
+// Why this file exists: the heart of encoding, SentencePiece's BPE (bpe_model.cc) step for step over
+// normalized text: split into characters, except that user-defined pieces ([REFERENCE_DOC_3]) are
+// matched whole (longest first) and never merged further; repeatedly merge the adjacent pair whose
+// concatenation is a piece with the highest score (ties: leftmost), using a priority queue over a
+// linked list of symbols; pieces not in the vocabulary fall back to their UTF-8 bytes as <0xXX> pieces.
 // Two things make it faster than SentencePiece while giving the same ids: the merge step looks pairs
 // up by integer keys (left symbol, right symbol) -> merged piece, a table built once from the
 // vocabulary, instead of hashing concatenated strings; and the text is cut into independent
 // segments wherever no piece could ever span the cut (see encode_normalized), so the priority queue
-// stays small. Encoding is const and keeps no state between calls: one Tokenizer serves many threads.
-#ifndef BORA_TEXT_TOKENIZER_HPP
-#define BORA_TEXT_TOKENIZER_HPP
+// stays small. Encoding is const and keeps no state between calls.
+#ifndef BORA_TEXT_BPE_MODEL_HPP
+#define BORA_TEXT_BPE_MODEL_HPP
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
-// ---- begin bora/text/utf8.hpp ------------------------------------------------------------------------
-// Why this file exists: the tokenizer and the streaming decoder must agree with SentencePiece on what
-// counts as one UTF-8 character and what is malformed, byte for byte; these few rules live here once.
-#ifndef BORA_TEXT_UTF8_HPP
-#define BORA_TEXT_UTF8_HPP
+// ---- begin bora/text/piece_index.hpp -----------------------------------------------------------------
+// Why this file exists: building the tokenizer's tables does hundreds of thousands of lookups and
+// encoding one per character pair, so the tokenizer has its own flat hash tables (64-bit key -> id,
+// piece string -> id) tuned for that, instead of std::unordered_map.
+#ifndef BORA_TEXT_PIECE_INDEX_HPP
+#define BORA_TEXT_PIECE_INDEX_HPP
 
-#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
-
-namespace bora {
-namespace utf8 {
-
-// U+FFFD, what SentencePiece substitutes for every malformed byte (when encoding and decoding).
-constexpr const char kReplacementCharacter[] = "\xEF\xBF\xBD";
-
-// Length a character claims from its first byte alone (SentencePiece's OneCharLen): continuation
-// bytes and 0xF8..0xFF claim 1, so a walk over arbitrary bytes always advances.
-inline size_t length_from_lead_byte(uint8_t lead) {
-  if (lead < 0xC0) return 1;
-  if (lead < 0xE0) return 2;
-  if (lead < 0xF0) return 3;
-  if (lead < 0xF8) return 4;
-  return 1;
-}
-
-inline bool is_continuation_byte(uint8_t byte) { return (byte & 0xC0) == 0x80; }
-
-inline bool is_valid_code_point(uint32_t code_point) {
-  return code_point < 0xD800 || (code_point >= 0xE000 && code_point <= 0x10FFFF);
-}
-
-// Strict decoding of the character at `data` (no overlong forms, no surrogates, nothing above
-// U+10FFFF). Returns true and sets `length` for a valid character; false with `length` = 1 otherwise.
-inline bool decode_one(const uint8_t* data, size_t size, size_t* length, uint32_t* code_point = nullptr) {
-  *length = 1;
-  if (size == 0) return false;
-  const uint8_t lead = data[0];
-  uint32_t value = 0;
-  size_t needed = 0;
-  uint32_t minimum = 0;
-  if (lead < 0x80) {
-    if (code_point) *code_point = lead;
-    return true;
-  } else if ((lead & 0xE0) == 0xC0) {
-    value = lead & 0x1F;
-    needed = 2;
-    minimum = 0x80;
-  } else if ((lead & 0xF0) == 0xE0) {
-    value = lead & 0x0F;
-    needed = 3;
-    minimum = 0x800;
-  } else if ((lead & 0xF8) == 0xF0) {
-    value = lead & 0x07;
-    needed = 4;
-    minimum = 0x10000;
-  } else {
-    return false;
-  }
-  if (size < needed) return false;
-  for (size_t i = 1; i < needed; ++i) {
-    if (!is_continuation_byte(data[i])) return false;
-    value = (value << 6) | (data[i] & 0x3F);
-  }
-  if (value < minimum || !is_valid_code_point(value)) return false;
-  *length = needed;
-  if (code_point) *code_point = value;
-  return true;
-}
-
-// For a stream that may still grow: true when `data[0..size)` is the proper beginning of some valid
-// character, so a decoder must wait for more bytes before deciding. The completions of a prefix form
-// one interval of code points; the valid set is hit by that interval iff its lowest or highest
-// completion is valid (checked on the actual intervals of 2-, 3- and 4-byte forms).
-inline bool is_incomplete_prefix(const uint8_t* data, size_t size) {
-  if (size == 0) return false;
-  const size_t needed = length_from_lead_byte(data[0]);
-  if (needed <= 1 || size >= needed || data[0] < 0xC0) return false;
-  uint8_t low[4];
-  uint8_t high[4];
-  for (size_t i = 0; i < needed; ++i) {
-    low[i] = i < size ? data[i] : 0x80;
-    high[i] = i < size ? data[i] : 0xBF;
-  }
-  size_t length = 0;
-  return decode_one(low, needed, &length) || decode_one(high, needed, &length);
-}
-
-// Appends the UTF-8 form of a code point (callers pass valid code points).
-inline void append_code_point(std::string& out, uint32_t code_point) {
-  if (code_point < 0x80) {
-    out.push_back(static_cast<char>(code_point));
-  } else if (code_point < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (code_point >> 6)));
-    out.push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
-  } else if (code_point < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (code_point >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((code_point >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (code_point >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((code_point >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((code_point >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
-  }
-}
-
-// Appends bytes as text the way SentencePiece turns a run of byte pieces into a string: valid
-// characters are copied, every malformed byte becomes U+FFFD.
-inline void append_bytes_as_text(std::string& out, const uint8_t* data, size_t size) {
-  size_t offset = 0;
-  while (offset < size) {
-    size_t length = 0;
-    if (decode_one(data + offset, size - offset, &length)) {
-      out.append(reinterpret_cast<const char*>(data + offset), length);
-    } else {
-      out.append(kReplacementCharacter);
-    }
-    offset += length;
-  }
-}
-
-inline bool is_valid(const char* data, size_t size) {
-  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(data);
-  size_t offset = 0;
-  while (offset < size) {
-    size_t length = 0;
-    if (!decode_one(bytes + offset, size - offset, &length)) return false;
-    offset += length;
-  }
-  return true;
-}
-
-}  // namespace utf8
-}  // namespace bora
-
-#endif  // BORA_TEXT_UTF8_HPP
-// ---- end bora/text/utf8.hpp --------------------------------------------------------------------------
+#include <utility>
+#include <vector>
 
 namespace bora {
 
 namespace tokenizer_detail {
-
-constexpr char kSpaceSymbol[] = "\xE2\x96\x81";  // U+2581 LOWER ONE EIGHTH BLOCK, SentencePiece's space
-constexpr size_t kSpaceSymbolSize = 3;
 
 inline uint64_t mix64(uint64_t x) {
   x ^= x >> 33;
@@ -7203,6 +7140,155 @@ class PieceIndex {
   size_t mask_ = 0;
 };
 
+}  // namespace tokenizer_detail
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_PIECE_INDEX_HPP
+// ---- end bora/text/piece_index.hpp -------------------------------------------------------------------
+// ---- begin bora/text/utf8.hpp ------------------------------------------------------------------------
+// Why this file exists: the tokenizer and the streaming decoder must agree with SentencePiece on what
+// counts as one UTF-8 character and what is malformed, byte for byte; these few rules live here once.
+#ifndef BORA_TEXT_UTF8_HPP
+#define BORA_TEXT_UTF8_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace bora {
+namespace utf8 {
+
+// U+FFFD, what SentencePiece substitutes for every malformed byte (when encoding and decoding).
+constexpr const char kReplacementCharacter[] = "\xEF\xBF\xBD";
+
+// Length a character claims from its first byte alone (SentencePiece's OneCharLen): continuation
+// bytes and 0xF8..0xFF claim 1, so a walk over arbitrary bytes always advances.
+inline size_t length_from_lead_byte(uint8_t lead) {
+  if (lead < 0xC0) return 1;
+  if (lead < 0xE0) return 2;
+  if (lead < 0xF0) return 3;
+  if (lead < 0xF8) return 4;
+  return 1;
+}
+
+inline bool is_continuation_byte(uint8_t byte) { return (byte & 0xC0) == 0x80; }
+
+inline bool is_valid_code_point(uint32_t code_point) {
+  return code_point < 0xD800 || (code_point >= 0xE000 && code_point <= 0x10FFFF);
+}
+
+// Strict decoding of the character at `data` (no overlong forms, no surrogates, nothing above
+// U+10FFFF). Returns true and sets `length` for a valid character; false with `length` = 1 otherwise.
+inline bool decode_one(const uint8_t* data, size_t size, size_t* length, uint32_t* code_point = nullptr) {
+  *length = 1;
+  if (size == 0) return false;
+  const uint8_t lead = data[0];
+  uint32_t value = 0;
+  size_t needed = 0;
+  uint32_t minimum = 0;
+  if (lead < 0x80) {
+    if (code_point) *code_point = lead;
+    return true;
+  } else if ((lead & 0xE0) == 0xC0) {
+    value = lead & 0x1F;
+    needed = 2;
+    minimum = 0x80;
+  } else if ((lead & 0xF0) == 0xE0) {
+    value = lead & 0x0F;
+    needed = 3;
+    minimum = 0x800;
+  } else if ((lead & 0xF8) == 0xF0) {
+    value = lead & 0x07;
+    needed = 4;
+    minimum = 0x10000;
+  } else {
+    return false;
+  }
+  if (size < needed) return false;
+  for (size_t i = 1; i < needed; ++i) {
+    if (!is_continuation_byte(data[i])) return false;
+    value = (value << 6) | (data[i] & 0x3F);
+  }
+  if (value < minimum || !is_valid_code_point(value)) return false;
+  *length = needed;
+  if (code_point) *code_point = value;
+  return true;
+}
+
+// For a stream that may still grow: true when `data[0..size)` is the proper beginning of some valid
+// character, so a decoder must wait for more bytes before deciding. The completions of a prefix form
+// one interval of code points; the valid set is hit by that interval iff its lowest or highest
+// completion is valid (checked on the actual intervals of 2-, 3- and 4-byte forms).
+inline bool is_incomplete_prefix(const uint8_t* data, size_t size) {
+  if (size == 0) return false;
+  const size_t needed = length_from_lead_byte(data[0]);
+  if (needed <= 1 || size >= needed || data[0] < 0xC0) return false;
+  uint8_t low[4];
+  uint8_t high[4];
+  for (size_t i = 0; i < needed; ++i) {
+    low[i] = i < size ? data[i] : 0x80;
+    high[i] = i < size ? data[i] : 0xBF;
+  }
+  size_t length = 0;
+  return decode_one(low, needed, &length) || decode_one(high, needed, &length);
+}
+
+// Appends the UTF-8 form of a code point (callers pass valid code points).
+inline void append_code_point(std::string& out, uint32_t code_point) {
+  if (code_point < 0x80) {
+    out.push_back(static_cast<char>(code_point));
+  } else if (code_point < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (code_point >> 6)));
+    out.push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
+  } else if (code_point < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (code_point >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((code_point >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (code_point >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((code_point >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((code_point >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
+  }
+}
+
+// Appends bytes as text the way SentencePiece turns a run of byte pieces into a string: valid
+// characters are copied, every malformed byte becomes U+FFFD.
+inline void append_bytes_as_text(std::string& out, const uint8_t* data, size_t size) {
+  size_t offset = 0;
+  while (offset < size) {
+    size_t length = 0;
+    if (decode_one(data + offset, size - offset, &length)) {
+      out.append(reinterpret_cast<const char*>(data + offset), length);
+    } else {
+      out.append(kReplacementCharacter);
+    }
+    offset += length;
+  }
+}
+
+inline bool is_valid(const char* data, size_t size) {
+  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(data);
+  size_t offset = 0;
+  while (offset < size) {
+    size_t length = 0;
+    if (!decode_one(bytes + offset, size - offset, &length)) return false;
+    offset += length;
+  }
+  return true;
+}
+
+}  // namespace utf8
+}  // namespace bora
+
+#endif  // BORA_TEXT_UTF8_HPP
+// ---- end bora/text/utf8.hpp --------------------------------------------------------------------------
+
+namespace bora {
+
+namespace tokenizer_detail {
+
 // A character's bytes packed with its length: distinct characters get distinct keys.
 inline uint64_t char_key(const uint8_t* data, size_t size) {
   uint64_t key = static_cast<uint64_t>(size) << 32;
@@ -7231,94 +7317,34 @@ inline int parse_byte_piece(const std::string& piece) {  // "<0x0A>" -> 10, anyt
   return value;
 }
 
-}  // namespace tokenizer_detail
-
-class StreamingDecoder;
-
-class Tokenizer {
+// The vocabulary plus the tables its BPE merges are looked up in. Tokenizer owns one; moving it
+// moves the tables with the vocabulary they were built from.
+class BpeModel {
  public:
-  // Checks the vocabulary and builds the lookup tables (tens of milliseconds for 32k pieces).
-  static Expected<Tokenizer> create(Vocabulary vocab) {
-    BORA_RETURN_IF_ERROR(validate_vocabulary(vocab));
-    Tokenizer tokenizer;
-    tokenizer.vocab_ = std::move(vocab);
-    tokenizer.build_tables();
-    return tokenizer;
+  // Takes a vocabulary that passed validate_vocabulary() and builds the tables (tens of
+  // milliseconds for 32k pieces).
+  void build(Vocabulary vocab) {
+    vocab_ = std::move(vocab);
+    build_tables();
   }
 
-  // A GGUF file (recognised by its magic) or a SentencePiece tokenizer.model.
-  static Expected<Tokenizer> from_file(const std::string& path) {
-    char magic[4] = {0, 0, 0, 0};
-    if (std::FILE* file = std::fopen(path.c_str(), "rb")) {
-      const size_t got = std::fread(magic, 1, 4, file);
-      std::fclose(file);
-      if (got == 4 && std::memcmp(magic, "GGUF", 4) == 0) {
-        Expected<GgufFile> gguf = GgufFile::open(path);
-        if (!gguf) return gguf.error();
-        Expected<Vocabulary> vocab = vocabulary_from_gguf(*gguf);
-        if (!vocab) return vocab.error();
-        return create(std::move(*vocab));
-      }
-    }
-    Expected<Vocabulary> vocab = load_sentencepiece_model(path);
-    if (!vocab) return vocab.error();
-    return create(std::move(*vocab));
-  }
-
-  // Text -> ids exactly as SentencePiece's EncodeAsIds, with BOS in front when asked.
-  std::vector<int32_t> encode(std::string_view text, bool add_bos) const {
-    std::vector<int32_t> ids;
-    if (add_bos && vocab_.bos_id >= 0) ids.push_back(vocab_.bos_id);
-    encode_append(text, &ids);
-    return ids;
-  }
-
-  // Appends the ids of `text` (no BOS) to `out`.
-  void encode_append(std::string_view text, std::vector<int32_t>* out) const;
-
-  // Ids -> text exactly as SentencePiece's DecodeIds: control tokens vanish, byte pieces are joined
-  // into UTF-8 (malformed bytes become U+FFFD), the dummy-prefix space of the first piece is dropped.
-  // Ids outside the vocabulary are skipped.
-  std::string decode(const int32_t* ids, size_t count) const;
-  std::string decode(const std::vector<int32_t>& ids) const { return decode(ids.data(), ids.size()); }
-
-  // The raw piece ("▁the", "<0x0A>", "<s>"); empty for an id outside the vocabulary.
-  const std::string& piece(int32_t id) const {
-    static const std::string kNone;
-    return valid_id(id) ? vocab_.pieces[static_cast<size_t>(id)] : kNone;
-  }
-
-  // What one token contributes to text in the middle of a sequence: "▁" shown as ' ', a byte piece
-  // as its raw byte (possibly half a character), control tokens as "", <unk> as " ⁇ ".
-  std::string piece_text(int32_t id) const {
-    std::string out;
-    if (!valid_id(id)) return out;
-    if (byte_value_[static_cast<size_t>(id)] >= 0) {
-      out.push_back(static_cast<char>(byte_value_[static_cast<size_t>(id)]));
-      return out;
-    }
-    append_piece_surface(out, id, false);
-    return out;
-  }
-
-  int32_t token_to_id(std::string_view piece) const {  // -1 when absent
-    return piece_to_id(piece.data(), piece.size(), -1);
-  }
-
-  int32_t bos_id() const { return vocab_.bos_id; }
-  int32_t eos_id() const { return vocab_.eos_id; }
-  int32_t unk_id() const { return vocab_.unk_id; }
-  int32_t pad_id() const { return vocab_.pad_id; }
-  size_t vocab_size() const { return vocab_.pieces.size(); }
-  bool add_bos_by_default() const { return vocab_.add_bos; }
-  int32_t token_type(int32_t id) const { return valid_id(id) ? vocab_.types[static_cast<size_t>(id)] : 0; }
-  bool is_control(int32_t id) const { return token_type(id) == token_type::kControl; }
-  int byte_value(int32_t id) const { return valid_id(id) ? byte_value_[static_cast<size_t>(id)] : -1; }
   const Vocabulary& vocabulary() const { return vocab_; }
 
- private:
-  friend class StreamingDecoder;
+  // Appends the ids of already normalized text.
+  void encode_normalized(const uint8_t* text, size_t size, std::vector<int32_t>* out) const;
 
+  // SentencePiece's PieceToId: reserved pieces (control, unknown, byte) first, then the others.
+  int32_t piece_to_id(const char* data, size_t size, int32_t absent) const {
+    int32_t id = reserved_index_.find(data, size);
+    if (id >= 0) return id;
+    id = mergeable_index_.find(data, size);
+    return id >= 0 ? id : absent;
+  }
+
+  // The byte a byte piece stands for, else -1; `id` must be in the vocabulary.
+  int byte_value(int32_t id) const { return byte_value_[static_cast<size_t>(id)]; }
+
+ private:
   struct Symbol {
     int32_t prev;
     int32_t next;
@@ -7345,26 +7371,12 @@ class Tokenizer {
     }
   };
 
-  Tokenizer() = default;
-
-  bool valid_id(int32_t id) const { return id >= 0 && static_cast<size_t>(id) < vocab_.pieces.size(); }
-
   static bool is_mergeable_type(int32_t type) {
     return type == token_type::kNormal || type == token_type::kUserDefined || type == token_type::kUnused;
   }
   static bool is_reserved_type(int32_t type) { return !is_mergeable_type(type); }
 
-  // SentencePiece's PieceToId: reserved pieces (control, unknown, byte) first, then the others.
-  int32_t piece_to_id(const char* data, size_t size, int32_t absent) const {
-    int32_t id = reserved_index_.find(data, size);
-    if (id >= 0) return id;
-    id = mergeable_index_.find(data, size);
-    return id >= 0 ? id : absent;
-  }
-
   void build_tables();
-  void normalize(std::string_view text, std::string* out) const;
-  void encode_normalized(const uint8_t* text, size_t size, std::vector<int32_t>* out) const;
   int32_t merge_of(const Symbol& left, const Symbol& right) const {
     if (left.merge_key < 0 || right.merge_key < 0) return -1;
     return pair_to_merged_.find(pair_key(left.merge_key, right.merge_key));
@@ -7380,24 +7392,22 @@ class Tokenizer {
             std::vector<int32_t>* out) const;
   void emit_one(int32_t id, const uint8_t* text, uint32_t begin, uint32_t length, bool* previous_unknown,
                 std::vector<int32_t>* out) const;
-  bool append_piece_surface(std::string& out, int32_t id, bool at_start) const;
-
-  tokenizer_detail::CharInfo* char_info_for_build(const char* data, size_t size);
-  tokenizer_detail::CharInfo char_info(const uint8_t* data, size_t size) const {
+  CharInfo* char_info_for_build(const char* data, size_t size);
+  CharInfo char_info(const uint8_t* data, size_t size) const {
     if (size == 1 && data[0] < 0x80) return ascii_[data[0]];
-    const int32_t slot = char_slots_.find(tokenizer_detail::char_key(data, size));
-    return slot >= 0 ? char_infos_[static_cast<size_t>(slot)] : tokenizer_detail::CharInfo{};
+    const int32_t slot = char_slots_.find(char_key(data, size));
+    return slot >= 0 ? char_infos_[static_cast<size_t>(slot)] : CharInfo{};
   }
 
   Vocabulary vocab_;
-  tokenizer_detail::PieceIndex reserved_index_;   // control, unknown and byte pieces
-  tokenizer_detail::PieceIndex mergeable_index_;  // normal, user-defined and unused pieces
-  tokenizer_detail::U64Map pair_to_merged_;       // (left key << 32 | right key) -> merged piece id
-  tokenizer_detail::U64Map bigrams_;              // adjacent character keys seen inside some piece
-  bool split_segments_ = true;                    // false when unused pieces make segments interact
-  tokenizer_detail::U64Map char_slots_;           // non-ASCII character -> index into char_infos_
-  std::vector<tokenizer_detail::CharInfo> char_infos_;
-  tokenizer_detail::CharInfo ascii_[128];
+  PieceIndex reserved_index_;     // control, unknown and byte pieces
+  PieceIndex mergeable_index_;    // normal, user-defined and unused pieces
+  U64Map pair_to_merged_;         // (left key << 32 | right key) -> merged piece id
+  U64Map bigrams_;                // adjacent character keys seen inside some piece
+  bool split_segments_ = true;    // false when unused pieces make segments interact
+  U64Map char_slots_;             // non-ASCII character -> index into char_infos_
+  std::vector<CharInfo> char_infos_;
+  CharInfo ascii_[128];
   int32_t byte_ids_[256];                  // <0xXX> piece ids (-1 when the vocabulary lacks one)
   std::vector<int16_t> byte_value_;        // per id: the byte a byte piece stands for, else -1
   std::vector<int32_t> user_defined_ids_;  // grouped by first byte, longest first within a group
@@ -7406,14 +7416,13 @@ class Tokenizer {
   int32_t next_pseudo_key_ = 0;
 };
 
-inline tokenizer_detail::CharInfo* Tokenizer::char_info_for_build(const char* data, size_t size) {
-  using tokenizer_detail::CharInfo;
+inline CharInfo* BpeModel::char_info_for_build(const char* data, size_t size) {
   const uint8_t* bytes = reinterpret_cast<const uint8_t*>(data);
   CharInfo* info = nullptr;
   if (size == 1 && bytes[0] < 0x80) {
     info = &ascii_[bytes[0]];
   } else {
-    const uint64_t key = tokenizer_detail::char_key(bytes, size);
+    const uint64_t key = char_key(bytes, size);
     int32_t slot = char_slots_.find(key);
     if (slot < 0) {
       slot = char_slots_.insert(key, static_cast<int32_t>(char_infos_.size()));
@@ -7428,8 +7437,7 @@ inline tokenizer_detail::CharInfo* Tokenizer::char_info_for_build(const char* da
   return info;
 }
 
-inline void Tokenizer::build_tables() {
-  using namespace tokenizer_detail;
+inline void BpeModel::build_tables() {
   const std::vector<std::string>& pieces = vocab_.pieces;
   const std::vector<int32_t>& types = vocab_.types;
   const size_t n = pieces.size();
@@ -7522,53 +7530,7 @@ inline void Tokenizer::build_tables() {
   user_defined_begin_[256] = static_cast<uint32_t>(next);
 }
 
-inline void Tokenizer::normalize(std::string_view text, std::string* out) const {
-  using namespace tokenizer_detail;
-  out->clear();
-  const uint8_t* p = reinterpret_cast<const uint8_t*>(text.data());
-  const size_t n = text.size();
-  size_t i = 0;
-  if (n == 0) return;
-  const bool collapse = vocab_.remove_extra_whitespaces;
-  if (collapse) {
-    while (i < n && p[i] == ' ') ++i;
-    if (i == n) return;
-  }
-  out->reserve(n + n / 2 + 8);
-  const char* space = vocab_.escape_whitespaces ? kSpaceSymbol : " ";
-  const size_t space_size = vocab_.escape_whitespaces ? kSpaceSymbolSize : 1;
-  if (vocab_.add_dummy_prefix) out->append(space, space_size);
-  bool previous_space = collapse;
-  while (i < n) {
-    const uint8_t c = p[i];
-    if (c < 0x80) {
-      if (c == ' ') {
-        if (!previous_space) out->append(space, space_size);
-        previous_space = collapse;
-      } else {
-        out->push_back(static_cast<char>(c));
-        previous_space = false;
-      }
-      ++i;
-      continue;
-    }
-    size_t length = 1;
-    if (utf8::decode_one(p + i, n - i, &length)) {
-      out->append(reinterpret_cast<const char*>(p + i), length);
-    } else {
-      out->append(utf8::kReplacementCharacter, 3);
-    }
-    previous_space = false;
-    i += length;
-  }
-  if (collapse) {
-    while (out->size() >= space_size && out->compare(out->size() - space_size, space_size, space) == 0) {
-      out->resize(out->size() - space_size);
-    }
-  }
-}
-
-inline size_t Tokenizer::match_user_defined(const uint8_t* text, size_t size, int32_t* id) const {
+inline size_t BpeModel::match_user_defined(const uint8_t* text, size_t size, int32_t* id) const {
   const uint8_t first = text[0];
   for (uint32_t i = user_defined_begin_[first]; i < user_defined_begin_[first + 1]; ++i) {
     const std::string& piece = vocab_.pieces[static_cast<size_t>(user_defined_ids_[i])];
@@ -7580,19 +7542,13 @@ inline size_t Tokenizer::match_user_defined(const uint8_t* text, size_t size, in
   return 0;
 }
 
-inline void Tokenizer::encode_append(std::string_view text, std::vector<int32_t>* out) const {
-  std::string normalized;
-  normalize(text, &normalized);
-  encode_normalized(reinterpret_cast<const uint8_t*>(normalized.data()), normalized.size(), out);
-}
-
 // Splits the normalized text into symbols and cuts it into segments wherever no merge can ever
 // cross (between two characters that never stand side by side inside a piece, or next to a
 // character no piece contains). SentencePiece merges the whole text at once; merging each segment
 // alone gives the same result, because a merge only ever looks at its own neighbours and the
 // leftmost-first tie rule orders pairs within a segment the same way. Small segments keep the
 // priority queue tiny and in cache.
-inline void Tokenizer::encode_normalized(const uint8_t* text, size_t size, std::vector<int32_t>* out) const {
+inline void BpeModel::encode_normalized(const uint8_t* text, size_t size, std::vector<int32_t>* out) const {
   if (size == 0) return;
   std::vector<Symbol> symbols;
   std::vector<Candidate> heap;
@@ -7630,7 +7586,7 @@ inline void Tokenizer::encode_normalized(const uint8_t* text, size_t size, std::
       symbol.output_id = user_id;
     } else {
       length = std::min(utf8::length_from_lead_byte(lead), size - position);
-      const tokenizer_detail::CharInfo info = char_info(text + position, length);
+      const CharInfo info = char_info(text + position, length);
       symbol.merge_key = info.merge_key;
       symbol.output_id = info.output_id;
     }
@@ -7667,7 +7623,7 @@ inline void Tokenizer::encode_normalized(const uint8_t* text, size_t size, std::
 
 // SentencePiece's merge loop over one segment: take the best proposal, skip it if stale, merge the
 // pair, propose the two new pairs around the merged symbol.
-inline void Tokenizer::merge_segment(std::vector<Symbol>& symbols, std::vector<Candidate>& heap,
+inline void BpeModel::merge_segment(std::vector<Symbol>& symbols, std::vector<Candidate>& heap,
                                      std::unordered_map<int32_t, uint32_t>& unused_splits) const {
   auto propose = [&](int32_t left) {
     if (left < 0) return;
@@ -7701,7 +7657,7 @@ inline void Tokenizer::merge_segment(std::vector<Symbol>& symbols, std::vector<C
   }
 }
 
-inline void Tokenizer::emit(int32_t id, const uint8_t* text, uint32_t begin, uint32_t length,
+inline void BpeModel::emit(int32_t id, const uint8_t* text, uint32_t begin, uint32_t length,
                             const std::unordered_map<int32_t, uint32_t>& unused_splits, bool* previous_unknown,
                             std::vector<int32_t>* out) const {
   auto is_unused = [this](int32_t piece_id) {
@@ -7734,7 +7690,7 @@ inline void Tokenizer::emit(int32_t id, const uint8_t* text, uint32_t begin, uin
   emit_one(id, text, begin, length, previous_unknown, out);
 }
 
-inline void Tokenizer::emit_one(int32_t id, const uint8_t* text, uint32_t begin, uint32_t length,
+inline void BpeModel::emit_one(int32_t id, const uint8_t* text, uint32_t begin, uint32_t length,
                                 bool* previous_unknown, std::vector<int32_t>* out) const {
   const bool unknown = id < 0 || vocab_.types[static_cast<size_t>(id)] == token_type::kUnknown;
   if (!unknown) {
@@ -7751,22 +7707,94 @@ inline void Tokenizer::emit_one(int32_t id, const uint8_t* text, uint32_t begin,
   *previous_unknown = unknown;
 }
 
-// Appends the text of a non-byte piece; returns true when it consumed the dummy-prefix space.
-inline bool Tokenizer::append_piece_surface(std::string& out, int32_t id, bool at_start) const {
-  using namespace tokenizer_detail;
-  const int32_t type = vocab_.types[static_cast<size_t>(id)];
+}  // namespace tokenizer_detail
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_BPE_MODEL_HPP
+// ---- end bora/text/bpe_model.hpp ---------------------------------------------------------------------
+// ---- begin bora/text/normalizer.hpp ------------------------------------------------------------------
+// Why this file exists: SentencePiece rewrites text before encoding (a dummy-prefix space, ' ' as "▁",
+// malformed UTF-8 as U+FFFD, optionally collapsed whitespace) and decoding undoes it piece by piece;
+// both directions follow the same vocabulary flags, so they live together here.
+#ifndef BORA_TEXT_NORMALIZER_HPP
+#define BORA_TEXT_NORMALIZER_HPP
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+
+namespace bora {
+
+namespace tokenizer_detail {
+
+constexpr char kSpaceSymbol[] = "\xE2\x96\x81";  // U+2581 LOWER ONE EIGHTH BLOCK, SentencePiece's space
+constexpr size_t kSpaceSymbolSize = 3;
+
+// Text -> what the BPE merges run over, as SentencePiece's normalizer does without a precompiled
+// charsmap (bora refuses those): the vocabulary's dummy-prefix, escaping and collapsing flags only.
+inline void normalize(const Vocabulary& vocab, std::string_view text, std::string* out) {
+  out->clear();
+  const uint8_t* p = reinterpret_cast<const uint8_t*>(text.data());
+  const size_t n = text.size();
+  size_t i = 0;
+  if (n == 0) return;
+  const bool collapse = vocab.remove_extra_whitespaces;
+  if (collapse) {
+    while (i < n && p[i] == ' ') ++i;
+    if (i == n) return;
+  }
+  out->reserve(n + n / 2 + 8);
+  const char* space = vocab.escape_whitespaces ? kSpaceSymbol : " ";
+  const size_t space_size = vocab.escape_whitespaces ? kSpaceSymbolSize : 1;
+  if (vocab.add_dummy_prefix) out->append(space, space_size);
+  bool previous_space = collapse;
+  while (i < n) {
+    const uint8_t c = p[i];
+    if (c < 0x80) {
+      if (c == ' ') {
+        if (!previous_space) out->append(space, space_size);
+        previous_space = collapse;
+      } else {
+        out->push_back(static_cast<char>(c));
+        previous_space = false;
+      }
+      ++i;
+      continue;
+    }
+    size_t length = 1;
+    if (utf8::decode_one(p + i, n - i, &length)) {
+      out->append(reinterpret_cast<const char*>(p + i), length);
+    } else {
+      out->append(utf8::kReplacementCharacter, 3);
+    }
+    previous_space = false;
+    i += length;
+  }
+  if (collapse) {
+    while (out->size() >= space_size && out->compare(out->size() - space_size, space_size, space) == 0) {
+      out->resize(out->size() - space_size);
+    }
+  }
+}
+
+// The inverse, for decoding: appends the text of a non-byte piece ("▁" back to ' ', the dummy-prefix
+// space dropped at the start); returns true when it consumed that space. `id` must be in the vocabulary.
+inline bool append_piece_surface(const Vocabulary& vocab, std::string& out, int32_t id, bool at_start) {
+  const int32_t type = vocab.types[static_cast<size_t>(id)];
   if (type == token_type::kControl || type == token_type::kByte) return false;
   if (type == token_type::kUnknown) {
-    out += vocab_.unk_surface;
+    out += vocab.unk_surface;
     return false;
   }
-  const std::string& piece = vocab_.pieces[static_cast<size_t>(id)];
+  const std::string& piece = vocab.pieces[static_cast<size_t>(id)];
   size_t start = 0;
   bool consumed = false;
-  if (at_start && (vocab_.add_dummy_prefix || vocab_.remove_extra_whitespaces) &&
+  if (at_start && (vocab.add_dummy_prefix || vocab.remove_extra_whitespaces) &&
       piece.compare(0, kSpaceSymbolSize, kSpaceSymbol) == 0) {
     start = kSpaceSymbolSize;
-    consumed = !vocab_.remove_extra_whitespaces;
+    consumed = !vocab.remove_extra_whitespaces;
   }
   while (start < piece.size()) {
     const size_t found = piece.find(kSpaceSymbol, start, kSpaceSymbolSize);
@@ -7781,6 +7809,120 @@ inline bool Tokenizer::append_piece_surface(std::string& out, int32_t id, bool a
   return consumed;
 }
 
+}  // namespace tokenizer_detail
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_NORMALIZER_HPP
+// ---- end bora/text/normalizer.hpp --------------------------------------------------------------------
+
+namespace bora {
+
+class StreamingDecoder;
+
+class Tokenizer {
+ public:
+  // Checks the vocabulary and builds the lookup tables (tens of milliseconds for 32k pieces).
+  static Expected<Tokenizer> create(Vocabulary vocab) {
+    BORA_RETURN_IF_ERROR(validate_vocabulary(vocab));
+    Tokenizer tokenizer;
+    tokenizer.bpe_.build(std::move(vocab));
+    return tokenizer;
+  }
+
+  // The vocabulary llama.cpp stores in a GGUF file's tokenizer.ggml.* metadata.
+  static Expected<Tokenizer> from_gguf(const GgufFile& gguf) {
+    Expected<Vocabulary> vocab = vocabulary_from_gguf(gguf);
+    if (!vocab) return vocab.error();
+    return create(std::move(*vocab));
+  }
+
+  // A GGUF file (recognised by its magic) or a SentencePiece tokenizer.model.
+  static Expected<Tokenizer> from_file(const std::string& path) {
+    char magic[4] = {0, 0, 0, 0};
+    if (std::FILE* file = std::fopen(path.c_str(), "rb")) {
+      const size_t got = std::fread(magic, 1, 4, file);
+      std::fclose(file);
+      if (got == 4 && std::memcmp(magic, "GGUF", 4) == 0) {
+        Expected<GgufFile> gguf = GgufFile::open(path);
+        if (!gguf) return gguf.error();
+        return from_gguf(*gguf);
+      }
+    }
+    Expected<Vocabulary> vocab = load_sentencepiece_model(path);
+    if (!vocab) return vocab.error();
+    return create(std::move(*vocab));
+  }
+
+  // Text -> ids exactly as SentencePiece's EncodeAsIds, with BOS in front when asked.
+  std::vector<int32_t> encode(std::string_view text, bool add_bos) const {
+    std::vector<int32_t> ids;
+    if (add_bos && vocabulary().bos_id >= 0) ids.push_back(vocabulary().bos_id);
+    encode_append(text, &ids);
+    return ids;
+  }
+
+  // Appends the ids of `text` (no BOS) to `out`.
+  void encode_append(std::string_view text, std::vector<int32_t>* out) const;
+
+  // Ids -> text exactly as SentencePiece's DecodeIds: control tokens vanish, byte pieces are joined
+  // into UTF-8 (malformed bytes become U+FFFD), the dummy-prefix space of the first piece is dropped.
+  // Ids outside the vocabulary are skipped.
+  std::string decode(const int32_t* ids, size_t count) const;
+  std::string decode(const std::vector<int32_t>& ids) const { return decode(ids.data(), ids.size()); }
+
+  // The raw piece ("▁the", "<0x0A>", "<s>"); empty for an id outside the vocabulary.
+  const std::string& piece(int32_t id) const {
+    static const std::string kNone;
+    return valid_id(id) ? vocabulary().pieces[static_cast<size_t>(id)] : kNone;
+  }
+
+  // What one token contributes to text in the middle of a sequence: "▁" shown as ' ', a byte piece
+  // as its raw byte (possibly half a character), control tokens as "", <unk> as " ⁇ ".
+  std::string piece_text(int32_t id) const {
+    std::string out;
+    if (!valid_id(id)) return out;
+    if (bpe_.byte_value(id) >= 0) {
+      out.push_back(static_cast<char>(bpe_.byte_value(id)));
+      return out;
+    }
+    tokenizer_detail::append_piece_surface(vocabulary(), out, id, false);
+    return out;
+  }
+
+  int32_t token_to_id(std::string_view piece) const {  // -1 when absent
+    return bpe_.piece_to_id(piece.data(), piece.size(), -1);
+  }
+
+  int32_t bos_id() const { return vocabulary().bos_id; }
+  int32_t eos_id() const { return vocabulary().eos_id; }
+  int32_t unk_id() const { return vocabulary().unk_id; }
+  int32_t pad_id() const { return vocabulary().pad_id; }
+  size_t vocab_size() const { return vocabulary().pieces.size(); }
+  bool add_bos_by_default() const { return vocabulary().add_bos; }
+  int32_t token_type(int32_t id) const {
+    return valid_id(id) ? vocabulary().types[static_cast<size_t>(id)] : 0;
+  }
+  bool is_control(int32_t id) const { return token_type(id) == token_type::kControl; }
+  int byte_value(int32_t id) const { return valid_id(id) ? bpe_.byte_value(id) : -1; }
+  const Vocabulary& vocabulary() const { return bpe_.vocabulary(); }
+
+ private:
+  friend class StreamingDecoder;
+
+  Tokenizer() = default;
+
+  bool valid_id(int32_t id) const { return id >= 0 && static_cast<size_t>(id) < vocabulary().pieces.size(); }
+
+  tokenizer_detail::BpeModel bpe_;
+};
+
+inline void Tokenizer::encode_append(std::string_view text, std::vector<int32_t>* out) const {
+  std::string normalized;
+  tokenizer_detail::normalize(vocabulary(), text, &normalized);
+  bpe_.encode_normalized(reinterpret_cast<const uint8_t*>(normalized.data()), normalized.size(), out);
+}
+
 inline std::string Tokenizer::decode(const int32_t* ids, size_t count) const {
   std::string text;
   std::string bytes;
@@ -7789,8 +7931,8 @@ inline std::string Tokenizer::decode(const int32_t* ids, size_t count) const {
   for (size_t i = 0; i < count; ++i) {
     const int32_t id = ids[i];
     if (!valid_id(id)) continue;
-    if (vocab_.types[static_cast<size_t>(id)] == token_type::kByte) {
-      const int value = byte_value_[static_cast<size_t>(id)];
+    if (vocabulary().types[static_cast<size_t>(id)] == token_type::kByte) {
+      const int value = bpe_.byte_value(id);
       if (value >= 0) bytes.push_back(static_cast<char>(value));
       continue;
     }
@@ -7799,7 +7941,7 @@ inline std::string Tokenizer::decode(const int32_t* ids, size_t count) const {
       bytes.clear();
     }
     if (start_space_consumed || !text.empty()) at_start = false;
-    start_space_consumed = append_piece_surface(text, id, at_start);
+    start_space_consumed = tokenizer_detail::append_piece_surface(vocabulary(), text, id, at_start);
   }
   utf8::append_bytes_as_text(text, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   return text;
@@ -7819,8 +7961,8 @@ class StreamingDecoder {
   std::string push(int32_t id) {
     std::string out;
     if (!tokenizer_->valid_id(id)) return out;
-    if (tokenizer_->vocab_.types[static_cast<size_t>(id)] == token_type::kByte) {
-      const int value = tokenizer_->byte_value_[static_cast<size_t>(id)];
+    if (tokenizer_->vocabulary().types[static_cast<size_t>(id)] == token_type::kByte) {
+      const int value = tokenizer_->bpe_.byte_value(id);
       if (value < 0) return out;
       pending_[pending_size_++] = static_cast<uint8_t>(value);
       drain(out, false);
@@ -7829,7 +7971,8 @@ class StreamingDecoder {
     drain(out, true);
     if (start_space_consumed_ || emitted_any_) at_start_ = false;
     const size_t before = out.size();
-    start_space_consumed_ = tokenizer_->append_piece_surface(out, id, at_start_);
+    start_space_consumed_ =
+        tokenizer_detail::append_piece_surface(tokenizer_->vocabulary(), out, id, at_start_);
     if (out.size() > before) emitted_any_ = true;
     return out;
   }
@@ -7883,6 +8026,15 @@ class StreamingDecoder {
 
 #endif  // BORA_TEXT_TOKENIZER_HPP
 // ---- end bora/text/tokenizer.hpp ---------------------------------------------------------------------
+// ---- begin bora/text/vocabulary.hpp ------------------------------------------------------------------
+// Why this file exists: Vocabulary moved down to io/vocabulary.hpp (its two readers are in io/, and io
+// must not include text/); this name is kept so code that includes the old path still compiles.
+#ifndef BORA_TEXT_VOCABULARY_HPP
+#define BORA_TEXT_VOCABULARY_HPP
+
+
+#endif  // BORA_TEXT_VOCABULARY_HPP
+// ---- end bora/text/vocabulary.hpp --------------------------------------------------------------------
 
 namespace bora {
 
@@ -8222,18 +8374,16 @@ inline Expected<std::vector<ChatMessage>> parse_chat_request(std::string_view js
 #include <limits>
 #include <vector>
 
-namespace bora {
+// ---- begin bora/base/random.hpp ----------------------------------------------------------------------
+// Why this file exists: sampling needs a seeded generator that gives the same sequence on every
+// platform and standard library (std::mt19937's distributions do not), and so do the tools that
+// write random test weights; this is the one generator they share.
+#ifndef BORA_BASE_RANDOM_HPP
+#define BORA_BASE_RANDOM_HPP
 
-struct SampleParams {
-  float temperature = 0.8f;   // <= 0: greedy (argmax)
-  int top_k = 40;             // <= 0: no limit
-  float top_p = 0.95f;        // >= 1: off
-  float min_p = 0.05f;        // <= 0: off; keeps tokens with p >= min_p * p(best)
-  float repeat_penalty = 1.0f;  // 1: off; > 1 discourages the last repeat_last_n tokens
-  int repeat_last_n = 64;     // how many recent tokens the penalty looks at (< 0: all given)
-  uint64_t seed = 0xB0BA;
-  int max_tokens = 256;       // for generation loops: how many tokens to produce at most (< 0: no limit)
-};
+#include <cstdint>
+
+namespace bora {
 
 // xoshiro256** seeded through splitmix64: small, fast, and the same sequence everywhere.
 class Xoshiro256 {
@@ -8268,6 +8418,24 @@ class Xoshiro256 {
  private:
   static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
   uint64_t state_[4];
+};
+
+}  // namespace bora
+
+#endif  // BORA_BASE_RANDOM_HPP
+// ---- end bora/base/random.hpp ------------------------------------------------------------------------
+
+namespace bora {
+
+struct SampleParams {
+  float temperature = 0.8f;   // <= 0: greedy (argmax)
+  int top_k = 40;             // <= 0: no limit
+  float top_p = 0.95f;        // >= 1: off
+  float min_p = 0.05f;        // <= 0: off; keeps tokens with p >= min_p * p(best)
+  float repeat_penalty = 1.0f;  // 1: off; > 1 discourages the last repeat_last_n tokens
+  int repeat_last_n = 64;     // how many recent tokens the penalty looks at (< 0: all given)
+  uint64_t seed = 0xB0BA;
+  int max_tokens = 256;       // for generation loops: how many tokens to produce at most (< 0: no limit)
 };
 
 class Sampler {
@@ -8782,10 +8950,6 @@ struct DequantizedRows {};         // matmul_f32: kernels::kMatmulTileRows weigh
 struct DequantizedActivations {};  // the int8 fast path meeting float weights: activations as f32
 struct PackedActivations {};       // int8 activations repacked for the VNNI kernels (prefill, Q4_0 decode)
 
-inline bool is_float_type(WeightType type) {
-  return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16;
-}
-
 }  // namespace detail
 
 void matvec_f32(const TensorView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
@@ -8891,7 +9055,7 @@ void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_beg
 void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, float* y,
                          int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin) return;
-  if (detail::is_float_type(w.type)) {  // no integer products to share: one f32 pass over hi + lo
+  if (is_float_weight_type(w.type)) {  // no integer products to share: one f32 pass over hi + lo
     const int64_t n = w.row_length();
     float* x = detail::thread_scratch<detail::DequantizedActivations, float>(static_cast<size_t>(2 * n));
     if (x == nullptr) return;
@@ -8912,7 +9076,7 @@ void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* 
                int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin || n_tokens <= 0) return;
   const int64_t n = w.row_length();
-  if (!detail::is_float_type(w.type)) {
+  if (!is_float_weight_type(w.type)) {
     if (n_tokens == 1) {
       uint8_t* scratch = detail::thread_scratch<detail::PackedActivations, uint8_t>(
           static_cast<size_t>(kernels::decode_scratch_bytes(n)));

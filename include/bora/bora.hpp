@@ -11,12 +11,14 @@
 #include "bora/base/mapped_file.hpp"
 #include "bora/base/thread_pool.hpp"
 #include "bora/io/gguf.hpp"
+#include "bora/io/gguf_value.hpp"
 #include "bora/io/json_config.hpp"
 #include "bora/io/model_config.hpp"
 #include "bora/io/model_files.hpp"
 #include "bora/io/ollama.hpp"
 #include "bora/io/safetensors.hpp"
 #include "bora/io/sentencepiece_model.hpp"
+#include "bora/io/vocabulary.hpp"
 #include "bora/model/load.hpp"
 #include "bora/model/presets.hpp"
 #include "bora/model/transformer.hpp"
@@ -28,7 +30,6 @@
 #include "bora/text/sampler.hpp"
 #include "bora/text/session.hpp"
 #include "bora/text/tokenizer.hpp"
-#include "bora/text/vocabulary.hpp"
 
 #endif  // BORA_BORA_HPP
 

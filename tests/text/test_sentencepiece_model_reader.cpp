@@ -19,7 +19,7 @@
 #include "bora/io/gguf.hpp"
 #include "bora/io/sentencepiece_model.hpp"
 #include "bora/text/tokenizer.hpp"
-#include "bora/text/vocabulary.hpp"
+#include "bora/io/vocabulary.hpp"
 
 #ifndef BORA_TEST_DATA_DIR
 #define BORA_TEST_DATA_DIR "tests/data"

@@ -5,6 +5,7 @@
 #define BORA_BASE_BYTES_HPP
 
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 namespace bora {
@@ -33,7 +34,8 @@ inline bool checked_elements(const int64_t* ne, int n_dims, uint64_t* out) {
   return true;
 }
 
-// Explicit little-endian loads: GGUF and safetensors are little-endian on every host.
+// Explicit little-endian loads: GGUF, safetensors and protobuf fixed-width fields are little-endian
+// on every host.
 inline uint64_t load_le(const uint8_t* p, int n_bytes) {
   uint64_t v = 0;
   for (int i = n_bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
@@ -41,6 +43,18 @@ inline uint64_t load_le(const uint8_t* p, int n_bytes) {
 }
 inline uint32_t load_le_u32(const uint8_t* p) { return static_cast<uint32_t>(load_le(p, 4)); }
 inline uint64_t load_le_u64(const uint8_t* p) { return load_le(p, 8); }
+inline float load_le_f32(const uint8_t* p) {
+  const uint32_t bits = load_le_u32(p);
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+inline double load_le_f64(const uint8_t* p) {
+  const uint64_t bits = load_le_u64(p);
+  double value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
 
 }  // namespace io_detail
 }  // namespace bora

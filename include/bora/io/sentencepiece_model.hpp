@@ -6,15 +6,15 @@
 
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "bora/base/bytes.hpp"
 #include "bora/base/expected.hpp"
 #include "bora/base/mapped_file.hpp"
-#include "bora/text/vocabulary.hpp"
+#include "bora/io/vocabulary.hpp"
 
 namespace bora {
 
@@ -103,10 +103,17 @@ class WireReader {
   }
 
   Status read_fixed32(uint32_t* value) {
-    if (end_ - cursor_ < 4) return error("a 32-bit field runs past the end of its message");
-    *value = static_cast<uint32_t>(cursor_[0]) | (static_cast<uint32_t>(cursor_[1]) << 8) |
-             (static_cast<uint32_t>(cursor_[2]) << 16) | (static_cast<uint32_t>(cursor_[3]) << 24);
-    cursor_ += 4;
+    const uint8_t* bytes = nullptr;
+    BORA_RETURN_IF_ERROR(take_fixed32(&bytes));
+    *value = io_detail::load_le_u32(bytes);
+    return {};
+  }
+
+  Status read_float(uint32_t wire_type, const char* field_name, float* value) {
+    BORA_RETURN_IF_ERROR(expect(wire_type, kFixed32, field_name));
+    const uint8_t* bytes = nullptr;
+    BORA_RETURN_IF_ERROR(take_fixed32(&bytes));
+    *value = io_detail::load_le_f32(bytes);
     return {};
   }
 
@@ -174,6 +181,13 @@ class WireReader {
   }
 
  private:
+  Status take_fixed32(const uint8_t** bytes) {
+    if (end_ - cursor_ < 4) return error("a 32-bit field runs past the end of its message");
+    *bytes = cursor_;
+    cursor_ += 4;
+    return {};
+  }
+
   Error error_with_numbers(const char* fmt, uint64_t a, uint64_t b) const {
     char buffer[160];
     std::snprintf(buffer, sizeof(buffer), fmt, static_cast<unsigned long long>(a), static_cast<unsigned long long>(b));
@@ -197,10 +211,7 @@ inline Status parse_piece(WireReader reader, Vocabulary* vocab) {
     if (field == piece_proto::kPiece) {
       BORA_RETURN_IF_ERROR(reader.read_string(wire, "piece", &piece));
     } else if (field == piece_proto::kScore) {
-      BORA_RETURN_IF_ERROR(reader.expect(wire, kFixed32, "score"));
-      uint32_t bits = 0;
-      BORA_RETURN_IF_ERROR(reader.read_fixed32(&bits));
-      std::memcpy(&score, &bits, sizeof(score));
+      BORA_RETURN_IF_ERROR(reader.read_float(wire, "score", &score));
     } else if (field == piece_proto::kType) {
       BORA_RETURN_IF_ERROR(reader.read_int32(wire, "type", &type));
       if (!token_type::is_valid(static_cast<int32_t>(type)) || type != static_cast<int32_t>(type)) {

@@ -23,7 +23,7 @@
 
 #include "bora/base/expected.hpp"
 #include "bora/text/tokenizer.hpp"
-#include "bora/text/vocabulary.hpp"
+#include "bora/io/vocabulary.hpp"
 
 namespace bora {
 

@@ -1,234 +1,31 @@
 // Why this file exists: a prompt must become exactly the ids Mistral's own SentencePiece tokenizer
 // produces (and ids must become text again, also one token at a time while generating), from either
 // a tokenizer.model file or a GGUF vocabulary, fast enough that tokenizing never shows up in a profile.
-//
-// Encoding follows SentencePiece's BPE encoder (bpe_model.cc) step for step:
-//   1. normalize: "▁" dummy prefix, every ' ' becomes "▁" (U+2581), malformed UTF-8 bytes become U+FFFD
-//      (optionally collapse whitespace, for vocabularies that ask for it);
-//   2. split into characters, except that user-defined pieces ([REFERENCE_DOC_3]) are matched whole
-//      (longest first) and never merged further;
-//   3. repeatedly merge the adjacent pair whose concatenation is a piece with the highest score
-//      (ties: leftmost), using a priority queue over a linked list of symbols;
-//   4. pieces not in the vocabulary fall back to their UTF-8 bytes as <0xXX> pieces.
-// Two things make it faster than SentencePiece while giving the same ids: the merge step looks pairs
-// up by integer keys (left symbol, right symbol) -> merged piece, a table built once from the
-// vocabulary, instead of hashing concatenated strings; and the text is cut into independent
-// segments wherever no piece could ever span the cut (see encode_normalized), so the priority queue
-// stays small. Encoding is const and keeps no state between calls: one Tokenizer serves many threads.
+// This is the face users include; the parts live beside it:
+//   text/normalizer.hpp   text -> "▁"-escaped text before encoding, and back for each decoded piece;
+//   text/bpe_model.hpp    the vocabulary's merge tables and SentencePiece's BPE merge loop;
+//   text/piece_index.hpp  the flat hash tables both of those look pieces up in.
+// Encoding is const and keeps no state between calls: one Tokenizer serves many threads.
 #ifndef BORA_TEXT_TOKENIZER_HPP
 #define BORA_TEXT_TOKENIZER_HPP
 
-#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "bora/base/expected.hpp"
 #include "bora/io/gguf.hpp"
 #include "bora/io/sentencepiece_model.hpp"
+#include "bora/io/vocabulary.hpp"
+#include "bora/text/bpe_model.hpp"
+#include "bora/text/normalizer.hpp"
 #include "bora/text/utf8.hpp"
-#include "bora/text/vocabulary.hpp"
 
 namespace bora {
-
-namespace tokenizer_detail {
-
-constexpr char kSpaceSymbol[] = "\xE2\x96\x81";  // U+2581 LOWER ONE EIGHTH BLOCK, SentencePiece's space
-constexpr size_t kSpaceSymbolSize = 3;
-
-inline uint64_t mix64(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xFF51AFD7ED558CCDull;
-  x ^= x >> 33;
-  x *= 0xC4CEB9FE1A85EC53ull;
-  x ^= x >> 33;
-  return x;
-}
-
-inline uint64_t hash_bytes(const char* data, size_t size) {
-  uint64_t h = 0x9E3779B97F4A7C15ull ^ (size * 0x100000001B3ull);
-  while (size >= 8) {
-    uint64_t word;
-    std::memcpy(&word, data, 8);
-    h = (h ^ word) * 0x9FB21C651E98DF25ull;
-    h ^= h >> 29;
-    data += 8;
-    size -= 8;
-  }
-  if (size > 0) {
-    uint64_t word = 0;
-    std::memcpy(&word, data, size);
-    h = (h ^ word) * 0x9FB21C651E98DF25ull;
-  }
-  return mix64(h);
-}
-
-inline size_t table_capacity_for(size_t count) {
-  size_t capacity = 16;
-  while (capacity < count * 2 + 1) capacity *= 2;
-  return capacity;
-}
-
-// Open-addressing map from 64-bit keys to non-negative int32 values; grows itself. Key and value
-// share a slot so a lookup touches one cache line.
-class U64Map {
- public:
-  int32_t find(uint64_t key) const {
-    if (slots_.empty()) return -1;
-    size_t index = static_cast<size_t>(mix64(key)) & mask_;
-    while (slots_[index].value >= 0) {
-      if (slots_[index].key == key) return slots_[index].value;
-      index = (index + 1) & mask_;
-    }
-    return -1;
-  }
-
-  // Keeps the existing value when the key is present; returns the value stored.
-  int32_t insert(uint64_t key, int32_t value) {
-    if ((size_ + 1) * 2 > slots_.size()) rehash(table_capacity_for(size_ + 1 > 8 ? size_ * 2 : 8));
-    size_t index = static_cast<size_t>(mix64(key)) & mask_;
-    while (slots_[index].value >= 0) {
-      if (slots_[index].key == key) return slots_[index].value;
-      index = (index + 1) & mask_;
-    }
-    slots_[index].key = key;
-    slots_[index].value = value;
-    ++size_;
-    return value;
-  }
-
-  void reserve(size_t count) {
-    if (table_capacity_for(count) > slots_.size()) rehash(table_capacity_for(count));
-  }
-
-  size_t size() const { return size_; }
-
- private:
-  struct Slot {
-    uint64_t key = 0;
-    int32_t value = -1;
-  };
-
-  void rehash(size_t capacity) {
-    std::vector<Slot> old = std::move(slots_);
-    slots_.assign(capacity, Slot{});
-    mask_ = capacity - 1;
-    size_ = 0;
-    for (const Slot& slot : old) {
-      if (slot.value >= 0) insert(slot.key, slot.value);
-    }
-  }
-
-  std::vector<Slot> slots_;
-  size_t mask_ = 0;
-  size_t size_ = 0;
-};
-
-// Piece string -> id, over ids chosen by the caller. The index keeps its own contiguous copy of
-// the strings, so a lookup touches one slot and a few bytes nearby (building the merge table does
-// hundreds of thousands of lookups), and copying or moving the owner never leaves a dangling view.
-class PieceIndex {
- public:
-  // Indexes the accepted ids; `indexed[id]` says whether id went in (the first of equal strings wins).
-  template <class Accept>
-  void build(const std::vector<std::string>& pieces, Accept accept, std::vector<uint8_t>* indexed) {
-    indexed->assign(pieces.size(), 0);
-    size_t count = 0;
-    size_t bytes = 0;
-    for (size_t id = 0; id < pieces.size(); ++id) {
-      if (!accept(static_cast<int32_t>(id))) continue;
-      ++count;
-      bytes += pieces[id].size();
-    }
-    const size_t capacity = table_capacity_for(count);
-    slots_.assign(capacity, Slot{});
-    mask_ = capacity - 1;
-    arena_.clear();
-    arena_.reserve(bytes);
-    for (size_t id = 0; id < pieces.size(); ++id) {
-      if (!accept(static_cast<int32_t>(id))) continue;
-      const std::string& piece = pieces[id];
-      const uint64_t hash = hash_bytes(piece.data(), piece.size());
-      size_t slot = static_cast<size_t>(hash) & mask_;
-      bool duplicate = false;
-      while (slots_[slot].id >= 0) {
-        if (matches(slots_[slot], static_cast<uint32_t>(hash >> 32), piece.data(), piece.size())) {
-          duplicate = true;  // the first id with a given string wins
-          break;
-        }
-        slot = (slot + 1) & mask_;
-      }
-      if (duplicate) continue;
-      slots_[slot] = Slot{static_cast<int32_t>(id), static_cast<uint32_t>(hash >> 32),
-                          static_cast<uint32_t>(arena_.size()), static_cast<uint32_t>(piece.size())};
-      arena_.insert(arena_.end(), piece.begin(), piece.end());
-      (*indexed)[id] = 1;
-    }
-  }
-
-  int32_t find(const char* data, size_t size) const {
-    if (slots_.empty()) return -1;
-    const uint64_t hash = hash_bytes(data, size);
-    const uint32_t tag = static_cast<uint32_t>(hash >> 32);
-    size_t slot = static_cast<size_t>(hash) & mask_;
-    while (slots_[slot].id >= 0) {
-      if (matches(slots_[slot], tag, data, size)) return slots_[slot].id;
-      slot = (slot + 1) & mask_;
-    }
-    return -1;
-  }
-
- private:
-  struct Slot {
-    int32_t id = -1;
-    uint32_t tag = 0;
-    uint32_t offset = 0;  // of the string in arena_
-    uint32_t length = 0;
-  };
-
-  bool matches(const Slot& slot, uint32_t tag, const char* data, size_t size) const {
-    return slot.tag == tag && slot.length == size && std::memcmp(arena_.data() + slot.offset, data, size) == 0;
-  }
-
-  std::vector<Slot> slots_;
-  std::vector<char> arena_;
-  size_t mask_ = 0;
-};
-
-// A character's bytes packed with its length: distinct characters get distinct keys.
-inline uint64_t char_key(const uint8_t* data, size_t size) {
-  uint64_t key = static_cast<uint64_t>(size) << 32;
-  for (size_t i = 0; i < size; ++i) key |= static_cast<uint64_t>(data[i]) << (8 * (size - 1 - i));
-  return key;
-}
-
-// What the encoder knows about one character before any merge.
-struct CharInfo {
-  int32_t merge_key = -1;  // id of the piece it is (or a pseudo key >= vocab size), -1: never merges
-  int32_t output_id = -1;  // id emitted when it stays alone; -1: unknown -> byte fallback
-};
-
-inline int parse_byte_piece(const std::string& piece) {  // "<0x0A>" -> 10, anything else -> -1
-  if (piece.size() != 6 || piece[0] != '<' || piece[1] != '0' || piece[2] != 'x' || piece[5] != '>') return -1;
-  int value = 0;
-  for (int i = 3; i < 5; ++i) {
-    const char c = piece[static_cast<size_t>(i)];
-    int digit;
-    if (c >= '0' && c <= '9') digit = c - '0';
-    else if (c >= 'A' && c <= 'F') digit = c - 'A' + 10;
-    else if (c >= 'a' && c <= 'f') digit = c - 'a' + 10;
-    else return -1;
-    value = value * 16 + digit;
-  }
-  return value;
-}
-
-}  // namespace tokenizer_detail
 
 class StreamingDecoder;
 
@@ -238,9 +35,15 @@ class Tokenizer {
   static Expected<Tokenizer> create(Vocabulary vocab) {
     BORA_RETURN_IF_ERROR(validate_vocabulary(vocab));
     Tokenizer tokenizer;
-    tokenizer.vocab_ = std::move(vocab);
-    tokenizer.build_tables();
+    tokenizer.bpe_.build(std::move(vocab));
     return tokenizer;
+  }
+
+  // The vocabulary llama.cpp stores in a GGUF file's tokenizer.ggml.* metadata.
+  static Expected<Tokenizer> from_gguf(const GgufFile& gguf) {
+    Expected<Vocabulary> vocab = vocabulary_from_gguf(gguf);
+    if (!vocab) return vocab.error();
+    return create(std::move(*vocab));
   }
 
   // A GGUF file (recognised by its magic) or a SentencePiece tokenizer.model.
@@ -252,9 +55,7 @@ class Tokenizer {
       if (got == 4 && std::memcmp(magic, "GGUF", 4) == 0) {
         Expected<GgufFile> gguf = GgufFile::open(path);
         if (!gguf) return gguf.error();
-        Expected<Vocabulary> vocab = vocabulary_from_gguf(*gguf);
-        if (!vocab) return vocab.error();
-        return create(std::move(*vocab));
+        return from_gguf(*gguf);
       }
     }
     Expected<Vocabulary> vocab = load_sentencepiece_model(path);
@@ -265,7 +66,7 @@ class Tokenizer {
   // Text -> ids exactly as SentencePiece's EncodeAsIds, with BOS in front when asked.
   std::vector<int32_t> encode(std::string_view text, bool add_bos) const {
     std::vector<int32_t> ids;
-    if (add_bos && vocab_.bos_id >= 0) ids.push_back(vocab_.bos_id);
+    if (add_bos && vocabulary().bos_id >= 0) ids.push_back(vocabulary().bos_id);
     encode_append(text, &ids);
     return ids;
   }
@@ -282,7 +83,7 @@ class Tokenizer {
   // The raw piece ("▁the", "<0x0A>", "<s>"); empty for an id outside the vocabulary.
   const std::string& piece(int32_t id) const {
     static const std::string kNone;
-    return valid_id(id) ? vocab_.pieces[static_cast<size_t>(id)] : kNone;
+    return valid_id(id) ? vocabulary().pieces[static_cast<size_t>(id)] : kNone;
   }
 
   // What one token contributes to text in the middle of a sequence: "▁" shown as ' ', a byte piece
@@ -290,492 +91,45 @@ class Tokenizer {
   std::string piece_text(int32_t id) const {
     std::string out;
     if (!valid_id(id)) return out;
-    if (byte_value_[static_cast<size_t>(id)] >= 0) {
-      out.push_back(static_cast<char>(byte_value_[static_cast<size_t>(id)]));
+    if (bpe_.byte_value(id) >= 0) {
+      out.push_back(static_cast<char>(bpe_.byte_value(id)));
       return out;
     }
-    append_piece_surface(out, id, false);
+    tokenizer_detail::append_piece_surface(vocabulary(), out, id, false);
     return out;
   }
 
   int32_t token_to_id(std::string_view piece) const {  // -1 when absent
-    return piece_to_id(piece.data(), piece.size(), -1);
+    return bpe_.piece_to_id(piece.data(), piece.size(), -1);
   }
 
-  int32_t bos_id() const { return vocab_.bos_id; }
-  int32_t eos_id() const { return vocab_.eos_id; }
-  int32_t unk_id() const { return vocab_.unk_id; }
-  int32_t pad_id() const { return vocab_.pad_id; }
-  size_t vocab_size() const { return vocab_.pieces.size(); }
-  bool add_bos_by_default() const { return vocab_.add_bos; }
-  int32_t token_type(int32_t id) const { return valid_id(id) ? vocab_.types[static_cast<size_t>(id)] : 0; }
+  int32_t bos_id() const { return vocabulary().bos_id; }
+  int32_t eos_id() const { return vocabulary().eos_id; }
+  int32_t unk_id() const { return vocabulary().unk_id; }
+  int32_t pad_id() const { return vocabulary().pad_id; }
+  size_t vocab_size() const { return vocabulary().pieces.size(); }
+  bool add_bos_by_default() const { return vocabulary().add_bos; }
+  int32_t token_type(int32_t id) const {
+    return valid_id(id) ? vocabulary().types[static_cast<size_t>(id)] : 0;
+  }
   bool is_control(int32_t id) const { return token_type(id) == token_type::kControl; }
-  int byte_value(int32_t id) const { return valid_id(id) ? byte_value_[static_cast<size_t>(id)] : -1; }
-  const Vocabulary& vocabulary() const { return vocab_; }
+  int byte_value(int32_t id) const { return valid_id(id) ? bpe_.byte_value(id) : -1; }
+  const Vocabulary& vocabulary() const { return bpe_.vocabulary(); }
 
  private:
   friend class StreamingDecoder;
 
-  struct Symbol {
-    int32_t prev;
-    int32_t next;
-    uint32_t begin;   // byte offset in the normalized text, from the start of the segment
-    uint32_t length;  // 0 once merged into its left neighbour
-    int32_t merge_key;
-    int32_t output_id;
-  };
-
-  // A proposed merge of symbol `left` with its right neighbour. The neighbour is not stored: while
-  // `left` is unchanged its neighbour is the same symbol, and once `left` has grown the lengths no
-  // longer add up (symbols only ever grow), which is how stale proposals are recognised.
-  struct Candidate {
-    float score;
-    int32_t left;
-    int32_t merged;
-    uint32_t length;  // bytes of the merged piece
-  };
-
-  // Max-heap order: higher score first, then the leftmost pair (SentencePiece's tie rule).
-  struct CandidateLess {
-    bool operator()(const Candidate& a, const Candidate& b) const {
-      return a.score < b.score || (a.score == b.score && a.left > b.left);
-    }
-  };
-
   Tokenizer() = default;
 
-  bool valid_id(int32_t id) const { return id >= 0 && static_cast<size_t>(id) < vocab_.pieces.size(); }
+  bool valid_id(int32_t id) const { return id >= 0 && static_cast<size_t>(id) < vocabulary().pieces.size(); }
 
-  static bool is_mergeable_type(int32_t type) {
-    return type == token_type::kNormal || type == token_type::kUserDefined || type == token_type::kUnused;
-  }
-  static bool is_reserved_type(int32_t type) { return !is_mergeable_type(type); }
-
-  // SentencePiece's PieceToId: reserved pieces (control, unknown, byte) first, then the others.
-  int32_t piece_to_id(const char* data, size_t size, int32_t absent) const {
-    int32_t id = reserved_index_.find(data, size);
-    if (id >= 0) return id;
-    id = mergeable_index_.find(data, size);
-    return id >= 0 ? id : absent;
-  }
-
-  void build_tables();
-  void normalize(std::string_view text, std::string* out) const;
-  void encode_normalized(const uint8_t* text, size_t size, std::vector<int32_t>* out) const;
-  int32_t merge_of(const Symbol& left, const Symbol& right) const {
-    if (left.merge_key < 0 || right.merge_key < 0) return -1;
-    return pair_to_merged_.find(pair_key(left.merge_key, right.merge_key));
-  }
-  static uint64_t pair_key(int32_t left, int32_t right) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
-  }
-  void merge_segment(std::vector<Symbol>& symbols, std::vector<Candidate>& heap,
-                     std::unordered_map<int32_t, uint32_t>& unused_splits) const;
-  size_t match_user_defined(const uint8_t* text, size_t size, int32_t* id) const;
-  void emit(int32_t id, const uint8_t* text, uint32_t begin, uint32_t length,
-            const std::unordered_map<int32_t, uint32_t>& unused_splits, bool* previous_unknown,
-            std::vector<int32_t>* out) const;
-  void emit_one(int32_t id, const uint8_t* text, uint32_t begin, uint32_t length, bool* previous_unknown,
-                std::vector<int32_t>* out) const;
-  bool append_piece_surface(std::string& out, int32_t id, bool at_start) const;
-
-  tokenizer_detail::CharInfo* char_info_for_build(const char* data, size_t size);
-  tokenizer_detail::CharInfo char_info(const uint8_t* data, size_t size) const {
-    if (size == 1 && data[0] < 0x80) return ascii_[data[0]];
-    const int32_t slot = char_slots_.find(tokenizer_detail::char_key(data, size));
-    return slot >= 0 ? char_infos_[static_cast<size_t>(slot)] : tokenizer_detail::CharInfo{};
-  }
-
-  Vocabulary vocab_;
-  tokenizer_detail::PieceIndex reserved_index_;   // control, unknown and byte pieces
-  tokenizer_detail::PieceIndex mergeable_index_;  // normal, user-defined and unused pieces
-  tokenizer_detail::U64Map pair_to_merged_;       // (left key << 32 | right key) -> merged piece id
-  tokenizer_detail::U64Map bigrams_;              // adjacent character keys seen inside some piece
-  bool split_segments_ = true;                    // false when unused pieces make segments interact
-  tokenizer_detail::U64Map char_slots_;           // non-ASCII character -> index into char_infos_
-  std::vector<tokenizer_detail::CharInfo> char_infos_;
-  tokenizer_detail::CharInfo ascii_[128];
-  int32_t byte_ids_[256];                  // <0xXX> piece ids (-1 when the vocabulary lacks one)
-  std::vector<int16_t> byte_value_;        // per id: the byte a byte piece stands for, else -1
-  std::vector<int32_t> user_defined_ids_;  // grouped by first byte, longest first within a group
-  uint32_t user_defined_begin_[257];       // group of first byte b: [begin[b], begin[b+1])
-  bool has_unused_ = false;
-  int32_t next_pseudo_key_ = 0;
+  tokenizer_detail::BpeModel bpe_;
 };
-
-inline tokenizer_detail::CharInfo* Tokenizer::char_info_for_build(const char* data, size_t size) {
-  using tokenizer_detail::CharInfo;
-  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(data);
-  CharInfo* info = nullptr;
-  if (size == 1 && bytes[0] < 0x80) {
-    info = &ascii_[bytes[0]];
-  } else {
-    const uint64_t key = tokenizer_detail::char_key(bytes, size);
-    int32_t slot = char_slots_.find(key);
-    if (slot < 0) {
-      slot = char_slots_.insert(key, static_cast<int32_t>(char_infos_.size()));
-      CharInfo fresh;
-      fresh.merge_key = mergeable_index_.find(data, size);
-      const int32_t id = piece_to_id(data, size, -1);
-      fresh.output_id = (id >= 0 && vocab_.types[static_cast<size_t>(id)] != token_type::kUnknown) ? id : -1;
-      char_infos_.push_back(fresh);
-    }
-    info = &char_infos_[static_cast<size_t>(slot)];
-  }
-  return info;
-}
-
-inline void Tokenizer::build_tables() {
-  using namespace tokenizer_detail;
-  const std::vector<std::string>& pieces = vocab_.pieces;
-  const std::vector<int32_t>& types = vocab_.types;
-  const size_t n = pieces.size();
-  std::vector<uint8_t> reserved_first;   // per id: indexed (the first reserved piece with its string)
-  std::vector<uint8_t> mergeable_first;  // per id: indexed (the first mergeable piece with its string)
-  reserved_index_.build(pieces, [&](int32_t id) { return is_reserved_type(types[static_cast<size_t>(id)]); },
-                        &reserved_first);
-  mergeable_index_.build(pieces, [&](int32_t id) { return is_mergeable_type(types[static_cast<size_t>(id)]); },
-                         &mergeable_first);
-
-  byte_value_.assign(n, -1);
-  for (size_t id = 0; id < n; ++id) {
-    if (types[id] == token_type::kByte) byte_value_[id] = static_cast<int16_t>(parse_byte_piece(pieces[id]));
-    if (types[id] == token_type::kUnused) has_unused_ = true;
-  }
-  for (int b = 0; b < 256; ++b) {
-    char name[8];
-    std::snprintf(name, sizeof(name), "<0x%02X>", b);
-    byte_ids_[b] = piece_to_id(name, 6, -1);
-  }
-
-  for (int c = 0; c < 128; ++c) {
-    const char ch = static_cast<char>(c);
-    ascii_[c].merge_key = mergeable_index_.find(&ch, 1);
-    const int32_t id = piece_to_id(&ch, 1, -1);
-    ascii_[c].output_id = (id >= 0 && types[static_cast<size_t>(id)] != token_type::kUnknown) ? id : -1;
-  }
-  for (size_t id = 0; id < n; ++id) {  // every piece that is a single character
-    const std::string& p = pieces[id];
-    if (utf8::length_from_lead_byte(static_cast<uint8_t>(p[0])) == p.size()) char_info_for_build(p.data(), p.size());
-  }
-
-  // A merge joins two adjacent symbols, each either a mergeable piece or a single character; so
-  // every way to cut a piece at a character boundary into two such halves is one merge rule.
-  // Characters that appear inside pieces without being pieces themselves get pseudo keys above the
-  // vocabulary so they can take part in merges too.
-  next_pseudo_key_ = static_cast<int32_t>(n);
-  pair_to_merged_.reserve(2 * n);
-  std::vector<size_t> cuts;        // character boundaries of the current piece
-  std::vector<int32_t> char_keys;  // merge key of each of its characters
-  for (size_t id = 0; id < n; ++id) {
-    if (!mergeable_first[id]) continue;  // not mergeable, or a duplicate string
-    const std::string& p = pieces[id];
-    cuts.clear();
-    char_keys.clear();
-    for (size_t begin = 0; begin < p.size();) {
-      const size_t length = std::min(utf8::length_from_lead_byte(static_cast<uint8_t>(p[begin])), p.size() - begin);
-      CharInfo* info = char_info_for_build(p.data() + begin, length);
-      if (info->merge_key < 0) info->merge_key = next_pseudo_key_++;
-      cuts.push_back(begin);
-      char_keys.push_back(info->merge_key);
-      begin += length;
-    }
-    cuts.push_back(p.size());
-    const size_t chars = char_keys.size();
-    // Text positions between two characters that never stand side by side inside a piece can
-    // never be merged across; the encoder cuts its work into segments there.
-    for (size_t i = 1; i < chars; ++i) bigrams_.insert(pair_key(char_keys[i - 1], char_keys[i]), 1);
-    for (size_t k = 1; k < chars; ++k) {
-      const int32_t left = k == 1 ? char_keys[0] : mergeable_index_.find(p.data(), cuts[k]);
-      if (left < 0) continue;
-      const int32_t right =
-          k + 1 == chars ? char_keys[chars - 1] : mergeable_index_.find(p.data() + cuts[k], p.size() - cuts[k]);
-      if (right < 0) continue;
-      pair_to_merged_.insert(pair_key(left, right), static_cast<int32_t>(id));
-    }
-  }
-  split_segments_ = !has_unused_;
-
-  // User-defined pieces, matched whole in the text before any merging.
-  for (size_t id = 0; id < n; ++id) {
-    if (types[id] != token_type::kUserDefined || !mergeable_first[id]) continue;
-    user_defined_ids_.push_back(static_cast<int32_t>(id));
-  }
-  std::sort(user_defined_ids_.begin(), user_defined_ids_.end(), [&](int32_t a, int32_t b) {
-    const std::string& pa = pieces[static_cast<size_t>(a)];
-    const std::string& pb = pieces[static_cast<size_t>(b)];
-    if (pa[0] != pb[0]) return static_cast<uint8_t>(pa[0]) < static_cast<uint8_t>(pb[0]);
-    if (pa.size() != pb.size()) return pa.size() > pb.size();
-    return a < b;
-  });
-  size_t next = 0;
-  for (int b = 0; b < 256; ++b) {
-    user_defined_begin_[b] = static_cast<uint32_t>(next);
-    while (next < user_defined_ids_.size() &&
-           static_cast<uint8_t>(pieces[static_cast<size_t>(user_defined_ids_[next])][0]) == b) {
-      ++next;
-    }
-  }
-  user_defined_begin_[256] = static_cast<uint32_t>(next);
-}
-
-inline void Tokenizer::normalize(std::string_view text, std::string* out) const {
-  using namespace tokenizer_detail;
-  out->clear();
-  const uint8_t* p = reinterpret_cast<const uint8_t*>(text.data());
-  const size_t n = text.size();
-  size_t i = 0;
-  if (n == 0) return;
-  const bool collapse = vocab_.remove_extra_whitespaces;
-  if (collapse) {
-    while (i < n && p[i] == ' ') ++i;
-    if (i == n) return;
-  }
-  out->reserve(n + n / 2 + 8);
-  const char* space = vocab_.escape_whitespaces ? kSpaceSymbol : " ";
-  const size_t space_size = vocab_.escape_whitespaces ? kSpaceSymbolSize : 1;
-  if (vocab_.add_dummy_prefix) out->append(space, space_size);
-  bool previous_space = collapse;
-  while (i < n) {
-    const uint8_t c = p[i];
-    if (c < 0x80) {
-      if (c == ' ') {
-        if (!previous_space) out->append(space, space_size);
-        previous_space = collapse;
-      } else {
-        out->push_back(static_cast<char>(c));
-        previous_space = false;
-      }
-      ++i;
-      continue;
-    }
-    size_t length = 1;
-    if (utf8::decode_one(p + i, n - i, &length)) {
-      out->append(reinterpret_cast<const char*>(p + i), length);
-    } else {
-      out->append(utf8::kReplacementCharacter, 3);
-    }
-    previous_space = false;
-    i += length;
-  }
-  if (collapse) {
-    while (out->size() >= space_size && out->compare(out->size() - space_size, space_size, space) == 0) {
-      out->resize(out->size() - space_size);
-    }
-  }
-}
-
-inline size_t Tokenizer::match_user_defined(const uint8_t* text, size_t size, int32_t* id) const {
-  const uint8_t first = text[0];
-  for (uint32_t i = user_defined_begin_[first]; i < user_defined_begin_[first + 1]; ++i) {
-    const std::string& piece = vocab_.pieces[static_cast<size_t>(user_defined_ids_[i])];
-    if (piece.size() <= size && std::memcmp(piece.data(), text, piece.size()) == 0) {
-      *id = user_defined_ids_[i];
-      return piece.size();
-    }
-  }
-  return 0;
-}
 
 inline void Tokenizer::encode_append(std::string_view text, std::vector<int32_t>* out) const {
   std::string normalized;
-  normalize(text, &normalized);
-  encode_normalized(reinterpret_cast<const uint8_t*>(normalized.data()), normalized.size(), out);
-}
-
-// Splits the normalized text into symbols and cuts it into segments wherever no merge can ever
-// cross (between two characters that never stand side by side inside a piece, or next to a
-// character no piece contains). SentencePiece merges the whole text at once; merging each segment
-// alone gives the same result, because a merge only ever looks at its own neighbours and the
-// leftmost-first tie rule orders pairs within a segment the same way. Small segments keep the
-// priority queue tiny and in cache.
-inline void Tokenizer::encode_normalized(const uint8_t* text, size_t size, std::vector<int32_t>* out) const {
-  if (size == 0) return;
-  std::vector<Symbol> symbols;
-  std::vector<Candidate> heap;
-  std::unordered_map<int32_t, uint32_t> unused_splits;  // merged unused piece -> length of its left part
-  bool previous_unknown = false;
-  size_t segment_begin = 0;
-  // Symbol offsets are 32-bit and relative to the segment; a segment is cut at 1 GiB regardless.
-  constexpr size_t kMaxSegmentBytes = size_t{1} << 30;
-
-  auto finish_segment = [&]() {
-    if (symbols.size() > 1) {
-      std::make_heap(heap.begin(), heap.end(), CandidateLess());
-      merge_segment(symbols, heap, unused_splits);
-    }
-    const uint8_t* base = text + segment_begin;
-    for (int32_t i = 0; i != -1; i = symbols[static_cast<size_t>(i)].next) {
-      const Symbol& symbol = symbols[static_cast<size_t>(i)];
-      emit(symbol.output_id, base, symbol.begin, symbol.length, unused_splits, &previous_unknown, out);
-    }
-    symbols.clear();
-    heap.clear();
-  };
-
-  size_t position = 0;
-  while (position < size) {
-    Symbol symbol;
-    const uint8_t lead = text[position];
-    int32_t user_id = -1;
-    size_t length = 0;
-    if (user_defined_begin_[lead] != user_defined_begin_[lead + 1]) {
-      length = match_user_defined(text + position, size - position, &user_id);
-    }
-    if (length > 0) {
-      symbol.merge_key = -1;  // frozen: a user-defined piece never merges
-      symbol.output_id = user_id;
-    } else {
-      length = std::min(utf8::length_from_lead_byte(lead), size - position);
-      const tokenizer_detail::CharInfo info = char_info(text + position, length);
-      symbol.merge_key = info.merge_key;
-      symbol.output_id = info.output_id;
-    }
-    if (!symbols.empty()) {
-      const Symbol& previous = symbols.back();
-      const int32_t merged = merge_of(previous, symbol);
-      bool boundary = false;
-      if (merged >= 0) {
-        const int32_t left = static_cast<int32_t>(symbols.size()) - 1;
-        heap.push_back(Candidate{vocab_.scores[static_cast<size_t>(merged)], left, merged,
-                                 previous.length + static_cast<uint32_t>(length)});
-        if (has_unused_ && vocab_.types[static_cast<size_t>(merged)] == token_type::kUnused) {
-          unused_splits[merged] = previous.length;  // SentencePiece keeps the last pair proposed
-        }
-      } else if (split_segments_) {
-        boundary = previous.merge_key < 0 || symbol.merge_key < 0 ||
-                   bigrams_.find(pair_key(previous.merge_key, symbol.merge_key)) < 0;
-      }
-      if (boundary || position - segment_begin >= kMaxSegmentBytes) {
-        finish_segment();
-        segment_begin = position;
-      }
-    }
-    symbol.begin = static_cast<uint32_t>(position - segment_begin);
-    symbol.length = static_cast<uint32_t>(length);
-    symbol.prev = static_cast<int32_t>(symbols.size()) - 1;
-    symbol.next = -1;
-    if (!symbols.empty()) symbols.back().next = static_cast<int32_t>(symbols.size());
-    symbols.push_back(symbol);
-    position += length;
-  }
-  finish_segment();
-}
-
-// SentencePiece's merge loop over one segment: take the best proposal, skip it if stale, merge the
-// pair, propose the two new pairs around the merged symbol.
-inline void Tokenizer::merge_segment(std::vector<Symbol>& symbols, std::vector<Candidate>& heap,
-                                     std::unordered_map<int32_t, uint32_t>& unused_splits) const {
-  auto propose = [&](int32_t left) {
-    if (left < 0) return;
-    const Symbol& l = symbols[static_cast<size_t>(left)];
-    if (l.next < 0) return;
-    const Symbol& r = symbols[static_cast<size_t>(l.next)];
-    const int32_t merged = merge_of(l, r);
-    if (merged < 0) return;
-    heap.push_back(Candidate{vocab_.scores[static_cast<size_t>(merged)], left, merged, l.length + r.length});
-    std::push_heap(heap.begin(), heap.end(), CandidateLess());
-    if (has_unused_ && vocab_.types[static_cast<size_t>(merged)] == token_type::kUnused) {
-      unused_splits[merged] = l.length;
-    }
-  };
-  while (!heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end(), CandidateLess());
-    const Candidate top = heap.back();
-    heap.pop_back();
-    Symbol& left = symbols[static_cast<size_t>(top.left)];
-    if (left.length == 0 || left.next < 0) continue;
-    Symbol& right = symbols[static_cast<size_t>(left.next)];
-    if (left.length + right.length != top.length) continue;  // stale
-    left.length += right.length;
-    left.merge_key = top.merged;
-    left.output_id = top.merged;
-    left.next = right.next;
-    if (right.next >= 0) symbols[static_cast<size_t>(right.next)].prev = top.left;
-    right.length = 0;
-    propose(left.prev);
-    propose(top.left);
-  }
-}
-
-inline void Tokenizer::emit(int32_t id, const uint8_t* text, uint32_t begin, uint32_t length,
-                            const std::unordered_map<int32_t, uint32_t>& unused_splits, bool* previous_unknown,
-                            std::vector<int32_t>* out) const {
-  auto is_unused = [this](int32_t piece_id) {
-    return piece_id >= 0 && vocab_.types[static_cast<size_t>(piece_id)] == token_type::kUnused;
-  };
-  if (has_unused_ && is_unused(id)) {
-    // An unused piece is split back into the two parts that formed it, recursively; an explicit
-    // stack (rightmost part at the bottom) keeps a long chain from exhausting the call stack.
-    struct Part {
-      int32_t id;
-      uint32_t begin;
-      uint32_t length;
-    };
-    std::vector<Part> parts = {{id, begin, length}};
-    while (!parts.empty()) {
-      const Part part = parts.back();
-      parts.pop_back();
-      const auto split = is_unused(part.id) ? unused_splits.find(part.id) : unused_splits.end();
-      if (split != unused_splits.end() && split->second > 0 && split->second < part.length) {
-        const char* piece = reinterpret_cast<const char*>(text + part.begin);
-        const uint32_t left = split->second;
-        parts.push_back({piece_to_id(piece + left, part.length - left, -1), part.begin + left, part.length - left});
-        parts.push_back({piece_to_id(piece, left, -1), part.begin, left});
-      } else {
-        emit_one(part.id, text, part.begin, part.length, previous_unknown, out);
-      }
-    }
-    return;
-  }
-  emit_one(id, text, begin, length, previous_unknown, out);
-}
-
-inline void Tokenizer::emit_one(int32_t id, const uint8_t* text, uint32_t begin, uint32_t length,
-                                bool* previous_unknown, std::vector<int32_t>* out) const {
-  const bool unknown = id < 0 || vocab_.types[static_cast<size_t>(id)] == token_type::kUnknown;
-  if (!unknown) {
-    out->push_back(id);
-  } else if (vocab_.byte_fallback) {
-    for (uint32_t i = 0; i < length; ++i) {
-      const int32_t byte_id = byte_ids_[text[begin + i]];
-      if (byte_id >= 0) out->push_back(byte_id);
-      else if (vocab_.unk_id >= 0) out->push_back(vocab_.unk_id);
-    }
-  } else if (!*previous_unknown && vocab_.unk_id >= 0) {
-    out->push_back(vocab_.unk_id);  // a run of unknown characters becomes one <unk>
-  }
-  *previous_unknown = unknown;
-}
-
-// Appends the text of a non-byte piece; returns true when it consumed the dummy-prefix space.
-inline bool Tokenizer::append_piece_surface(std::string& out, int32_t id, bool at_start) const {
-  using namespace tokenizer_detail;
-  const int32_t type = vocab_.types[static_cast<size_t>(id)];
-  if (type == token_type::kControl || type == token_type::kByte) return false;
-  if (type == token_type::kUnknown) {
-    out += vocab_.unk_surface;
-    return false;
-  }
-  const std::string& piece = vocab_.pieces[static_cast<size_t>(id)];
-  size_t start = 0;
-  bool consumed = false;
-  if (at_start && (vocab_.add_dummy_prefix || vocab_.remove_extra_whitespaces) &&
-      piece.compare(0, kSpaceSymbolSize, kSpaceSymbol) == 0) {
-    start = kSpaceSymbolSize;
-    consumed = !vocab_.remove_extra_whitespaces;
-  }
-  while (start < piece.size()) {
-    const size_t found = piece.find(kSpaceSymbol, start, kSpaceSymbolSize);
-    if (found == std::string::npos) {
-      out.append(piece, start, std::string::npos);
-      break;
-    }
-    out.append(piece, start, found - start);
-    out.push_back(' ');
-    start = found + kSpaceSymbolSize;
-  }
-  return consumed;
+  tokenizer_detail::normalize(vocabulary(), text, &normalized);
+  bpe_.encode_normalized(reinterpret_cast<const uint8_t*>(normalized.data()), normalized.size(), out);
 }
 
 inline std::string Tokenizer::decode(const int32_t* ids, size_t count) const {
@@ -786,8 +140,8 @@ inline std::string Tokenizer::decode(const int32_t* ids, size_t count) const {
   for (size_t i = 0; i < count; ++i) {
     const int32_t id = ids[i];
     if (!valid_id(id)) continue;
-    if (vocab_.types[static_cast<size_t>(id)] == token_type::kByte) {
-      const int value = byte_value_[static_cast<size_t>(id)];
+    if (vocabulary().types[static_cast<size_t>(id)] == token_type::kByte) {
+      const int value = bpe_.byte_value(id);
       if (value >= 0) bytes.push_back(static_cast<char>(value));
       continue;
     }
@@ -796,7 +150,7 @@ inline std::string Tokenizer::decode(const int32_t* ids, size_t count) const {
       bytes.clear();
     }
     if (start_space_consumed || !text.empty()) at_start = false;
-    start_space_consumed = append_piece_surface(text, id, at_start);
+    start_space_consumed = tokenizer_detail::append_piece_surface(vocabulary(), text, id, at_start);
   }
   utf8::append_bytes_as_text(text, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   return text;
@@ -816,8 +170,8 @@ class StreamingDecoder {
   std::string push(int32_t id) {
     std::string out;
     if (!tokenizer_->valid_id(id)) return out;
-    if (tokenizer_->vocab_.types[static_cast<size_t>(id)] == token_type::kByte) {
-      const int value = tokenizer_->byte_value_[static_cast<size_t>(id)];
+    if (tokenizer_->vocabulary().types[static_cast<size_t>(id)] == token_type::kByte) {
+      const int value = tokenizer_->bpe_.byte_value(id);
       if (value < 0) return out;
       pending_[pending_size_++] = static_cast<uint8_t>(value);
       drain(out, false);
@@ -826,7 +180,8 @@ class StreamingDecoder {
     drain(out, true);
     if (start_space_consumed_ || emitted_any_) at_start_ = false;
     const size_t before = out.size();
-    start_space_consumed_ = tokenizer_->append_piece_surface(out, id, at_start_);
+    start_space_consumed_ =
+        tokenizer_detail::append_piece_surface(tokenizer_->vocabulary(), out, id, at_start_);
     if (out.size() > before) emitted_any_ = true;
     return out;
   }
