@@ -4,7 +4,6 @@
 #ifndef BORA_TEXT_LANGUAGE_MODEL_HPP
 #define BORA_TEXT_LANGUAGE_MODEL_HPP
 
-#include <cstdio>
 #include <memory>
 #include <string>
 #include <utility>
@@ -14,33 +13,10 @@
 #include "bora/model/load.hpp"
 #include "bora/model/transformer.hpp"
 #include "bora/text/session.hpp"
+#include "bora/text/model_tokenizer.hpp"
 #include "bora/text/tokenizer.hpp"
-#include "bora/text/vocabulary.hpp"
 
 namespace bora {
-
-// The tokenizer of a model's files; null (not an error) when they carry none.
-inline Expected<std::shared_ptr<const Tokenizer>> load_model_tokenizer(const ModelFiles& files) {
-  if (const GgufFile* gguf = files.gguf()) {
-    if (gguf->find("tokenizer.ggml.tokens") == nullptr) return std::shared_ptr<const Tokenizer>();
-    auto vocab = vocabulary_from_gguf(*gguf);
-    if (!vocab) return vocab.error();
-    auto tokenizer = Tokenizer::create(std::move(*vocab));
-    if (!tokenizer) return tokenizer.error();
-    return std::shared_ptr<const Tokenizer>(std::make_shared<Tokenizer>(std::move(*tokenizer)));
-  }
-  // Folders: Mistral ships tokenizer.model.v3 / tokenizer.model.v1 / tokenizer.model.
-  for (const char* name : {"tokenizer.model", "tokenizer.model.v3", "tokenizer.model.v2", "tokenizer.model.v1"}) {
-    const std::string path = files.path() + "/" + name;
-    std::FILE* probe = std::fopen(path.c_str(), "rb");
-    if (probe == nullptr) continue;
-    std::fclose(probe);
-    auto tokenizer = Tokenizer::from_file(path);
-    if (!tokenizer) return tokenizer.error();
-    return std::shared_ptr<const Tokenizer>(std::make_shared<Tokenizer>(std::move(*tokenizer)));
-  }
-  return std::shared_ptr<const Tokenizer>();
-}
 
 // A model together with its tokenizer. It is a Model itself (every call goes to the weights), so code
 // that runs the forward pass takes it as it takes any composition; sessions come from here.
