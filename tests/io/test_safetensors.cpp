@@ -268,3 +268,41 @@ TEST_CASE("safetensors: a real file cut anywhere fails cleanly") {
   }
   CHECK(parse_copy(full).has_value());
 }
+
+TEST_CASE("safetensors: tensors must tile the data section, with no overlap and no hole") {
+  auto with_header = [](const std::string& tensors, size_t data_bytes) {
+    std::string header = "{" + tensors + "}";
+    while ((8 + header.size()) % 8 != 0) header += ' ';
+    return parse_copy(bora_test::build_safetensors_raw(header, data_bytes, header.size()));
+  };
+  SUBCASE("exactly tiled, in any header order: accepted") {
+    auto r = with_header("\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]},"
+                         "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", 16);
+    REQUIRE_MESSAGE(r.has_value(), (r ? "" : r.error().message()));
+  }
+  SUBCASE("two tensors on the same bytes") {
+    auto r = with_header("\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", 8);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().code() == bora::ErrorCode::kFormat);
+    CHECK(contains(r.error(), "overlapping data"));
+  }
+  SUBCASE("partly overlapping") {
+    auto r = with_header("\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}", 12);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(contains(r.error(), "tensor 'b' starts at data offset 4"));
+    CHECK(contains(r.error(), "overlapping data"));
+  }
+  SUBCASE("a hole between tensors") {
+    auto r = with_header("\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[12,20]}", 20);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(contains(r.error(), "a hole in the data section"));
+  }
+  SUBCASE("bytes left over after the last tensor") {
+    auto r = with_header("\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", 12);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(contains(r.error(), "cover 8 of the 12-byte data section"));
+  }
+}

@@ -170,8 +170,9 @@ class GgufFile {
 
   // Maps the file read-only and parses it; tensor views point into the mapping, which lives as
   // long as this object (moving the object does not move the mapping).
-  static Expected<GgufFile> open(const std::string& path, FileAccess access = FileAccess::kMap) {
-    Expected<MappedFile> mapped = MappedFile::open(path, access);
+  static Expected<GgufFile> open(const std::string& path, FileAccess access = FileAccess::kMap,
+                                 const ReadProgress& progress = {}) {
+    Expected<MappedFile> mapped = MappedFile::open(path, access, progress);
     if (!mapped) return mapped.error();
     auto mapping = std::make_unique<MappedFile>(std::move(mapped.value()));
     Expected<GgufFile> parsed = parse(mapping->data(), mapping->size(), path);

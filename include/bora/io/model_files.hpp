@@ -89,24 +89,26 @@ class ModelFiles {
 
   // `path` is a .gguf file or a model folder (a config.json / params.json inside one also works).
   // `access`: read the weights into private memory (default, fastest to compute with) or map them.
-  static Expected<ModelFiles> open(const std::string& path, FileAccess access = FileAccess::kRead) {
+  // `progress` hears the bytes read so far over all of the model's weight files together.
+  static Expected<ModelFiles> open(const std::string& path, FileAccess access = FileAccess::kRead,
+                                   const ReadProgress& progress = {}) {
     namespace fs = std::filesystem;
     std::error_code ec;
     const fs::file_status status = fs::status(path, ec);
     if (ec || !fs::exists(status)) {
       return make_error(ErrorCode::kIo, "%s: no such file or folder", path.c_str());
     }
-    if (fs::is_directory(status)) return open_folder(path, access);
+    if (fs::is_directory(status)) return open_folder(path, access, progress);
     const std::string file_name = fs::path(path).filename().string();
     if (file_name == "config.json" || file_name == "params.json") {
-      return open_folder(fs::path(path).parent_path().string(), access);
+      return open_folder(fs::path(path).parent_path().string(), access, progress);
     }
     if (model_files_detail::ends_with(file_name, ".safetensors")) {
       return make_error(ErrorCode::kInvalidArgument,
                         "%s: a .safetensors file has no model configuration; open the folder that holds it with "
                         "config.json or params.json", path.c_str());
     }
-    return open_gguf(path, access);
+    return open_gguf(path, access, progress);
   }
 
   ModelFormat format() const { return format_; }
@@ -154,8 +156,8 @@ class ModelFiles {
  private:
   ModelFiles() = default;
 
-  static Expected<ModelFiles> open_gguf(const std::string& path, FileAccess access) {
-    Expected<GgufFile> gguf = GgufFile::open(path, access);
+  static Expected<ModelFiles> open_gguf(const std::string& path, FileAccess access, const ReadProgress& progress) {
+    Expected<GgufFile> gguf = GgufFile::open(path, access, progress);
     if (!gguf) return gguf.error();
     return from_gguf(std::move(gguf.value()), path);
   }
@@ -172,7 +174,7 @@ class ModelFiles {
     return model;
   }
 
-  static Expected<ModelFiles> open_folder(const std::string& folder, FileAccess access) {
+  static Expected<ModelFiles> open_folder(const std::string& folder, FileAccess access, const ReadProgress& progress) {
     using model_files_detail::is_regular_file;
     using model_files_detail::join_path;
     const std::string hf_config = join_path(folder, "config.json");
@@ -180,8 +182,8 @@ class ModelFiles {
     const std::string hf_single = join_path(folder, "model.safetensors");
     const std::string params = join_path(folder, "params.json");
     const bool has_hf_weights = is_regular_file(hf_index) || is_regular_file(hf_single);
-    if (is_regular_file(hf_config) && has_hf_weights) return open_hugging_face(folder, access);
-    if (is_regular_file(params)) return open_consolidated(folder, access);
+    if (is_regular_file(hf_config) && has_hf_weights) return open_hugging_face(folder, access, progress);
+    if (is_regular_file(params)) return open_consolidated(folder, access, progress);
     if (is_regular_file(hf_config)) {
       return make_error(ErrorCode::kMissing, "%s: has config.json but neither model.safetensors nor "
                         "model.safetensors.index.json (PyTorch .bin checkpoints are not supported)", folder.c_str());
@@ -189,7 +191,8 @@ class ModelFiles {
     return make_error(ErrorCode::kMissing, "%s: not a model folder (no config.json or params.json)", folder.c_str());
   }
 
-  static Expected<ModelFiles> open_hugging_face(const std::string& folder, FileAccess access) {
+  static Expected<ModelFiles> open_hugging_face(const std::string& folder, FileAccess access,
+                                               const ReadProgress& progress) {
     using model_files_detail::join_path;
     ModelFiles model;
     model.format_ = ModelFormat::kHuggingFace;
@@ -203,7 +206,7 @@ class ModelFiles {
 
     const std::string index_path = join_path(folder, "model.safetensors.index.json");
     if (!model_files_detail::is_regular_file(index_path)) {
-      BORA_RETURN_IF_ERROR(model.add_shard(join_path(folder, "model.safetensors"), access));
+      BORA_RETURN_IF_ERROR(model.add_shards({join_path(folder, "model.safetensors")}, access, progress));
       BORA_RETURN_IF_ERROR(model.build_index());
       return model;
     }
@@ -211,7 +214,9 @@ class ModelFiles {
     std::vector<std::pair<std::string, std::string>> weight_map;  // tensor -> shard file
     std::vector<std::string> shard_files;
     BORA_RETURN_IF_ERROR(read_weight_map(index_path, &weight_map, &shard_files));
-    for (const std::string& shard : shard_files) BORA_RETURN_IF_ERROR(model.add_shard(join_path(folder, shard), access));
+    std::vector<std::string> shard_paths;
+    for (const std::string& shard : shard_files) shard_paths.push_back(join_path(folder, shard));
+    BORA_RETURN_IF_ERROR(model.add_shards(shard_paths, access, progress));
     BORA_RETURN_IF_ERROR(model.build_index());
     for (const auto& entry : weight_map) {
       const TensorView* view = model.find_tensor(entry.first);
@@ -260,7 +265,8 @@ class ModelFiles {
     return {};
   }
 
-  static Expected<ModelFiles> open_consolidated(const std::string& folder, FileAccess access) {
+  static Expected<ModelFiles> open_consolidated(const std::string& folder, FileAccess access,
+                                                const ReadProgress& progress) {
     using model_files_detail::join_path;
     ModelFiles model;
     model.format_ = ModelFormat::kConsolidated;
@@ -289,15 +295,39 @@ class ModelFiles {
                         "checkpoints are not supported)", folder.c_str());
     }
     std::sort(shard_names.begin(), shard_names.end());
-    for (const std::string& name : shard_names) BORA_RETURN_IF_ERROR(model.add_shard(join_path(folder, name), access));
+    std::vector<std::string> shard_paths;
+    for (const std::string& name : shard_names) shard_paths.push_back(join_path(folder, name));
+    BORA_RETURN_IF_ERROR(model.add_shards(shard_paths, access, progress));
     BORA_RETURN_IF_ERROR(model.build_index());
     return model;
   }
 
-  Status add_shard(const std::string& path, FileAccess access) {
-    Expected<SafetensorsFile> shard = SafetensorsFile::open(path, access);
-    if (!shard) return shard.error();
-    shards_.push_back(std::move(shard.value()));
+  // Opens every shard; progress counts bytes over all of them, so a caller sees one total.
+  Status add_shards(const std::vector<std::string>& paths, FileAccess access, const ReadProgress& progress) {
+    struct Shifted {
+      const ReadProgress* whole;
+      uint64_t before, total;
+    } shifted{&progress, 0, 0};
+    for (const std::string& path : paths) {
+      std::error_code ec;
+      const uintmax_t size = std::filesystem::file_size(path, ec);
+      if (!ec) shifted.total += static_cast<uint64_t>(size);
+    }
+    ReadProgress per_file;
+    if (progress.callback != nullptr) {
+      per_file.user_data = &shifted;
+      per_file.callback = [](uint64_t done, uint64_t file_total, void* user_data) {
+        const Shifted* s = static_cast<const Shifted*>(user_data);
+        const uint64_t so_far = s->before + done;
+        return s->whole->report(so_far, std::max(s->total, s->before + file_total));
+      };
+    }
+    for (const std::string& path : paths) {
+      Expected<SafetensorsFile> shard = SafetensorsFile::open(path, access, per_file);
+      if (!shard) return shard.error();
+      shifted.before += shard->file_size();
+      shards_.push_back(std::move(shard.value()));
+    }
     return {};
   }
 

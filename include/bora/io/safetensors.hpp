@@ -6,6 +6,7 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdint>
 #include <memory>
@@ -35,8 +36,9 @@ class SafetensorsFile {
 
   // Maps the file; tensor views point into the mapping, which lives (and stays put) as long as
   // this object, even when the object is moved.
-  static Expected<SafetensorsFile> open(const std::string& path, FileAccess access = FileAccess::kMap) {
-    Expected<MappedFile> mapped = MappedFile::open(path, access);
+  static Expected<SafetensorsFile> open(const std::string& path, FileAccess access = FileAccess::kMap,
+                                        const ReadProgress& progress = {}) {
+    Expected<MappedFile> mapped = MappedFile::open(path, access, progress);
     if (!mapped) return mapped.error();
     auto mapping = std::make_unique<MappedFile>(std::move(mapped.value()));
     Expected<SafetensorsFile> parsed = parse(mapping->data(), mapping->size(), path);
@@ -114,6 +116,33 @@ class SafetensorsFile {
     for (simdjson::dom::key_value_pair entry : entries) {
       if (entry.key == "__metadata__") continue;
       BORA_RETURN_IF_ERROR(parse_tensor(entry.key, entry.value, data_bytes));
+    }
+    return check_data_fully_indexed(data_bytes);
+  }
+
+  // The format requires the tensors to tile the data section exactly: no byte claimed twice (two tensors
+  // aliasing one another) and none left over, as the reference library enforces.
+  Status check_data_fully_indexed(uint64_t data_bytes) const {
+    std::vector<const TensorView*> by_offset;
+    by_offset.reserve(tensors_.size());
+    for (const TensorView& t : tensors_) by_offset.push_back(&t);
+    std::sort(by_offset.begin(), by_offset.end(), [](const TensorView* a, const TensorView* b) {
+      return a->data != b->data ? a->data < b->data : a->bytes < b->bytes;
+    });
+    const uint8_t* section = data_ + data_offset_;
+    uint64_t covered = 0;
+    for (const TensorView* t : by_offset) {
+      const uint64_t begin = static_cast<uint64_t>(t->data - section);
+      if (begin != covered) {
+        return make_error(ErrorCode::kFormat, "%s: tensor '%s' starts at data offset %" PRIu64 ", but the tensors before "
+                          "it end at %" PRIu64 " (%s)", name_.c_str(), t->name.c_str(), begin, covered,
+                          begin < covered ? "overlapping data" : "a hole in the data section");
+      }
+      covered = begin + t->bytes;
+    }
+    if (covered != data_bytes) {
+      return make_error(ErrorCode::kFormat, "%s: the tensors cover %" PRIu64 " of the %" PRIu64 "-byte data section "
+                        "(the format allows no unindexed bytes)", name_.c_str(), covered, data_bytes);
     }
     return {};
   }

@@ -17,16 +17,33 @@
 namespace bora {
 
 // A model path may be `ollama:NAME[:TAG]`, resolved through the Ollama model store.
-inline Expected<ModelFiles> open_model_files(const std::string& path, FileAccess access = FileAccess::kRead) {
+inline Expected<ModelFiles> open_model_files(const std::string& path, FileAccess access = FileAccess::kRead,
+                                             const ReadProgress& progress = {}) {
   if (path.rfind("ollama:", 0) == 0) {
     auto blob = resolve_ollama_model(path.substr(7));
     if (!blob) return blob.error();
-    return ModelFiles::open(*blob, access);
+    return ModelFiles::open(*blob, access, progress);
   }
-  return ModelFiles::open(path, access);
+  return ModelFiles::open(path, access, progress);
 }
 
 inline FileAccess file_access(const LoadParams& params) { return params.use_mmap ? FileAccess::kMap : FileAccess::kRead; }
+
+// Opens a model path as LoadParams ask: mapped or read, with reading reported as the first half of the
+// load progress (binding the weights is the second), so a cancel interrupts a multi-gigabyte read.
+inline Expected<ModelFiles> open_model_files(const std::string& path, const LoadParams& params) {
+  LoadParams caller = params;  // lives through the read below; the callback gets a pointer to it
+  ReadProgress reading;
+  if (caller.progress_callback != nullptr) {
+    reading.user_data = &caller;
+    reading.callback = [](uint64_t done, uint64_t total, void* user_data) {
+      const LoadParams* p = static_cast<const LoadParams*>(user_data);
+      const float fraction = total == 0 ? 0.5f : 0.5f * static_cast<float>(static_cast<double>(done) / total);
+      return p->progress_callback(fraction, p->progress_user_data);
+    };
+  }
+  return open_model_files(path, file_access(params), reading);
+}
 
 // Opens `files` as the composition `Preset` (weights only).
 template <class Preset>
@@ -37,7 +54,7 @@ Expected<std::unique_ptr<Preset>> load_model(ModelFiles files, const LoadParams&
 // Opens `path` (a .gguf file, a model folder, or ollama:NAME[:TAG]) as the composition `Preset`.
 template <class Preset>
 Expected<std::unique_ptr<Preset>> load_model(const std::string& path, const LoadParams& params = {}) {
-  auto files = open_model_files(path, file_access(params));
+  auto files = open_model_files(path, params);
   if (!files) return files.error();
   return load_model<Preset>(std::move(*files), params);
 }
@@ -60,7 +77,7 @@ inline Expected<std::unique_ptr<Model>> load_any_model(ModelFiles files, const L
 }
 
 inline Expected<std::unique_ptr<Model>> load_any_model(const std::string& path, const LoadParams& params = {}) {
-  auto files = open_model_files(path, file_access(params));
+  auto files = open_model_files(path, params);
   if (!files) return files.error();
   return load_any_model(std::move(*files), params);
 }

@@ -84,7 +84,7 @@ Expected<std::unique_ptr<LanguageModel>> load(ModelFiles files, const LoadParams
 // Opens `path` (a .gguf file, a model folder, or ollama:NAME[:TAG]) as the composition `Preset`.
 template <class Preset>
 Expected<std::unique_ptr<LanguageModel>> load(const std::string& path, const LoadParams& params = {}) {
-  auto files = open_model_files(path, file_access(params));
+  auto files = open_model_files(path, params);
   if (!files) return files.error();
   return load<Preset>(std::move(*files), params);
 }
@@ -97,7 +97,7 @@ inline Expected<std::unique_ptr<LanguageModel>> load_any(ModelFiles files, const
 }
 
 inline Expected<std::unique_ptr<LanguageModel>> load_any(const std::string& path, const LoadParams& params = {}) {
-  auto files = open_model_files(path, file_access(params));
+  auto files = open_model_files(path, params);
   if (!files) return files.error();
   return load_any(std::move(*files), params);
 }
