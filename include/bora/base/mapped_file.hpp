@@ -150,6 +150,7 @@ class MappedFile {
     }
     file.data_ = static_cast<const uint8_t*>(buffer);
     file.owned_ = true;
+    if (!progress.report(0, file.size_)) return cancelled(path, 0, file.size_);
     uint64_t done = 0;
     while (done < file.size_) {
       const DWORD want = static_cast<DWORD>(file.size_ - done < (1u << 30) ? file.size_ - done : (1u << 30));
@@ -190,6 +191,7 @@ class MappedFile {
         if (reports && !progress.report(so_far, file.size_)) stop.store(true);
       }
     };
+    if (!progress.report(0, file.size_)) return cancelled(path, 0, file.size_);
     int first_error = 0, second_error = 0;
     const uint64_t half = file.size_ / 2 / 4096 * 4096;
     std::thread helper(read_range, half, file.size_, &second_error, false);
