@@ -12,18 +12,8 @@
 #include <utility>
 
 #include "bora/base/expected.hpp"
+#include "bora/base/system.hpp"
 
-#if defined(_WIN32)
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#include <windows.h>
-#else
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#endif
 
 namespace bora {
 
@@ -110,67 +100,76 @@ class MappedFile {
 
   static Expected<MappedFile> open(const std::string& path, FileAccess access = FileAccess::kMap,
                                    const ReadProgress& progress = {}) {
-    if (access == FileAccess::kRead) return read_into_memory(path, progress);
     detail::ReadableFile in;
     BORA_RETURN_IF_ERROR(in.open(path));
     MappedFile file;
     file.path_ = path;
     file.size_ = in.size();
     if (file.size_ == 0) return file;
-#if defined(_WIN32)
-    HANDLE mapping = CreateFileMappingA(in.handle(), nullptr, PAGE_READONLY, 0, 0, nullptr);
-    if (mapping == nullptr) return make_error(ErrorCode::kIo, "%s: cannot map", path.c_str());
-    file.data_ = static_cast<const uint8_t*>(MapViewOfFile(mapping, FILE_MAP_READ, 0, 0, 0));
-    CloseHandle(mapping);
-    if (file.data_ == nullptr) return make_error(ErrorCode::kIo, "%s: cannot map", path.c_str());
-#else
-    void* address = mmap(nullptr, file.size_, PROT_READ, MAP_SHARED, in.fd(), 0);
-    if (address == MAP_FAILED) {
-      return make_error(ErrorCode::kIo, "%s: cannot map: %s", path.c_str(), std::strerror(errno));
-    }
-    file.data_ = static_cast<const uint8_t*>(address);
-#endif
-    if (!progress.report(file.size_, file.size_)) return cancelled(path, file.size_, file.size_);
+    BORA_RETURN_IF_ERROR(access == FileAccess::kRead ? file.read_from(in, progress) : file.map_from(in));
+    if (!progress.report(file.size_, file.size_)) return file.cancelled(file.size_);
     return file;
   }
 
   // The whole file in private memory (huge pages where the system offers them), read with two
   // threads so that a warm page cache fills it at memory speed.
   static Expected<MappedFile> read_into_memory(const std::string& path, const ReadProgress& progress = {}) {
-    detail::ReadableFile in;
-    BORA_RETURN_IF_ERROR(in.open(path));
-    MappedFile file;
-    file.path_ = path;
-    file.size_ = in.size();
-    if (file.size_ == 0) return file;
+    return open(path, FileAccess::kRead, progress);
+  }
+
+  const uint8_t* data() const { return data_; }
+  uint64_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  // Maps the opened file read-only (the system pages it in on demand).
+  Status map_from(const detail::ReadableFile& in) {
 #if defined(_WIN32)
-    void* buffer = VirtualAlloc(nullptr, file.size_, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
-    if (buffer == nullptr) {
-      return make_error(ErrorCode::kIo, "%s: cannot allocate %llu bytes", path.c_str(), (unsigned long long)file.size_);
+    HANDLE mapping = CreateFileMappingA(in.handle(), nullptr, PAGE_READONLY, 0, 0, nullptr);
+    if (mapping == nullptr) return make_error(ErrorCode::kIo, "%s: cannot map", path_.c_str());
+    data_ = static_cast<const uint8_t*>(MapViewOfFile(mapping, FILE_MAP_READ, 0, 0, 0));
+    CloseHandle(mapping);
+    if (data_ == nullptr) return make_error(ErrorCode::kIo, "%s: cannot map", path_.c_str());
+#else
+    void* address = mmap(nullptr, size_, PROT_READ, MAP_SHARED, in.fd(), 0);
+    if (address == MAP_FAILED) {
+      return make_error(ErrorCode::kIo, "%s: cannot map: %s", path_.c_str(), std::strerror(errno));
     }
-    file.data_ = static_cast<const uint8_t*>(buffer);
-    file.owned_ = true;
-    if (!progress.report(0, file.size_)) return cancelled(path, 0, file.size_);
+    data_ = static_cast<const uint8_t*>(address);
+#endif
+    return Status();
+  }
+
+  // Reads the opened file into private memory, reporting progress and stopping when it says so.
+  Status read_from(const detail::ReadableFile& in, const ReadProgress& progress) {
+#if defined(_WIN32)
+    void* buffer = VirtualAlloc(nullptr, size_, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
+    if (buffer == nullptr) {
+      return make_error(ErrorCode::kIo, "%s: cannot allocate %llu bytes", path_.c_str(), (unsigned long long)size_);
+    }
+    data_ = static_cast<const uint8_t*>(buffer);
+    owned_ = true;
+    if (!progress.report(0, size_)) return cancelled(0);
     uint64_t done = 0;
-    while (done < file.size_) {
-      const DWORD want = static_cast<DWORD>(file.size_ - done < (1u << 30) ? file.size_ - done : (1u << 30));
+    while (done < size_) {
+      const DWORD want = static_cast<DWORD>(size_ - done < (1u << 30) ? size_ - done : (1u << 30));
       DWORD got = 0;
       if (!ReadFile(in.handle(), static_cast<uint8_t*>(buffer) + done, want, &got, nullptr) || got == 0) {
-        return make_error(ErrorCode::kIo, "%s: read failed at byte %llu", path.c_str(), (unsigned long long)done);
+        return make_error(ErrorCode::kIo, "%s: read failed at byte %llu", path_.c_str(), (unsigned long long)done);
       }
       done += got;
-      if (!progress.report(done, file.size_)) return cancelled(path, done, file.size_);
+      if (!progress.report(done, size_)) return cancelled(done);
     }
 #else
-    void* address = mmap(nullptr, file.size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* address = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (address == MAP_FAILED) {
-      return make_error(ErrorCode::kIo, "%s: cannot allocate %llu bytes: %s", path.c_str(),
-                        (unsigned long long)file.size_, std::strerror(errno));
+      return make_error(ErrorCode::kIo, "%s: cannot allocate %llu bytes: %s", path_.c_str(),
+                        (unsigned long long)size_, std::strerror(errno));
     }
 #if defined(MADV_HUGEPAGE)
-    madvise(address, file.size_, MADV_HUGEPAGE);
+    madvise(address, size_, MADV_HUGEPAGE);
 #endif
-    file.data_ = static_cast<const uint8_t*>(address);
+    data_ = static_cast<const uint8_t*>(address);
     const int fd = in.fd();
     // Two threads each read half in 64 MiB chunks; only this thread calls the progress callback, and
     // the helper stops at its next chunk once the callback has said stop.
@@ -188,33 +187,27 @@ class MappedFile {
         }
         begin += static_cast<uint64_t>(got);
         const uint64_t so_far = done.fetch_add(static_cast<uint64_t>(got)) + static_cast<uint64_t>(got);
-        if (reports && !progress.report(so_far, file.size_)) stop.store(true);
+        if (reports && !progress.report(so_far, size_)) stop.store(true);
       }
     };
-    if (!progress.report(0, file.size_)) return cancelled(path, 0, file.size_);
+    if (!progress.report(0, size_)) return cancelled(0);
     int first_error = 0, second_error = 0;
-    const uint64_t half = file.size_ / 2 / 4096 * 4096;
-    std::thread helper(read_range, half, file.size_, &second_error, false);
+    const uint64_t half = size_ / 2 / 4096 * 4096;
+    std::thread helper(read_range, half, size_, &second_error, false);
     read_range(0, half, &first_error, true);
     helper.join();
     if (first_error != 0 || second_error != 0) {
-      return make_error(ErrorCode::kIo, "%s: read failed: %s", path.c_str(),
+      return make_error(ErrorCode::kIo, "%s: read failed: %s", path_.c_str(),
                         std::strerror(first_error != 0 ? first_error : second_error));
     }
-    if (stop.load()) return cancelled(path, done.load(), file.size_);
-    if (!progress.report(file.size_, file.size_)) return cancelled(path, file.size_, file.size_);
+    if (stop.load()) return cancelled(done.load());
 #endif
-    return file;
+    return Status();
   }
 
-  const uint8_t* data() const { return data_; }
-  uint64_t size() const { return size_; }
-  const std::string& path() const { return path_; }
-
- private:
-  static Error cancelled(const std::string& path, uint64_t done, uint64_t total) {
-    return make_error(ErrorCode::kCancelled, "%s: loading cancelled after %llu of %llu bytes", path.c_str(),
-                      (unsigned long long)done, (unsigned long long)total);
+  Error cancelled(uint64_t done) const {
+    return make_error(ErrorCode::kCancelled, "%s: loading cancelled after %llu of %llu bytes", path_.c_str(),
+                      (unsigned long long)done, (unsigned long long)size_);
   }
   void swap(MappedFile& other) {
     std::swap(data_, other.data_);

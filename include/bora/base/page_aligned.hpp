@@ -15,31 +15,9 @@
 #include <type_traits>
 #include <utility>
 
-#if defined(_WIN32)
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#include <windows.h>
-#else
-#include <unistd.h>
-#endif
+#include "bora/base/system.hpp"
 
 namespace bora {
-
-// The machine's physical memory in bytes (0 when the system does not say). A buffer larger than this
-// is refused before it is attempted: overcommitting systems would otherwise hand out address space
-// that fails only when touched, and sanitizers abort on such sizes.
-inline uint64_t physical_memory_bytes() {
-#if defined(_WIN32)
-  MEMORYSTATUSEX status;
-  status.dwLength = sizeof(status);
-  return GlobalMemoryStatusEx(&status) ? static_cast<uint64_t>(status.ullTotalPhys) : 0;
-#else
-  const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || page_size <= 0) return 0;
-  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size);
-#endif
-}
 
 // A fixed-size, zero-filled array of trivially copyable values that starts on a 4 KiB page boundary.
 // reset() reports failure instead of throwing, so it works the same with exceptions disabled.
