@@ -28,6 +28,12 @@ include and the direct kernels include are each wrapped in `#define BORA_SINGLE_
 `#undef`. Each re-inclusion therefore sees only the kernels, exactly as kernels-inl.h would be seen.
 Highway's foreach_target.h includes the file by name from its own directory, so the single header's
 directory must be on the include path (-I), or BORA_SINGLE_HEADER_PATH must name it.
+
+kernels-inl.h gathers several per-target files (ops/*-inl.h), which include each other too. Each has
+a toggle guard (`#if defined(X) == defined(HWY_TARGET_TOGGLE)` ...), so within one pass only its first
+inclusion counts: the kernel section holds each once, at its first include, and later includes of it
+are dropped. That is only the same thing if the first include is not itself conditional, so per-target
+files must be included unconditionally (inside their includer's toggle guard, under no other #if).
 """
 import argparse
 import difflib
@@ -52,6 +58,7 @@ PRAGMA_ONCE = re.compile(r"^\s*#\s*pragma\s+once\b")
 IF_DIRECTIVE = re.compile(r"^\s*#\s*(if|ifdef|ifndef)\b")
 ENDIF_DIRECTIVE = re.compile(r"^\s*#\s*endif\b")
 IFNDEF_NAME = re.compile(r"^\s*#\s*ifndef\s+(\w+)")
+TOGGLE_GUARD = re.compile(r"^\s*#\s*if\s+defined\s*\(\s*\w+\s*\)\s*==\s*defined\s*\(\s*HWY_TARGET_TOGGLE\s*\)")
 DEFINE_NAME = re.compile(r"^\s*#\s*define\s+(\w+)\s*$")
 VERSION_DEFINE = re.compile(r"^\s*#\s*define\s+BORA_VERSION_(MAJOR|MINOR|PATCH)\s+(\d+)")
 
@@ -81,6 +88,24 @@ def include_guard_lines(lines):
     return None
 
 
+def toggle_guard_lines(lines):
+    """Indices of (#if defined(X) == defined(HWY_TARGET_TOGGLE), its #endif) in a per-target file, or None.
+
+    Like an include guard it does not count as a condition: within one pass what it wraps is seen once."""
+    depth = 0
+    opening = None
+    for i, line in enumerate(lines):
+        if IF_DIRECTIVE.match(line):
+            if depth == 0 and opening is None and TOGGLE_GUARD.match(line):
+                opening = i
+            depth += 1
+        elif ENDIF_DIRECTIVE.match(line):
+            depth -= 1
+            if depth == 0 and opening is not None:
+                return opening, i
+    return None
+
+
 def find_kernel_file():
     """The one per-target file named by `#define HWY_TARGET_INCLUDE "bora/..."` in the headers."""
     names = set()
@@ -104,6 +129,8 @@ class Amalgamator:
         self.kernel_lines = None        # the kernel section, built when the kernel file is first named
         self.emitted = set()            # headers already emitted outside any #if (their guard holds)
         self.stack = []                 # headers being inlined, to report include cycles
+        self.in_kernel_section = False
+        self.kernel_emitted = set()     # ... within one kernel pass (the kernel section is one pass)
 
     def run(self):
         main_part = self.inline(ENTRY, conditional=False)
@@ -116,6 +143,8 @@ class Amalgamator:
         self.stack.append(name)
         lines = read_header(name)
         guard = include_guard_lines(lines)
+        if guard is None and name.endswith("-inl.h"):
+            guard = toggle_guard_lines(lines)
         depth = 0  # #if nesting inside this file, the include guard excluded
         out = [f"// ---- begin {name} " + "-" * max(3, 90 - len(name))]
         for index, line in enumerate(lines):
@@ -162,13 +191,20 @@ class Amalgamator:
                 raise AmalgamationError(f"{name}:{index + 1}: per-target file {included} is included "
                                         f"outside {self.kernel_file}; include it from there")
             if included.endswith("-inl.h"):
-                out += self.inline(included, conditional=True)  # toggle-guarded: inline at every site
+                if here_conditional:
+                    raise AmalgamationError(f"{name}:{index + 1}: per-target file {included} is included under "
+                                            "an #if; include it unconditionally (see the notes at the top)")
+                # Toggle-guarded: within the pass, includes after the first are no-ops.
+                if included not in self.kernel_emitted:
+                    self.kernel_emitted.add(included)
+                    out += self.inline(included, conditional=False)
                 continue
-            if included in self.emitted:
+            emitted = self.kernel_emitted if self.in_kernel_section else self.emitted
+            if included in emitted:
                 continue
             out += self.inline(included, here_conditional)
             if not here_conditional:
-                self.emitted.add(included)
+                emitted.add(included)
         out.append(f"// ---- end {name} " + "-" * max(3, 92 - len(name)))
         self.stack.pop()
         return out
@@ -177,8 +213,13 @@ class Amalgamator:
         if self.kernel_lines is not None or self.kernel_file is None:
             return
         saved_stack, self.stack = self.stack, []
-        # Evaluated only inside the implementation, so nothing it inlines counts as emitted for the rest.
-        self.kernel_lines = self.inline(self.kernel_file, conditional=True)
+        # Evaluated only inside the implementation, so nothing it inlines counts as emitted for the rest;
+        # what the rest emitted before this point is defined when the passes run. Conditions are counted
+        # from the start of the pass.
+        self.in_kernel_section = True
+        self.kernel_emitted = set(self.emitted) | {self.kernel_file}
+        self.kernel_lines = self.inline(self.kernel_file, conditional=False)
+        self.in_kernel_section = False
         self.stack = saved_stack
 
     def assemble(self, main_part):

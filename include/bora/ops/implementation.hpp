@@ -1,6 +1,7 @@
 // Why this file exists: the one translation unit that defines BORA_IMPLEMENTATION includes this, and
-// only here are the kernels in kernels-inl.h compiled for every SIMD target (foreach_target.h) and
-// the plain functions declared in ops.hpp defined, each dispatching to the best target at run time.
+// only here are the kernels (kernels-inl.h and the -inl.h files it gathers) compiled for every SIMD
+// target (foreach_target.h) and the plain functions declared in ops.hpp defined, each dispatching to
+// the best target at run time.
 // With BORA_STATIC_DISPATCH only the target of the compiler flags (-march) is built: smaller
 // binaries, no run-time detection.
 #ifndef BORA_OPS_IMPLEMENTATION_HPP
@@ -23,6 +24,7 @@
 #include "bora/io/model_config.hpp"
 #include "bora/io/tensor_view.hpp"
 #include "bora/ops/ops.hpp"
+#include "bora/ops/scratch_sizes.hpp"
 
 // The single-header build points this at itself; the multi-header build uses the kernels file.
 #ifndef BORA_KERNELS_INCLUDE

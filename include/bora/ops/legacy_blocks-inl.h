@@ -1,0 +1,517 @@
+// Why this file exists: the legacy block formats Q8_0 and Q4_0 (32 values, one f16 scale), every
+// kernel that reads them, from the block decoders to the 512-bit VNNI decode kernels and the Q4_0
+// window kernel, ending in one family struct each (the interface kernels-inl.h and matmul-inl.h
+// use; see the end of this file). Compiled once per target (toggle guard).
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "bora/quant/f16.hpp"
+#include "bora/quant/q4_0.hpp"
+#include "bora/quant/q8_0.hpp"
+#include "bora/quant/q8_activations.hpp"
+
+#if defined(BORA_OPS_LEGACY_BLOCKS_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef BORA_OPS_LEGACY_BLOCKS_INL_H_
+#undef BORA_OPS_LEGACY_BLOCKS_INL_H_
+#else
+#define BORA_OPS_LEGACY_BLOCKS_INL_H_
+#endif
+
+#include <hwy/highway.h>
+
+#include "bora/ops/activations-inl.h"
+#include "bora/ops/target-inl.h"
+#include "bora/ops/x86-inl.h"
+
+BORA_OPS_BEFORE_NAMESPACE();
+namespace bora {
+namespace ops {
+namespace HWY_NAMESPACE {
+
+// ---- portable int8 path -----------------------------------------------------------------------------
+
+// out[t] = dot(row, x[t]) for T activation rows, each block decoded to int8 once by Family::DecodeI8.
+template <class Family, int T>
+HWY_INLINE void PortableLegacyDotQ8(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
+  for (int t = 0; t < T; ++t) out[t] = 0.0f;
+  HWY_ALIGN int8_t w[32];
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const uint8_t* block = row + b * Family::kBytes;
+    const float dw = quant::load_f16(block);
+    Family::DecodeI8(block, w);
+    for (int t = 0; t < T; ++t) out[t] += dw * x[t].d[b] * static_cast<float>(DotI8(w, x[t].q + 32 * b, 32));
+  }
+}
+
+#if BORA_OPS_X86_INT8
+// ---- AVX2 (u8 x s8 products; vpdpbusd from AVX3_DL up) ----------------------------------------------
+
+// A Q4_0 block's 32 nibbles 0..15 as unsigned bytes in natural order (low nibbles, then high).
+HWY_INLINE __m256i X86NibblesQ4_0(const uint8_t* block) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(15));
+}
+
+// Blocks are processed two at a time into separate accumulators so that consecutive multiply-adds
+// do not wait on each other (one chain would bound a single-token matvec by FMA latency). Loops over
+// the T tokens are fully unrolled so the accumulators live in registers.
+template <int T>
+HWY_INLINE void X86BlockQ8_0(const uint8_t* row, int64_t b, const quant::Q8ActivationRow* x, __m256 (&sums)[T]) {
+  const uint8_t* block = row + 34 * b;
+  const float dw = X86Half(block);
+  const __m256i w = X86Load32(block + 2);
+  const __m256i w_abs = _mm256_sign_epi8(w, w);
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) {
+    const __m256i xs = _mm256_sign_epi8(X86Load32(x[t].q + 32 * b), w);
+    sums[t] = X86Accumulate(X86DotU8S8(w_abs, xs), _mm256_set1_ps(dw * x[t].d[b]), sums[t]);
+  }
+}
+
+template <int T>
+HWY_INLINE void X86RowDotQ8_0(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
+  __m256 even[T], odd[T];
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) even[t] = odd[t] = _mm256_setzero_ps();
+  const int64_t blocks = n / 32;
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    X86BlockQ8_0<T>(row, b, x, even);
+    X86BlockQ8_0<T>(row, b + 1, x, odd);
+  }
+  if (b < blocks) X86BlockQ8_0<T>(row, b, x, even);
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) out[t] = X86Sum(_mm256_add_ps(even[t], odd[t]));
+}
+
+// Q4_0: nibbles 0..15 as unsigned; the "- 8" is applied through the activation block sums.
+template <int T>
+HWY_INLINE void X86BlockQ4_0(const uint8_t* row, int64_t b, const quant::Q8ActivationRow* x, __m256 (&sums)[T],
+                             float (&offset)[T]) {
+  const uint8_t* block = row + 18 * b;
+  const float dw = X86Half(block);
+  const __m256i w = X86NibblesQ4_0(block);
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) {
+    sums[t] = X86Accumulate(X86DotU8S8(w, X86Load32(x[t].q + 32 * b)), _mm256_set1_ps(dw * x[t].d[b]), sums[t]);
+    offset[t] += dw * x[t].d_sum[b];
+  }
+}
+
+template <int T>
+HWY_INLINE void X86RowDotQ4_0(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
+  __m256 even[T], odd[T];
+  float offset[T];
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) {
+    even[t] = odd[t] = _mm256_setzero_ps();
+    offset[t] = 0.0f;
+  }
+  const int64_t blocks = n / 32;
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    X86BlockQ4_0<T>(row, b, x, even, offset);
+    X86BlockQ4_0<T>(row, b + 1, x, odd, offset);
+  }
+  if (b < blocks) X86BlockQ4_0<T>(row, b, x, even, offset);
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) out[t] = X86Sum(_mm256_add_ps(even[t], odd[t])) - 8.0f * offset[t];
+}
+
+#endif  // BORA_OPS_X86_INT8
+
+#if BORA_OPS_X86_VNNI
+// ---- 512-bit VNNI decode ------------------------------------------------------------------------------
+// One vpdpbusd covers 64 values. Lanes 0-7 of its result belong to the first 32 values and 8-15 to
+// the next, so the f32 scales are brought to the same lanes with one permute and applied with one
+// multiply-add. The f16 scales of 16 blocks are fetched at once; offset terms are accumulated once per
+// 16 blocks as vectors.
+
+// f16 scales at the start of 16 consecutive blocks of kBytes bytes (lanes outside `lanes` are 0
+// and their memory is not touched).
+template <int kBytes>
+HWY_INLINE __m512 X512BlockScales(const uint8_t* first_block, __mmask16 lanes) {
+  const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(kBytes));
+  const __m512i raw = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), lanes, offsets, first_block, 1);
+  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(raw));
+}
+
+// Byte indices and lane masks that pick the f16 scales (first two bytes) of 16 consecutive
+// kBytes-byte blocks out of 128-byte windows: a few byte permutes instead of a gather, which
+// measured as the bottleneck of the Q4_0 / Q8_0 decode kernels (~16 cycles per group).
+template <int kBytes>
+struct GroupScaleWindows {
+  static constexpr int kCount = (15 * kBytes + 1) / 128 + 1;
+  uint8_t index[kCount][64] = {};
+  uint64_t lanes[kCount] = {};
+  bool needs_second_half[kCount] = {};
+  constexpr GroupScaleWindows() {
+    for (int j = 0; j < 32; ++j) {
+      const int offset = kBytes * (j / 2) + j % 2;
+      const int window = offset / 128;
+      index[window][j] = static_cast<uint8_t>(offset % 128);
+      lanes[window] |= uint64_t{1} << j;
+      if (offset % 128 >= 64) needs_second_half[window] = true;
+    }
+  }
+  // Bytes read from the group's start.
+  constexpr int extent() const { return 128 * (kCount - 1) + (needs_second_half[kCount - 1] ? 128 : 64); }
+};
+
+// The 16 block scales of a whole group as f32; reads GroupScaleWindows<kBytes>().extent() bytes.
+template <int kBytes>
+HWY_INLINE __m512 X512GroupScales(const uint8_t* first_block) {
+  static constexpr GroupScaleWindows<kBytes> kWindows{};
+  __m512i halves = _mm512_setzero_si512();
+  for (int w = 0; w < GroupScaleWindows<kBytes>::kCount; ++w) {
+    const __m512i low = _mm512_loadu_si512(first_block + 128 * w);
+    const __m512i high = kWindows.needs_second_half[w] ? _mm512_loadu_si512(first_block + 128 * w + 64) : low;
+    const __m512i picked = _mm512_permutex2var_epi8(low, _mm512_loadu_si512(kWindows.index[w]), high);
+    halves = _mm512_mask_blend_epi8(static_cast<__mmask64>(kWindows.lanes[w]), halves, picked);
+  }
+  return _mm512_cvtph_ps(_mm512_castsi512_si256(halves));
+}
+static_assert(GroupScaleWindows<18>().extent() <= 18 * 18, "Q4_0: whole groups with 2 blocks after them");
+static_assert(GroupScaleWindows<34>().extent() <= 16 * 34, "Q8_0: reads stay inside the group");
+
+// The unsigned bytes of one or two consecutive Q8_0 / Q4_0 blocks as 64 values in natural order.
+// Q4_0: the 64 bytes from a block pair's start hold both blocks' 16 nibble bytes (offsets 2 and
+// 20); one byte permute lays them out as [qs0 | qs0 | qs1 | qs1] and one variable shift plus mask
+// gives [low0 | high0 | low1 | high1]. Q8_0: w + 128 (w ^ 0x80), whose offset is 128 * d.
+template <bool kIsQ8>
+HWY_INLINE __m512i X512LegacyPair(const uint8_t* block, bool single, bool near_end, __m512i permute) {
+  if (kIsQ8) {
+    (void)near_end;
+    (void)permute;
+    const __m256i first = X86Load32(block + 2);
+    const __m512i both = single ? _mm512_castsi256_si512(first)
+                                : _mm512_inserti64x4(_mm512_castsi256_si512(first), X86Load32(block + 36), 1);
+    return _mm512_xor_si512(both, _mm512_set1_epi8(-128));
+  }
+  const __m512i shifts = _mm512_setr_epi64(0, 0, 0x0004000400040004LL, 0x0004000400040004LL, 0, 0,
+                                           0x0004000400040004LL, 0x0004000400040004LL);
+  __m512i ordered;
+  if (!near_end) {
+    ordered = _mm512_permutexvar_epi8(permute, _mm512_loadu_si512(block));
+  } else {
+    // Within 64 bytes of the row's end (maybe the mapping's): read exactly the nibble bytes. (A
+    // masked 64-byte load would be as safe, but is several times slower on some cores.)
+    const __m128i first = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+    const __m128i second = single ? _mm_setzero_si128() : _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 20));
+    const __m256i low = _mm256_set_m128i(first, first), high = _mm256_set_m128i(second, second);
+    ordered = _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1);
+  }
+  return _mm512_and_si512(_mm512_srlv_epi16(ordered, shifts), _mm512_set1_epi8(15));
+}
+
+// Prefetches 256 blocks ahead: without it, Q4_0's 36-byte block pairs stream from memory at half speed
+// whenever they straddle cache lines unluckily (measured: 12 vs 22 GB/s on one core), and Q8_0 rows
+// of 4096 values stream at 25-30 instead of 31-39 GB/s.
+template <int kBytes, bool kIsQ8, int kLevels>
+HWY_INLINE float X512RowDotLegacy(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x) {
+  const __m512i permute = _mm512_set_epi8(35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20,
+                                          35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20,
+                                          17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2,
+                                          17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2);
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
+  __m512 offset = _mm512_setzero_ps();
+  const int64_t blocks = n / 32;
+  for (int64_t b = 0; b < blocks; b += 16) {
+    const int count = static_cast<int>(blocks - b < 16 ? blocks - b : 16);
+    const __mmask16 lanes = static_cast<__mmask16>((1u << count) - 1u);
+    const uint8_t* first = row + b * kBytes;
+    X86PrefetchAhead(first, 16 * kBytes, 256 * kBytes);
+    // Whole groups take their scales from plain loads; the last, or one whose loads would pass the
+    // row's end, gathers exactly the bytes it needs.
+    const bool windows_fit = count == 16 && (kIsQ8 || blocks - b >= 18);
+    const __m512 dw = windows_fit ? X512GroupScales<kBytes>(first) : X512BlockScales<kBytes>(first, lanes);
+    const bool full = count == 16;  // masked loads only for a row's last partial group
+    auto load = [&](const float* p) { return full ? _mm512_loadu_ps(p + b) : _mm512_maskz_loadu_ps(lanes, p + b); };
+    const __m512 dx = load(X512LevelScales<kLevels>(x));
+    const __m512 ds = kLevels == 2 ? _mm512_add_ps(load(x[0].d_sum), load(x[1].d_sum)) : load(x[0].d_sum);
+    const __m512 step = _mm512_mul_ps(dw, dx);
+    offset = _mm512_fmadd_ps(dw, ds, offset);
+    const int64_t xq = 32 * b;
+    // A 64-byte read from a pair's start stays inside the row while 4 blocks (72 bytes) remain.
+    const int64_t left = blocks - b;
+    int p = 0;
+    for (; p + 8 <= count; p += 8) {  // four pairs into four accumulators
+      const __m512i u0 = X512LegacyPair<kIsQ8>(first + p * kBytes, false, left - p < 4, permute);
+      const __m512i u1 = X512LegacyPair<kIsQ8>(first + (p + 2) * kBytes, false, left - p - 2 < 4, permute);
+      const __m512i u2 = X512LegacyPair<kIsQ8>(first + (p + 4) * kBytes, false, left - p - 4 < 4, permute);
+      const __m512i u3 = X512LegacyPair<kIsQ8>(first + (p + 6) * kBytes, false, left - p - 6 < 4, permute);
+      const __m512i sums0 = X512DotLevels<kLevels>(u0, x, xq + 32 * p);
+      const __m512i sums1 = X512DotLevels<kLevels>(u1, x, xq + 32 * (p + 2));
+      const __m512i sums2 = X512DotLevels<kLevels>(u2, x, xq + 32 * (p + 4));
+      const __m512i sums3 = X512DotLevels<kLevels>(u3, x, xq + 32 * (p + 6));
+      acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums0), _mm512_permutexvar_ps(X512PairIndex(p), step), acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums1), _mm512_permutexvar_ps(X512PairIndex(p + 2), step), acc1);
+      acc2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums2), _mm512_permutexvar_ps(X512PairIndex(p + 4), step), acc2);
+      acc3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums3), _mm512_permutexvar_ps(X512PairIndex(p + 6), step), acc3);
+    }
+    for (; p + 4 <= count; p += 4) {  // two pairs into two accumulators
+      const __m512i u0 = X512LegacyPair<kIsQ8>(first + p * kBytes, false, left - p < 4, permute);
+      const __m512i u1 = X512LegacyPair<kIsQ8>(first + (p + 2) * kBytes, false, left - p - 2 < 4, permute);
+      const __m512i sums0 = X512DotLevels<kLevels>(u0, x, xq + 32 * p);
+      const __m512i sums1 = X512DotLevels<kLevels>(u1, x, xq + 32 * (p + 2));
+      acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums0), _mm512_permutexvar_ps(X512PairIndex(p), step), acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums1), _mm512_permutexvar_ps(X512PairIndex(p + 2), step), acc1);
+    }
+    for (; p < count; p += 2) {
+      const bool single = p + 1 == count;  // an odd last block: the second half's activations are zero
+      const __m512i u = X512LegacyPair<kIsQ8>(first + p * kBytes, single, left - p < 4, permute);
+      const __m512i sums = X512DotLevels<kLevels>(u, x, xq + 32 * p, single);
+      acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_permutexvar_ps(X512PairIndex(p), step), acc0);
+    }
+  }
+  const float offset_scale = kIsQ8 ? 128.0f : 8.0f;
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3))) -
+         offset_scale * _mm512_reduce_add_ps(offset);
+}
+
+// Q4_0 rows of a multiple of 1024 values (Mistral's 4096 and 14336) are read as raw 64-byte windows
+// instead of block pairs: with the activations laid out in the blocks' own 18-byte geometry (zero
+// opposite each f16 scale, then the 16 values the low nibbles meet; a second copy for the high
+// nibbles), one load, one mask and one shift decode 3.6 blocks. Every 4-byte lane of vpdpbusd then
+// lies in a single block (a scale's two bytes start at an even offset), so both nibble halves go into
+// one sum and one permute of 32 blocks' scales completes it: about half the decode work of the
+// pair kernel, which shuffles every pair into natural order.
+constexpr int64_t kQ4_0WindowValues = 1024;  // 32 blocks, 576 bytes, nine 64-byte windows
+
+struct Q4_0WindowLayout {
+  int16_t source[576] = {};    // value index (within 1024) a byte's low nibble meets; -1 opposite a scale
+  int32_t block[9][16] = {};   // the block (0-31) that lane j of window w falls in
+  constexpr Q4_0WindowLayout() {
+    for (int i = 0; i < 576; ++i) source[i] = static_cast<int16_t>(i % 18 < 2 ? -1 : 32 * (i / 18) + i % 18 - 2);
+    for (int w = 0; w < 9; ++w)
+      for (int j = 0; j < 16; ++j) block[w][j] = (64 * w + 4 * j) / 18;
+  }
+};
+constexpr Q4_0WindowLayout kQ4_0WindowLayout{};
+
+// The activations of one level in the window layout: n / 32 * 18 bytes for the low nibbles, as many
+// for the high ones (value + 16).
+HWY_INLINE void LayOutActivationsQ4_0(const int8_t* q, int64_t n, int8_t* low, int8_t* high) {
+  for (int64_t period = 0; period < n / kQ4_0WindowValues; ++period) {
+    const int8_t* values = q + kQ4_0WindowValues * period;
+    int8_t* l = low + 576 * period;
+    int8_t* h = high + 576 * period;
+    for (int i = 0; i < 576; ++i) {
+      const int source = kQ4_0WindowLayout.source[i];
+      l[i] = source < 0 ? int8_t{0} : values[source];
+      h[i] = source < 0 ? int8_t{0} : values[source + 16];
+    }
+  }
+}
+
+// Window w of the period at `first`, whose laid-out activations start at byte `offset`.
+template <int kLevels>
+HWY_INLINE void X512Q4_0Window(const uint8_t* first, int w, const int8_t* const* low, const int8_t* const* high,
+                               int64_t offset, __m512 step_first16, __m512 step_last16, __m512& acc) {
+  const __m512i nibble = _mm512_set1_epi8(15);
+  const __m512i raw = _mm512_loadu_si512(first + 64 * w);
+  const __m512i lo = _mm512_and_si512(raw, nibble);
+  const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
+  const int64_t at = offset + 64 * w;
+  __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(low[0] + at));
+  sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(high[0] + at));
+  if (kLevels == 2) {  // as X512DotLevels: 256 * first level + second, in the second level's units
+    sums = _mm512_dpbusd_epi32(_mm512_slli_epi32(sums, 8), lo, _mm512_loadu_si512(low[1] + at));
+    sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(high[1] + at));
+  }
+  const __m512 step = _mm512_permutex2var_ps(step_first16, _mm512_loadu_si512(kQ4_0WindowLayout.block[w]), step_last16);
+  acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), step, acc);
+}
+
+template <int kLevels>
+HWY_INLINE float X512RowDotQ4_0Windows(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x,
+                                       const int8_t* const* low, const int8_t* const* high) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps();
+  __m512 offset = _mm512_setzero_ps();
+  const int64_t blocks = n / 32;
+  for (int64_t b = 0; b < blocks; b += 32) {
+    const uint8_t* first = row + b * 18;
+    X86PrefetchAhead(first, 576, 256 * 18);
+    // The second group's scale windows reach 36 bytes past the period: gathered in the row's last one.
+    const __m512 dw_first16 = X512GroupScales<18>(first);
+    const __m512 dw_last16 = blocks - b >= 34 ? X512GroupScales<18>(first + 16 * 18)
+                                              : X512BlockScales<18>(first + 16 * 18, static_cast<__mmask16>(0xFFFF));
+    const float* dx = X512LevelScales<kLevels>(x) + b;
+    auto d_sum = [&](int64_t at) {
+      return kLevels == 2 ? _mm512_add_ps(_mm512_loadu_ps(x[0].d_sum + at), _mm512_loadu_ps(x[1].d_sum + at))
+                          : _mm512_loadu_ps(x[0].d_sum + at);
+    };
+    offset = _mm512_fmadd_ps(dw_first16, d_sum(b), offset);
+    offset = _mm512_fmadd_ps(dw_last16, d_sum(b + 16), offset);
+    const __m512 step_first16 = _mm512_mul_ps(dw_first16, _mm512_loadu_ps(dx));
+    const __m512 step_last16 = _mm512_mul_ps(dw_last16, _mm512_loadu_ps(dx + 16));
+    const int64_t at = b * 18;
+    X512Q4_0Window<kLevels>(first, 0, low, high, at, step_first16, step_last16, acc0);
+    X512Q4_0Window<kLevels>(first, 1, low, high, at, step_first16, step_last16, acc1);
+    X512Q4_0Window<kLevels>(first, 2, low, high, at, step_first16, step_last16, acc2);
+    X512Q4_0Window<kLevels>(first, 3, low, high, at, step_first16, step_last16, acc0);
+    X512Q4_0Window<kLevels>(first, 4, low, high, at, step_first16, step_last16, acc1);
+    X512Q4_0Window<kLevels>(first, 5, low, high, at, step_first16, step_last16, acc2);
+    X512Q4_0Window<kLevels>(first, 6, low, high, at, step_first16, step_last16, acc0);
+    X512Q4_0Window<kLevels>(first, 7, low, high, at, step_first16, step_last16, acc1);
+    X512Q4_0Window<kLevels>(first, 8, low, high, at, step_first16, step_last16, acc2);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, _mm512_add_ps(acc1, acc2))) - 8.0f * _mm512_reduce_add_ps(offset);
+}
+
+// y[r] for Q4_0 rows [row_begin, row_end) with the window kernel when it applies (returns false otherwise);
+// `scratch` holds kernels::decode_scratch_bytes(n) bytes, or is null.
+template <int kLevels>
+HWY_INLINE bool MatvecQ4_0Windows(const uint8_t* data, uint64_t row_bytes, int64_t n, const quant::Q8ActivationRow* x,
+                                  float* y, int64_t row_begin, int64_t row_end, uint8_t* scratch_bytes) {
+  if (n % kQ4_0WindowValues != 0 || scratch_bytes == nullptr) return false;
+  const size_t level_bytes = static_cast<size_t>(n / 32 * 18);
+  int8_t* scratch = reinterpret_cast<int8_t*>(scratch_bytes);
+  const int8_t* low[2] = {};
+  const int8_t* high[2] = {};
+  for (int level = 0; level < kLevels; ++level) {
+    int8_t* l = scratch + 2 * level * level_bytes;
+    LayOutActivationsQ4_0(x[level].q, n, l, l + level_bytes);
+    low[level] = l;
+    high[level] = l + level_bytes;
+  }
+  for (int64_t r = row_begin; r < row_end; ++r)
+    y[r] = X512RowDotQ4_0Windows<kLevels>(data + static_cast<uint64_t>(r) * row_bytes, n, x, low, high);
+  return true;
+}
+
+#endif  // BORA_OPS_X86_VNNI
+
+// ---- the families ---------------------------------------------------------------------------------
+// What kernels-inl.h and matmul-inl.h call, the same for every block family (k_quants-inl.h,
+// q6_k-inl.h):
+//   kValues, kBytes                values and bytes per block
+//   DecodeF32(block, out)          the block as floats, bit-identical to the scalar reference in quant/
+//   DotQ8<T>(row, n, x, out)       out[t] ~= dot(row, x[t]) for T int8 activation rows, the target's
+//                                  best kernel
+// and with 512-bit VNNI:
+//   DotLevels<kLevels>(row, n, x)  one token whose activations come in kLevels levels, one pass
+//   DecodeUnsigned(block, out)     the block for the prefill kernel (DecodedWeights, x86-inl.h), with
+//   kSplitHalves                   whether its two 16-value halves have their own scales
+
+struct Q8_0Family {
+  static constexpr int kValues = quant::Q8_0Block::kElements;
+  static constexpr int kBytes = quant::Q8_0Block::kBytes;
+
+  static HWY_INLINE void DecodeF32(const uint8_t* block, float* HWY_RESTRICT out) {
+    const BlockF32 df;
+    const hn::Rebind<int8_t, BlockF32> di8;
+    const hn::Rebind<int32_t, BlockF32> di;
+    const size_t lanes = hn::Lanes(df);
+    const auto d = hn::Set(df, quant::load_f16(block));
+    const int8_t* q = reinterpret_cast<const int8_t*>(block + 2);
+    for (size_t i = 0; i < 32; i += lanes) {
+      const auto values = hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(di8, q + i)));
+      hn::Store(hn::Mul(d, values), df, out + i);
+    }
+  }
+
+  static HWY_INLINE void DecodeI8(const uint8_t* block, int8_t* w) { std::memcpy(w, block + 2, 32); }
+
+#if BORA_OPS_X86_VNNI
+  static constexpr bool kSplitHalves = false;
+  // u = w + 128 (as bytes: w ^ 0x80), so the offset is 128 * d.
+  static HWY_INLINE void DecodeUnsigned(const uint8_t* block, DecodedWeights* out) {
+    const float d = X86Half(block);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out->u), _mm256_xor_si256(X86Load32(block + 2), _mm256_set1_epi8(-128)));
+    out->scale[0] = d;
+    out->offset[0] = 128.0f * d;
+  }
+
+  template <int kLevels>
+  static HWY_INLINE float DotLevels(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x) {
+    return X512RowDotLegacy<kBytes, true, kLevels>(row, n, x);
+  }
+#endif
+
+  template <int T>
+  static HWY_INLINE void DotQ8(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
+#if BORA_OPS_X86_VNNI
+    if (T == 1) {
+      out[0] = DotLevels<1>(row, n, x);
+      return;
+    }
+#endif
+#if BORA_OPS_X86_INT8
+    X86RowDotQ8_0<T>(row, n, x, out);
+#else
+    PortableLegacyDotQ8<Q8_0Family, T>(row, n, x, out);
+#endif
+  }
+};
+
+struct Q4_0Family {
+  static constexpr int kValues = quant::Q4_0Block::kElements;
+  static constexpr int kBytes = quant::Q4_0Block::kBytes;
+
+  static HWY_INLINE void DecodeF32(const uint8_t* block, float* HWY_RESTRICT out) {
+    const BlockF32 df;
+    const hn::Rebind<uint8_t, BlockF32> du8;
+    const hn::Rebind<int32_t, BlockF32> di;
+    const size_t lanes = hn::Lanes(df);
+    const auto d = hn::Set(df, quant::load_f16(block));
+    const auto eight = hn::Set(di, 8);
+    const auto low_mask = hn::Set(di, 15);
+    const uint8_t* qs = block + 2;
+    for (size_t j = 0; j < 16; j += lanes) {
+      const auto bytes = hn::PromoteTo(di, hn::LoadU(du8, qs + j));
+      const auto low = hn::Sub(hn::And(bytes, low_mask), eight);
+      const auto high = hn::Sub(hn::ShiftRight<4>(bytes), eight);
+      hn::Store(hn::Mul(d, hn::ConvertTo(df, low)), df, out + j);
+      hn::Store(hn::Mul(d, hn::ConvertTo(df, high)), df, out + 16 + j);
+    }
+  }
+
+  static HWY_INLINE void DecodeI8(const uint8_t* block, int8_t* w) {
+    for (int j = 0; j < 16; ++j) {
+      w[j] = static_cast<int8_t>((block[2 + j] & 15) - 8);
+      w[j + 16] = static_cast<int8_t>((block[2 + j] >> 4) - 8);
+    }
+  }
+
+#if BORA_OPS_X86_VNNI
+  static constexpr bool kSplitHalves = false;
+  // u = the nibble, so the offset is 8 * d.
+  static HWY_INLINE void DecodeUnsigned(const uint8_t* block, DecodedWeights* out) {
+    const float d = X86Half(block);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out->u), X86NibblesQ4_0(block));
+    out->scale[0] = d;
+    out->offset[0] = 8.0f * d;
+  }
+
+  template <int kLevels>
+  static HWY_INLINE float DotLevels(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x) {
+    return X512RowDotLegacy<kBytes, false, kLevels>(row, n, x);
+  }
+#endif
+
+  template <int T>
+  static HWY_INLINE void DotQ8(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
+#if BORA_OPS_X86_VNNI
+    if (T == 1) {
+      out[0] = DotLevels<1>(row, n, x);
+      return;
+    }
+#endif
+#if BORA_OPS_X86_INT8
+    X86RowDotQ4_0<T>(row, n, x, out);
+#else
+    PortableLegacyDotQ8<Q4_0Family, T>(row, n, x, out);
+#endif
+  }
+};
+
+}  // namespace HWY_NAMESPACE
+}  // namespace ops
+}  // namespace bora
+BORA_OPS_AFTER_NAMESPACE();
+
+#endif  // BORA_OPS_LEGACY_BLOCKS_INL_H_ toggle
