@@ -50,7 +50,7 @@ TEST_CASE("greedy completion reproduces the reference's greedy text for the demo
   REQUIRE_FALSE(root["greedy"].get_array().get(prompts));
   int checked = 0;
   for (simdjson::dom::element prompt : prompts) {
-    std::string_view prompt_text, full_text;
+    std::string_view prompt_text;
     int64_t matching = 0;
     REQUIRE_FALSE(prompt["prompt_text"].get_string().get(prompt_text));
     // The reference's greedy run on the de-quantized Q4_0 weights, and how far it is trustworthy.
