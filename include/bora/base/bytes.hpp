@@ -1,6 +1,6 @@
 // Why this file exists: every reader (GGUF, safetensors, session files) turns sizes and offsets read
 // from untrusted bytes into numbers; the overflow-checked arithmetic and explicit little-endian loads
-// they all need live here once, below every layer that reads a file.
+// (and stores, for the GGUF writer) they all need live here once, below every layer that reads a file.
 #ifndef BORA_BASE_BYTES_HPP
 #define BORA_BASE_BYTES_HPP
 
@@ -41,6 +41,11 @@ inline uint64_t load_le(const uint8_t* p, int n_bytes) {
 }
 inline uint32_t load_le_u32(const uint8_t* p) { return static_cast<uint32_t>(load_le(p, 4)); }
 inline uint64_t load_le_u64(const uint8_t* p) { return load_le(p, 8); }
+
+// The matching store, for the writers (io/gguf_writer.hpp).
+inline void store_le(uint8_t* p, uint64_t v, int n_bytes) {
+  for (int i = 0; i < n_bytes; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
 
 }  // namespace io_detail
 }  // namespace bora
