@@ -157,21 +157,14 @@ struct GgufTensorBytes {
 
 // Adds `tensors` to `w` (which must hold no tensors yet) and returns the file with their bytes, each
 // starting at the next multiple of w.alignment in the data section and zero padded, as llama.cpp's
-// writer (and tools/make_tiny_models.py) lays them out.
+// writer (and tools/make_tiny_models.py) lays them out: the library writer's own build.
 inline std::vector<uint8_t> build_gguf_with_tensor_bytes(GgufWriter& w, const std::vector<GgufTensorBytes>& tensors) {
   for (const GgufTensorBytes& t : tensors)
     w.add_tensor(t.name, t.ne, t.ggml_type, -1, static_cast<int64_t>(t.data.size()));
-  std::vector<uint8_t> file = w.build();
-  file.resize(w.data_start);  // drop the pattern; build() placed tensor i exactly where the loop below does
-  auto pad = [&] {
-    while ((file.size() - w.data_start) % w.alignment != 0) file.push_back(0);
-  };
-  for (const GgufTensorBytes& t : tensors) {
-    pad();
-    file.insert(file.end(), t.data.begin(), t.data.end());
-  }
-  pad();
-  return file;
+  const bora::GgufWriter& library_writer = w;
+  return library_writer.build([&](size_t index, uint8_t* out, uint64_t bytes) {
+    if (bytes != 0) std::memcpy(out, tensors[index].data.data(), static_cast<size_t>(bytes));
+  });
 }
 
 // ---- copying a real GGUF file ---------------------------------------------------------------------
