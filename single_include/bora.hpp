@@ -59,12 +59,23 @@ inline int64_t decode_scratch_bytes(int64_t n) { return 2 * 2 * (n / 32) * 18; }
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
 
-HWY_BEFORE_NAMESPACE();
-// VNNI (vpdpbusd) is part of every x86 target from AVX3_DL up; Highway 1.0.3 names only "avxvnni"
-// in that target's attributes, so the EVEX form's feature is added here.
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3_DL
-HWY_PUSH_ATTRIBUTES("avx512vnni")
+// VNNI (vpdpbusd) is part of every x86 target from AVX3_DL up (Highway only selects it on CPUs with
+// VNNI), but Highway 1.0.3 names only "avxvnni" in that target's attributes, so the EVEX form's
+// feature is added to the target's own string. It must be one string: Clang keeps only one target
+// attribute per function, so a second push of "avx512vnni" alone would be ignored. Repeating a
+// feature that a newer Highway already names (AVX3_ZEN4, AVX3_SPR, ...) is harmless.
+#undef BORA_OPS_BEFORE_NAMESPACE
+#undef BORA_OPS_AFTER_NAMESPACE
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3_DL && defined(HWY_TARGET_STR)
+#define BORA_OPS_BEFORE_NAMESPACE() \
+  HWY_PUSH_ATTRIBUTES(HWY_TARGET_STR ",avx512vnni") static_assert(true, "requires a semicolon")
+#define BORA_OPS_AFTER_NAMESPACE() HWY_POP_ATTRIBUTES static_assert(true, "requires a semicolon")
+#else
+#define BORA_OPS_BEFORE_NAMESPACE() HWY_BEFORE_NAMESPACE()
+#define BORA_OPS_AFTER_NAMESPACE() HWY_AFTER_NAMESPACE()
 #endif
+
+BORA_OPS_BEFORE_NAMESPACE();
 namespace bora {
 namespace ops {
 namespace HWY_NAMESPACE {
@@ -776,9 +787,12 @@ HWY_INLINE void PortableRowDotQ8(WeightType type, const uint8_t* row, int64_t n,
 #define BORA_KERNELS_X86_INT8 1
 // GCC 12's intrinsics leave "don't care" lanes as self-initialized variables, which -O3 reports
 // as maybe-uninitialized when the intrinsic headers were first included outside Highway's own
-// diagnostic guard (e.g. by simdjson). Highway silences the same warning in its x86 headers.
+// diagnostic guard (e.g. by simdjson). Highway silences the same warning in its x86 headers. Clang
+// has no such warning (and would reject its name under -Werror).
 HWY_DIAGNOSTICS(push)
+#if !HWY_COMPILER_CLANG
 HWY_DIAGNOSTICS_OFF(disable : 4701, ignored "-Wmaybe-uninitialized")
+#endif
 
 // Sums of four adjacent u8 x s8 products per 32-bit lane. u <= 128 and |s| <= 127, so the 16-bit
 // pair sums of maddubs (at most 2 * 128 * 127) never saturate.
@@ -1795,10 +1809,7 @@ HWY_DIAGNOSTICS(pop)
 }  // namespace HWY_NAMESPACE
 }  // namespace ops
 }  // namespace bora
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3_DL
-HWY_POP_ATTRIBUTES
-#endif
-HWY_AFTER_NAMESPACE();
+BORA_OPS_AFTER_NAMESPACE();
 
 #endif  // BORA_OPS_KERNELS_INL_H_ toggle
 // ---- end bora/ops/kernels-inl.h ----------------------------------------------------------------------
@@ -2324,6 +2335,56 @@ class ThreadPool {
 #include <utility>
 #include <vector>
 
+// ---- begin bora/base/bytes.hpp -----------------------------------------------------------------------
+// Why this file exists: every reader (GGUF, safetensors, session files) turns sizes and offsets read
+// from untrusted bytes into numbers; the overflow-checked arithmetic and explicit little-endian loads
+// they all need live here once, below every layer that reads a file.
+#ifndef BORA_BASE_BYTES_HPP
+#define BORA_BASE_BYTES_HPP
+
+#include <cstdint>
+#include <limits>
+
+namespace bora {
+namespace io_detail {
+
+inline bool checked_mul(uint64_t a, uint64_t b, uint64_t* out) {
+  if (a != 0 && b > std::numeric_limits<uint64_t>::max() / a) return false;
+  *out = a * b;
+  return true;
+}
+
+inline bool checked_add(uint64_t a, uint64_t b, uint64_t* out) {
+  if (b > std::numeric_limits<uint64_t>::max() - a) return false;
+  *out = a + b;
+  return true;
+}
+
+// Element count of a shape, refusing anything that does not fit a signed 64-bit count.
+inline bool checked_elements(const int64_t* ne, int n_dims, uint64_t* out) {
+  uint64_t total = 1;
+  for (int i = 0; i < n_dims; ++i) {
+    if (ne[i] < 0 || !checked_mul(total, static_cast<uint64_t>(ne[i]), &total)) return false;
+  }
+  if (total > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
+  *out = total;
+  return true;
+}
+
+// Explicit little-endian loads: GGUF and safetensors are little-endian on every host.
+inline uint64_t load_le(const uint8_t* p, int n_bytes) {
+  uint64_t v = 0;
+  for (int i = n_bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+inline uint32_t load_le_u32(const uint8_t* p) { return static_cast<uint32_t>(load_le(p, 4)); }
+inline uint64_t load_le_u64(const uint8_t* p) { return load_le(p, 8); }
+
+}  // namespace io_detail
+}  // namespace bora
+
+#endif  // BORA_BASE_BYTES_HPP
+// ---- end bora/base/bytes.hpp -------------------------------------------------------------------------
 // ---- begin bora/io/tensor_view.hpp -------------------------------------------------------------------
 // Why this file exists: every reader (GGUF, safetensors) hands the model the same thing, a typed,
 // shaped window onto bytes it does not own, so the model never cares which file format it came from.
@@ -2388,6 +2449,11 @@ inline WeightTypeInfo weight_type_info(WeightType type) {
 
 inline const char* weight_type_name(WeightType type) { return weight_type_info(type).name; }
 
+// Float rows (one value per "block") take the f32 kernels; the others are integer block formats.
+inline bool is_float_weight_type(WeightType type) {
+  return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16;
+}
+
 // Bytes of one row of `elements` values; false when `elements` is not a whole number of blocks.
 inline bool weight_row_bytes(WeightType type, uint64_t elements, uint64_t* bytes) {
   const WeightTypeInfo info = weight_type_info(type);
@@ -2431,43 +2497,6 @@ struct TensorView {
 // ---- end bora/io/tensor_view.hpp ---------------------------------------------------------------------
 
 namespace bora {
-
-// Overflow-checked arithmetic for sizes read from files (shared by the io/ readers).
-namespace io_detail {
-
-inline bool checked_mul(uint64_t a, uint64_t b, uint64_t* out) {
-  if (a != 0 && b > std::numeric_limits<uint64_t>::max() / a) return false;
-  *out = a * b;
-  return true;
-}
-
-inline bool checked_add(uint64_t a, uint64_t b, uint64_t* out) {
-  if (b > std::numeric_limits<uint64_t>::max() - a) return false;
-  *out = a + b;
-  return true;
-}
-
-// Element count of a shape, refusing anything that does not fit a signed 64-bit count.
-inline bool checked_elements(const int64_t* ne, int n_dims, uint64_t* out) {
-  uint64_t total = 1;
-  for (int i = 0; i < n_dims; ++i) {
-    if (ne[i] < 0 || !checked_mul(total, static_cast<uint64_t>(ne[i]), &total)) return false;
-  }
-  if (total > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
-  *out = total;
-  return true;
-}
-
-// Explicit little-endian loads: GGUF and safetensors are little-endian on every host.
-inline uint64_t load_le(const uint8_t* p, int n_bytes) {
-  uint64_t v = 0;
-  for (int i = n_bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-inline uint32_t load_le_u32(const uint8_t* p) { return static_cast<uint32_t>(load_le(p, 4)); }
-inline uint64_t load_le_u64(const uint8_t* p) { return load_le(p, 8); }
-
-}  // namespace io_detail
 
 enum class GgufType : uint32_t {
   kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
@@ -3125,11 +3154,11 @@ class GgufFile {
 #include <string>
 #include <string_view>
 
-// ---- begin bora/model/config.hpp ---------------------------------------------------------------------
+// ---- begin bora/io/model_config.hpp ------------------------------------------------------------------
 // Why this file exists: the sizes of a model (layers, widths, heads, window, experts) are runtime
 // values read from the file; this is the one struct every format's reader fills in.
-#ifndef BORA_MODEL_CONFIG_HPP
-#define BORA_MODEL_CONFIG_HPP
+#ifndef BORA_IO_MODEL_CONFIG_HPP
+#define BORA_IO_MODEL_CONFIG_HPP
 
 #include <cstdint>
 #include <string>
@@ -3163,8 +3192,8 @@ struct ModelConfig {
 
 }  // namespace bora
 
-#endif  // BORA_MODEL_CONFIG_HPP
-// ---- end bora/model/config.hpp -----------------------------------------------------------------------
+#endif  // BORA_IO_MODEL_CONFIG_HPP
+// ---- end bora/io/model_config.hpp --------------------------------------------------------------------
 
 namespace bora {
 
@@ -8782,10 +8811,6 @@ struct DequantizedRows {};         // matmul_f32: kernels::kMatmulTileRows weigh
 struct DequantizedActivations {};  // the int8 fast path meeting float weights: activations as f32
 struct PackedActivations {};       // int8 activations repacked for the VNNI kernels (prefill, Q4_0 decode)
 
-inline bool is_float_type(WeightType type) {
-  return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16;
-}
-
 }  // namespace detail
 
 void matvec_f32(const TensorView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
@@ -8891,7 +8916,7 @@ void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_beg
 void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, float* y,
                          int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin) return;
-  if (detail::is_float_type(w.type)) {  // no integer products to share: one f32 pass over hi + lo
+  if (is_float_weight_type(w.type)) {  // no integer products to share: one f32 pass over hi + lo
     const int64_t n = w.row_length();
     float* x = detail::thread_scratch<detail::DequantizedActivations, float>(static_cast<size_t>(2 * n));
     if (x == nullptr) return;
@@ -8912,7 +8937,7 @@ void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* 
                int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin || n_tokens <= 0) return;
   const int64_t n = w.row_length();
-  if (!detail::is_float_type(w.type)) {
+  if (!is_float_weight_type(w.type)) {
     if (n_tokens == 1) {
       uint8_t* scratch = detail::thread_scratch<detail::PackedActivations, uint8_t>(
           static_cast<size_t>(kernels::decode_scratch_bytes(n)));

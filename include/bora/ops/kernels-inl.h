@@ -44,12 +44,23 @@ inline int64_t decode_scratch_bytes(int64_t n) { return 2 * 2 * (n / 32) * 18; }
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
 
-HWY_BEFORE_NAMESPACE();
-// VNNI (vpdpbusd) is part of every x86 target from AVX3_DL up; Highway 1.0.3 names only "avxvnni"
-// in that target's attributes, so the EVEX form's feature is added here.
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3_DL
-HWY_PUSH_ATTRIBUTES("avx512vnni")
+// VNNI (vpdpbusd) is part of every x86 target from AVX3_DL up (Highway only selects it on CPUs with
+// VNNI), but Highway 1.0.3 names only "avxvnni" in that target's attributes, so the EVEX form's
+// feature is added to the target's own string. It must be one string: Clang keeps only one target
+// attribute per function, so a second push of "avx512vnni" alone would be ignored. Repeating a
+// feature that a newer Highway already names (AVX3_ZEN4, AVX3_SPR, ...) is harmless.
+#undef BORA_OPS_BEFORE_NAMESPACE
+#undef BORA_OPS_AFTER_NAMESPACE
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3_DL && defined(HWY_TARGET_STR)
+#define BORA_OPS_BEFORE_NAMESPACE() \
+  HWY_PUSH_ATTRIBUTES(HWY_TARGET_STR ",avx512vnni") static_assert(true, "requires a semicolon")
+#define BORA_OPS_AFTER_NAMESPACE() HWY_POP_ATTRIBUTES static_assert(true, "requires a semicolon")
+#else
+#define BORA_OPS_BEFORE_NAMESPACE() HWY_BEFORE_NAMESPACE()
+#define BORA_OPS_AFTER_NAMESPACE() HWY_AFTER_NAMESPACE()
 #endif
+
+BORA_OPS_BEFORE_NAMESPACE();
 namespace bora {
 namespace ops {
 namespace HWY_NAMESPACE {
@@ -761,9 +772,12 @@ HWY_INLINE void PortableRowDotQ8(WeightType type, const uint8_t* row, int64_t n,
 #define BORA_KERNELS_X86_INT8 1
 // GCC 12's intrinsics leave "don't care" lanes as self-initialized variables, which -O3 reports
 // as maybe-uninitialized when the intrinsic headers were first included outside Highway's own
-// diagnostic guard (e.g. by simdjson). Highway silences the same warning in its x86 headers.
+// diagnostic guard (e.g. by simdjson). Highway silences the same warning in its x86 headers. Clang
+// has no such warning (and would reject its name under -Werror).
 HWY_DIAGNOSTICS(push)
+#if !HWY_COMPILER_CLANG
 HWY_DIAGNOSTICS_OFF(disable : 4701, ignored "-Wmaybe-uninitialized")
+#endif
 
 // Sums of four adjacent u8 x s8 products per 32-bit lane. u <= 128 and |s| <= 127, so the 16-bit
 // pair sums of maddubs (at most 2 * 128 * 127) never saturate.
@@ -1780,9 +1794,6 @@ HWY_DIAGNOSTICS(pop)
 }  // namespace HWY_NAMESPACE
 }  // namespace ops
 }  // namespace bora
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3_DL
-HWY_POP_ATTRIBUTES
-#endif
-HWY_AFTER_NAMESPACE();
+BORA_OPS_AFTER_NAMESPACE();
 
 #endif  // BORA_OPS_KERNELS_INL_H_ toggle
