@@ -2338,7 +2338,7 @@ class ThreadPool {
 // ---- begin bora/base/bytes.hpp -----------------------------------------------------------------------
 // Why this file exists: every reader (GGUF, safetensors, session files) turns sizes and offsets read
 // from untrusted bytes into numbers; the overflow-checked arithmetic and explicit little-endian loads
-// they all need live here once, below every layer that reads a file.
+// (and stores, for the GGUF writer) they all need live here once, below every layer that reads a file.
 #ifndef BORA_BASE_BYTES_HPP
 #define BORA_BASE_BYTES_HPP
 
@@ -2379,6 +2379,11 @@ inline uint64_t load_le(const uint8_t* p, int n_bytes) {
 }
 inline uint32_t load_le_u32(const uint8_t* p) { return static_cast<uint32_t>(load_le(p, 4)); }
 inline uint64_t load_le_u64(const uint8_t* p) { return load_le(p, 8); }
+
+// The matching store, for the writers (io/gguf_writer.hpp).
+inline void store_le(uint8_t* p, uint64_t v, int n_bytes) {
+  for (int i = 0; i < n_bytes; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
 
 }  // namespace io_detail
 }  // namespace bora
@@ -8251,18 +8256,16 @@ inline Expected<std::vector<ChatMessage>> parse_chat_request(std::string_view js
 #include <limits>
 #include <vector>
 
-namespace bora {
+// ---- begin bora/base/random.hpp ----------------------------------------------------------------------
+// Why this file exists: sampling needs a seeded generator that gives the same sequence on every
+// platform and standard library (std::mt19937's distributions do not), and so do the tools that
+// write random test weights; this is the one generator they share.
+#ifndef BORA_BASE_RANDOM_HPP
+#define BORA_BASE_RANDOM_HPP
 
-struct SampleParams {
-  float temperature = 0.8f;   // <= 0: greedy (argmax)
-  int top_k = 40;             // <= 0: no limit
-  float top_p = 0.95f;        // >= 1: off
-  float min_p = 0.05f;        // <= 0: off; keeps tokens with p >= min_p * p(best)
-  float repeat_penalty = 1.0f;  // 1: off; > 1 discourages the last repeat_last_n tokens
-  int repeat_last_n = 64;     // how many recent tokens the penalty looks at (< 0: all given)
-  uint64_t seed = 0xB0BA;
-  int max_tokens = 256;       // for generation loops: how many tokens to produce at most (< 0: no limit)
-};
+#include <cstdint>
+
+namespace bora {
 
 // xoshiro256** seeded through splitmix64: small, fast, and the same sequence everywhere.
 class Xoshiro256 {
@@ -8297,6 +8300,24 @@ class Xoshiro256 {
  private:
   static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
   uint64_t state_[4];
+};
+
+}  // namespace bora
+
+#endif  // BORA_BASE_RANDOM_HPP
+// ---- end bora/base/random.hpp ------------------------------------------------------------------------
+
+namespace bora {
+
+struct SampleParams {
+  float temperature = 0.8f;   // <= 0: greedy (argmax)
+  int top_k = 40;             // <= 0: no limit
+  float top_p = 0.95f;        // >= 1: off
+  float min_p = 0.05f;        // <= 0: off; keeps tokens with p >= min_p * p(best)
+  float repeat_penalty = 1.0f;  // 1: off; > 1 discourages the last repeat_last_n tokens
+  int repeat_last_n = 64;     // how many recent tokens the penalty looks at (< 0: all given)
+  uint64_t seed = 0xB0BA;
+  int max_tokens = 256;       // for generation loops: how many tokens to produce at most (< 0: no limit)
 };
 
 class Sampler {
