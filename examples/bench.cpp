@@ -2,13 +2,13 @@
 // (same tests, same JSON keys) so bora and llama.cpp can be compared on the same file and threads.
 #define BORA_IMPLEMENTATION
 #include "bora/bora.hpp"
-#include "bora/model/synthetic.hpp"
+#include "args.hpp"
+#include "synthetic_model.hpp"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
@@ -38,17 +38,10 @@ void usage() {
                "      (the peak RSS then includes the 256 MiB it reads)\n");
 }
 
-std::vector<int> parse_list(const char* text) {
-  std::vector<int> values;
-  for (const char* p = text; *p;) {
-    char* end = nullptr;
-    const long v = std::strtol(p, &end, 10);
-    if (end == p || v < 0 || v > 1 << 20) return {};
-    values.push_back(static_cast<int>(v));
-    p = *end == ',' ? end + 1 : end;
-    if (*end && *end != ',') return {};
-  }
-  return values;
+std::vector<int> to_ints(const std::vector<long long>& values) {
+  std::vector<int> out;
+  for (long long v : values) out.push_back(static_cast<int>(v));
+  return out;
 }
 
 uint64_t peak_rss_bytes() {
@@ -159,26 +152,26 @@ int main(int argc, char** argv) {
   std::vector<int> prompts = {512}, gens = {128}, threads = {2};
   int repetitions = 3;
   bool json = false, use_mmap = false, bandwidth = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const bool has_value = i + 1 < argc;
-    if ((arg == "-m" || arg == "--model") && has_value) model_path = argv[++i];
-    else if ((arg == "-p" || arg == "--n-prompt") && has_value) prompts = parse_list(argv[++i]);
-    else if ((arg == "-n" || arg == "--n-gen") && has_value) gens = parse_list(argv[++i]);
-    else if ((arg == "-t" || arg == "--threads") && has_value) threads = parse_list(argv[++i]);
-    else if ((arg == "-r" || arg == "--repetitions") && has_value) repetitions = std::atoi(argv[++i]);
-    else if (arg == "-mmp" && has_value) use_mmap = std::atoi(argv[++i]) != 0;
-    else if (arg == "--bandwidth") bandwidth = true;
-    else if (arg == "--json" || (arg == "-o" && has_value && std::string(argv[++i]) == "json")) json = true;
-    else { usage(); return 2; }
+  example_args::Parser args(argc, argv, "bench", usage);
+  while (args.next()) {
+    if (args.is("-m", "--model")) model_path = args.text();
+    else if (args.is("-p", "--n-prompt")) prompts = to_ints(args.integer_list(0, 1 << 20));
+    else if (args.is("-n", "--n-gen")) gens = to_ints(args.integer_list(0, 1 << 20));
+    else if (args.is("-t", "--threads")) threads = to_ints(args.integer_list(1, 1 << 20));
+    else if (args.is("-r", "--repetitions")) repetitions = static_cast<int>(args.integer(1, 1 << 20));
+    else if (args.is("-mmp")) use_mmap = args.integer(0, 1) != 0;
+    else if (args.is("--bandwidth")) bandwidth = true;
+    else if (args.is("--json")) json = true;
+    else if (args.is("-o")) {
+      if (args.text() != "json") args.fail("-o knows only 'json'");
+      json = true;
+    } else args.unknown();
   }
-  bool threads_ok = !threads.empty();
-  for (int t : threads) threads_ok = threads_ok && t >= 1;
-  if (model_path.empty() || prompts.empty() || gens.empty() || !threads_ok || repetitions < 1) { usage(); return 2; }
+  if (model_path.empty()) args.fail("-m MODEL is required");
 
   const auto load_start = std::chrono::steady_clock::now();
   bora::Expected<bora::ModelFiles> files =
-      model_path.rfind("synthetic:", 0) == 0 ? bora::make_synthetic_model(model_path.substr(10)) : bora::open_model_files(model_path, use_mmap ? bora::FileAccess::kMap : bora::FileAccess::kRead);
+      model_path.rfind("synthetic:", 0) == 0 ? synthetic::make_model(model_path.substr(10)) : bora::open_model_files(model_path, use_mmap ? bora::FileAccess::kMap : bora::FileAccess::kRead);
   if (!files) { std::fprintf(stderr, "bench: %s\n", files.error().message()); return 1; }
   const uint64_t model_bytes = files->total_bytes();
   auto model = bora::load_any(std::move(*files));

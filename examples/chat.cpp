@@ -4,10 +4,17 @@
 #include "bora/bora.hpp"
 
 #include <cstdio>
-#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
+
+#include "args.hpp"
+
+namespace {
+
+void usage() { std::fprintf(stderr, "usage: chat -m MODEL [--system TEXT] [--temp T] [--seed S] [--threads N]\n"); }
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::string model_path, system_prompt;
@@ -15,22 +22,16 @@ int main(int argc, char** argv) {
   sample.max_tokens = 512;
   bora::SessionParams session_params;
   session_params.n_threads = 2;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if ((arg == "-m" || arg == "--model") && i + 1 < argc) model_path = argv[++i];
-    else if (arg == "--system" && i + 1 < argc) system_prompt = argv[++i];
-    else if (arg == "--temp" && i + 1 < argc) sample.temperature = std::strtof(argv[++i], nullptr);
-    else if (arg == "--seed" && i + 1 < argc) sample.seed = std::strtoull(argv[++i], nullptr, 10);
-    else if ((arg == "--threads" || arg == "-t") && i + 1 < argc) session_params.n_threads = std::max(1, std::atoi(argv[++i]));
-    else {
-      std::fprintf(stderr, "usage: chat -m MODEL [--system TEXT] [--temp T] [--seed S] [--threads N]\n");
-      return 2;
-    }
+  example_args::Parser args(argc, argv, "chat", usage);
+  while (args.next()) {
+    if (args.is("-m", "--model")) model_path = args.text();
+    else if (args.is("--system")) system_prompt = args.text();
+    else if (args.is("--temp")) sample.temperature = static_cast<float>(args.real(0, 100));
+    else if (args.is("--seed")) sample.seed = args.unsigned_integer();
+    else if (args.is("-t", "--threads")) session_params.n_threads = static_cast<int>(args.integer(1, 1024));
+    else args.unknown();
   }
-  if (model_path.empty()) {
-    std::fprintf(stderr, "usage: chat -m MODEL [--system TEXT] [--temp T] [--seed S] [--threads N]\n");
-    return 2;
-  }
+  if (model_path.empty()) args.fail("-m MODEL is required");
   auto model = bora::load_any(model_path);
   if (!model) { std::fprintf(stderr, "chat: %s\n", model.error().message()); return 1; }
   auto session = (*model)->session(session_params);

@@ -3,11 +3,11 @@
 #define BORA_IMPLEMENTATION
 #include "bora/bora.hpp"
 
-#include <cerrno>
+#include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <string>
+
+#include "args.hpp"
 
 namespace {
 
@@ -19,13 +19,6 @@ void usage() {
                "  --chat  wrap the prompt in the model's chat template (a user turn)\n");
 }
 
-bool number(const char* text, double* out) {
-  char* end = nullptr;
-  errno = 0;
-  *out = std::strtod(text, &end);
-  return end != text && *end == '\0' && errno == 0;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -35,38 +28,25 @@ int main(int argc, char** argv) {
   sample.max_tokens = 128;
   bora::SessionParams session_params;
   session_params.n_threads = 2;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const bool has_value = i + 1 < argc;
-    double value = 0;
-    auto numeric = [&](double low, double high) {
-      if (!has_value || !number(argv[++i], &value) || value < low || value > high) {
-        std::fprintf(stderr, "generate: %s needs a number in [%g, %g]\n", arg.c_str(), low, high);
-        std::exit(2);
-      }
-      return value;
-    };
-    if ((arg == "-m" || arg == "--model") && has_value) model_path = argv[++i];
-    else if ((arg == "-p" || arg == "--prompt") && has_value) { prompt = argv[++i]; have_prompt = true; }
-    else if (arg == "-n" || arg == "--n-predict") sample.max_tokens = static_cast<int>(numeric(-1, 1e9));
-    else if (arg == "--temp") sample.temperature = static_cast<float>(numeric(0, 100));
-    else if (arg == "--top-k") sample.top_k = static_cast<int>(numeric(0, 1e9));
-    else if (arg == "--top-p") sample.top_p = static_cast<float>(numeric(0, 1));
-    else if (arg == "--min-p") sample.min_p = static_cast<float>(numeric(0, 1));
-    else if (arg == "--repeat-penalty") sample.repeat_penalty = static_cast<float>(numeric(0, 100));
-    else if (arg == "--seed") sample.seed = static_cast<uint64_t>(numeric(0, 1.8e19));
-    else if (arg == "--threads" || arg == "-t") {
-      session_params.n_threads = static_cast<int>(numeric(1, 1024));
-    } else if (arg == "--window" && has_value) {
-      const char* w = argv[++i];
-      if (std::strcmp(w, "none") == 0) session_params.sliding_window = 0;
-      else if (number(w, &value) && value >= 1) session_params.sliding_window = static_cast<int64_t>(value);
-      else { std::fprintf(stderr, "generate: --window needs a number or 'none'\n"); return 2; }
-    } else if (arg == "--chat") chat = true;
-    else if (arg == "-h" || arg == "--help") { usage(); return 0; }
-    else { usage(); std::fprintf(stderr, "generate: unknown or incomplete argument '%s'\n", arg.c_str()); return 2; }
+  example_args::Parser args(argc, argv, "generate", usage);
+  while (args.next()) {
+    if (args.is("-m", "--model")) model_path = args.text();
+    else if (args.is("-p", "--prompt")) { prompt = args.text(); have_prompt = true; }
+    else if (args.is("-n", "--n-predict")) sample.max_tokens = static_cast<int>(args.integer(-1, 1000000000));
+    else if (args.is("--temp")) sample.temperature = static_cast<float>(args.real(0, 100));
+    else if (args.is("--top-k")) sample.top_k = static_cast<int>(args.integer(0, 1000000000));
+    else if (args.is("--top-p")) sample.top_p = static_cast<float>(args.real(0, 1));
+    else if (args.is("--min-p")) sample.min_p = static_cast<float>(args.real(0, 1));
+    else if (args.is("--repeat-penalty")) sample.repeat_penalty = static_cast<float>(args.real(0, 100));
+    else if (args.is("--seed")) sample.seed = args.unsigned_integer();
+    else if (args.is("-t", "--threads")) session_params.n_threads = static_cast<int>(args.integer(1, 1024));
+    else if (args.is("--window")) session_params.sliding_window = args.integer_or("none", 0, 1, INT64_MAX);
+    else if (args.is("--chat")) chat = true;
+    else if (args.is("-h", "--help")) { usage(); return 0; }
+    else args.unknown();
   }
-  if (model_path.empty() || !have_prompt) { usage(); return 2; }
+  if (model_path.empty()) args.fail("-m MODEL is required");
+  if (!have_prompt) args.fail("-p PROMPT is required");
 
   auto model = bora::load_any(model_path);
   if (!model) { std::fprintf(stderr, "generate: %s\n", model.error().message()); return 1; }

@@ -5,13 +5,13 @@
 #include "bora/bora.hpp"
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
+
+#include "args.hpp"
 
 namespace {
 
@@ -30,52 +30,27 @@ int fail(const char* message) {
   return 1;
 }
 
-bool parse_int(const char* text, long long* out) {
-  char* end = nullptr;
-  errno = 0;
-  const long long value = std::strtoll(text, &end, 10);
-  if (end == text || *end != '\0' || errno != 0) return false;
-  *out = value;
-  return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string model_path, tokens_text, text, dump_path;
   bool exact = false, have_tokens = false, have_text = false;
   long long threads = 1, batch = 0, window = -1;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto next = [&](const char* what) -> const char* {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "score: %s needs a value\n", what);
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (arg == "-m" || arg == "--model") model_path = next("-m");
-    else if (arg == "--tokens") { tokens_text = next("--tokens"); have_tokens = true; }
-    else if (arg == "--text") { text = next("--text"); have_text = true; }
-    else if (arg == "--exact") exact = true;
-    else if (arg == "--threads" || arg == "-t") {
-      if (!parse_int(next("--threads"), &threads) || threads < 1 || threads > 1024) return fail("--threads must be 1..1024");
-    } else if (arg == "--batch") {
-      if (!parse_int(next("--batch"), &batch) || batch < 1) return fail("--batch must be a positive number");
-    } else if (arg == "--window") {
-      const char* value = next("--window");
-      if (std::strcmp(value, "none") == 0) window = 0;
-      else if (!parse_int(value, &window) || window < 1) return fail("--window must be a positive number or 'none'");
-    } else if (arg == "--dump-logits") dump_path = next("--dump-logits");
-    else if (arg == "-h" || arg == "--help") { usage(); return 0; }
-    else {
-      usage();
-      std::fprintf(stderr, "score: unknown argument '%s'\n", arg.c_str());
-      return 2;
-    }
+  example_args::Parser args(argc, argv, "score", usage);
+  while (args.next()) {
+    if (args.is("-m", "--model")) model_path = args.text();
+    else if (args.is("--tokens")) { tokens_text = args.text(); have_tokens = true; }
+    else if (args.is("--text")) { text = args.text(); have_text = true; }
+    else if (args.is("--exact")) exact = true;
+    else if (args.is("-t", "--threads")) threads = args.integer(1, 1024);
+    else if (args.is("--batch")) batch = args.integer(1, INT64_MAX);
+    else if (args.is("--window")) window = args.integer_or("none", 0, 1, INT64_MAX);
+    else if (args.is("--dump-logits")) dump_path = args.text();
+    else if (args.is("-h", "--help")) { usage(); return 0; }
+    else args.unknown();
   }
-  if (model_path.empty()) { usage(); return fail("-m MODEL is required"); }
-  if (have_tokens == have_text) { usage(); return fail("give exactly one of --tokens or --text"); }
+  if (model_path.empty()) args.fail("-m MODEL is required");
+  if (have_tokens == have_text) args.fail("give exactly one of --tokens or --text");
 
   bora::LoadParams load_params;
   load_params.kv_cache_type = exact ? bora::KvCacheType::kF32 : bora::KvCacheType::kF16;
@@ -85,20 +60,13 @@ int main(int argc, char** argv) {
 
   std::vector<int32_t> tokens;
   if (have_tokens) {
-    const char* p = tokens_text.c_str();
-    while (*p) {
-      while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n') ++p;
-      if (!*p) break;
-      char* end = nullptr;
-      errno = 0;
-      const long long id = std::strtoll(p, &end, 10);
-      if (end == p || errno != 0 || id < 0 || id >= config.vocab_size) {
-        std::fprintf(stderr, "score: bad token near '%.20s' (vocabulary has %lld ids)\n", p, (long long)config.vocab_size);
-        return 1;
-      }
-      tokens.push_back(static_cast<int32_t>(id));
-      p = end;
+    std::vector<long long> ids;
+    std::string bad;
+    if (!example_args::parse_integer_list(tokens_text, 0, config.vocab_size - 1, " ,\t\n", &ids, &bad)) {
+      std::fprintf(stderr, "score: bad token '%.20s' (vocabulary has %lld ids)\n", bad.c_str(), (long long)config.vocab_size);
+      return 1;
     }
+    for (long long id : ids) tokens.push_back(static_cast<int32_t>(id));
   } else {
     const bora::Tokenizer* tokenizer = (*model)->tokenizer();
     if (tokenizer == nullptr) return fail("--text: this model's files have no tokenizer; use --tokens");

@@ -4,15 +4,15 @@
 #define BORA_IMPLEMENTATION
 #include "bora/bora.hpp"
 
-#include <cerrno>
+#include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <sys/stat.h>
+
+#include "args.hpp"
 
 namespace {
 
@@ -53,18 +53,18 @@ int main(int argc, char** argv) {
   std::string source, text, file, decode, chat;
   bool bos = false;
   int modes = 0;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const bool has_value = i + 1 < argc;
-    if ((arg == "-m" || arg == "--model") && has_value) source = argv[++i];
-    else if (arg == "--bos") bos = true;
-    else if (arg == "--text" && has_value) { text = argv[++i]; ++modes; }
-    else if (arg == "--file" && has_value) { file = argv[++i]; ++modes; }
-    else if (arg == "--decode" && has_value) { decode = argv[++i]; ++modes; }
-    else if (arg == "--chat" && has_value) { chat = argv[++i]; ++modes; }
-    else { usage(); return 2; }
+  example_args::Parser args(argc, argv, "tokenize", usage);
+  while (args.next()) {
+    if (args.is("-m", "--model")) source = args.text();
+    else if (args.is("--bos")) bos = true;
+    else if (args.is("--text")) { text = args.text(); ++modes; }
+    else if (args.is("--file")) { file = args.text(); ++modes; }
+    else if (args.is("--decode")) { decode = args.text(); ++modes; }
+    else if (args.is("--chat")) { chat = args.text(); ++modes; }
+    else args.unknown();
   }
-  if (source.empty() || modes != 1) { usage(); return 2; }
+  if (source.empty()) args.fail("-m MODEL_OR_TOKENIZER is required");
+  if (modes != 1) args.fail("give exactly one of --text, --file, --decode or --chat");
 
   // A model (.gguf, folder, ollama:) brings its tokenizer and chat template; any other file is
   // read as a tokenizer on its own (SentencePiece .model, or GGUF recognised by its magic).
@@ -90,19 +90,13 @@ int main(int argc, char** argv) {
   }
 
   if (!decode.empty()) {
+    std::vector<long long> parsed;
+    std::string bad;
+    const long long last_id = static_cast<long long>(tokenizer->vocab_size()) - 1;
+    if (!example_args::parse_integer_list(decode, 0, last_id, " ,\t\n", &parsed, &bad))
+      return fail("bad token id '" + bad.substr(0, 20) + "' (ids go from 0 to " + std::to_string(last_id) + ")");
     std::vector<int32_t> ids;
-    const char* p = decode.c_str();
-    while (*p) {
-      while (*p == ' ' || *p == ',' || *p == '\n' || *p == '\t') ++p;
-      if (!*p) break;
-      char* end = nullptr;
-      errno = 0;
-      const long long id = std::strtoll(p, &end, 10);
-      if (end == p || errno || id < 0 || id >= static_cast<long long>(tokenizer->vocab_size()))
-        return fail(std::string("bad token id near '") + std::string(p).substr(0, 20) + "'");
-      ids.push_back(static_cast<int32_t>(id));
-      p = end;
-    }
+    for (long long id : parsed) ids.push_back(static_cast<int32_t>(id));
     const std::string out = tokenizer->decode(ids);
     std::fwrite(out.data(), 1, out.size(), stdout);
     std::printf("\n");

@@ -6,15 +6,15 @@
 #include <sentencepiece_processor.h>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "args.hpp"
 #include "bora/text/tokenizer.hpp"
 
 namespace {
@@ -59,15 +59,13 @@ int main(int argc, char** argv) {
   std::string goldens_path = "tests/data/tokenizer/tokenizer_goldens.json";
   std::string english_path = "tests/data/demo-mistral/heldout.txt";
   double min_seconds = 1.0;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::strcmp(argv[i], "--model") == 0) model_path = argv[i + 1];
-    else if (std::strcmp(argv[i], "--goldens") == 0) goldens_path = argv[i + 1];
-    else if (std::strcmp(argv[i], "--english") == 0) english_path = argv[i + 1];
-    else if (std::strcmp(argv[i], "--seconds") == 0) min_seconds = std::atof(argv[i + 1]);
-    else {
-      std::fprintf(stderr, "unknown option %s\n", argv[i]);
-      return 2;
-    }
+  example_args::Parser args(argc, argv, "tokenize_bench");
+  while (args.next()) {
+    if (args.is("--model")) model_path = args.text();
+    else if (args.is("--goldens")) goldens_path = args.text();
+    else if (args.is("--english")) english_path = args.text();
+    else if (args.is("--seconds")) min_seconds = args.real(0, 3600);
+    else args.unknown();
   }
 
   auto load_start = std::chrono::steady_clock::now();

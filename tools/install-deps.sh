@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Why this file exists: the README's quick start and CI need the same packages on a fresh Debian 12 /
 # Ubuntu machine; this installs them with apt-get (through sudo when not root), and does nothing when
-# they are already there.
+# they are already there. clang-14 and libc++ are there for CI's second compiler and standard library.
 set -euo pipefail
-packages=(g++ cmake ninja-build meson pkg-config python3 libhwy-dev libsimdjson-dev doctest-dev libsentencepiece-dev)
+packages=(g++ clang-14 libc++-14-dev libc++abi-14-dev cmake ninja-build meson pkg-config python3 libhwy-dev libsimdjson-dev doctest-dev libsentencepiece-dev)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "${package}" 2>/dev/null | grep -q "install ok installed" || missing+=("${package}")

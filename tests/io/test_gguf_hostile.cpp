@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/error_text.hpp"
 #include "../support/gguf_writer.hpp"
 #include "bora/base/mapped_file.hpp"
 #include "bora/io/gguf.hpp"
@@ -28,7 +29,7 @@ bora::Expected<bora::GgufFile> parse_bytes(const std::vector<uint8_t>& bytes) {
   return parse_copy(bytes.data(), bytes.size());
 }
 
-bool contains(const bora::Error& e, const char* text) { return e.str().find(text) != std::string::npos; }
+using bora_test::contains;
 
 // A small file using every kind of value, including nested arrays, and three tensors.
 std::vector<uint8_t> build_rich_file(bora_test::GgufWriter* out = nullptr) {

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/error_text.hpp"
 #include "../support/gguf_writer.hpp"
 #include "bora/base/mapped_file.hpp"
 #include "bora/io/gguf.hpp"
@@ -25,7 +26,7 @@ std::string read_text(const std::string& relative) {
   return std::string(reinterpret_cast<const char*>(mapped->data()), static_cast<size_t>(mapped->size()));
 }
 
-bool contains(const bora::Error& e, const char* text) { return e.str().find(text) != std::string::npos; }
+using bora_test::contains;
 
 void check_tiny_mistral_sizes(const bora::ModelConfig& c) {
   CHECK(c.dim == 256);

@@ -13,6 +13,7 @@
 #include <system_error>
 #include <vector>
 
+#include "../support/error_text.hpp"
 #include "../support/gguf_writer.hpp"
 #include "bora/io/model_files.hpp"
 
@@ -26,7 +27,7 @@ namespace fs = std::filesystem;
 
 std::string data_path(const std::string& relative) { return std::string(BORA_TEST_DATA_DIR) + "/" + relative; }
 
-bool contains(const bora::Error& e, const char* text) { return e.str().find(text) != std::string::npos; }
+using bora_test::contains;
 
 // A fresh folder under the system temp dir, removed with its contents at scope exit.
 class TempDir {

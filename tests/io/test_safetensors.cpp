@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/error_text.hpp"
 #include "../support/gguf_writer.hpp"
 #include "bora/base/mapped_file.hpp"
 #include "bora/io/safetensors.hpp"
@@ -25,7 +26,7 @@ bora::Expected<bora::SafetensorsFile> parse_copy(const std::vector<uint8_t>& byt
   return bora::SafetensorsFile::parse(keep.data(), keep.size(), name);
 }
 
-bool contains(const bora::Error& e, const char* text) { return e.str().find(text) != std::string::npos; }
+using bora_test::contains;
 
 std::vector<uint8_t> zeros(size_t n) { return std::vector<uint8_t>(n, 0); }
 

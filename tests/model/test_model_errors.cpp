@@ -18,6 +18,7 @@
 #include "../support/allocation_probe.hpp"
 
 #include "bora/bora.hpp"
+#include "../support/error_text.hpp"
 #include "../support/gguf_writer.hpp"
 #include "../support/golden.hpp"
 
@@ -27,7 +28,7 @@ using bora_test::GgufTensorBytes;
 using bora_test::GgufWriter;
 using bora_test::ScratchDir;
 
-bool contains(const bora::Error& error, const std::string& text) { return error.str().find(text) != std::string::npos; }
+using bora_test::contains;
 
 // Checks that the error message names every one of `parts`, showing the message when it does not.
 void check_names(const bora::Error& error, const std::vector<const char*>& parts) {

@@ -1,5 +1,6 @@
 // Why this file exists: the reader tests need GGUF (and safetensors) files that are small, exactly
-// known, and deliberately broken in one place; this builds them byte by byte in memory.
+// known, and deliberately broken in one place, and model tests need real files rearranged or broken on
+// disk; this builds them in memory (GGUF with the library's own writer) and puts them in scratch folders.
 #ifndef BORA_TESTS_SUPPORT_GGUF_WRITER_HPP
 #define BORA_TESTS_SUPPORT_GGUF_WRITER_HPP
 
@@ -13,164 +14,51 @@
 #include <system_error>
 #include <vector>
 
+#include "bora/base/bytes.hpp"
 #include "bora/io/gguf.hpp"  // only for the copying helpers at the end
-#include "bora/quant/weight_type.hpp"
+#include "bora/io/gguf_writer.hpp"
 
 namespace bora_test {
 
-// Little-endian byte sink.
-class ByteWriter {
- public:
-  void u8(uint8_t v) { bytes_.push_back(v); }
-  void u16(uint16_t v) { put(v, 2); }
-  void u32(uint32_t v) { put(v, 4); }
-  void u64(uint64_t v) { put(v, 8); }
-  void f32(float v) {
-    uint32_t bits;
-    std::memcpy(&bits, &v, 4);
-    u32(bits);
-  }
-  void f64(double v) {
-    uint64_t bits;
-    std::memcpy(&bits, &v, 8);
-    u64(bits);
-  }
-  void str(const std::string& s) {  // GGUF string: u64 length + bytes
-    u64(s.size());
-    raw(s.data(), s.size());
-  }
-  void raw(const void* p, size_t n) {
-    const uint8_t* b = static_cast<const uint8_t*>(p);
-    bytes_.insert(bytes_.end(), b, b + n);
-  }
-  void pad_to(size_t alignment, uint8_t fill = 0) {
-    while (bytes_.size() % alignment != 0) bytes_.push_back(fill);
-  }
-  size_t size() const { return bytes_.size(); }
-  std::vector<uint8_t>& bytes() { return bytes_; }
+// The library's writer (bora/io/gguf_writer.hpp) with what only reader tests want: default data sizes
+// even for unknown types, declared counts that differ from the real ones, a data section filled with a
+// byte pattern, and the layout of the last file built.
+using ByteWriter = bora::GgufByteWriter;
 
- private:
-  void put(uint64_t v, int n) {
-    for (int i = 0; i < n; ++i) bytes_.push_back(static_cast<uint8_t>(v >> (8 * i)));
-  }
-  std::vector<uint8_t> bytes_;
-};
-
-// GGUF value type ids (as in bora::GgufType), repeated so the writer does not depend on the reader.
+// GGUF value type ids, spelled out here rather than taken from bora::GgufType so the tests check the
+// reader against the format's numbers, not against the reader's own enum.
 enum GgufTypeId : uint32_t {
   kGgufU8 = 0, kGgufI8 = 1, kGgufU16 = 2, kGgufI16 = 3, kGgufU32 = 4, kGgufI32 = 5, kGgufF32 = 6,
   kGgufBool = 7, kGgufString = 8, kGgufArray = 9, kGgufU64 = 10, kGgufI64 = 11, kGgufF64 = 12,
 };
 
-// Builds a GGUF file. Values are stored pre-encoded, so tests can write any (also invalid) bytes.
-class GgufWriter {
+class GgufWriter : public bora::GgufWriter {
  public:
-  uint32_t version = 3;
-  uint32_t alignment = 32;       // used for layout; add a general.alignment key to declare it
   bool override_counts = false;  // write n_tensors / n_kv below instead of the real counts
   uint64_t n_tensors_override = 0;
   uint64_t n_kv_override = 0;
-  char magic[4] = {'G', 'G', 'U', 'F'};
 
-  // ---- metadata --------------------------------------------------------------------------------
-  // type id + already-encoded value bytes (for hostile tests).
-  void add_raw(const std::string& key, uint32_t type_id, const std::vector<uint8_t>& value) {
-    ByteWriter w;
-    w.str(key);
-    w.u32(type_id);
-    w.raw(value.data(), value.size());
-    append_kv(w);
-  }
-  void add_u8(const std::string& k, uint8_t v) { scalar(k, kGgufU8, v, 1); }
-  void add_i8(const std::string& k, int8_t v) { scalar(k, kGgufI8, static_cast<uint8_t>(v), 1); }
-  void add_u16(const std::string& k, uint16_t v) { scalar(k, kGgufU16, v, 2); }
-  void add_i16(const std::string& k, int16_t v) { scalar(k, kGgufI16, static_cast<uint16_t>(v), 2); }
-  void add_u32(const std::string& k, uint32_t v) { scalar(k, kGgufU32, v, 4); }
-  void add_i32(const std::string& k, int32_t v) { scalar(k, kGgufI32, static_cast<uint32_t>(v), 4); }
-  void add_u64(const std::string& k, uint64_t v) { scalar(k, kGgufU64, v, 8); }
-  void add_i64(const std::string& k, int64_t v) { scalar(k, kGgufI64, static_cast<uint64_t>(v), 8); }
-  void add_bool(const std::string& k, bool v) { scalar(k, kGgufBool, v ? 1 : 0, 1); }
-  void add_f32(const std::string& k, float v) {
-    ByteWriter w;
-    w.f32(v);
-    add_raw(k, kGgufF32, w.bytes());
-  }
-  void add_f64(const std::string& k, double v) {
-    ByteWriter w;
-    w.f64(v);
-    add_raw(k, kGgufF64, w.bytes());
-  }
-  void add_string(const std::string& k, const std::string& v) {
-    ByteWriter w;
-    w.str(v);
-    add_raw(k, kGgufString, w.bytes());
-  }
-  void add_string_array(const std::string& k, const std::vector<std::string>& values) {
-    ByteWriter w;
-    w.u32(kGgufString);
-    w.u64(values.size());
-    for (const std::string& s : values) w.str(s);
-    add_raw(k, kGgufArray, w.bytes());
-  }
-  void add_f32_array(const std::string& k, const std::vector<float>& values) {
-    ByteWriter w;
-    w.u32(kGgufF32);
-    w.u64(values.size());
-    for (float f : values) w.f32(f);
-    add_raw(k, kGgufArray, w.bytes());
-  }
-  void add_i32_array(const std::string& k, const std::vector<int32_t>& values) {
-    ByteWriter w;
-    w.u32(kGgufI32);
-    w.u64(values.size());
-    for (int32_t v : values) w.u32(static_cast<uint32_t>(v));
-    add_raw(k, kGgufArray, w.bytes());
-  }
-  size_t kv_count() const { return n_kv_; }
-
-  // ---- tensors ---------------------------------------------------------------------------------
-  // Data bytes default to what the type and shape need; `offset` < 0 means "next aligned slot".
+  // Data bytes default to what the type and shape need (32 when that is unknown); `offset` < 0 means
+  // "next aligned slot".
   void add_tensor(const std::string& name, const std::vector<uint64_t>& ne, uint32_t ggml_type,
                   int64_t offset = -1, int64_t data_bytes = -1) {
-    Tensor t{name, ne, ggml_type, offset, data_bytes};
-    if (t.data_bytes < 0) t.data_bytes = static_cast<int64_t>(natural_bytes(ne, ggml_type));
-    tensors_.push_back(t);
+    const uint64_t bytes = data_bytes < 0 ? natural_bytes(ne, ggml_type) : static_cast<uint64_t>(data_bytes);
+    bora::GgufWriter::add_tensor(name, ne, ggml_type, bytes, offset < 0 ? kNextSlot : offset);
   }
 
-  // Layout: header, metadata, tensor infos, padding to `alignment`, data (a byte pattern).
+  // Layout: header, metadata, tensor infos, padding to `alignment`, data (a byte pattern, unpadded).
   std::vector<uint8_t> build() {
+    const Layout plan = layout();
+    metadata_end = plan.metadata_end;
+    infos_end = plan.infos_end;
+    data_start = plan.head.size();
     ByteWriter w;
-    w.raw(magic, 4);
-    w.u32(version);
-    w.u64(override_counts ? n_tensors_override : tensors_.size());
-    w.u64(override_counts ? n_kv_override : n_kv_);
-    w.raw(kv_bytes_.data(), kv_bytes_.size());
-    metadata_end = w.size();
-    std::vector<uint64_t> offsets;
-    uint64_t next = 0;
-    for (const Tensor& t : tensors_) {
-      uint64_t offset = t.offset >= 0 ? static_cast<uint64_t>(t.offset) : next;
-      offsets.push_back(offset);
-      const uint64_t end = offset + static_cast<uint64_t>(t.data_bytes);
-      if (end > next) next = (end + alignment - 1) / alignment * alignment;
+    w.raw(plan.head.data(), plan.head.size());
+    if (override_counts) {
+      bora::io_detail::store_le(w.bytes().data() + 8, n_tensors_override, 8);
+      bora::io_detail::store_le(w.bytes().data() + 16, n_kv_override, 8);
     }
-    for (size_t i = 0; i < tensors_.size(); ++i) {
-      const Tensor& t = tensors_[i];
-      w.str(t.name);
-      w.u32(static_cast<uint32_t>(t.ne.size()));
-      for (uint64_t e : t.ne) w.u64(e);
-      w.u32(t.ggml_type);
-      w.u64(offsets[i]);
-    }
-    infos_end = w.size();
-    w.pad_to(alignment);
-    data_start = w.size();
-    uint64_t data_size = 0;
-    for (size_t i = 0; i < tensors_.size(); ++i) {
-      const uint64_t end = offsets[i] + static_cast<uint64_t>(tensors_[i].data_bytes);
-      if (tensors_[i].offset < 0 && end > data_size) data_size = end;
-    }
-    for (uint64_t i = 0; i < data_size; ++i) w.u8(static_cast<uint8_t>(i * 7 + 1));
+    for (uint64_t i = 0; i < plan.data_bytes; ++i) w.u8(static_cast<uint8_t>(i * 7 + 1));
     return w.bytes();
   }
 
@@ -180,35 +68,9 @@ class GgufWriter {
   size_t data_start = 0;
 
   static uint64_t natural_bytes(const std::vector<uint64_t>& ne, uint32_t ggml_type) {
-    bora::WeightType type;
-    if (!bora::weight_type_from_ggml(ggml_type, &type) || ne.empty()) return 32;
-    uint64_t row = 0;
-    if (!bora::weight_row_bytes(type, ne[0], &row)) return 32;
-    uint64_t total = row;
-    for (size_t i = 1; i < ne.size(); ++i) total *= ne[i];
-    return total;
+    uint64_t bytes = 0;
+    return tensor_bytes(ne, ggml_type, &bytes) ? bytes : 32;
   }
-
- private:
-  struct Tensor {
-    std::string name;
-    std::vector<uint64_t> ne;
-    uint32_t ggml_type;
-    int64_t offset;
-    int64_t data_bytes;
-  };
-  void scalar(const std::string& k, uint32_t type, uint64_t v, int n) {
-    ByteWriter w;
-    for (int i = 0; i < n; ++i) w.u8(static_cast<uint8_t>(v >> (8 * i)));
-    add_raw(k, type, w.bytes());
-  }
-  void append_kv(ByteWriter& w) {
-    kv_bytes_.insert(kv_bytes_.end(), w.bytes().begin(), w.bytes().end());
-    ++n_kv_;
-  }
-  std::vector<uint8_t> kv_bytes_;
-  size_t n_kv_ = 0;
-  std::vector<Tensor> tensors_;
 };
 
 // A minimal llama-architecture GGUF that config_from_gguf accepts: dim 64, 2 layers, 4 heads,
@@ -295,21 +157,14 @@ struct GgufTensorBytes {
 
 // Adds `tensors` to `w` (which must hold no tensors yet) and returns the file with their bytes, each
 // starting at the next multiple of w.alignment in the data section and zero padded, as llama.cpp's
-// writer (and tools/make_tiny_models.py) lays them out.
+// writer (and tools/make_tiny_models.py) lays them out: the library writer's own build.
 inline std::vector<uint8_t> build_gguf_with_tensor_bytes(GgufWriter& w, const std::vector<GgufTensorBytes>& tensors) {
   for (const GgufTensorBytes& t : tensors)
     w.add_tensor(t.name, t.ne, t.ggml_type, -1, static_cast<int64_t>(t.data.size()));
-  std::vector<uint8_t> file = w.build();
-  file.resize(w.data_start);  // drop the pattern; build() placed tensor i exactly where the loop below does
-  auto pad = [&] {
-    while ((file.size() - w.data_start) % w.alignment != 0) file.push_back(0);
-  };
-  for (const GgufTensorBytes& t : tensors) {
-    pad();
-    file.insert(file.end(), t.data.begin(), t.data.end());
-  }
-  pad();
-  return file;
+  const bora::GgufWriter& library_writer = w;
+  return library_writer.build([&](size_t index, uint8_t* out, uint64_t bytes) {
+    if (bytes != 0) std::memcpy(out, tensors[index].data.data(), static_cast<size_t>(bytes));
+  });
 }
 
 // ---- copying a real GGUF file ---------------------------------------------------------------------

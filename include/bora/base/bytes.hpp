@@ -1,6 +1,6 @@
 // Why this file exists: every reader (GGUF, safetensors, session files) turns sizes and offsets read
 // from untrusted bytes into numbers; the overflow-checked arithmetic and explicit little-endian loads
-// they all need live here once, below every layer that reads a file.
+// (and stores, for the GGUF writer) they all need live here once, below every layer that reads a file.
 #ifndef BORA_BASE_BYTES_HPP
 #define BORA_BASE_BYTES_HPP
 
@@ -54,6 +54,11 @@ inline double load_le_f64(const uint8_t* p) {
   double value;
   std::memcpy(&value, &bits, sizeof(value));
   return value;
+}
+
+// The matching store, for the writers (io/gguf_writer.hpp).
+inline void store_le(uint8_t* p, uint64_t v, int n_bytes) {
+  for (int i = 0; i < n_bytes; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
 }
 
 }  // namespace io_detail
