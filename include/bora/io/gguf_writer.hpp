@@ -49,7 +49,7 @@ class GgufByteWriter {
 
  private:
   void put(uint64_t v, int n_bytes) {
-    uint8_t encoded[8];
+    uint8_t encoded[8] = {};
     io_detail::store_le(encoded, v, n_bytes);
     raw(encoded, static_cast<size_t>(n_bytes));
   }
@@ -217,7 +217,7 @@ class GgufWriter {
     w.u64(count);
   }
   void add_scalar(const std::string& key, GgufType type, uint64_t v, int n_bytes) {
-    uint8_t encoded[8];
+    uint8_t encoded[8] = {};
     io_detail::store_le(encoded, v, n_bytes);
     add_raw(key, static_cast<uint32_t>(type), std::vector<uint8_t>(encoded, encoded + n_bytes));
   }
