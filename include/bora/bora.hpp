@@ -13,6 +13,7 @@
 #include "bora/base/random.hpp"
 #include "bora/base/thread_pool.hpp"
 #include "bora/io/gguf.hpp"
+#include "bora/io/gguf_writer.hpp"
 #include "bora/io/gguf_value.hpp"
 #include "bora/io/json_config.hpp"
 #include "bora/io/model_config.hpp"

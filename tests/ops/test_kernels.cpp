@@ -514,6 +514,38 @@ TEST_CASE("matvec_q8_two_level equals the sum of the two levels' matvec_q8, for 
   });
 }
 
+TEST_CASE("float weights meet int8 activations without scratch memory as they do with it") {
+  // The unbuffered path is what the buffered ones fall back to when memory runs out: it must write
+  // every output, and the same values up to the order of the f32 sums.
+  for_each_target([] {
+    for (WeightType type : {WeightType::kF32, WeightType::kF16, WeightType::kBF16}) {
+      for (int64_t n : {int64_t{32}, int64_t{256}, int64_t{288}, int64_t{1024}}) {
+        CAPTURE(bora::weight_type_name(type));
+        CAPTURE(n);
+        const int64_t rows = 5;
+        const TestMatrix m = make_matrix(type, n, rows, 900u + static_cast<uint32_t>(n));
+        const std::vector<float> x = random_floats(static_cast<size_t>(n), 91);
+        const std::vector<uint8_t> hi = quantize_tokens(x, n, 1);
+        std::vector<uint8_t> lo(hi.size());
+        bora::ops::quantize_residual_q8(x.data(), hi.data(), n, lo.data());
+        for (const uint8_t* second : {static_cast<const uint8_t*>(nullptr), static_cast<const uint8_t*>(lo.data())}) {
+          std::vector<float> buffered(static_cast<size_t>(rows)), unbuffered(static_cast<size_t>(rows), NAN);
+          if (second == nullptr) {
+            bora::ops::matvec_q8(m.view, hi.data(), buffered.data(), 0, rows);
+          } else {
+            bora::ops::matvec_q8_two_level(m.view, hi.data(), second, buffered.data(), 0, rows);
+          }
+          bora::ops::matvec_q8_float_weights_unbuffered(m.view, hi.data(), second, unbuffered.data(), 0, rows);
+          for (int64_t r = 0; r < rows; ++r) {
+            const size_t i = static_cast<size_t>(r);
+            CHECK(std::fabs(unbuffered[i] - buffered[i]) <= 1e-4f * (1.0f + std::fabs(buffered[i])));
+          }
+        }
+      }
+    }
+  });
+}
+
 // The reference both fast-path tests use: the exact dot of dequantized weights and activations,
 // and a bound for f32 rounding of the per-block scaling (offsets such as Q4_0's -8 and the K-quant
 // mins are applied per block, so partial sums reach a few times max|w| per activation).

@@ -183,6 +183,29 @@ void quantize_residual_q8(const float* x, const uint8_t* xq_hi, int64_t n, uint8
   HWY_DYNAMIC_DISPATCH(QuantizeResidualQ8Kernel)(x, xq_hi, n, xq_lo);
 }
 
+void matvec_q8_float_weights_unbuffered(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, float* y,
+                                        int64_t row_begin, int64_t row_end) {
+  constexpr int64_t kChunk = 256;  // a multiple of the activations' 32-value blocks
+  float x[kChunk];
+  const int64_t n = w.row_length();
+  const uint64_t value_bytes = weight_type_info(w.type).block_bytes;  // float types: one value per block
+  // The layout keeps all int8 values first and the scales after them, so chunks index the whole row.
+  const quant::Q8ActivationRow hi = quant::q8_activation_view(xq_hi, n);
+  for (int64_t r = row_begin; r < row_end; ++r) y[r] = 0.0f;
+  for (int64_t c = 0; c < n; c += kChunk) {
+    const int64_t count = std::min(kChunk, n - c);
+    for (int64_t i = 0; i < count; ++i) x[i] = hi.d[(c + i) / 32] * static_cast<float>(hi.q[c + i]);
+    if (xq_lo != nullptr) {
+      const quant::Q8ActivationRow lo = quant::q8_activation_view(xq_lo, n);
+      for (int64_t i = 0; i < count; ++i) x[i] += lo.d[(c + i) / 32] * static_cast<float>(lo.q[c + i]);
+    }
+    for (int64_t r = row_begin; r < row_end; ++r) {
+      const uint8_t* row = w.data + static_cast<uint64_t>(r) * w.row_bytes() + static_cast<uint64_t>(c) * value_bytes;
+      y[r] += HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, row, x, count);
+    }
+  }
+}
+
 void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end) {
   matmul_q8(w, xq, 1, y, 0, row_begin, row_end);
 }
@@ -193,7 +216,7 @@ void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_
   if (is_float_weight_type(w.type)) {  // no integer products to share: one f32 pass over hi + lo
     const int64_t n = w.row_length();
     float* x = detail::thread_scratch<detail::DequantizedActivations, float>(static_cast<size_t>(2 * n));
-    if (x == nullptr) return;
+    if (x == nullptr) return matvec_q8_float_weights_unbuffered(w, xq_hi, xq_lo, y, row_begin, row_end);
     quant::dequantize_activations_q8(xq_hi, n, x);
     quant::dequantize_activations_q8(xq_lo, n, x + n);
     for (int64_t i = 0; i < n; ++i) x[i] += x[n + i];
@@ -226,8 +249,11 @@ void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* 
   }
   // Float weights gain nothing from int8 activations: widen them back and use the f32 kernels.
   float* x = detail::thread_scratch<detail::DequantizedActivations, float>(static_cast<size_t>(n));
-  if (x == nullptr) return;
   for (int64_t t = 0; t < n_tokens; ++t) {
+    if (x == nullptr) {
+      matvec_q8_float_weights_unbuffered(w, xq + t * q8_row_bytes(n), nullptr, y + t * y_stride, row_begin, row_end);
+      continue;
+    }
     quant::dequantize_activations_q8(xq + t * q8_row_bytes(n), n, x);
     matvec_f32(w, x, y + t * y_stride, row_begin, row_end);
   }

@@ -66,6 +66,12 @@ void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_beg
 // quantize_residual_q8(x, xq_hi): near-exact, and each weight row is read from memory once.
 void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, float* y,
                          int64_t row_begin, int64_t row_end);
+// Float weights (F32, F16, BF16) times int8 activations in one or two levels (xq_lo may be null) with
+// no scratch memory: the activations are widened a stack-sized chunk at a time. matvec_q8,
+// matvec_q8_two_level and matmul_q8 fall back to it when a thread's scratch buffer cannot be
+// allocated, so running out of memory never leaves an output unwritten.
+void matvec_q8_float_weights_unbuffered(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, float* y,
+                                        int64_t row_begin, int64_t row_end);
 // Token t's quantized row starts at xq + t * q8_row_bytes(w.row_length()); y as in matmul_f32.
 void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
                int64_t row_begin, int64_t row_end);

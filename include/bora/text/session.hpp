@@ -58,6 +58,7 @@ class Session {
   void reset() {
     context_->reset();
     tokens_.clear();
+    last_logits_.clear();  // they belonged to the forgotten stream (and save() pairs logits with tokens)
   }
 
   // Appends tokens to the stream (prefill); leaves the logits of the last one for sampling.
@@ -143,7 +144,7 @@ class Session {
     bool ok = std::fwrite(&header, sizeof(header), 1, file) == 1;
     ok = ok && (tokens_.empty() || std::fwrite(tokens_.data(), sizeof(int32_t), tokens_.size(), file) == tokens_.size());
     ok = ok && (cache.empty() || std::fwrite(cache.data(), 1, cache.size(), file) == cache.size());
-    ok = ok && (last_logits_.empty() || std::fwrite(last_logits_.data(), sizeof(float), last_logits_.size(), file) == last_logits_.size());
+    ok = ok && (tokens_.empty() || last_logits_.empty() || std::fwrite(last_logits_.data(), sizeof(float), last_logits_.size(), file) == last_logits_.size());
     if (std::fclose(file) != 0 || !ok) return make_error(ErrorCode::kIo, "%s: cannot write session", path.c_str());
     return Status();
   }
@@ -171,6 +172,11 @@ class Session {
     if (header.n_tokens > (size - sizeof(header)) / sizeof(int32_t))
       return make_error(ErrorCode::kFormat, "%s: token count %llu runs past the end", path.c_str(),
                         (unsigned long long)header.n_tokens);
+    // Without a sliding window the cache holds kv_capacity() positions; a stream longer than that can only
+    // come from a forged or foreign file.
+    if (context_->window() == 0 && header.n_tokens > static_cast<uint64_t>(context_->kv_capacity()))
+      return make_error(ErrorCode::kFormat, "%s: holds %llu tokens, more than this context's %lld positions", path.c_str(),
+                        (unsigned long long)header.n_tokens, (long long)context_->kv_capacity());
     const uint64_t logits_bytes = header.n_tokens > 0 ? vocab * sizeof(float) : 0;
     if (size != sizeof(header) + header.n_tokens * sizeof(int32_t) + header.cache_bytes + logits_bytes)
       return make_error(ErrorCode::kFormat, "%s: size %llu does not match its header", path.c_str(), (unsigned long long)size);
