@@ -37,9 +37,14 @@
     }                                                                                  \
   } while (0)
 
+#ifndef BORA_FUZZ_CORPUS_DIR
+#define BORA_FUZZ_CORPUS_DIR "tests/fuzz/corpus"
+#endif
+
 namespace bora_fuzz {
 
 inline std::string data_path(const std::string& relative) { return std::string(BORA_TEST_DATA_DIR) + "/" + relative; }
+inline std::string corpus_path(const std::string& relative) { return std::string(BORA_FUZZ_CORPUS_DIR) + "/" + relative; }
 
 // The input in a heap block of exactly its size (libFuzzer's own buffer is exact too, but a parser that
 // keeps views into it must not outlive the call).
