@@ -219,6 +219,7 @@ BORA_OPS_AFTER_NAMESPACE();
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 
 #if defined(BORA_OPS_VECTOR_INL_H_) == defined(HWY_TARGET_TOGGLE)
@@ -298,26 +299,31 @@ inline void SoftmaxKernel(float* x, int64_t n) {
   if (n <= 0) return;
   const FullF32 d;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-  float max_value = x[0];
+  // A NaN score (from a hostile session file's cache, say) gets weight 0, like a masked one: it is read as
+  // -inf, so it neither wins the maximum nor reaches Exp, whose emulated targets convert the argument to
+  // an integer (undefined for NaN).
+  const auto minus_infinity = hn::Set(d, -std::numeric_limits<float>::infinity());
+  auto without_nan = [&](hn::Vec<FullF32> v) { return hn::IfThenElse(hn::Eq(v, v), v, minus_infinity); };
+  float max_value = -std::numeric_limits<float>::infinity();
   int64_t i = 0;
   if (n >= lanes) {
-    auto vmax = hn::LoadU(d, x);
-    for (i = lanes; i + lanes <= n; i += lanes) vmax = hn::Max(vmax, hn::LoadU(d, x + i));
+    auto vmax = without_nan(hn::LoadU(d, x));
+    for (i = lanes; i + lanes <= n; i += lanes) vmax = hn::Max(vmax, without_nan(hn::LoadU(d, x + i)));
     max_value = hn::GetLane(hn::MaxOfLanes(d, vmax));
   }
-  for (; i < n; ++i) max_value = std::fmax(max_value, x[i]);
+  for (; i < n; ++i) max_value = std::fmax(max_value, x[i]);  // fmax ignores a NaN
 
   // hn::Exp returns exactly 0 below -104, so masked (-inf) entries vanish as they should.
   const auto vmax = hn::Set(d, max_value);
   auto vsum = hn::Zero(d);
   for (i = 0; i + lanes <= n; i += lanes) {
-    const auto e = hn::Exp(d, hn::Sub(hn::LoadU(d, x + i), vmax));
+    const auto e = hn::Exp(d, hn::Sub(without_nan(hn::LoadU(d, x + i)), vmax));
     vsum = hn::Add(vsum, e);
     hn::StoreU(e, d, x + i);
   }
   float sum = hn::GetLane(hn::SumOfLanes(d, vsum));
   for (; i < n; ++i) {
-    x[i] = std::exp(x[i] - max_value);
+    x[i] = std::isnan(x[i]) ? 0.0f : std::exp(x[i] - max_value);
     sum += x[i];
   }
   ScaleKernel(x, 1.0f / sum, n);

@@ -43,6 +43,7 @@ struct GgufEdit {
   void (*add_keys)(GgufWriter&) = nullptr;  // re-adds keys with new values
   std::string leave_out_tensor;
   std::string edited_tensor;      // this tensor gets the changes below
+  std::string also_edited_tensor;  // and this one too, when set
   std::vector<uint64_t> new_ne;   // its shape (data cut to fit when smaller)
   int64_t new_type = -1;          // its ggml type id
 };
@@ -60,8 +61,8 @@ std::string write_edited_copy(const ScratchDir& dir, const std::string& relative
   bool found = edit.edited_tensor.empty();
   for (GgufTensorBytes& t : bora_test::gguf_tensor_bytes(*source)) {
     if (t.name == edit.leave_out_tensor) continue;
-    if (t.name == edit.edited_tensor) {
-      found = true;
+    if (t.name == edit.edited_tensor || (!edit.also_edited_tensor.empty() && t.name == edit.also_edited_tensor)) {
+      found = found || t.name == edit.edited_tensor;
       if (!edit.new_ne.empty()) {
         t.ne = edit.new_ne;
         const uint64_t bytes = GgufWriter::natural_bytes(t.ne, t.ggml_type);
@@ -730,4 +731,24 @@ TEST_CASE("hostile GGUF files: no single allocation is larger than the file") {
     CHECK(largest_load <= file.bytes.size() + kSlack);
   }
 #endif
+}
+
+TEST_CASE("model errors: a tokenizer with more pieces than the model has token embeddings is refused") {
+  // A consistent model of 256 token rows (metadata, embedding and output agree) whose tokenizer still
+  // lists all 512 pieces: encoding some text would produce ids past the embedding table.
+  ScratchDir dir;
+  REQUIRE(dir.ok());
+  GgufEdit edit;
+  edit.leave_out_keys = {"llama.vocab_size"};
+  edit.add_keys = [](GgufWriter& w) { w.add_u32("llama.vocab_size", 256); };
+  edit.edited_tensor = "token_embd.weight";
+  edit.also_edited_tensor = "output.weight";
+  edit.new_ne = {256, 256};
+  const std::string path = write_edited_copy(dir, "tiny-mistral/tiny-mistral-F32.gguf", edit);
+  auto weights = bora::load_any_model(path);  // the weights alone are consistent
+  REQUIRE_MESSAGE(weights, (weights ? "" : weights.error().message()));
+  CHECK((*weights)->config().vocab_size == 256);
+  const bora::Error error = load_error(path);
+  CHECK(error.code() == bora::ErrorCode::kShape);
+  check_names(error, {"edited.gguf", "512 pieces", "256 token embeddings"});
 }

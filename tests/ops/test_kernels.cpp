@@ -256,6 +256,31 @@ TEST_CASE("softmax is normalized, stable for large inputs and zero for -inf") {
   });
 }
 
+TEST_CASE("softmax gives NaN scores weight 0 and normalizes the rest, on every target") {
+  // A NaN can reach attention from a hostile session file's cache; it must not poison the other weights,
+  // nor reach Exp (undefined on Highway's emulated targets).
+  for_each_target([] {
+    for (int64_t n : {3, 17, 40}) {
+      CAPTURE(n);
+      std::vector<float> x = random_floats(static_cast<size_t>(n), 23, 2.0f);
+      x[1] = std::numeric_limits<float>::quiet_NaN();
+      x[static_cast<size_t>(n - 1)] = std::numeric_limits<float>::quiet_NaN();
+      const std::vector<float> original = x;
+      bora::ops::softmax(x.data(), n);
+      double total = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        if (std::isnan(original[static_cast<size_t>(i)])) {
+          CHECK(x[static_cast<size_t>(i)] == 0.0f);
+        } else {
+          CHECK(x[static_cast<size_t>(i)] > 0.0f);
+        }
+        total += x[static_cast<size_t>(i)];
+      }
+      CHECK(total == doctest::Approx(1.0).epsilon(1e-5));
+    }
+  });
+}
+
 TEST_CASE("silu_mul matches x*sigmoid(x)*up, including extreme gates") {
   for_each_target([] {
     for (int64_t n : {1, 6, 31, 100}) {
