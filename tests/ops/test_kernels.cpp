@@ -442,73 +442,76 @@ std::vector<int64_t> decode_lengths(WeightType type) {
   return {512};
 }
 
-TEST_CASE("matvec_q8 equals the dot of the dequantized weights and activations") {
-  for_each_target([] {
+// Runs check(type, n) on every target for every weight type and each of its decode lengths, with the
+// type and length named in any failure.
+void for_each_decode_case(const std::function<void(WeightType, int64_t)>& check) {
+  for_each_target([&] {
     for (WeightType type : kAllTypes) for (int64_t n : decode_lengths(type)) {
       const std::string type_name = bora::weight_type_name(type);
       CAPTURE(type_name);
       CAPTURE(n);
-      const int64_t rows = 9;
-      const TestMatrix m = make_matrix(type, n, rows, 200u + static_cast<uint32_t>(type));
-      const std::vector<float> x = random_floats(static_cast<size_t>(n), 71);
-      const std::vector<uint8_t> xq = quantize_tokens(x, n, 1);
-      std::vector<float> x_hat(static_cast<size_t>(n));
-      bora::quant::dequantize_activations_q8(xq.data(), n, x_hat.data());
-      const bora::quant::Q8ActivationRow view = bora::quant::q8_activation_view(xq.data(), n);
+      check(type, n);
+    }
+  });
+}
 
-      std::vector<float> y(static_cast<size_t>(rows), -1.0f), y_exact(static_cast<size_t>(rows));
-      bora::ops::matvec_q8(m.view, xq.data(), y.data(), 1, rows);
-      bora::ops::matvec_f32(m.view, x.data(), y_exact.data(), 0, rows);
-      CHECK(y[0] == -1.0f);
-      for (int64_t r = 1; r < rows; ++r) {
-        const float* w = m.values.data() + r * n;
-        double expected = 0, magnitude = 0, quantization_bound = 0, max_w = 0;
-        for (int64_t i = 0; i < n; ++i) max_w = std::fmax(max_w, std::fabs(w[i]));
-        for (int64_t i = 0; i < n; ++i) {
-          expected += double(w[i]) * double(x_hat[i]);
-          // Offsets (Q4_0's -8, K-quant mins) are applied per block, so partial sums reach a few max|w|.
-          magnitude += std::fabs(double(x_hat[i])) * 4 * max_w;
-          quantization_bound += std::fabs(double(w[i])) * 0.5 * double(view.d[i / 32]);
-        }
-        // Exact integer block sums; only the f32 scaling and summation round.
-        CHECK(std::fabs(double(y[r]) - expected) <= 1e-6 * std::sqrt(double(n)) * magnitude);
-        // Against the exact f32 path the difference is the activation rounding, <= half a step each.
-        CHECK(std::fabs(double(y[r]) - double(y_exact[r])) <= quantization_bound * 1.001 + 1e-4);
+TEST_CASE("matvec_q8 equals the dot of the dequantized weights and activations") {
+  for_each_decode_case([](WeightType type, int64_t n) {
+    const int64_t rows = 9;
+    const TestMatrix m = make_matrix(type, n, rows, 200u + static_cast<uint32_t>(type));
+    const std::vector<float> x = random_floats(static_cast<size_t>(n), 71);
+    const std::vector<uint8_t> xq = quantize_tokens(x, n, 1);
+    std::vector<float> x_hat(static_cast<size_t>(n));
+    bora::quant::dequantize_activations_q8(xq.data(), n, x_hat.data());
+    const bora::quant::Q8ActivationRow view = bora::quant::q8_activation_view(xq.data(), n);
+
+    std::vector<float> y(static_cast<size_t>(rows), -1.0f), y_exact(static_cast<size_t>(rows));
+    bora::ops::matvec_q8(m.view, xq.data(), y.data(), 1, rows);
+    bora::ops::matvec_f32(m.view, x.data(), y_exact.data(), 0, rows);
+    CHECK(y[0] == -1.0f);
+    for (int64_t r = 1; r < rows; ++r) {
+      const float* w = m.values.data() + r * n;
+      double expected = 0, magnitude = 0, quantization_bound = 0, max_w = 0;
+      for (int64_t i = 0; i < n; ++i) max_w = std::fmax(max_w, std::fabs(w[i]));
+      for (int64_t i = 0; i < n; ++i) {
+        expected += double(w[i]) * double(x_hat[i]);
+        // Offsets (Q4_0's -8, K-quant mins) are applied per block, so partial sums reach a few max|w|.
+        magnitude += std::fabs(double(x_hat[i])) * 4 * max_w;
+        quantization_bound += std::fabs(double(w[i])) * 0.5 * double(view.d[i / 32]);
       }
+      // Exact integer block sums; only the f32 scaling and summation round.
+      CHECK(std::fabs(double(y[r]) - expected) <= 1e-6 * std::sqrt(double(n)) * magnitude);
+      // Against the exact f32 path the difference is the activation rounding, <= half a step each.
+      CHECK(std::fabs(double(y[r]) - double(y_exact[r])) <= quantization_bound * 1.001 + 1e-4);
     }
   });
 }
 
 TEST_CASE("matvec_q8_two_level equals the sum of the two levels' matvec_q8, for every type and target") {
-  for_each_target([] {
-    for (WeightType type : kAllTypes) for (int64_t n : decode_lengths(type)) {
-      const std::string type_name = bora::weight_type_name(type);
-      CAPTURE(type_name);
-      CAPTURE(n);
-      const int64_t rows = 7;
-      const TestMatrix m = make_matrix(type, n, rows, 300u + static_cast<uint32_t>(type));
-      const std::vector<float> x = random_floats(static_cast<size_t>(n), 72);
-      const std::vector<uint8_t> hi = quantize_tokens(x, n, 1);
-      std::vector<uint8_t> lo(hi.size());
-      bora::ops::quantize_residual_q8(x.data(), hi.data(), n, lo.data());
+  for_each_decode_case([](WeightType type, int64_t n) {
+    const int64_t rows = 7;
+    const TestMatrix m = make_matrix(type, n, rows, 300u + static_cast<uint32_t>(type));
+    const std::vector<float> x = random_floats(static_cast<size_t>(n), 72);
+    const std::vector<uint8_t> hi = quantize_tokens(x, n, 1);
+    std::vector<uint8_t> lo(hi.size());
+    bora::ops::quantize_residual_q8(x.data(), hi.data(), n, lo.data());
 
-      std::vector<float> y(static_cast<size_t>(rows), -1.0f), y_hi(static_cast<size_t>(rows)),
-          y_lo(static_cast<size_t>(rows)), y_exact(static_cast<size_t>(rows));
-      bora::ops::matvec_q8_two_level(m.view, hi.data(), lo.data(), y.data(), 1, rows);
-      bora::ops::matvec_q8(m.view, hi.data(), y_hi.data(), 0, rows);
-      bora::ops::matvec_q8(m.view, lo.data(), y_lo.data(), 0, rows);
-      bora::ops::matvec_f32(m.view, x.data(), y_exact.data(), 0, rows);
-      CHECK(y[0] == -1.0f);
-      for (int64_t r = 1; r < rows; ++r) {
-        const size_t i = static_cast<size_t>(r);
-        if (is_float_weight_type(type)) {
-          CHECK(std::fabs(y[i] - y_exact[i]) <= 1e-3f * (1.0f + std::fabs(y_exact[i])));
-        } else {
-          // The same integer products, summed in another order (one pass adds 256 * hi + lo).
-          CHECK(std::fabs(y[i] - (y_hi[i] + y_lo[i])) <= 1e-5f * (1.0f + std::fabs(y_hi[i])));
-          // Near-exact: much closer to the f32 result than one level is.
-          CHECK(std::fabs(y[i] - y_exact[i]) <= 0.05f * std::fabs(y_hi[i] - y_exact[i]) + 1e-4f * (1.0f + std::fabs(y_exact[i])));
-        }
+    std::vector<float> y(static_cast<size_t>(rows), -1.0f), y_hi(static_cast<size_t>(rows)),
+        y_lo(static_cast<size_t>(rows)), y_exact(static_cast<size_t>(rows));
+    bora::ops::matvec_q8_two_level(m.view, hi.data(), lo.data(), y.data(), 1, rows);
+    bora::ops::matvec_q8(m.view, hi.data(), y_hi.data(), 0, rows);
+    bora::ops::matvec_q8(m.view, lo.data(), y_lo.data(), 0, rows);
+    bora::ops::matvec_f32(m.view, x.data(), y_exact.data(), 0, rows);
+    CHECK(y[0] == -1.0f);
+    for (int64_t r = 1; r < rows; ++r) {
+      const size_t i = static_cast<size_t>(r);
+      if (is_float_weight_type(type)) {
+        CHECK(std::fabs(y[i] - y_exact[i]) <= 1e-3f * (1.0f + std::fabs(y_exact[i])));
+      } else {
+        // The same integer products, summed in another order (one pass adds 256 * hi + lo).
+        CHECK(std::fabs(y[i] - (y_hi[i] + y_lo[i])) <= 1e-5f * (1.0f + std::fabs(y_hi[i])));
+        // Near-exact: much closer to the f32 result than one level is.
+        CHECK(std::fabs(y[i] - y_exact[i]) <= 0.05f * std::fabs(y_hi[i] - y_exact[i]) + 1e-4f * (1.0f + std::fabs(y_exact[i])));
       }
     }
   });
