@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "args.hpp"
+#include "generation_options.hpp"
 
 namespace {
 
@@ -17,24 +18,18 @@ void usage() { std::fprintf(stderr, "usage: chat -m MODEL [--system TEXT] [--tem
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_path, system_prompt;
-  bora::SampleParams sample;
-  sample.max_tokens = 512;
-  bora::SessionParams session_params;
-  session_params.n_threads = 2;
+  std::string system_prompt;
+  example_args::GenerationOptions options(512);
   example_args::Parser args(argc, argv, "chat", usage);
   while (args.next()) {
-    if (args.is("-m", "--model")) model_path = args.text();
-    else if (args.is("--system")) system_prompt = args.text();
-    else if (args.is("--temp")) sample.temperature = static_cast<float>(args.real(0, 100));
-    else if (args.is("--seed")) sample.seed = args.unsigned_integer();
-    else if (args.is("-t", "--threads")) session_params.n_threads = static_cast<int>(args.integer(1, 1024));
+    if (options.read(args)) continue;
+    if (args.is("--system")) system_prompt = args.text();
     else args.unknown();
   }
-  if (model_path.empty()) args.fail("-m MODEL is required");
-  auto model = bora::load_any(model_path);
+  if (options.model_path.empty()) args.fail("-m MODEL is required");
+  auto model = bora::load_any(options.model_path);
   if (!model) { std::fprintf(stderr, "chat: %s\n", model.error().message()); return 1; }
-  auto session = (*model)->session(session_params);
+  auto session = (*model)->session(options.session);
   if (!session) { std::fprintf(stderr, "chat: %s\n", session.error().message()); return 1; }
 
   std::vector<bora::ChatMessage> conversation;
@@ -46,7 +41,7 @@ int main(int argc, char** argv) {
     if (!std::getline(std::cin, line)) break;
     if (line.empty()) continue;
     conversation.push_back({"user", line});
-    auto reply = session->chat(conversation, sample, [](std::string_view piece) {
+    auto reply = session->chat(conversation, options.sample, [](std::string_view piece) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
       return true;

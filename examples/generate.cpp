@@ -8,6 +8,7 @@
 #include <string>
 
 #include "args.hpp"
+#include "generation_options.hpp"
 
 namespace {
 
@@ -22,33 +23,29 @@ void usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_path, prompt;
+  std::string prompt;
   bool chat = false, have_prompt = false;
-  bora::SampleParams sample;
-  sample.max_tokens = 128;
-  bora::SessionParams session_params;
-  session_params.n_threads = 2;
+  example_args::GenerationOptions options(128);
+  bora::SampleParams& sample = options.sample;
+  bora::SessionParams& session_params = options.session;
   example_args::Parser args(argc, argv, "generate", usage);
   while (args.next()) {
-    if (args.is("-m", "--model")) model_path = args.text();
-    else if (args.is("-p", "--prompt")) { prompt = args.text(); have_prompt = true; }
+    if (options.read(args)) continue;
+    if (args.is("-p", "--prompt")) { prompt = args.text(); have_prompt = true; }
     else if (args.is("-n", "--n-predict")) sample.max_tokens = static_cast<int>(args.integer(-1, 1000000000));
-    else if (args.is("--temp")) sample.temperature = static_cast<float>(args.real(0, 100));
     else if (args.is("--top-k")) sample.top_k = static_cast<int>(args.integer(0, 1000000000));
     else if (args.is("--top-p")) sample.top_p = static_cast<float>(args.real(0, 1));
     else if (args.is("--min-p")) sample.min_p = static_cast<float>(args.real(0, 1));
     else if (args.is("--repeat-penalty")) sample.repeat_penalty = static_cast<float>(args.real(0, 100));
-    else if (args.is("--seed")) sample.seed = args.unsigned_integer();
-    else if (args.is("-t", "--threads")) session_params.n_threads = static_cast<int>(args.integer(1, 1024));
     else if (args.is("--window")) session_params.sliding_window = args.integer_or("none", 0, 1, INT64_MAX);
     else if (args.is("--chat")) chat = true;
     else if (args.is("-h", "--help")) { usage(); return 0; }
     else args.unknown();
   }
-  if (model_path.empty()) args.fail("-m MODEL is required");
+  if (options.model_path.empty()) args.fail("-m MODEL is required");
   if (!have_prompt) args.fail("-p PROMPT is required");
 
-  auto model = bora::load_any(model_path);
+  auto model = bora::load_any(options.model_path);
   if (!model) { std::fprintf(stderr, "generate: %s\n", model.error().message()); return 1; }
   auto session = (*model)->session(session_params);
   if (!session) { std::fprintf(stderr, "generate: %s\n", session.error().message()); return 1; }

@@ -1063,16 +1063,50 @@ HWY_INLINE bool MatvecQ4_0Windows(const uint8_t* data, uint64_t row_bytes, int64
 //   kValues, kBytes                values and bytes per block
 //   DecodeF32(block, out)          the block as floats, bit-identical to the scalar reference in quant/
 //   DotQ8<T>(row, n, x, out)       out[t] ~= dot(row, x[t]) for T int8 activation rows, the target's
-//                                  best kernel
+//                                  best kernel for T tokens (with VNNI, one token goes to DotLevels<1>)
 // and with 512-bit VNNI:
 //   DotLevels<kLevels>(row, n, x)  one token whose activations come in kLevels levels, one pass
 //   DecodeUnsigned(block, out)     the block for the prefill kernel (DecodedWeights, x86-inl.h), with
 //   kSplitHalves                   whether its two 16-value halves have their own scales
 
-struct Q8_0Family {
-  static constexpr int kValues = quant::Q8_0Block::kElements;
-  static constexpr int kBytes = quant::Q8_0Block::kBytes;
+// Q8_0 and Q4_0 differ only in how a block stores its 32 values after the f16 scale: what they
+// share (every kernel but the decoders) lives here once. Derived supplies DecodeF32, DecodeI8 and,
+// with VNNI, UnsignedValues(block) with its kUnsignedOffset (u = w + kUnsignedOffset).
+template <class Derived, class Block, bool kIsQ8>
+struct LegacyFamily {
+  static constexpr int kValues = Block::kElements;
+  static constexpr int kBytes = Block::kBytes;
 
+#if BORA_OPS_X86_VNNI
+  static constexpr bool kSplitHalves = false;
+  static HWY_INLINE void DecodeUnsigned(const uint8_t* block, DecodedWeights* out) {
+    const float d = X86Half(block);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out->u), Derived::UnsignedValues(block));
+    out->scale[0] = d;
+    out->offset[0] = Derived::kUnsignedOffset * d;
+  }
+
+  template <int kLevels>
+  static HWY_INLINE float DotLevels(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x) {
+    return X512RowDotLegacy<kBytes, kIsQ8, kLevels>(row, n, x);
+  }
+#endif
+
+  template <int T>
+  static HWY_INLINE void DotQ8(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
+#if BORA_OPS_X86_INT8
+    if constexpr (kIsQ8) {
+      X86RowDotQ8_0<T>(row, n, x, out);
+    } else {
+      X86RowDotQ4_0<T>(row, n, x, out);
+    }
+#else
+    PortableLegacyDotQ8<Derived, T>(row, n, x, out);
+#endif
+  }
+};
+
+struct Q8_0Family : LegacyFamily<Q8_0Family, quant::Q8_0Block, true> {
   static HWY_INLINE void DecodeF32(const uint8_t* block, float* HWY_RESTRICT out) {
     const BlockF32 df;
     const hn::Rebind<int8_t, BlockF32> di8;
@@ -1089,41 +1123,15 @@ struct Q8_0Family {
   static HWY_INLINE void DecodeI8(const uint8_t* block, int8_t* w) { std::memcpy(w, block + 2, 32); }
 
 #if BORA_OPS_X86_VNNI
-  static constexpr bool kSplitHalves = false;
-  // u = w + 128 (as bytes: w ^ 0x80), so the offset is 128 * d.
-  static HWY_INLINE void DecodeUnsigned(const uint8_t* block, DecodedWeights* out) {
-    const float d = X86Half(block);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(out->u), _mm256_xor_si256(X86Load32(block + 2), _mm256_set1_epi8(-128)));
-    out->scale[0] = d;
-    out->offset[0] = 128.0f * d;
-  }
-
-  template <int kLevels>
-  static HWY_INLINE float DotLevels(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x) {
-    return X512RowDotLegacy<kBytes, true, kLevels>(row, n, x);
+  // u = w + 128 (as bytes: w ^ 0x80).
+  static constexpr float kUnsignedOffset = 128.0f;
+  static HWY_INLINE __m256i UnsignedValues(const uint8_t* block) {
+    return _mm256_xor_si256(X86Load32(block + 2), _mm256_set1_epi8(-128));
   }
 #endif
-
-  template <int T>
-  static HWY_INLINE void DotQ8(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
-#if BORA_OPS_X86_VNNI
-    if (T == 1) {
-      out[0] = DotLevels<1>(row, n, x);
-      return;
-    }
-#endif
-#if BORA_OPS_X86_INT8
-    X86RowDotQ8_0<T>(row, n, x, out);
-#else
-    PortableLegacyDotQ8<Q8_0Family, T>(row, n, x, out);
-#endif
-  }
 };
 
-struct Q4_0Family {
-  static constexpr int kValues = quant::Q4_0Block::kElements;
-  static constexpr int kBytes = quant::Q4_0Block::kBytes;
-
+struct Q4_0Family : LegacyFamily<Q4_0Family, quant::Q4_0Block, false> {
   static HWY_INLINE void DecodeF32(const uint8_t* block, float* HWY_RESTRICT out) {
     const BlockF32 df;
     const hn::Rebind<uint8_t, BlockF32> du8;
@@ -1150,35 +1158,10 @@ struct Q4_0Family {
   }
 
 #if BORA_OPS_X86_VNNI
-  static constexpr bool kSplitHalves = false;
-  // u = the nibble, so the offset is 8 * d.
-  static HWY_INLINE void DecodeUnsigned(const uint8_t* block, DecodedWeights* out) {
-    const float d = X86Half(block);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(out->u), X86NibblesQ4_0(block));
-    out->scale[0] = d;
-    out->offset[0] = 8.0f * d;
-  }
-
-  template <int kLevels>
-  static HWY_INLINE float DotLevels(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x) {
-    return X512RowDotLegacy<kBytes, false, kLevels>(row, n, x);
-  }
+  // u = the nibble.
+  static constexpr float kUnsignedOffset = 8.0f;
+  static HWY_INLINE __m256i UnsignedValues(const uint8_t* block) { return X86NibblesQ4_0(block); }
 #endif
-
-  template <int T>
-  static HWY_INLINE void DotQ8(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
-#if BORA_OPS_X86_VNNI
-    if (T == 1) {
-      out[0] = DotLevels<1>(row, n, x);
-      return;
-    }
-#endif
-#if BORA_OPS_X86_INT8
-    X86RowDotQ4_0<T>(row, n, x, out);
-#else
-    PortableLegacyDotQ8<Q4_0Family, T>(row, n, x, out);
-#endif
-  }
 };
 
 }  // namespace HWY_NAMESPACE
@@ -1495,12 +1478,6 @@ struct KQuantFamily {
 
   template <int T>
   static HWY_INLINE void DotQ8(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
-#if BORA_OPS_X86_VNNI
-    if (T == 1) {
-      out[0] = DotLevels<1>(row, n, x);
-      return;
-    }
-#endif
 #if BORA_OPS_X86_INT8
     X86RowDotKQuant<T, kHasHighBit>(row, n, x, out);
 #else
@@ -1737,12 +1714,6 @@ struct Q6_KFamily {
 
   template <int T>
   static HWY_INLINE void DotQ8(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
-#if BORA_OPS_X86_VNNI
-    if (T == 1) {
-      out[0] = DotLevels<1>(row, n, x);
-      return;
-    }
-#endif
 #if BORA_OPS_X86_INT8
     X86RowDotQ6_K<T>(row, n, x, out);
 #else
@@ -1942,6 +1913,14 @@ inline void MatmulKernel(WeightType type, const uint8_t* data, uint64_t row_byte
 template <class Family, int T>
 HWY_INLINE void MatvecQ8Rows(const uint8_t* data, uint64_t row_bytes, int64_t n, const quant::Q8ActivationRow* x,
                              float* const* y, int64_t row_begin, int64_t row_end) {
+#if BORA_OPS_X86_VNNI
+  // One token: the one-level 512-bit kernel beats every family's DotQ8<1>.
+  if (T == 1) {
+    for (int64_t r = row_begin; r < row_end; ++r)
+      y[0][r] = Family::template DotLevels<1>(data + static_cast<uint64_t>(r) * row_bytes, n, x);
+    return;
+  }
+#endif
   float out[T];
   for (int64_t r = row_begin; r < row_end; ++r) {
     Family::template DotQ8<T>(data + static_cast<uint64_t>(r) * row_bytes, n, x, out);
@@ -6052,14 +6031,16 @@ struct GroupedQueryAttention {
         const int64_t position = c.first_position + t;
         const int64_t lowest = c.window > 0 && position - c.window + 1 > 0 ? position - c.window + 1 : 0;
         const int64_t n_keys = position - lowest + 1;
-        // Keys before the chunk come from the cache (not yet overwritten by this chunk); keys of
-        // the chunk itself come from its fresh k/v rows.
+        // Keys and values before the chunk come from the cache (not yet overwritten by this chunk);
+        // those of the chunk itself come from its fresh k/v rows.
+        const auto key_or_value = [&](int64_t key_position, bool value) -> const float* {
+          if (key_position >= c.first_position)
+            return (value ? c.v : c.k) + (key_position - c.first_position) * kv_dim + g * c.head_dim;
+          return value ? cache.value(c.layer, key_position, g * c.head_dim, c.head_dim, value_buffer)
+                       : cache.key(c.layer, key_position, g * c.head_dim, c.head_dim, key_buffer);
+        };
         for (int64_t j = 0; j < n_keys; ++j) {
-          const int64_t key_position = lowest + j;
-          const float* key =
-              key_position < c.first_position
-                  ? cache.key(c.layer, key_position, g * c.head_dim, c.head_dim, key_buffer)
-                  : c.k + (key_position - c.first_position) * kv_dim + g * c.head_dim;
+          const float* key = key_or_value(lowest + j, false);
           for (int64_t h = 0; h < group; ++h) {
             const float* query = c.q + t * q_dim + (g * group + h) * c.head_dim;
             scores[h * n_keys + j] = ops::dot(query, key, c.head_dim) * scale;
@@ -6071,11 +6052,7 @@ struct GroupedQueryAttention {
           for (int64_t i = 0; i < c.head_dim; ++i) out[i] = 0.0f;
         }
         for (int64_t j = 0; j < n_keys; ++j) {
-          const int64_t key_position = lowest + j;
-          const float* value =
-              key_position < c.first_position
-                  ? cache.value(c.layer, key_position, g * c.head_dim, c.head_dim, value_buffer)
-                  : c.v + (key_position - c.first_position) * kv_dim + g * c.head_dim;
+          const float* value = key_or_value(lowest + j, true);
           for (int64_t h = 0; h < group; ++h) {
             float* out = c.out + t * q_dim + (g * group + h) * c.head_dim;
             ops::axpy(scores[h * n_keys + j], value, out, c.head_dim);
@@ -6625,11 +6602,13 @@ inline void pack_k_scale_mins(const int* scale, const int* min, uint8_t* scales)
   }
 }
 
-inline void dequantize_block_q4_k(const uint8_t* block, float* out) {
+// Q4_K and Q5_K share the header (d, dmin and the scales at the same offsets) and the low nibbles;
+// with kHasHighBit (Q5_K) the fifth bit of element l of sub-block j is bit j of high_bits[l].
+template <bool kHasHighBit>
+inline void dequantize_k_quant_block(const uint8_t* block, const uint8_t* qs, const uint8_t* high_bits, float* out) {
   const float d = load_f16(block + Q4_KBlock::kScaleOffset);
   const float dmin = load_f16(block + Q4_KBlock::kMinScaleOffset);
   const uint8_t* scales = block + Q4_KBlock::kScalesOffset;
-  const uint8_t* qs = block + Q4_KBlock::kQuantsOffset;
   for (int j = 0; j < 8; ++j) {
     int sc = 0, m = 0;
     unpack_k_scale_min(scales, j, &sc, &m);
@@ -6638,9 +6617,15 @@ inline void dequantize_block_q4_k(const uint8_t* block, float* out) {
     const uint8_t* bytes = qs + 32 * (j / 2);
     const int shift = (j % 2) * 4;
     for (int l = 0; l < 32; ++l) {
-      out[32 * j + l] = step * static_cast<float>((bytes[l] >> shift) & 15) - offset;
+      int q = (bytes[l] >> shift) & 15;
+      if constexpr (kHasHighBit) q |= ((high_bits[l] >> j) & 1) << 4;
+      out[32 * j + l] = step * static_cast<float>(q) - offset;
     }
   }
+}
+
+inline void dequantize_block_q4_k(const uint8_t* block, float* out) {
+  dequantize_k_quant_block<false>(block, block + Q4_KBlock::kQuantsOffset, nullptr, out);
 }
 
 inline void dequantize_row_q4_k(const uint8_t* src, float* dst, int64_t n) {
@@ -6684,22 +6669,31 @@ inline void quantize_k_superblock(const float* x, int max_q, uint16_t* d_bits, u
   }
 }
 
-}  // namespace detail
-
-inline void quantize_block_q4_k(const float* x, uint8_t* block) {
+// Quantizes x into q and writes the header Q4_K and Q5_K share: f16 d and dmin, then the scales.
+inline void quantize_k_header(const float* x, int max_q, uint8_t* block, uint8_t* q) {
   uint16_t d_bits = 0, dmin_bits = 0;
   int scale[8], min[8];
-  uint8_t q[256];
-  detail::quantize_k_superblock(x, 15, &d_bits, &dmin_bits, scale, min, q);
+  quantize_k_superblock(x, max_q, &d_bits, &dmin_bits, scale, min, q);
   store_u16_le(block + Q4_KBlock::kScaleOffset, d_bits);
   store_u16_le(block + Q4_KBlock::kMinScaleOffset, dmin_bits);
   pack_k_scale_mins(scale, min, block + Q4_KBlock::kScalesOffset);
-  uint8_t* qs = block + Q4_KBlock::kQuantsOffset;
+}
+
+// The low 4 bits of sub-blocks 2c and 2c+1 as the low and high nibbles of qs bytes 32c..32c+31.
+inline void pack_k_low_nibbles(const uint8_t* q, uint8_t* qs) {
   for (int c = 0; c < 4; ++c) {
     for (int l = 0; l < 32; ++l) {
-      qs[32 * c + l] = static_cast<uint8_t>(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+      qs[32 * c + l] = static_cast<uint8_t>((q[64 * c + l] & 15) | ((q[64 * c + 32 + l] & 15) << 4));
     }
   }
+}
+
+}  // namespace detail
+
+inline void quantize_block_q4_k(const float* x, uint8_t* block) {
+  uint8_t q[256];
+  detail::quantize_k_header(x, 15, block, q);
+  detail::pack_k_low_nibbles(q, block + Q4_KBlock::kQuantsOffset);
 }
 
 inline void quantize_row_q4_k(const float* src, uint8_t* dst, int64_t n) {
@@ -6736,24 +6730,13 @@ struct Q5_KBlock {
   static constexpr int kQuantsOffset = 48;
 };
 
+static_assert(Q5_KBlock::kScaleOffset == Q4_KBlock::kScaleOffset &&
+                  Q5_KBlock::kMinScaleOffset == Q4_KBlock::kMinScaleOffset &&
+                  Q5_KBlock::kScalesOffset == Q4_KBlock::kScalesOffset,
+              "Q5_K's header is read and written by Q4_K's code, at Q4_K's offsets");
+
 inline void dequantize_block_q5_k(const uint8_t* block, float* out) {
-  const float d = load_f16(block + Q5_KBlock::kScaleOffset);
-  const float dmin = load_f16(block + Q5_KBlock::kMinScaleOffset);
-  const uint8_t* scales = block + Q5_KBlock::kScalesOffset;
-  const uint8_t* qh = block + Q5_KBlock::kHighBitsOffset;
-  const uint8_t* qs = block + Q5_KBlock::kQuantsOffset;
-  for (int j = 0; j < 8; ++j) {
-    int sc = 0, m = 0;
-    unpack_k_scale_min(scales, j, &sc, &m);
-    const float step = d * static_cast<float>(sc);
-    const float offset = dmin * static_cast<float>(m);
-    const uint8_t* bytes = qs + 32 * (j / 2);
-    const int shift = (j % 2) * 4;
-    for (int l = 0; l < 32; ++l) {
-      const int q = ((bytes[l] >> shift) & 15) | (((qh[l] >> j) & 1) << 4);
-      out[32 * j + l] = step * static_cast<float>(q) - offset;
-    }
-  }
+  dequantize_k_quant_block<true>(block, block + Q5_KBlock::kQuantsOffset, block + Q5_KBlock::kHighBitsOffset, out);
 }
 
 inline void dequantize_row_q5_k(const uint8_t* src, float* dst, int64_t n) {
@@ -6761,25 +6744,15 @@ inline void dequantize_row_q5_k(const uint8_t* src, float* dst, int64_t n) {
 }
 
 inline void quantize_block_q5_k(const float* x, uint8_t* block) {
-  uint16_t d_bits = 0, dmin_bits = 0;
-  int scale[8], min[8];
   uint8_t q[256];
-  detail::quantize_k_superblock(x, 31, &d_bits, &dmin_bits, scale, min, q);
-  store_u16_le(block + Q5_KBlock::kScaleOffset, d_bits);
-  store_u16_le(block + Q5_KBlock::kMinScaleOffset, dmin_bits);
-  pack_k_scale_mins(scale, min, block + Q5_KBlock::kScalesOffset);
+  detail::quantize_k_header(x, 31, block, q);
   uint8_t* qh = block + Q5_KBlock::kHighBitsOffset;
-  uint8_t* qs = block + Q5_KBlock::kQuantsOffset;
   for (int l = 0; l < 32; ++l) {
     int high_bits = 0;
     for (int j = 0; j < 8; ++j) high_bits |= ((q[32 * j + l] >> 4) & 1) << j;
     qh[l] = static_cast<uint8_t>(high_bits);
   }
-  for (int c = 0; c < 4; ++c) {
-    for (int l = 0; l < 32; ++l) {
-      qs[32 * c + l] = static_cast<uint8_t>((q[64 * c + l] & 15) | ((q[64 * c + 32 + l] & 15) << 4));
-    }
-  }
+  detail::pack_k_low_nibbles(q, block + Q5_KBlock::kQuantsOffset);
 }
 
 inline void quantize_row_q5_k(const float* src, uint8_t* dst, int64_t n) {

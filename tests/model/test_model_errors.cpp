@@ -183,36 +183,35 @@ TEST_CASE("model errors: a tensor of a ggml type bora does not implement") {
 }
 
 TEST_CASE("model errors: a params.json whose sizes disagree with consolidated.safetensors") {
+  // The file holds n_layers 2, hidden_dim 512, n_kv_heads 2 and vocab_size 512; each case changes one.
+  struct SizeCase {
+    const char* changed;
+    int n_layers, hidden_dim, n_kv_heads, vocab_size;
+    bora::ErrorCode code;
+    std::vector<const char*> names;
+  };
+  const SizeCase cases[] = {
+      {"hidden_dim", 2, 384, 2, 512, bora::ErrorCode::kShape,
+       {"'layers.0.feed_forward.w1.weight'", "[256, 512]", "expected [256, 384]"}},
+      {"n_kv_heads", 2, 512, 4, 512, bora::ErrorCode::kShape,
+       {"'layers.0.attention.wk.weight'", "[256, 64]", "expected [256, 128]"}},
+      {"more layers than the file holds", 3, 512, 2, 512, bora::ErrorCode::kMissing, {"missing tensor", "'layers.2."}},
+      {"vocab_size", 2, 512, 2, 32000, bora::ErrorCode::kShape,
+       {"'tok_embeddings.weight'", "[256, 512]", "expected [256, 32000]"}},
+  };
   ScratchDir dir;
   REQUIRE(dir.ok());
   copy_file(bora_test::data_path("tiny-mistral/native/consolidated.safetensors"), dir.file("consolidated.safetensors"));
-  SUBCASE("hidden_dim") {
-    dir.write("params.json", std::string(R"({"dim": 256, "n_layers": 2, "head_dim": 32, "hidden_dim": 384, "n_heads": 8,
-      "n_kv_heads": 2, "norm_eps": 1e-05, "vocab_size": 512, "rope_theta": 10000.0, "sliding_window": 16})"));
+  for (const SizeCase& c : cases) {
+    INFO("changed: " << c.changed);
+    dir.write("params.json", R"({"dim": 256, "n_layers": )" + std::to_string(c.n_layers) +
+                                 R"(, "head_dim": 32, "hidden_dim": )" + std::to_string(c.hidden_dim) +
+                                 R"(, "n_heads": 8, "n_kv_heads": )" + std::to_string(c.n_kv_heads) +
+                                 R"(, "norm_eps": 1e-05, "vocab_size": )" + std::to_string(c.vocab_size) +
+                                 R"(, "rope_theta": 10000.0, "sliding_window": 16})");
     const bora::Error error = load_error(dir.path());
-    CHECK(error.code() == bora::ErrorCode::kShape);
-    check_names(error, {"'layers.0.feed_forward.w1.weight'", "[256, 512]", "expected [256, 384]"});
-  }
-  SUBCASE("n_kv_heads") {
-    dir.write("params.json", std::string(R"({"dim": 256, "n_layers": 2, "head_dim": 32, "hidden_dim": 512, "n_heads": 8,
-      "n_kv_heads": 4, "norm_eps": 1e-05, "vocab_size": 512, "rope_theta": 10000.0, "sliding_window": 16})"));
-    const bora::Error error = load_error(dir.path());
-    CHECK(error.code() == bora::ErrorCode::kShape);
-    check_names(error, {"'layers.0.attention.wk.weight'", "[256, 64]", "expected [256, 128]"});
-  }
-  SUBCASE("more layers than the file holds") {
-    dir.write("params.json", std::string(R"({"dim": 256, "n_layers": 3, "head_dim": 32, "hidden_dim": 512, "n_heads": 8,
-      "n_kv_heads": 2, "norm_eps": 1e-05, "vocab_size": 512, "rope_theta": 10000.0, "sliding_window": 16})"));
-    const bora::Error error = load_error(dir.path());
-    CHECK(error.code() == bora::ErrorCode::kMissing);
-    check_names(error, {"missing tensor", "'layers.2."});
-  }
-  SUBCASE("vocab_size") {
-    dir.write("params.json", std::string(R"({"dim": 256, "n_layers": 2, "head_dim": 32, "hidden_dim": 512, "n_heads": 8,
-      "n_kv_heads": 2, "norm_eps": 1e-05, "vocab_size": 32000, "rope_theta": 10000.0, "sliding_window": 16})"));
-    const bora::Error error = load_error(dir.path());
-    CHECK(error.code() == bora::ErrorCode::kShape);
-    check_names(error, {"'tok_embeddings.weight'", "[256, 512]", "expected [256, 32000]"});
+    CHECK(error.code() == c.code);
+    check_names(error, c.names);
   }
 }
 
@@ -493,14 +492,7 @@ namespace {
 // `pad_bytes` adds a string value of that size, so that claims can be "plausible" for the file.
 GgufWriter tiny_model_writer(size_t pad_bytes = 0, bool with_tokens = true) {
   GgufWriter w;
-  w.add_string("general.architecture", "llama");
-  w.add_u32("general.alignment", 32);
-  w.add_u32("llama.embedding_length", 64);
-  w.add_u32("llama.block_count", 2);
-  w.add_u32("llama.feed_forward_length", 128);
-  w.add_u32("llama.attention.head_count", 4);
-  w.add_u32("llama.attention.head_count_kv", 2);
-  w.add_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  bora_test::add_tiny_llama_sizes(w);
   w.add_u32("llama.vocab_size", 32);
   w.add_string("tokenizer.ggml.model", "llama");
   if (with_tokens) {

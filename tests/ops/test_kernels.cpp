@@ -44,6 +44,18 @@ void for_each_target(const std::function<void()>& body) {
   hwy::SetSupportedTargetsForTest(0);
 }
 
+// Runs check(type) on every target for each of `types`, with the type named in any failure.
+template <size_t kCount>
+void for_each_target_and_type(const WeightType (&types)[kCount], const std::function<void(WeightType)>& check) {
+  for_each_target([&] {
+    for (WeightType type : types) {
+      const std::string type_name = bora::weight_type_name(type);
+      CAPTURE(type_name);
+      check(type);
+    }
+  });
+}
+
 std::vector<float> random_floats(size_t n, uint32_t seed, float stddev = 1.0f) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, stddev);
@@ -108,77 +120,65 @@ void reference_dot(const float* w, const float* x, int64_t n, double* value, dou
 }  // namespace
 
 TEST_CASE("matvec_f32 matches the scalar reference for every weight type and target") {
-  for_each_target([] {
-    for (WeightType type : kAllTypes) {
-      const std::string type_name = bora::weight_type_name(type);
-      CAPTURE(type_name);
-      const int64_t n = row_length_for(type), rows = 13;
-      const TestMatrix m = make_matrix(type, n, rows, 7u + static_cast<uint32_t>(type));
-      const std::vector<float> x = random_floats(static_cast<size_t>(n), 3);
-      const float sentinel = 12345.0f;
-      std::vector<float> y(static_cast<size_t>(rows), sentinel);
-      bora::ops::matvec_f32(m.view, x.data(), y.data(), 3, 12);
-      for (int64_t r = 0; r < rows; ++r) {
-        if (r < 3 || r >= 12) {
-          CHECK(y[r] == sentinel);
-          continue;
-        }
-        double expected = 0, tolerance = 0;
-        reference_dot(m.values.data() + r * n, x.data(), n, &expected, &tolerance);
-        CHECK(std::fabs(double(y[r]) - expected) <= tolerance);
+  for_each_target_and_type(kAllTypes, [](WeightType type) {
+    const int64_t n = row_length_for(type), rows = 13;
+    const TestMatrix m = make_matrix(type, n, rows, 7u + static_cast<uint32_t>(type));
+    const std::vector<float> x = random_floats(static_cast<size_t>(n), 3);
+    const float sentinel = 12345.0f;
+    std::vector<float> y(static_cast<size_t>(rows), sentinel);
+    bora::ops::matvec_f32(m.view, x.data(), y.data(), 3, 12);
+    for (int64_t r = 0; r < rows; ++r) {
+      if (r < 3 || r >= 12) {
+        CHECK(y[r] == sentinel);
+        continue;
       }
+      double expected = 0, tolerance = 0;
+      reference_dot(m.values.data() + r * n, x.data(), n, &expected, &tolerance);
+      CHECK(std::fabs(double(y[r]) - expected) <= tolerance);
     }
   });
 }
 
 TEST_CASE("matvec_f32 and matmul_f32 decode every weight bit-exactly on every target") {
   // One-hot activations select single weights: one exact product plus exact zeros.
-  for_each_target([] {
-    for (WeightType type : kAllTypes) {
-      const std::string type_name = bora::weight_type_name(type);
-      CAPTURE(type_name);
-      const int64_t n = row_length_for(type), rows = 6;
-      const TestMatrix m = make_matrix(type, n, rows, 100u + static_cast<uint32_t>(type));
-      std::vector<float> identity(static_cast<size_t>(n * n), 0.0f);
-      for (int64_t i = 0; i < n; ++i) identity[static_cast<size_t>(i * n + i)] = 1.0f;
-      std::vector<float> y(static_cast<size_t>(n * rows));
-      bora::ops::matmul_f32(m.view, identity.data(), n, y.data(), rows, 0, rows);
-      int mismatches = 0;
-      for (int64_t t = 0; t < n; ++t) {
-        for (int64_t r = 0; r < rows; ++r) mismatches += y[t * rows + r] != m.values[r * n + t];
-      }
-      CHECK(mismatches == 0);
-      std::vector<float> column(static_cast<size_t>(rows));
-      for (int64_t i = 0; i < n; i += 37) {
-        bora::ops::matvec_f32(m.view, identity.data() + i * n, column.data(), 0, rows);
-        for (int64_t r = 0; r < rows; ++r) CHECK(column[r] == m.values[r * n + i]);
-      }
+  for_each_target_and_type(kAllTypes, [](WeightType type) {
+    const int64_t n = row_length_for(type), rows = 6;
+    const TestMatrix m = make_matrix(type, n, rows, 100u + static_cast<uint32_t>(type));
+    std::vector<float> identity(static_cast<size_t>(n * n), 0.0f);
+    for (int64_t i = 0; i < n; ++i) identity[static_cast<size_t>(i * n + i)] = 1.0f;
+    std::vector<float> y(static_cast<size_t>(n * rows));
+    bora::ops::matmul_f32(m.view, identity.data(), n, y.data(), rows, 0, rows);
+    int mismatches = 0;
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t r = 0; r < rows; ++r) mismatches += y[t * rows + r] != m.values[r * n + t];
+    }
+    CHECK(mismatches == 0);
+    std::vector<float> column(static_cast<size_t>(rows));
+    for (int64_t i = 0; i < n; i += 37) {
+      bora::ops::matvec_f32(m.view, identity.data() + i * n, column.data(), 0, rows);
+      for (int64_t r = 0; r < rows; ++r) CHECK(column[r] == m.values[r * n + i]);
     }
   });
 }
 
 TEST_CASE("matmul_f32 matches the reference with a strided output and a partial tile") {
-  for_each_target([] {
-    for (WeightType type : kAllTypes) {
-      const std::string type_name = bora::weight_type_name(type);
-      CAPTURE(type_name);
-      const int64_t n = row_length_for(type), rows = 11, n_tokens = 5, stride = rows + 3;
-      const TestMatrix m = make_matrix(type, n, rows, 40u + static_cast<uint32_t>(type));
-      const std::vector<float> x = random_floats(static_cast<size_t>(n * n_tokens), 9);
-      const float sentinel = -777.0f;
-      std::vector<float> y(static_cast<size_t>(stride * n_tokens), sentinel);
-      bora::ops::matmul_f32(m.view, x.data(), n_tokens, y.data(), stride, 1, 10);  // 9 rows: 4+4+1
-      for (int64_t t = 0; t < n_tokens; ++t) {
-        for (int64_t r = 0; r < stride; ++r) {
-          const float got = y[t * stride + r];
-          if (r < 1 || r >= 10) {
-            CHECK(got == sentinel);
-            continue;
-          }
-          double expected = 0, tolerance = 0;
-          reference_dot(m.values.data() + r * n, x.data() + t * n, n, &expected, &tolerance);
-          CHECK(std::fabs(double(got) - expected) <= tolerance);
+  for_each_target_and_type(kAllTypes, [](WeightType type) {
+    const int64_t n = row_length_for(type), rows = 11, n_tokens = 5, stride = rows + 3;
+    const TestMatrix m = make_matrix(type, n, rows, 40u + static_cast<uint32_t>(type));
+    const std::vector<float> x = random_floats(static_cast<size_t>(n * n_tokens), 9);
+    const float sentinel = -777.0f;
+    std::vector<float> y(static_cast<size_t>(stride * n_tokens), sentinel);
+    bora::ops::matmul_f32(m.view, x.data(), n_tokens, y.data(), stride, 1, 10);  // 9 rows: 4+4+1
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      for (int64_t r = 0; r < stride; ++r) {
+        const float got = y[t * stride + r];
+        if (r < 1 || r >= 10) {
+          CHECK(got == sentinel);
+          continue;
         }
+        double expected = 0, tolerance = 0;
+        reference_dot(m.values.data() + r * n, x.data() + t * n, n, &expected, &tolerance);
+        CHECK(std::fabs(double(got) - expected) <= tolerance);
       }
     }
   });
@@ -467,73 +467,74 @@ std::vector<int64_t> decode_lengths(WeightType type) {
   return {512};
 }
 
-TEST_CASE("matvec_q8 equals the dot of the dequantized weights and activations") {
-  for_each_target([] {
-    for (WeightType type : kAllTypes) for (int64_t n : decode_lengths(type)) {
-      const std::string type_name = bora::weight_type_name(type);
-      CAPTURE(type_name);
+// Runs check(type, n) on every target for every weight type and each of its decode lengths, with the
+// type and length named in any failure.
+void for_each_decode_case(const std::function<void(WeightType, int64_t)>& check) {
+  for_each_target_and_type(kAllTypes, [&](WeightType type) {
+    for (int64_t n : decode_lengths(type)) {
       CAPTURE(n);
-      const int64_t rows = 9;
-      const TestMatrix m = make_matrix(type, n, rows, 200u + static_cast<uint32_t>(type));
-      const std::vector<float> x = random_floats(static_cast<size_t>(n), 71);
-      const std::vector<uint8_t> xq = quantize_tokens(x, n, 1);
-      std::vector<float> x_hat(static_cast<size_t>(n));
-      bora::quant::dequantize_activations_q8(xq.data(), n, x_hat.data());
-      const bora::quant::Q8ActivationRow view = bora::quant::q8_activation_view(xq.data(), n);
+      check(type, n);
+    }
+  });
+}
 
-      std::vector<float> y(static_cast<size_t>(rows), -1.0f), y_exact(static_cast<size_t>(rows));
-      bora::ops::matvec_q8(m.view, xq.data(), y.data(), 1, rows);
-      bora::ops::matvec_f32(m.view, x.data(), y_exact.data(), 0, rows);
-      CHECK(y[0] == -1.0f);
-      for (int64_t r = 1; r < rows; ++r) {
-        const float* w = m.values.data() + r * n;
-        double expected = 0, magnitude = 0, quantization_bound = 0, max_w = 0;
-        for (int64_t i = 0; i < n; ++i) max_w = std::fmax(max_w, std::fabs(w[i]));
-        for (int64_t i = 0; i < n; ++i) {
-          expected += double(w[i]) * double(x_hat[i]);
-          // Offsets (Q4_0's -8, K-quant mins) are applied per block, so partial sums reach a few max|w|.
-          magnitude += std::fabs(double(x_hat[i])) * 4 * max_w;
-          quantization_bound += std::fabs(double(w[i])) * 0.5 * double(view.d[i / 32]);
-        }
-        // Exact integer block sums; only the f32 scaling and summation round.
-        CHECK(std::fabs(double(y[r]) - expected) <= 1e-6 * std::sqrt(double(n)) * magnitude);
-        // Against the exact f32 path the difference is the activation rounding, <= half a step each.
-        CHECK(std::fabs(double(y[r]) - double(y_exact[r])) <= quantization_bound * 1.001 + 1e-4);
+TEST_CASE("matvec_q8 equals the dot of the dequantized weights and activations") {
+  for_each_decode_case([](WeightType type, int64_t n) {
+    const int64_t rows = 9;
+    const TestMatrix m = make_matrix(type, n, rows, 200u + static_cast<uint32_t>(type));
+    const std::vector<float> x = random_floats(static_cast<size_t>(n), 71);
+    const std::vector<uint8_t> xq = quantize_tokens(x, n, 1);
+    std::vector<float> x_hat(static_cast<size_t>(n));
+    bora::quant::dequantize_activations_q8(xq.data(), n, x_hat.data());
+    const bora::quant::Q8ActivationRow view = bora::quant::q8_activation_view(xq.data(), n);
+
+    std::vector<float> y(static_cast<size_t>(rows), -1.0f), y_exact(static_cast<size_t>(rows));
+    bora::ops::matvec_q8(m.view, xq.data(), y.data(), 1, rows);
+    bora::ops::matvec_f32(m.view, x.data(), y_exact.data(), 0, rows);
+    CHECK(y[0] == -1.0f);
+    for (int64_t r = 1; r < rows; ++r) {
+      const float* w = m.values.data() + r * n;
+      double expected = 0, magnitude = 0, quantization_bound = 0, max_w = 0;
+      for (int64_t i = 0; i < n; ++i) max_w = std::fmax(max_w, std::fabs(w[i]));
+      for (int64_t i = 0; i < n; ++i) {
+        expected += double(w[i]) * double(x_hat[i]);
+        // Offsets (Q4_0's -8, K-quant mins) are applied per block, so partial sums reach a few max|w|.
+        magnitude += std::fabs(double(x_hat[i])) * 4 * max_w;
+        quantization_bound += std::fabs(double(w[i])) * 0.5 * double(view.d[i / 32]);
       }
+      // Exact integer block sums; only the f32 scaling and summation round.
+      CHECK(std::fabs(double(y[r]) - expected) <= 1e-6 * std::sqrt(double(n)) * magnitude);
+      // Against the exact f32 path the difference is the activation rounding, <= half a step each.
+      CHECK(std::fabs(double(y[r]) - double(y_exact[r])) <= quantization_bound * 1.001 + 1e-4);
     }
   });
 }
 
 TEST_CASE("matvec_q8_two_level equals the sum of the two levels' matvec_q8, for every type and target") {
-  for_each_target([] {
-    for (WeightType type : kAllTypes) for (int64_t n : decode_lengths(type)) {
-      const std::string type_name = bora::weight_type_name(type);
-      CAPTURE(type_name);
-      CAPTURE(n);
-      const int64_t rows = 7;
-      const TestMatrix m = make_matrix(type, n, rows, 300u + static_cast<uint32_t>(type));
-      const std::vector<float> x = random_floats(static_cast<size_t>(n), 72);
-      const std::vector<uint8_t> hi = quantize_tokens(x, n, 1);
-      std::vector<uint8_t> lo(hi.size());
-      bora::ops::quantize_residual_q8(x.data(), hi.data(), n, lo.data());
+  for_each_decode_case([](WeightType type, int64_t n) {
+    const int64_t rows = 7;
+    const TestMatrix m = make_matrix(type, n, rows, 300u + static_cast<uint32_t>(type));
+    const std::vector<float> x = random_floats(static_cast<size_t>(n), 72);
+    const std::vector<uint8_t> hi = quantize_tokens(x, n, 1);
+    std::vector<uint8_t> lo(hi.size());
+    bora::ops::quantize_residual_q8(x.data(), hi.data(), n, lo.data());
 
-      std::vector<float> y(static_cast<size_t>(rows), -1.0f), y_hi(static_cast<size_t>(rows)),
-          y_lo(static_cast<size_t>(rows)), y_exact(static_cast<size_t>(rows));
-      bora::ops::matvec_q8_two_level(m.view, hi.data(), lo.data(), y.data(), 1, rows);
-      bora::ops::matvec_q8(m.view, hi.data(), y_hi.data(), 0, rows);
-      bora::ops::matvec_q8(m.view, lo.data(), y_lo.data(), 0, rows);
-      bora::ops::matvec_f32(m.view, x.data(), y_exact.data(), 0, rows);
-      CHECK(y[0] == -1.0f);
-      for (int64_t r = 1; r < rows; ++r) {
-        const size_t i = static_cast<size_t>(r);
-        if (is_float_weight_type(type)) {
-          CHECK(std::fabs(y[i] - y_exact[i]) <= 1e-3f * (1.0f + std::fabs(y_exact[i])));
-        } else {
-          // The same integer products, summed in another order (one pass adds 256 * hi + lo).
-          CHECK(std::fabs(y[i] - (y_hi[i] + y_lo[i])) <= 1e-5f * (1.0f + std::fabs(y_hi[i])));
-          // Near-exact: much closer to the f32 result than one level is.
-          CHECK(std::fabs(y[i] - y_exact[i]) <= 0.05f * std::fabs(y_hi[i] - y_exact[i]) + 1e-4f * (1.0f + std::fabs(y_exact[i])));
-        }
+    std::vector<float> y(static_cast<size_t>(rows), -1.0f), y_hi(static_cast<size_t>(rows)),
+        y_lo(static_cast<size_t>(rows)), y_exact(static_cast<size_t>(rows));
+    bora::ops::matvec_q8_two_level(m.view, hi.data(), lo.data(), y.data(), 1, rows);
+    bora::ops::matvec_q8(m.view, hi.data(), y_hi.data(), 0, rows);
+    bora::ops::matvec_q8(m.view, lo.data(), y_lo.data(), 0, rows);
+    bora::ops::matvec_f32(m.view, x.data(), y_exact.data(), 0, rows);
+    CHECK(y[0] == -1.0f);
+    for (int64_t r = 1; r < rows; ++r) {
+      const size_t i = static_cast<size_t>(r);
+      if (is_float_weight_type(type)) {
+        CHECK(std::fabs(y[i] - y_exact[i]) <= 1e-3f * (1.0f + std::fabs(y_exact[i])));
+      } else {
+        // The same integer products, summed in another order (one pass adds 256 * hi + lo).
+        CHECK(std::fabs(y[i] - (y_hi[i] + y_lo[i])) <= 1e-5f * (1.0f + std::fabs(y_hi[i])));
+        // Near-exact: much closer to the f32 result than one level is.
+        CHECK(std::fabs(y[i] - y_exact[i]) <= 0.05f * std::fabs(y_hi[i] - y_exact[i]) + 1e-4f * (1.0f + std::fabs(y_exact[i])));
       }
     }
   });
@@ -586,68 +587,60 @@ void reference_q8_dot(const float* w, const float* x_hat, int64_t n, double* val
 }
 
 TEST_CASE("matmul_q8 matches the reference with a strided output, partial tiles and padded token groups") {
-  for_each_target([] {
-    for (WeightType type : kIntegerTypes) {
-      const std::string type_name = bora::weight_type_name(type);
-      CAPTURE(type_name);
-      // 7 tokens take the row-at-a-time kernel, 37 the packed prefill kernel (32 + 5 padded).
-      for (int64_t n_tokens : {int64_t{7}, int64_t{37}}) {
-        CAPTURE(n_tokens);
-        const int64_t n = 512, rows = 21, stride = rows + 2;
-        const TestMatrix m = make_matrix(type, n, rows, 300u + static_cast<uint32_t>(type));
-        const std::vector<float> x = random_floats(static_cast<size_t>(n * n_tokens), 81);
-        const std::vector<uint8_t> xq = quantize_tokens(x, n, n_tokens);
-        const float sentinel = 4242.0f;
-        std::vector<float> y(static_cast<size_t>(stride * n_tokens), sentinel);
-        bora::ops::matmul_q8(m.view, xq.data(), n_tokens, y.data(), stride, 2, 20);  // 18 rows
-        std::vector<float> x_hat(static_cast<size_t>(n));
-        int bad = 0;
-        for (int64_t t = 0; t < n_tokens; ++t) {
-          bora::quant::dequantize_activations_q8(xq.data() + t * bora::ops::q8_row_bytes(n), n, x_hat.data());
-          for (int64_t r = 0; r < stride; ++r) {
-            const float got = y[t * stride + r];
-            if (r < 2 || r >= 20) {
-              bad += got != sentinel;
-              continue;
-            }
-            double expected = 0, tolerance = 0;
-            reference_q8_dot(m.values.data() + r * n, x_hat.data(), n, &expected, &tolerance);
-            bad += !(std::fabs(double(got) - expected) <= tolerance);
+  for_each_target_and_type(kIntegerTypes, [](WeightType type) {
+    // 7 tokens take the row-at-a-time kernel, 37 the packed prefill kernel (32 + 5 padded).
+    for (int64_t n_tokens : {int64_t{7}, int64_t{37}}) {
+      CAPTURE(n_tokens);
+      const int64_t n = 512, rows = 21, stride = rows + 2;
+      const TestMatrix m = make_matrix(type, n, rows, 300u + static_cast<uint32_t>(type));
+      const std::vector<float> x = random_floats(static_cast<size_t>(n * n_tokens), 81);
+      const std::vector<uint8_t> xq = quantize_tokens(x, n, n_tokens);
+      const float sentinel = 4242.0f;
+      std::vector<float> y(static_cast<size_t>(stride * n_tokens), sentinel);
+      bora::ops::matmul_q8(m.view, xq.data(), n_tokens, y.data(), stride, 2, 20);  // 18 rows
+      std::vector<float> x_hat(static_cast<size_t>(n));
+      int bad = 0;
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        bora::quant::dequantize_activations_q8(xq.data() + t * bora::ops::q8_row_bytes(n), n, x_hat.data());
+        for (int64_t r = 0; r < stride; ++r) {
+          const float got = y[t * stride + r];
+          if (r < 2 || r >= 20) {
+            bad += got != sentinel;
+            continue;
           }
+          double expected = 0, tolerance = 0;
+          reference_q8_dot(m.values.data() + r * n, x_hat.data(), n, &expected, &tolerance);
+          bad += !(std::fabs(double(got) - expected) <= tolerance);
         }
-        CHECK(bad == 0);
       }
+      CHECK(bad == 0);
     }
   });
 }
 
 TEST_CASE("every row's result is bit-identical whatever row range computes it") {
   // Threads split rows; a row must not be summed differently at the edge of a range.
-  for_each_target([] {
-    for (WeightType type : kAllTypes) {
-      const std::string type_name = bora::weight_type_name(type);
-      CAPTURE(type_name);
-      const int64_t n = 512, rows = 19;
-      const TestMatrix m = make_matrix(type, n, rows, 500u + static_cast<uint32_t>(type));
-      for (int64_t n_tokens : {int64_t{1}, int64_t{5}, int64_t{40}}) {
-        CAPTURE(n_tokens);
-        const std::vector<float> x = random_floats(static_cast<size_t>(n * n_tokens), 91);
-        const std::vector<uint8_t> xq = quantize_tokens(x, n, n_tokens);
-        for (bool fast : {false, true}) {
-          CAPTURE(fast);
-          auto run = [&](int64_t begin, int64_t end, std::vector<float>* y) {
-            if (fast) {
-              bora::ops::matmul_q8(m.view, xq.data(), n_tokens, y->data(), rows, begin, end);
-            } else {
-              bora::ops::matmul_f32(m.view, x.data(), n_tokens, y->data(), rows, begin, end);
-            }
-          };
-          std::vector<float> whole(static_cast<size_t>(rows * n_tokens)), pieces(whole.size());
-          run(0, rows, &whole);
-          const int64_t cuts[] = {0, 1, 4, 9, 10, 17, rows};
-          for (size_t k = 0; k + 1 < sizeof(cuts) / sizeof(cuts[0]); ++k) run(cuts[k], cuts[k + 1], &pieces);
-          CHECK(pieces == whole);
-        }
+  for_each_target_and_type(kAllTypes, [](WeightType type) {
+    const int64_t n = 512, rows = 19;
+    const TestMatrix m = make_matrix(type, n, rows, 500u + static_cast<uint32_t>(type));
+    for (int64_t n_tokens : {int64_t{1}, int64_t{5}, int64_t{40}}) {
+      CAPTURE(n_tokens);
+      const std::vector<float> x = random_floats(static_cast<size_t>(n * n_tokens), 91);
+      const std::vector<uint8_t> xq = quantize_tokens(x, n, n_tokens);
+      for (bool fast : {false, true}) {
+        CAPTURE(fast);
+        auto run = [&](int64_t begin, int64_t end, std::vector<float>* y) {
+          if (fast) {
+            bora::ops::matmul_q8(m.view, xq.data(), n_tokens, y->data(), rows, begin, end);
+          } else {
+            bora::ops::matmul_f32(m.view, x.data(), n_tokens, y->data(), rows, begin, end);
+          }
+        };
+        std::vector<float> whole(static_cast<size_t>(rows * n_tokens)), pieces(whole.size());
+        run(0, rows, &whole);
+        const int64_t cuts[] = {0, 1, 4, 9, 10, 17, rows};
+        for (size_t k = 0; k + 1 < sizeof(cuts) / sizeof(cuts[0]); ++k) run(cuts[k], cuts[k + 1], &pieces);
+        CHECK(pieces == whole);
       }
     }
   });

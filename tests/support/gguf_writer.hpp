@@ -73,9 +73,8 @@ class GgufWriter : public bora::GgufWriter {
   }
 };
 
-// A minimal llama-architecture GGUF that config_from_gguf accepts: dim 64, 2 layers, 4 heads,
-// 2 kv heads, ffn 128, vocab 32 (from tokenizer.ggml.tokens unless vocab_size is added).
-inline void add_tiny_llama_metadata(GgufWriter& w) {
+// The tiny llama architecture's sizes: dim 64, 2 layers, 4 heads, 2 kv heads, ffn 128.
+inline void add_tiny_llama_sizes(GgufWriter& w) {
   w.add_string("general.architecture", "llama");
   w.add_u32("general.alignment", 32);
   w.add_u32("llama.embedding_length", 64);
@@ -84,6 +83,12 @@ inline void add_tiny_llama_metadata(GgufWriter& w) {
   w.add_u32("llama.attention.head_count", 4);
   w.add_u32("llama.attention.head_count_kv", 2);
   w.add_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+}
+
+// A minimal llama-architecture GGUF that config_from_gguf accepts: the tiny sizes and vocab 32
+// (from tokenizer.ggml.tokens unless vocab_size is added).
+inline void add_tiny_llama_metadata(GgufWriter& w) {
+  add_tiny_llama_sizes(w);
   w.add_f32("llama.rope.freq_base", 1e6f);
   w.add_u32("llama.context_length", 4096);
   std::vector<std::string> tokens;

@@ -69,14 +69,16 @@ struct GroupedQueryAttention {
         const int64_t position = c.first_position + t;
         const int64_t lowest = c.window > 0 && position - c.window + 1 > 0 ? position - c.window + 1 : 0;
         const int64_t n_keys = position - lowest + 1;
-        // Keys before the chunk come from the cache (not yet overwritten by this chunk); keys of
-        // the chunk itself come from its fresh k/v rows.
+        // Keys and values before the chunk come from the cache (not yet overwritten by this chunk);
+        // those of the chunk itself come from its fresh k/v rows.
+        const auto key_or_value = [&](int64_t key_position, bool value) -> const float* {
+          if (key_position >= c.first_position)
+            return (value ? c.v : c.k) + (key_position - c.first_position) * kv_dim + g * c.head_dim;
+          return value ? cache.value(c.layer, key_position, g * c.head_dim, c.head_dim, value_buffer)
+                       : cache.key(c.layer, key_position, g * c.head_dim, c.head_dim, key_buffer);
+        };
         for (int64_t j = 0; j < n_keys; ++j) {
-          const int64_t key_position = lowest + j;
-          const float* key =
-              key_position < c.first_position
-                  ? cache.key(c.layer, key_position, g * c.head_dim, c.head_dim, key_buffer)
-                  : c.k + (key_position - c.first_position) * kv_dim + g * c.head_dim;
+          const float* key = key_or_value(lowest + j, false);
           for (int64_t h = 0; h < group; ++h) {
             const float* query = c.q + t * q_dim + (g * group + h) * c.head_dim;
             scores[h * n_keys + j] = ops::dot(query, key, c.head_dim) * scale;
@@ -88,11 +90,7 @@ struct GroupedQueryAttention {
           for (int64_t i = 0; i < c.head_dim; ++i) out[i] = 0.0f;
         }
         for (int64_t j = 0; j < n_keys; ++j) {
-          const int64_t key_position = lowest + j;
-          const float* value =
-              key_position < c.first_position
-                  ? cache.value(c.layer, key_position, g * c.head_dim, c.head_dim, value_buffer)
-                  : c.v + (key_position - c.first_position) * kv_dim + g * c.head_dim;
+          const float* value = key_or_value(lowest + j, true);
           for (int64_t h = 0; h < group; ++h) {
             float* out = c.out + t * q_dim + (g * group + h) * c.head_dim;
             ops::axpy(scores[h * n_keys + j], value, out, c.head_dim);

@@ -391,16 +391,50 @@ HWY_INLINE bool MatvecQ4_0Windows(const uint8_t* data, uint64_t row_bytes, int64
 //   kValues, kBytes                values and bytes per block
 //   DecodeF32(block, out)          the block as floats, bit-identical to the scalar reference in quant/
 //   DotQ8<T>(row, n, x, out)       out[t] ~= dot(row, x[t]) for T int8 activation rows, the target's
-//                                  best kernel
+//                                  best kernel for T tokens (with VNNI, one token goes to DotLevels<1>)
 // and with 512-bit VNNI:
 //   DotLevels<kLevels>(row, n, x)  one token whose activations come in kLevels levels, one pass
 //   DecodeUnsigned(block, out)     the block for the prefill kernel (DecodedWeights, x86-inl.h), with
 //   kSplitHalves                   whether its two 16-value halves have their own scales
 
-struct Q8_0Family {
-  static constexpr int kValues = quant::Q8_0Block::kElements;
-  static constexpr int kBytes = quant::Q8_0Block::kBytes;
+// Q8_0 and Q4_0 differ only in how a block stores its 32 values after the f16 scale: what they
+// share (every kernel but the decoders) lives here once. Derived supplies DecodeF32, DecodeI8 and,
+// with VNNI, UnsignedValues(block) with its kUnsignedOffset (u = w + kUnsignedOffset).
+template <class Derived, class Block, bool kIsQ8>
+struct LegacyFamily {
+  static constexpr int kValues = Block::kElements;
+  static constexpr int kBytes = Block::kBytes;
 
+#if BORA_OPS_X86_VNNI
+  static constexpr bool kSplitHalves = false;
+  static HWY_INLINE void DecodeUnsigned(const uint8_t* block, DecodedWeights* out) {
+    const float d = X86Half(block);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out->u), Derived::UnsignedValues(block));
+    out->scale[0] = d;
+    out->offset[0] = Derived::kUnsignedOffset * d;
+  }
+
+  template <int kLevels>
+  static HWY_INLINE float DotLevels(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x) {
+    return X512RowDotLegacy<kBytes, kIsQ8, kLevels>(row, n, x);
+  }
+#endif
+
+  template <int T>
+  static HWY_INLINE void DotQ8(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
+#if BORA_OPS_X86_INT8
+    if constexpr (kIsQ8) {
+      X86RowDotQ8_0<T>(row, n, x, out);
+    } else {
+      X86RowDotQ4_0<T>(row, n, x, out);
+    }
+#else
+    PortableLegacyDotQ8<Derived, T>(row, n, x, out);
+#endif
+  }
+};
+
+struct Q8_0Family : LegacyFamily<Q8_0Family, quant::Q8_0Block, true> {
   static HWY_INLINE void DecodeF32(const uint8_t* block, float* HWY_RESTRICT out) {
     const BlockF32 df;
     const hn::Rebind<int8_t, BlockF32> di8;
@@ -417,41 +451,15 @@ struct Q8_0Family {
   static HWY_INLINE void DecodeI8(const uint8_t* block, int8_t* w) { std::memcpy(w, block + 2, 32); }
 
 #if BORA_OPS_X86_VNNI
-  static constexpr bool kSplitHalves = false;
-  // u = w + 128 (as bytes: w ^ 0x80), so the offset is 128 * d.
-  static HWY_INLINE void DecodeUnsigned(const uint8_t* block, DecodedWeights* out) {
-    const float d = X86Half(block);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(out->u), _mm256_xor_si256(X86Load32(block + 2), _mm256_set1_epi8(-128)));
-    out->scale[0] = d;
-    out->offset[0] = 128.0f * d;
-  }
-
-  template <int kLevels>
-  static HWY_INLINE float DotLevels(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x) {
-    return X512RowDotLegacy<kBytes, true, kLevels>(row, n, x);
+  // u = w + 128 (as bytes: w ^ 0x80).
+  static constexpr float kUnsignedOffset = 128.0f;
+  static HWY_INLINE __m256i UnsignedValues(const uint8_t* block) {
+    return _mm256_xor_si256(X86Load32(block + 2), _mm256_set1_epi8(-128));
   }
 #endif
-
-  template <int T>
-  static HWY_INLINE void DotQ8(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
-#if BORA_OPS_X86_VNNI
-    if (T == 1) {
-      out[0] = DotLevels<1>(row, n, x);
-      return;
-    }
-#endif
-#if BORA_OPS_X86_INT8
-    X86RowDotQ8_0<T>(row, n, x, out);
-#else
-    PortableLegacyDotQ8<Q8_0Family, T>(row, n, x, out);
-#endif
-  }
 };
 
-struct Q4_0Family {
-  static constexpr int kValues = quant::Q4_0Block::kElements;
-  static constexpr int kBytes = quant::Q4_0Block::kBytes;
-
+struct Q4_0Family : LegacyFamily<Q4_0Family, quant::Q4_0Block, false> {
   static HWY_INLINE void DecodeF32(const uint8_t* block, float* HWY_RESTRICT out) {
     const BlockF32 df;
     const hn::Rebind<uint8_t, BlockF32> du8;
@@ -478,35 +486,10 @@ struct Q4_0Family {
   }
 
 #if BORA_OPS_X86_VNNI
-  static constexpr bool kSplitHalves = false;
-  // u = the nibble, so the offset is 8 * d.
-  static HWY_INLINE void DecodeUnsigned(const uint8_t* block, DecodedWeights* out) {
-    const float d = X86Half(block);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(out->u), X86NibblesQ4_0(block));
-    out->scale[0] = d;
-    out->offset[0] = 8.0f * d;
-  }
-
-  template <int kLevels>
-  static HWY_INLINE float DotLevels(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x) {
-    return X512RowDotLegacy<kBytes, false, kLevels>(row, n, x);
-  }
+  // u = the nibble.
+  static constexpr float kUnsignedOffset = 8.0f;
+  static HWY_INLINE __m256i UnsignedValues(const uint8_t* block) { return X86NibblesQ4_0(block); }
 #endif
-
-  template <int T>
-  static HWY_INLINE void DotQ8(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
-#if BORA_OPS_X86_VNNI
-    if (T == 1) {
-      out[0] = DotLevels<1>(row, n, x);
-      return;
-    }
-#endif
-#if BORA_OPS_X86_INT8
-    X86RowDotQ4_0<T>(row, n, x, out);
-#else
-    PortableLegacyDotQ8<Q4_0Family, T>(row, n, x, out);
-#endif
-  }
 };
 
 }  // namespace HWY_NAMESPACE

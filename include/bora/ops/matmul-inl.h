@@ -192,6 +192,14 @@ inline void MatmulKernel(WeightType type, const uint8_t* data, uint64_t row_byte
 template <class Family, int T>
 HWY_INLINE void MatvecQ8Rows(const uint8_t* data, uint64_t row_bytes, int64_t n, const quant::Q8ActivationRow* x,
                              float* const* y, int64_t row_begin, int64_t row_end) {
+#if BORA_OPS_X86_VNNI
+  // One token: the one-level 512-bit kernel beats every family's DotQ8<1>.
+  if (T == 1) {
+    for (int64_t r = row_begin; r < row_end; ++r)
+      y[0][r] = Family::template DotLevels<1>(data + static_cast<uint64_t>(r) * row_bytes, n, x);
+    return;
+  }
+#endif
   float out[T];
   for (int64_t r = row_begin; r < row_end; ++r) {
     Family::template DotQ8<T>(data + static_cast<uint64_t>(r) * row_bytes, n, x, out);

@@ -221,12 +221,6 @@ struct Q6_KFamily {
 
   template <int T>
   static HWY_INLINE void DotQ8(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
-#if BORA_OPS_X86_VNNI
-    if (T == 1) {
-      out[0] = DotLevels<1>(row, n, x);
-      return;
-    }
-#endif
 #if BORA_OPS_X86_INT8
     X86RowDotQ6_K<T>(row, n, x, out);
 #else

@@ -69,11 +69,13 @@ inline void pack_k_scale_mins(const int* scale, const int* min, uint8_t* scales)
   }
 }
 
-inline void dequantize_block_q4_k(const uint8_t* block, float* out) {
+// Q4_K and Q5_K share the header (d, dmin and the scales at the same offsets) and the low nibbles;
+// with kHasHighBit (Q5_K) the fifth bit of element l of sub-block j is bit j of high_bits[l].
+template <bool kHasHighBit>
+inline void dequantize_k_quant_block(const uint8_t* block, const uint8_t* qs, const uint8_t* high_bits, float* out) {
   const float d = load_f16(block + Q4_KBlock::kScaleOffset);
   const float dmin = load_f16(block + Q4_KBlock::kMinScaleOffset);
   const uint8_t* scales = block + Q4_KBlock::kScalesOffset;
-  const uint8_t* qs = block + Q4_KBlock::kQuantsOffset;
   for (int j = 0; j < 8; ++j) {
     int sc = 0, m = 0;
     unpack_k_scale_min(scales, j, &sc, &m);
@@ -82,9 +84,15 @@ inline void dequantize_block_q4_k(const uint8_t* block, float* out) {
     const uint8_t* bytes = qs + 32 * (j / 2);
     const int shift = (j % 2) * 4;
     for (int l = 0; l < 32; ++l) {
-      out[32 * j + l] = step * static_cast<float>((bytes[l] >> shift) & 15) - offset;
+      int q = (bytes[l] >> shift) & 15;
+      if constexpr (kHasHighBit) q |= ((high_bits[l] >> j) & 1) << 4;
+      out[32 * j + l] = step * static_cast<float>(q) - offset;
     }
   }
+}
+
+inline void dequantize_block_q4_k(const uint8_t* block, float* out) {
+  dequantize_k_quant_block<false>(block, block + Q4_KBlock::kQuantsOffset, nullptr, out);
 }
 
 inline void dequantize_row_q4_k(const uint8_t* src, float* dst, int64_t n) {
@@ -128,22 +136,31 @@ inline void quantize_k_superblock(const float* x, int max_q, uint16_t* d_bits, u
   }
 }
 
-}  // namespace detail
-
-inline void quantize_block_q4_k(const float* x, uint8_t* block) {
+// Quantizes x into q and writes the header Q4_K and Q5_K share: f16 d and dmin, then the scales.
+inline void quantize_k_header(const float* x, int max_q, uint8_t* block, uint8_t* q) {
   uint16_t d_bits = 0, dmin_bits = 0;
   int scale[8], min[8];
-  uint8_t q[256];
-  detail::quantize_k_superblock(x, 15, &d_bits, &dmin_bits, scale, min, q);
+  quantize_k_superblock(x, max_q, &d_bits, &dmin_bits, scale, min, q);
   store_u16_le(block + Q4_KBlock::kScaleOffset, d_bits);
   store_u16_le(block + Q4_KBlock::kMinScaleOffset, dmin_bits);
   pack_k_scale_mins(scale, min, block + Q4_KBlock::kScalesOffset);
-  uint8_t* qs = block + Q4_KBlock::kQuantsOffset;
+}
+
+// The low 4 bits of sub-blocks 2c and 2c+1 as the low and high nibbles of qs bytes 32c..32c+31.
+inline void pack_k_low_nibbles(const uint8_t* q, uint8_t* qs) {
   for (int c = 0; c < 4; ++c) {
     for (int l = 0; l < 32; ++l) {
-      qs[32 * c + l] = static_cast<uint8_t>(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+      qs[32 * c + l] = static_cast<uint8_t>((q[64 * c + l] & 15) | ((q[64 * c + 32 + l] & 15) << 4));
     }
   }
+}
+
+}  // namespace detail
+
+inline void quantize_block_q4_k(const float* x, uint8_t* block) {
+  uint8_t q[256];
+  detail::quantize_k_header(x, 15, block, q);
+  detail::pack_k_low_nibbles(q, block + Q4_KBlock::kQuantsOffset);
 }
 
 inline void quantize_row_q4_k(const float* src, uint8_t* dst, int64_t n) {

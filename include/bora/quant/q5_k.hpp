@@ -24,24 +24,13 @@ struct Q5_KBlock {
   static constexpr int kQuantsOffset = 48;
 };
 
+static_assert(Q5_KBlock::kScaleOffset == Q4_KBlock::kScaleOffset &&
+                  Q5_KBlock::kMinScaleOffset == Q4_KBlock::kMinScaleOffset &&
+                  Q5_KBlock::kScalesOffset == Q4_KBlock::kScalesOffset,
+              "Q5_K's header is read and written by Q4_K's code, at Q4_K's offsets");
+
 inline void dequantize_block_q5_k(const uint8_t* block, float* out) {
-  const float d = load_f16(block + Q5_KBlock::kScaleOffset);
-  const float dmin = load_f16(block + Q5_KBlock::kMinScaleOffset);
-  const uint8_t* scales = block + Q5_KBlock::kScalesOffset;
-  const uint8_t* qh = block + Q5_KBlock::kHighBitsOffset;
-  const uint8_t* qs = block + Q5_KBlock::kQuantsOffset;
-  for (int j = 0; j < 8; ++j) {
-    int sc = 0, m = 0;
-    unpack_k_scale_min(scales, j, &sc, &m);
-    const float step = d * static_cast<float>(sc);
-    const float offset = dmin * static_cast<float>(m);
-    const uint8_t* bytes = qs + 32 * (j / 2);
-    const int shift = (j % 2) * 4;
-    for (int l = 0; l < 32; ++l) {
-      const int q = ((bytes[l] >> shift) & 15) | (((qh[l] >> j) & 1) << 4);
-      out[32 * j + l] = step * static_cast<float>(q) - offset;
-    }
-  }
+  dequantize_k_quant_block<true>(block, block + Q5_KBlock::kQuantsOffset, block + Q5_KBlock::kHighBitsOffset, out);
 }
 
 inline void dequantize_row_q5_k(const uint8_t* src, float* dst, int64_t n) {
@@ -49,25 +38,15 @@ inline void dequantize_row_q5_k(const uint8_t* src, float* dst, int64_t n) {
 }
 
 inline void quantize_block_q5_k(const float* x, uint8_t* block) {
-  uint16_t d_bits = 0, dmin_bits = 0;
-  int scale[8], min[8];
   uint8_t q[256];
-  detail::quantize_k_superblock(x, 31, &d_bits, &dmin_bits, scale, min, q);
-  store_u16_le(block + Q5_KBlock::kScaleOffset, d_bits);
-  store_u16_le(block + Q5_KBlock::kMinScaleOffset, dmin_bits);
-  pack_k_scale_mins(scale, min, block + Q5_KBlock::kScalesOffset);
+  detail::quantize_k_header(x, 31, block, q);
   uint8_t* qh = block + Q5_KBlock::kHighBitsOffset;
-  uint8_t* qs = block + Q5_KBlock::kQuantsOffset;
   for (int l = 0; l < 32; ++l) {
     int high_bits = 0;
     for (int j = 0; j < 8; ++j) high_bits |= ((q[32 * j + l] >> 4) & 1) << j;
     qh[l] = static_cast<uint8_t>(high_bits);
   }
-  for (int c = 0; c < 4; ++c) {
-    for (int l = 0; l < 32; ++l) {
-      qs[32 * c + l] = static_cast<uint8_t>((q[64 * c + l] & 15) | ((q[64 * c + 32 + l] & 15) << 4));
-    }
-  }
+  detail::pack_k_low_nibbles(q, block + Q5_KBlock::kQuantsOffset);
 }
 
 inline void quantize_row_q5_k(const float* src, uint8_t* dst, int64_t n) {
