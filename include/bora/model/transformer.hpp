@@ -262,13 +262,13 @@ class Transformer final : public Model {
                         (long long)ctx->kv_capacity_, gib);
     }
     const int threads = std::max(ctx->params_.n_threads, ctx->params_.n_threads_batch);
-    ctx->pool.reset(new ThreadPool(threads));
     // Allocates rows * width values, or names the buffer that did not fit.
     const char* failed = nullptr;
     auto sized = [&failed](auto& buffer, int64_t rows, int64_t width, const char* what) {
       uint64_t count = 0;
       if (failed != nullptr) return;
-      if (rows < 0 || width < 0 || !io_detail::checked_mul(static_cast<uint64_t>(rows), static_cast<uint64_t>(width), &count) ||
+      if (rows < 0 || width < 0 ||
+          !io_detail::checked_mul(static_cast<uint64_t>(rows), static_cast<uint64_t>(width), &count) ||
           !buffer.reset(count)) {
         failed = what;
       }
@@ -307,6 +307,7 @@ class Transformer final : public Model {
                         "context: the %s buffer for n_batch %lld could not be allocated (n_ctx %lld)", failed,
                         (long long)n, (long long)params.n_ctx);
     }
+    ctx->pool.reset(new ThreadPool(threads));  // last: a context that cannot be built starts no threads
     return std::unique_ptr<ModelContext>(std::move(ctx));
   }
 
