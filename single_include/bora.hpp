@@ -2899,7 +2899,7 @@ class ThreadPool {
 #include <limits>
 
 namespace bora {
-namespace io_detail {
+namespace bytes_detail {
 
 inline bool checked_mul(uint64_t a, uint64_t b, uint64_t* out) {
   if (a != 0 && b > std::numeric_limits<uint64_t>::max() / a) return false;
@@ -2951,7 +2951,7 @@ inline void store_le(uint8_t* p, uint64_t v, int n_bytes) {
   for (int i = 0; i < n_bytes; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
 }
 
-}  // namespace io_detail
+}  // namespace bytes_detail
 }  // namespace bora
 
 #endif  // BORA_BASE_BYTES_HPP
@@ -3042,8 +3042,8 @@ namespace gguf_detail {
 
 inline double load_scalar_as_double(GgufType type, const uint8_t* p) {
   switch (type) {
-    case GgufType::kF32: return io_detail::load_le_f32(p);
-    case GgufType::kF64: return io_detail::load_le_f64(p);
+    case GgufType::kF32: return bytes_detail::load_le_f32(p);
+    case GgufType::kF64: return bytes_detail::load_le_f64(p);
     default: return 0.0;
   }
 }
@@ -3058,7 +3058,7 @@ struct IntegerValue {
 inline IntegerValue load_integer(GgufType type, const uint8_t* p) {
   IntegerValue v;
   const uint64_t width = gguf_scalar_bytes(type);
-  uint64_t bits = io_detail::load_le(p, static_cast<int>(width));
+  uint64_t bits = bytes_detail::load_le(p, static_cast<int>(width));
   if (gguf_type_is_signed(type)) {
     const uint64_t sign_bit = uint64_t{1} << (width * 8 - 1);
     int64_t value;
@@ -3232,13 +3232,13 @@ class Cursor {
   }
   Status read_u32(uint32_t* out, const char* what, std::string_view subject = {}) {
     BORA_RETURN_IF_ERROR(need(4, what, subject));
-    *out = io_detail::load_le_u32(here());
+    *out = bytes_detail::load_le_u32(here());
     offset_ += 4;
     return {};
   }
   Status read_u64(uint64_t* out, const char* what, std::string_view subject = {}) {
     BORA_RETURN_IF_ERROR(need(8, what, subject));
-    *out = io_detail::load_le_u64(here());
+    *out = bytes_detail::load_le_u64(here());
     offset_ += 8;
     return {};
   }
@@ -3316,7 +3316,7 @@ inline Status skip_array_elements(Cursor& cursor, GgufType element_type, uint64_
     return {};
   }
   uint64_t bytes = 0;
-  if (!io_detail::checked_mul(count, gguf_scalar_bytes(element_type), &bytes) || bytes > cursor.remaining()) {
+  if (!bytes_detail::checked_mul(count, gguf_scalar_bytes(element_type), &bytes) || bytes > cursor.remaining()) {
     return make_error(ErrorCode::kFormat,
                       "%s: metadata key '%.*s': array of %" PRIu64 " %s values runs past the end of the file "
                       "(%" PRIu64 " bytes left after byte offset %" PRIu64 ")",
@@ -3430,7 +3430,7 @@ class GgufFile {
     out.reserve(static_cast<size_t>(v->array_count));  // validated at parse: count * 8 <= raw_bytes
     const uint8_t* p = v->raw;
     for (uint64_t i = 0; i < v->array_count; ++i) {  // lengths were validated when the file was parsed
-      const uint64_t length = io_detail::load_le_u64(p);
+      const uint64_t length = bytes_detail::load_le_u64(p);
       out.emplace_back(reinterpret_cast<const char*>(p + 8), static_cast<size_t>(length));
       p += 8 + length;
     }
@@ -3659,7 +3659,7 @@ class GgufFile {
       view.ne[d] = static_cast<int64_t>(extent);
     }
     uint64_t elements = 0;
-    if (!io_detail::checked_elements(view.ne, view.n_dims, &elements)) {
+    if (!bytes_detail::checked_elements(view.ne, view.n_dims, &elements)) {
       return make_error(ErrorCode::kFormat, "%s: tensor '%.*s' has an element count that overflows 64 bits", file,
                         name_len, name.data());
     }
@@ -3677,7 +3677,7 @@ class GgufFile {
                         view.ne[0], info.block_elements);
     }
     const uint64_t rows = view.ne[0] == 0 ? 0 : elements / static_cast<uint64_t>(view.ne[0]);
-    if (!io_detail::checked_mul(row_bytes, rows, &view.bytes)) {
+    if (!bytes_detail::checked_mul(row_bytes, rows, &view.bytes)) {
       return make_error(ErrorCode::kFormat, "%s: tensor '%.*s' byte size overflows 64 bits", file, name_len, name.data());
     }
     uint64_t offset = 0;
@@ -3695,7 +3695,7 @@ class GgufFile {
                         file, view.name.c_str(), offset, alignment_);
     }
     uint64_t begin = 0, end = 0;
-    if (!io_detail::checked_add(data_offset_, offset, &begin) || !io_detail::checked_add(begin, view.bytes, &end) ||
+    if (!bytes_detail::checked_add(data_offset_, offset, &begin) || !bytes_detail::checked_add(begin, view.bytes, &end) ||
         end > file_size_) {
       return make_error(ErrorCode::kFormat, "%s: tensor '%s' data (%" PRIu64 " bytes at offset %" PRIu64
                         " into the data section, which starts at byte offset %" PRIu64 ") lies outside the file "
@@ -3773,7 +3773,7 @@ class GgufByteWriter {
  private:
   void put(uint64_t v, int n_bytes) {
     uint8_t encoded[8] = {};
-    io_detail::store_le(encoded, v, n_bytes);
+    bytes_detail::store_le(encoded, v, n_bytes);
     raw(encoded, static_cast<size_t>(n_bytes));
   }
   std::vector<uint8_t> bytes_;
@@ -3853,7 +3853,7 @@ class GgufWriter {
     uint64_t total = 0;
     if (ne.empty() || !weight_type_from_ggml(ggml_type, &type) || !weight_row_bytes(type, ne[0], &total)) return false;
     for (size_t i = 1; i < ne.size(); ++i) {
-      if (!io_detail::checked_mul(total, ne[i], &total)) return false;
+      if (!bytes_detail::checked_mul(total, ne[i], &total)) return false;
     }
     *out = total;
     return true;
@@ -3941,7 +3941,7 @@ class GgufWriter {
   }
   void add_scalar(const std::string& key, GgufType type, uint64_t v, int n_bytes) {
     uint8_t encoded[8] = {};
-    io_detail::store_le(encoded, v, n_bytes);
+    bytes_detail::store_le(encoded, v, n_bytes);
     add_raw(key, static_cast<uint32_t>(type), std::vector<uint8_t>(encoded, encoded + n_bytes));
   }
 
@@ -4556,7 +4556,7 @@ class SafetensorsFile {
       return make_error(ErrorCode::kFormat, "%s: %" PRIu64 " bytes is too small for a safetensors file (8-byte header "
                         "length missing)", file, file_size_);
     }
-    const uint64_t header_bytes = io_detail::load_le_u64(data_);
+    const uint64_t header_bytes = bytes_detail::load_le_u64(data_);
     if (header_bytes > file_size_ - 8) {
       return make_error(ErrorCode::kFormat, "%s: header length %" PRIu64 " runs past the end of the file (size %" PRIu64
                         ")", file, header_bytes, file_size_);
@@ -4663,8 +4663,8 @@ class SafetensorsFile {
       ++d;
     }
     uint64_t elements = 0, bytes = 0;
-    if (!io_detail::checked_elements(view.ne, view.n_dims, &elements) ||
-        !io_detail::checked_mul(elements, weight_type_info(view.type).block_bytes, &bytes)) {
+    if (!bytes_detail::checked_elements(view.ne, view.n_dims, &elements) ||
+        !bytes_detail::checked_mul(elements, weight_type_info(view.type).block_bytes, &bytes)) {
       return make_error(ErrorCode::kFormat, "%s: tensor '%.*s': its shape overflows 64 bits", file, name_len,
                         name.data());
     }
@@ -5471,7 +5471,7 @@ class WireReader {
   Status read_fixed32(uint32_t* value) {
     const uint8_t* bytes = nullptr;
     BORA_RETURN_IF_ERROR(take_fixed32(&bytes));
-    *value = io_detail::load_le_u32(bytes);
+    *value = bytes_detail::load_le_u32(bytes);
     return {};
   }
 
@@ -5479,7 +5479,7 @@ class WireReader {
     BORA_RETURN_IF_ERROR(expect(wire_type, kFixed32, field_name));
     const uint8_t* bytes = nullptr;
     BORA_RETURN_IF_ERROR(take_fixed32(&bytes));
-    *value = io_detail::load_le_f32(bytes);
+    *value = bytes_detail::load_le_f32(bytes);
     return {};
   }
 
@@ -7314,8 +7314,8 @@ class RollingKvCache {
     capacity_ = capacity;
     uint64_t count = 0;
     if (n_layers < 0 || capacity < 0 || kv_dim_ < 0 ||
-        !io_detail::checked_mul(static_cast<uint64_t>(n_layers), static_cast<uint64_t>(capacity), &count) ||
-        !io_detail::checked_mul(count, static_cast<uint64_t>(kv_dim_), &count)) {
+        !bytes_detail::checked_mul(static_cast<uint64_t>(n_layers), static_cast<uint64_t>(capacity), &count) ||
+        !bytes_detail::checked_mul(count, static_cast<uint64_t>(kv_dim_), &count)) {
       return false;
     }
     return keys_.reset(count) && values_.reset(count);
@@ -7617,13 +7617,13 @@ class Transformer final : public Model {
                         (long long)ctx->kv_capacity_, gib);
     }
     const int threads = std::max(ctx->params_.n_threads, ctx->params_.n_threads_batch);
-    ctx->pool.reset(new ThreadPool(threads));
     // Allocates rows * width values, or names the buffer that did not fit.
     const char* failed = nullptr;
     auto sized = [&failed](auto& buffer, int64_t rows, int64_t width, const char* what) {
       uint64_t count = 0;
       if (failed != nullptr) return;
-      if (rows < 0 || width < 0 || !io_detail::checked_mul(static_cast<uint64_t>(rows), static_cast<uint64_t>(width), &count) ||
+      if (rows < 0 || width < 0 ||
+          !bytes_detail::checked_mul(static_cast<uint64_t>(rows), static_cast<uint64_t>(width), &count) ||
           !buffer.reset(count)) {
         failed = what;
       }
@@ -7662,6 +7662,7 @@ class Transformer final : public Model {
                         "context: the %s buffer for n_batch %lld could not be allocated (n_ctx %lld)", failed,
                         (long long)n, (long long)params.n_ctx);
     }
+    ctx->pool.reset(new ThreadPool(threads));  // last: a context that cannot be built starts no threads
     return std::unique_ptr<ModelContext>(std::move(ctx));
   }
 

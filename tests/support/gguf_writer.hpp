@@ -55,8 +55,8 @@ class GgufWriter : public bora::GgufWriter {
     ByteWriter w;
     w.raw(plan.head.data(), plan.head.size());
     if (override_counts) {
-      bora::io_detail::store_le(w.bytes().data() + 8, n_tensors_override, 8);
-      bora::io_detail::store_le(w.bytes().data() + 16, n_kv_override, 8);
+      bora::bytes_detail::store_le(w.bytes().data() + 8, n_tensors_override, 8);
+      bora::bytes_detail::store_le(w.bytes().data() + 16, n_kv_override, 8);
     }
     for (uint64_t i = 0; i < plan.data_bytes; ++i) w.u8(static_cast<uint8_t>(i * 7 + 1));
     return w.bytes();

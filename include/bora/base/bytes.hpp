@@ -9,7 +9,7 @@
 #include <limits>
 
 namespace bora {
-namespace io_detail {
+namespace bytes_detail {
 
 inline bool checked_mul(uint64_t a, uint64_t b, uint64_t* out) {
   if (a != 0 && b > std::numeric_limits<uint64_t>::max() / a) return false;
@@ -61,7 +61,7 @@ inline void store_le(uint8_t* p, uint64_t v, int n_bytes) {
   for (int i = 0; i < n_bytes; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
 }
 
-}  // namespace io_detail
+}  // namespace bytes_detail
 }  // namespace bora
 
 #endif  // BORA_BASE_BYTES_HPP

@@ -65,13 +65,13 @@ class Cursor {
   }
   Status read_u32(uint32_t* out, const char* what, std::string_view subject = {}) {
     BORA_RETURN_IF_ERROR(need(4, what, subject));
-    *out = io_detail::load_le_u32(here());
+    *out = bytes_detail::load_le_u32(here());
     offset_ += 4;
     return {};
   }
   Status read_u64(uint64_t* out, const char* what, std::string_view subject = {}) {
     BORA_RETURN_IF_ERROR(need(8, what, subject));
-    *out = io_detail::load_le_u64(here());
+    *out = bytes_detail::load_le_u64(here());
     offset_ += 8;
     return {};
   }
@@ -149,7 +149,7 @@ inline Status skip_array_elements(Cursor& cursor, GgufType element_type, uint64_
     return {};
   }
   uint64_t bytes = 0;
-  if (!io_detail::checked_mul(count, gguf_scalar_bytes(element_type), &bytes) || bytes > cursor.remaining()) {
+  if (!bytes_detail::checked_mul(count, gguf_scalar_bytes(element_type), &bytes) || bytes > cursor.remaining()) {
     return make_error(ErrorCode::kFormat,
                       "%s: metadata key '%.*s': array of %" PRIu64 " %s values runs past the end of the file "
                       "(%" PRIu64 " bytes left after byte offset %" PRIu64 ")",
@@ -263,7 +263,7 @@ class GgufFile {
     out.reserve(static_cast<size_t>(v->array_count));  // validated at parse: count * 8 <= raw_bytes
     const uint8_t* p = v->raw;
     for (uint64_t i = 0; i < v->array_count; ++i) {  // lengths were validated when the file was parsed
-      const uint64_t length = io_detail::load_le_u64(p);
+      const uint64_t length = bytes_detail::load_le_u64(p);
       out.emplace_back(reinterpret_cast<const char*>(p + 8), static_cast<size_t>(length));
       p += 8 + length;
     }
@@ -492,7 +492,7 @@ class GgufFile {
       view.ne[d] = static_cast<int64_t>(extent);
     }
     uint64_t elements = 0;
-    if (!io_detail::checked_elements(view.ne, view.n_dims, &elements)) {
+    if (!bytes_detail::checked_elements(view.ne, view.n_dims, &elements)) {
       return make_error(ErrorCode::kFormat, "%s: tensor '%.*s' has an element count that overflows 64 bits", file,
                         name_len, name.data());
     }
@@ -510,7 +510,7 @@ class GgufFile {
                         view.ne[0], info.block_elements);
     }
     const uint64_t rows = view.ne[0] == 0 ? 0 : elements / static_cast<uint64_t>(view.ne[0]);
-    if (!io_detail::checked_mul(row_bytes, rows, &view.bytes)) {
+    if (!bytes_detail::checked_mul(row_bytes, rows, &view.bytes)) {
       return make_error(ErrorCode::kFormat, "%s: tensor '%.*s' byte size overflows 64 bits", file, name_len, name.data());
     }
     uint64_t offset = 0;
@@ -528,7 +528,7 @@ class GgufFile {
                         file, view.name.c_str(), offset, alignment_);
     }
     uint64_t begin = 0, end = 0;
-    if (!io_detail::checked_add(data_offset_, offset, &begin) || !io_detail::checked_add(begin, view.bytes, &end) ||
+    if (!bytes_detail::checked_add(data_offset_, offset, &begin) || !bytes_detail::checked_add(begin, view.bytes, &end) ||
         end > file_size_) {
       return make_error(ErrorCode::kFormat, "%s: tensor '%s' data (%" PRIu64 " bytes at offset %" PRIu64
                         " into the data section, which starts at byte offset %" PRIu64 ") lies outside the file "

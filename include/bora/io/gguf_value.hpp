@@ -84,8 +84,8 @@ namespace gguf_detail {
 
 inline double load_scalar_as_double(GgufType type, const uint8_t* p) {
   switch (type) {
-    case GgufType::kF32: return io_detail::load_le_f32(p);
-    case GgufType::kF64: return io_detail::load_le_f64(p);
+    case GgufType::kF32: return bytes_detail::load_le_f32(p);
+    case GgufType::kF64: return bytes_detail::load_le_f64(p);
     default: return 0.0;
   }
 }
@@ -100,7 +100,7 @@ struct IntegerValue {
 inline IntegerValue load_integer(GgufType type, const uint8_t* p) {
   IntegerValue v;
   const uint64_t width = gguf_scalar_bytes(type);
-  uint64_t bits = io_detail::load_le(p, static_cast<int>(width));
+  uint64_t bits = bytes_detail::load_le(p, static_cast<int>(width));
   if (gguf_type_is_signed(type)) {
     const uint64_t sign_bit = uint64_t{1} << (width * 8 - 1);
     int64_t value;

@@ -50,7 +50,7 @@ class GgufByteWriter {
  private:
   void put(uint64_t v, int n_bytes) {
     uint8_t encoded[8] = {};
-    io_detail::store_le(encoded, v, n_bytes);
+    bytes_detail::store_le(encoded, v, n_bytes);
     raw(encoded, static_cast<size_t>(n_bytes));
   }
   std::vector<uint8_t> bytes_;
@@ -130,7 +130,7 @@ class GgufWriter {
     uint64_t total = 0;
     if (ne.empty() || !weight_type_from_ggml(ggml_type, &type) || !weight_row_bytes(type, ne[0], &total)) return false;
     for (size_t i = 1; i < ne.size(); ++i) {
-      if (!io_detail::checked_mul(total, ne[i], &total)) return false;
+      if (!bytes_detail::checked_mul(total, ne[i], &total)) return false;
     }
     *out = total;
     return true;
@@ -218,7 +218,7 @@ class GgufWriter {
   }
   void add_scalar(const std::string& key, GgufType type, uint64_t v, int n_bytes) {
     uint8_t encoded[8] = {};
-    io_detail::store_le(encoded, v, n_bytes);
+    bytes_detail::store_le(encoded, v, n_bytes);
     add_raw(key, static_cast<uint32_t>(type), std::vector<uint8_t>(encoded, encoded + n_bytes));
   }
 

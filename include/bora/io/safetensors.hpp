@@ -87,7 +87,7 @@ class SafetensorsFile {
       return make_error(ErrorCode::kFormat, "%s: %" PRIu64 " bytes is too small for a safetensors file (8-byte header "
                         "length missing)", file, file_size_);
     }
-    const uint64_t header_bytes = io_detail::load_le_u64(data_);
+    const uint64_t header_bytes = bytes_detail::load_le_u64(data_);
     if (header_bytes > file_size_ - 8) {
       return make_error(ErrorCode::kFormat, "%s: header length %" PRIu64 " runs past the end of the file (size %" PRIu64
                         ")", file, header_bytes, file_size_);
@@ -194,8 +194,8 @@ class SafetensorsFile {
       ++d;
     }
     uint64_t elements = 0, bytes = 0;
-    if (!io_detail::checked_elements(view.ne, view.n_dims, &elements) ||
-        !io_detail::checked_mul(elements, weight_type_info(view.type).block_bytes, &bytes)) {
+    if (!bytes_detail::checked_elements(view.ne, view.n_dims, &elements) ||
+        !bytes_detail::checked_mul(elements, weight_type_info(view.type).block_bytes, &bytes)) {
       return make_error(ErrorCode::kFormat, "%s: tensor '%.*s': its shape overflows 64 bits", file, name_len,
                         name.data());
     }

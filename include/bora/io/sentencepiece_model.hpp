@@ -105,7 +105,7 @@ class WireReader {
   Status read_fixed32(uint32_t* value) {
     const uint8_t* bytes = nullptr;
     BORA_RETURN_IF_ERROR(take_fixed32(&bytes));
-    *value = io_detail::load_le_u32(bytes);
+    *value = bytes_detail::load_le_u32(bytes);
     return {};
   }
 
@@ -113,7 +113,7 @@ class WireReader {
     BORA_RETURN_IF_ERROR(expect(wire_type, kFixed32, field_name));
     const uint8_t* bytes = nullptr;
     BORA_RETURN_IF_ERROR(take_fixed32(&bytes));
-    *value = io_detail::load_le_f32(bytes);
+    *value = bytes_detail::load_le_f32(bytes);
     return {};
   }
 

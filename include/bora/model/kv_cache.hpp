@@ -39,8 +39,8 @@ class RollingKvCache {
     capacity_ = capacity;
     uint64_t count = 0;
     if (n_layers < 0 || capacity < 0 || kv_dim_ < 0 ||
-        !io_detail::checked_mul(static_cast<uint64_t>(n_layers), static_cast<uint64_t>(capacity), &count) ||
-        !io_detail::checked_mul(count, static_cast<uint64_t>(kv_dim_), &count)) {
+        !bytes_detail::checked_mul(static_cast<uint64_t>(n_layers), static_cast<uint64_t>(capacity), &count) ||
+        !bytes_detail::checked_mul(count, static_cast<uint64_t>(kv_dim_), &count)) {
       return false;
     }
     return keys_.reset(count) && values_.reset(count);

@@ -268,7 +268,7 @@ class Transformer final : public Model {
       uint64_t count = 0;
       if (failed != nullptr) return;
       if (rows < 0 || width < 0 ||
-          !io_detail::checked_mul(static_cast<uint64_t>(rows), static_cast<uint64_t>(width), &count) ||
+          !bytes_detail::checked_mul(static_cast<uint64_t>(rows), static_cast<uint64_t>(width), &count) ||
           !buffer.reset(count)) {
         failed = what;
       }
