@@ -2763,6 +2763,15 @@ class Xoshiro256 {
 
 namespace bora {
 
+// A host's own job system (a game engine's workers, say), to run the parallel loops instead of
+// bora's threads. run(host, parts, task, job) must call task(job, part) once for every part in
+// [0, parts), on any threads, and return when all calls have returned.
+struct HostThreads {
+  void (*run)(void* host, int parts, void (*task)(void* job, int part), void* job) = nullptr;
+  void* host = nullptr;
+  int n_threads = 1;  // parts a loop is split into at most
+};
+
 class ThreadPool {
  public:
   // `n_threads` counts the calling thread: 1 means "run everything on the caller", no workers.
@@ -2770,6 +2779,10 @@ class ThreadPool {
     if (n_threads < 1) n_threads = 1;
     n_threads_ = n_threads;
     for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  }
+  // Parallel loops go to the host's job system; the pool starts no threads of its own.
+  explicit ThreadPool(const HostThreads& host) : host_(host) {
+    n_threads_ = host.run != nullptr && host.n_threads > 1 ? host.n_threads : 1;
   }
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -2798,6 +2811,11 @@ class ThreadPool {
       body(int64_t{0}, n, 0);
       return;
     }
+    if (host_.run != nullptr) {
+      HostJob<Body> job{&body, n, parts};
+      host_.run(host_.host, parts, &HostJob<Body>::run_part, &job);
+      return;
+    }
     job_.context = &body;
     job_.invoke = [](const void* context, int64_t begin, int64_t end, int thread) {
       (*static_cast<const Body*>(context))(begin, end, thread);
@@ -2819,6 +2837,18 @@ class ThreadPool {
   }
 
  private:
+  template <class Body>
+  struct HostJob {
+    const Body* body;
+    int64_t n;
+    int parts;
+    static void run_part(void* self, int part) {
+      const HostJob& job = *static_cast<const HostJob*>(self);
+      if (part < 0 || part >= job.parts) return;
+      (*job.body)(job.n * part / job.parts, job.n * (part + 1) / job.parts, part);
+    }
+  };
+
   struct Job {
     const void* context = nullptr;
     void (*invoke)(const void*, int64_t, int64_t, int) = nullptr;
@@ -2861,6 +2891,7 @@ class ThreadPool {
   std::atomic<int> pending_{0};
   Job job_;
   bool stopping_ = false;
+  HostThreads host_;
 };
 
 }  // namespace bora
@@ -5985,8 +6016,8 @@ struct CausalAttention {
   static constexpr bool kUsesFileWindow = false;
 };
 
-// What one attention call sees: a chunk of n tokens at positions first_position.., their roped
-// queries and keys and their values, and the cache holding earlier positions.
+// What attention sees of one sequence in a batch: a chunk of n tokens at positions first_position..,
+// their roped queries and keys and their values; earlier positions are in the sequence's cache.
 struct AttentionChunk {
   int64_t layer = 0;
   int64_t first_position = 0;
@@ -5997,8 +6028,12 @@ struct AttentionChunk {
   const float* k = nullptr;    // [n_tokens][n_kv_heads * head_dim]
   const float* v = nullptr;    // [n_tokens][n_kv_heads * head_dim]
   float* out = nullptr;        // [n_tokens][n_heads * head_dim]
-  float* thread_scratch = nullptr;  // per thread: scratch_floats_per_thread() floats
-  int64_t scratch_per_thread = 0;
+};
+
+// Per-thread working memory for attention: scratch_floats_per_thread() floats for each thread.
+struct AttentionScratch {
+  float* data = nullptr;
+  int64_t per_thread = 0;
   int max_threads = 0;
 };
 
@@ -6015,51 +6050,69 @@ struct GroupedQueryAttention {
     return (n_heads / n_kv_heads) * max_keys + 2 * head_dim;
   }
 
-  // Each work item is (token, kv head): the kv head's keys and values are read once for all the
-  // query heads that share it.
+  // Each work item is (token, kv head) of one chunk: the kv head's keys and values are read once for
+  // all the query heads that share it. Items of every chunk of the batch share one parallel loop;
+  // each is computed the same way whatever else is in the batch. caches[i] belongs to chunks[i].
   template <class Cache>
-  static void forward(const AttentionChunk& c, const Cache& cache, ThreadPool& pool) {
+  static void forward(const AttentionChunk* chunks, const Cache* const* caches, size_t count,
+                      const AttentionScratch& scratch, ThreadPool& pool) {
+    int64_t total = 0;
+    for (size_t i = 0; i < count; ++i) total += chunks[i].n_tokens * chunks[i].n_kv_heads;
+    pool.parallel_for(total, [&](int64_t begin, int64_t end, int thread) {
+      size_t chunk_index = 0;
+      int64_t chunk_start = 0;  // first item of chunks[chunk_index]
+      for (int64_t item = begin; item < end; ++item) {
+        while (item >= chunk_start + chunks[chunk_index].n_tokens * chunks[chunk_index].n_kv_heads) {
+          chunk_start += chunks[chunk_index].n_tokens * chunks[chunk_index].n_kv_heads;
+          ++chunk_index;
+        }
+        const AttentionChunk& c = chunks[chunk_index];
+        const int64_t local = item - chunk_start;
+        one_token_kv_head(c, *caches[chunk_index], local / c.n_kv_heads, local % c.n_kv_heads,
+                          scratch.data + thread * scratch.per_thread, scratch.per_thread);
+      }
+    }, scratch.max_threads);
+  }
+
+ private:
+  template <class Cache>
+  static void one_token_kv_head(const AttentionChunk& c, const Cache& cache, int64_t t, int64_t g, float* scores,
+                                int64_t scratch_floats) {
     const int64_t group = c.n_heads / c.n_kv_heads;
     const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-    pool.parallel_for(c.n_tokens * c.n_kv_heads, [&](int64_t begin, int64_t end, int thread) {
-      float* scores = c.thread_scratch + thread * c.scratch_per_thread;
-      float* key_buffer = scores + (c.scratch_per_thread - 2 * c.head_dim);
-      float* value_buffer = key_buffer + c.head_dim;
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t t = item / c.n_kv_heads, g = item % c.n_kv_heads;
-        const int64_t position = c.first_position + t;
-        const int64_t lowest = c.window > 0 && position - c.window + 1 > 0 ? position - c.window + 1 : 0;
-        const int64_t n_keys = position - lowest + 1;
-        // Keys and values before the chunk come from the cache (not yet overwritten by this chunk);
-        // those of the chunk itself come from its fresh k/v rows.
-        const auto key_or_value = [&](int64_t key_position, bool value) -> const float* {
-          if (key_position >= c.first_position)
-            return (value ? c.v : c.k) + (key_position - c.first_position) * kv_dim + g * c.head_dim;
-          return value ? cache.value(c.layer, key_position, g * c.head_dim, c.head_dim, value_buffer)
-                       : cache.key(c.layer, key_position, g * c.head_dim, c.head_dim, key_buffer);
-        };
-        for (int64_t j = 0; j < n_keys; ++j) {
-          const float* key = key_or_value(lowest + j, false);
-          for (int64_t h = 0; h < group; ++h) {
-            const float* query = c.q + t * q_dim + (g * group + h) * c.head_dim;
-            scores[h * n_keys + j] = ops::dot(query, key, c.head_dim) * scale;
-          }
-        }
-        for (int64_t h = 0; h < group; ++h) {
-          ops::softmax(scores + h * n_keys, n_keys);
-          float* out = c.out + t * q_dim + (g * group + h) * c.head_dim;
-          for (int64_t i = 0; i < c.head_dim; ++i) out[i] = 0.0f;
-        }
-        for (int64_t j = 0; j < n_keys; ++j) {
-          const float* value = key_or_value(lowest + j, true);
-          for (int64_t h = 0; h < group; ++h) {
-            float* out = c.out + t * q_dim + (g * group + h) * c.head_dim;
-            ops::axpy(scores[h * n_keys + j], value, out, c.head_dim);
-          }
-        }
+    float* key_buffer = scores + (scratch_floats - 2 * c.head_dim);
+    float* value_buffer = key_buffer + c.head_dim;
+    const int64_t position = c.first_position + t;
+    const int64_t lowest = c.window > 0 && position - c.window + 1 > 0 ? position - c.window + 1 : 0;
+    const int64_t n_keys = position - lowest + 1;
+    // Keys and values before the chunk come from the cache (not yet overwritten by this chunk);
+    // those of the chunk itself come from its fresh k/v rows.
+    const auto key_or_value = [&](int64_t key_position, bool value) -> const float* {
+      if (key_position >= c.first_position)
+        return (value ? c.v : c.k) + (key_position - c.first_position) * kv_dim + g * c.head_dim;
+      return value ? cache.value(c.layer, key_position, g * c.head_dim, c.head_dim, value_buffer)
+                   : cache.key(c.layer, key_position, g * c.head_dim, c.head_dim, key_buffer);
+    };
+    for (int64_t j = 0; j < n_keys; ++j) {
+      const float* key = key_or_value(lowest + j, false);
+      for (int64_t h = 0; h < group; ++h) {
+        const float* query = c.q + t * q_dim + (g * group + h) * c.head_dim;
+        scores[h * n_keys + j] = ops::dot(query, key, c.head_dim) * scale;
       }
-    }, c.max_threads);
+    }
+    for (int64_t h = 0; h < group; ++h) {
+      ops::softmax(scores + h * n_keys, n_keys);
+      float* out = c.out + t * q_dim + (g * group + h) * c.head_dim;
+      for (int64_t i = 0; i < c.head_dim; ++i) out[i] = 0.0f;
+    }
+    for (int64_t j = 0; j < n_keys; ++j) {
+      const float* value = key_or_value(lowest + j, true);
+      for (int64_t h = 0; h < group; ++h) {
+        float* out = c.out + t * q_dim + (g * group + h) * c.head_dim;
+        ops::axpy(scores[h * n_keys + j], value, out, c.head_dim);
+      }
+    }
   }
 };
 
@@ -6067,6 +6120,144 @@ struct GroupedQueryAttention {
 
 #endif  // BORA_MODEL_ATTENTION_HPP
 // ---- end bora/model/attention.hpp --------------------------------------------------------------------
+// ---- begin bora/model/context.hpp --------------------------------------------------------------------
+// Why this file exists: what a forward pass runs on, split in two so that many sequences can share
+// one pass. A KvSequence is one stream's positions (its KV cache); a Workspace is the buffers and
+// threads of a forward step over a batch of sequences. A ModelContext pairs one of each, for the
+// simple one-stream use (a Session); a batch scheduler holds one Workspace and many sequences.
+#ifndef BORA_MODEL_CONTEXT_HPP
+#define BORA_MODEL_CONTEXT_HPP
+
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+
+namespace bora {
+
+// One sequence's positions.
+struct SequenceParams {
+  int64_t n_ctx = 4096;         // positions held when there is no sliding window
+  int64_t sliding_window = -1;  // -1: as the file says; 0: no window; N > 0: window of N keys
+};
+
+// The buffers and threads of forward steps.
+struct WorkspaceParams {
+  int64_t n_batch = 512;    // tokens processed together in one step (longer prompts are split)
+  int n_threads = 1;        // threads for generation (one token at a time)
+  int n_threads_batch = 0;  // threads for steps of several tokens (0 = n_threads)
+  // Run the parallel loops on the host's job system instead of threads of our own (n_threads and
+  // n_threads_batch are then capped by host_threads.n_threads).
+  HostThreads host_threads;
+  // Checked between layers during long prompts; return true to abort (kCancelled).
+  bool (*abort_callback)(void* user_data) = nullptr;
+  void* abort_user_data = nullptr;
+  // Exact mode: every weight product uses f32 activations (dequantized weights), as the reference
+  // does. Off (default): the inputs of the attention output and feed-forward matrices are rounded to int8 blocks for integer
+  // dot products, which is faster and moves logits slightly, as in llama.cpp.
+  bool f32_activations = false;
+  // When set, a sparse-MoE model appends (layer, position, chosen expert ids...) per token.
+  std::vector<int32_t>* expert_trace = nullptr;
+};
+
+// One stream of positions over a loaded model: a sequence and a workspace of its own.
+struct ContextParams : SequenceParams, WorkspaceParams {};
+
+// The positions of one sequence: its KV cache, rolling when there is a sliding window.
+class KvSequence {
+ public:
+  virtual ~KvSequence() = default;
+  // A copy of this sequence in memory (fork): both continue independently from here, and the copy
+  // computes exactly what this one would. kOutOfMemory when the cache does not fit twice.
+  virtual Expected<std::unique_ptr<KvSequence>> clone() const = 0;
+  // The cache as bytes (for saving a session), and back. restore_state checks the size.
+  virtual std::vector<uint8_t> save_state() const = 0;
+  virtual Status restore_state(const uint8_t* data, uint64_t size, int64_t n_past) = 0;
+  virtual uint64_t state_bytes() const = 0;
+  // The model that made this sequence (only it can run it).
+  const void* owner() const { return owner_; }
+
+  // Forget positions from `position` on, so they can be recomputed differently (a chat that
+  // edits its last turn). Possible only while no cache slot has been reused; false otherwise.
+  bool truncate(int64_t position) {
+    if (position < 0 || position > n_past_ || n_past_ > kv_capacity_) return false;
+    n_past_ = position;
+    return true;
+  }
+  // Forget all positions: the next token is at position 0 again.
+  void reset() { n_past_ = 0; }
+  int64_t n_past() const { return n_past_; }  // positions consumed so far
+  int64_t window() const { return window_; }  // effective sliding window, 0 = none
+  int64_t kv_capacity() const { return kv_capacity_; }
+  // Whether n more tokens fit: always with a rolling window, else while positions remain.
+  bool has_room_for(int64_t n) const {
+    const bool rolls = window_ > 0 && window_ <= kv_capacity_;
+    return n >= 0 && (rolls || n <= kv_capacity_ - n_past_);
+  }
+
+ protected:
+  const void* owner_ = nullptr;
+  int64_t n_past_ = 0;
+  int64_t window_ = 0;
+  int64_t kv_capacity_ = 0;
+};
+
+// Buffers for up to n_batch tokens per step, and the threads that run the step.
+class Workspace {
+ public:
+  virtual ~Workspace() = default;
+  const WorkspaceParams& params() const { return params_; }
+  int64_t n_batch() const { return params_.n_batch; }
+  // The model that made this workspace (only it can use it).
+  const void* owner() const { return owner_; }
+
+ protected:
+  WorkspaceParams params_;
+  const void* owner_ = nullptr;
+};
+
+// One sequence's part of a forward step: n_tokens tokens at positions sequence->n_past() ...
+struct BatchSegment {
+  KvSequence* sequence = nullptr;
+  const int32_t* tokens = nullptr;
+  int64_t n_tokens = 0;
+  float* logits = nullptr;  // [n_tokens][vocab] when all_logits, else the last token's [vocab]; may be null
+  bool all_logits = false;
+};
+
+// A sequence with a workspace of its own: what a single stream (a Session) runs on.
+class ModelContext {
+ public:
+  ModelContext(std::unique_ptr<KvSequence> sequence, std::unique_ptr<Workspace> workspace, ContextParams params)
+      : sequence_(std::move(sequence)), workspace_(std::move(workspace)), params_(std::move(params)) {}
+
+  KvSequence& sequence() { return *sequence_; }
+  const KvSequence& sequence() const { return *sequence_; }
+  Workspace& workspace() { return *workspace_; }
+  const ContextParams& params() const { return params_; }
+
+  bool truncate(int64_t position) { return sequence_->truncate(position); }
+  std::vector<uint8_t> save_state() const { return sequence_->save_state(); }
+  Status restore_state(const uint8_t* data, uint64_t size, int64_t n_past) {
+    return sequence_->restore_state(data, size, n_past);
+  }
+  uint64_t state_bytes() const { return sequence_->state_bytes(); }
+  int64_t n_past() const { return sequence_->n_past(); }
+  int64_t window() const { return sequence_->window(); }
+  int64_t kv_capacity() const { return sequence_->kv_capacity(); }
+  void reset() { sequence_->reset(); }
+
+ private:
+  std::unique_ptr<KvSequence> sequence_;
+  std::unique_ptr<Workspace> workspace_;
+  ContextParams params_;
+};
+
+}  // namespace bora
+
+#endif  // BORA_MODEL_CONTEXT_HPP
+// ---- end bora/model/context.hpp ----------------------------------------------------------------------
 // ---- begin bora/model/feed_forward.hpp ---------------------------------------------------------------
 // Why this file exists: the feed-forward policies — a dense SwiGLU (Mistral 7B) and a sparse
 // mixture of experts whose router sends each token to k of E SwiGLU experts (Mixtral).
@@ -6085,6 +6276,7 @@ struct GroupedQueryAttention {
 #ifndef BORA_MODEL_LINEAR_HPP
 #define BORA_MODEL_LINEAR_HPP
 
+#include <algorithm>
 #include <cstdint>
 
 // ---- begin bora/quant/q8_activations.hpp -------------------------------------------------------------
@@ -6232,34 +6424,77 @@ inline Activations quantize_activations_two_level(ThreadPool& pool, int max_thre
   return a;
 }
 
-// y[t][r] = dot(w.row(r), x[t]) for n_tokens rows of x, y rows of w.rows() values. Rows are split
-// across threads; each row is computed by one thread in the same order whatever the thread count,
-// so results do not depend on it. Float weights always take the exact path.
-inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const Activations& x, int64_t n_tokens,
-                   float* y, float* residual_scratch = nullptr) {
-  const int64_t rows = w.rows();
+// A run of consecutive activation rows that belong to one sequence of a batch, and where its
+// products go: row t of the group writes y[t * w.rows() + r] (y null = the caller's base + first_row rows).
+struct RowGroup {
+  int64_t first_row = 0;
+  int64_t n_rows = 0;
+  float* y = nullptr;
+};
+
+namespace detail {
+// Weight bytes a thread keeps in cache while every single-token row of a batch passes over them.
+constexpr uint64_t kSharedTileBytes = 96 * 1024;
+}  // namespace detail
+
+// y = w x for a batch of row groups. Batch invariance rests on one rule: a row's products depend on
+// its group alone. A group of one row (a decoding sequence) always gets the one-token kernel, whatever
+// else is in the batch: those rows are swept over tiles of weight rows that stay in cache, so the
+// weights are read from memory once per step for all of them. A longer group (a chunk of a prompt)
+// goes through the batched kernel by itself, so it too is computed the same way alone or batched.
+// Rows are split across threads and each is computed by one thread the same way whatever the
+// thread count. Float weights always take the exact path.
+inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const Activations& x,
+                   const RowGroup* groups, size_t n_groups, float* y_base, float* residual_scratch = nullptr) {
+  const int64_t rows = w.rows(), width = w.row_length();
   const bool fast = x.int8 != nullptr && is_block_quantized(w.type);
   const bool two_level = fast && x.int8_residual != nullptr && residual_scratch != nullptr;
+  const int64_t q8_bytes = fast ? ops::q8_row_bytes(width) : 0;
+  const uint64_t row_bytes = w.row_bytes() > 0 ? w.row_bytes() : 1;
+  const int64_t tile_rows = static_cast<int64_t>(std::max<uint64_t>(1, detail::kSharedTileBytes / row_bytes));
+  auto output_of = [&](const RowGroup& g) { return g.y != nullptr ? g.y : y_base + g.first_row * rows; };
   pool.parallel_for(rows, [&](int64_t begin, int64_t end, int) {
-    if (fast) {
-      if (n_tokens == 1 && two_level) {
-        ops::matvec_q8_two_level(w, x.int8, x.int8_residual, y, begin, end);
-      } else if (n_tokens == 1) {
-        ops::matvec_q8(w, x.int8, y, begin, end);
-      } else {
-        ops::matmul_q8(w, x.int8, n_tokens, y, rows, begin, end);
-        if (two_level) {
-          // Prefill is compute-bound, so this second pass costs compute rather than bandwidth.
-          ops::matmul_q8(w, x.int8_residual, n_tokens, residual_scratch, rows, begin, end);
-          for (int64_t t = 0; t < n_tokens; ++t)
-            for (int64_t r = begin; r < end; ++r) y[t * rows + r] += residual_scratch[t * rows + r];
+    for (int64_t tile = begin; tile < end; tile += tile_rows) {
+      const int64_t tile_end = std::min(end, tile + tile_rows);
+      for (size_t i = 0; i < n_groups; ++i) {
+        const RowGroup& g = groups[i];
+        if (g.n_rows != 1) continue;
+        float* out = output_of(g);
+        if (fast && two_level) {
+          ops::matvec_q8_two_level(w, x.int8 + g.first_row * q8_bytes, x.int8_residual + g.first_row * q8_bytes, out,
+                                   tile, tile_end);
+        } else if (fast) {
+          ops::matvec_q8(w, x.int8 + g.first_row * q8_bytes, out, tile, tile_end);
+        } else {
+          ops::matvec_f32(w, x.f32 + g.first_row * width, out, tile, tile_end);
         }
       }
-    } else {
-      if (n_tokens == 1) ops::matvec_f32(w, x.f32, y, begin, end);
-      else ops::matmul_f32(w, x.f32, n_tokens, y, rows, begin, end);
+    }
+    for (size_t i = 0; i < n_groups; ++i) {
+      const RowGroup& g = groups[i];
+      if (g.n_rows < 2) continue;
+      float* out = output_of(g);
+      if (fast) {
+        ops::matmul_q8(w, x.int8 + g.first_row * q8_bytes, g.n_rows, out, rows, begin, end);
+        if (two_level) {
+          // Prefill is compute-bound, so this second pass costs compute rather than bandwidth.
+          float* extra = residual_scratch + g.first_row * rows;
+          ops::matmul_q8(w, x.int8_residual + g.first_row * q8_bytes, g.n_rows, extra, rows, begin, end);
+          for (int64_t t = 0; t < g.n_rows; ++t)
+            for (int64_t r = begin; r < end; ++r) out[t * rows + r] += extra[t * rows + r];
+        }
+      } else {
+        ops::matmul_f32(w, x.f32 + g.first_row * width, g.n_rows, out, rows, begin, end);
+      }
     }
   }, max_threads);
+}
+
+// The same for n_tokens rows of one sequence: y[t][r] = dot(w.row(r), x[t]).
+inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const Activations& x, int64_t n_tokens,
+                   float* y, float* residual_scratch = nullptr) {
+  const RowGroup whole{0, n_tokens, y};
+  linear(pool, max_threads, w, x, &whole, 1, y, residual_scratch);
 }
 
 }  // namespace bora
@@ -7171,25 +7406,28 @@ struct FeedForwardScratch {
   float* routed_weights = nullptr;   // [n_tokens] (MoE)
   int32_t* chosen = nullptr;         // [n_tokens][top_k] (MoE)
   float* chosen_weights = nullptr;   // [n_tokens][top_k] (MoE)
+  RowGroup* expert_groups = nullptr;  // [n_tokens] (MoE: the groups of the tokens routed to one expert)
   uint8_t* quantized = nullptr;  // int8 activations buffer for the fast path; null = exact f32 path
   std::vector<int32_t>* expert_trace = nullptr;  // when set, MoE appends layer, position, ids...
   int64_t layer = 0;
-  int64_t first_position = 0;
+  const int64_t* positions = nullptr;  // [n_tokens] each row's position (for the expert trace)
   int max_threads = 0;
 };
 
 namespace detail {
-// w2(silu(w1 x) * w3 x) for n rows of x, written to out.
+// w2(silu(w1 x) * w3 x) for the rows of x, grouped by sequence (see linear()), written to out.
 inline void swiglu(ThreadPool& pool, const FeedForwardScratch& s, const TensorView& w1, const TensorView& w2,
-                   const TensorView& w3, const float* x, int64_t n, int64_t hidden, float* out) {
+                   const TensorView& w3, const float* x, const RowGroup* groups, size_t n_groups, int64_t n,
+                   int64_t hidden, float* out) {
   const int64_t dim = w1.row_length();
   const Activations input = quantize_activations(pool, s.max_threads, x, n, dim, s.quantized);
-  linear(pool, s.max_threads, w1, input, n, s.gate);
-  linear(pool, s.max_threads, w3, input, n, s.up);
+  linear(pool, s.max_threads, w1, input, groups, n_groups, s.gate);
+  linear(pool, s.max_threads, w3, input, groups, n_groups, s.up);
   pool.parallel_for(n, [&](int64_t begin, int64_t end, int) {
     for (int64_t t = begin; t < end; ++t) ops::silu_mul(s.gate + t * hidden, s.up + t * hidden, hidden);
   }, s.max_threads);
-  linear(pool, s.max_threads, w2, quantize_activations(pool, s.max_threads, s.gate, n, hidden, s.quantized), n, out);
+  linear(pool, s.max_threads, w2, quantize_activations(pool, s.max_threads, s.gate, n, hidden, s.quantized), groups,
+         n_groups, out);
 }
 }  // namespace detail
 
@@ -7199,9 +7437,10 @@ struct DenseSwiGLU {
   static int64_t experts_per_token(const ModelConfig&) { return 0; }
 
   // out[t] = FFN(x[t]); out is added to the residual by the caller.
-  static void forward(const LayerWeights& w, const ModelConfig& c, const float* x, int64_t n, float* out,
-                      const FeedForwardScratch& s, ThreadPool& pool) {
-    detail::swiglu(pool, s, w.w1, w.w2, w.w3, x, n, c.hidden_dim, out);
+  // `groups` split the n rows of x by sequence; each row's result depends on its group alone.
+  static void forward(const LayerWeights& w, const ModelConfig& c, const float* x, const RowGroup* groups,
+                      size_t n_groups, int64_t n, float* out, const FeedForwardScratch& s, ThreadPool& pool) {
+    detail::swiglu(pool, s, w.w1, w.w2, w.w3, x, groups, n_groups, n, c.hidden_dim, out);
   }
 };
 
@@ -7221,10 +7460,11 @@ struct SparseMoE {
   static int64_t experts_per_token(const ModelConfig& c) { return Routing::k(c); }
 
   // Router = top-k of the raw logits, softmax over those k only (Mistral's reference). Tokens
-  // are grouped by expert so each expert's weights are read once per chunk, and only chosen
-  // experts are read at all.
-  static void forward(const LayerWeights& w, const ModelConfig& c, const float* x, int64_t n, float* out,
-                      const FeedForwardScratch& s, ThreadPool& pool) {
+  // are grouped by expert so each expert's weights are read once per step for all the decoding
+  // sequences that chose it, and only chosen experts are read at all. Within an expert, tokens stay
+  // grouped by sequence, so a token's result does not depend on its batch mates.
+  static void forward(const LayerWeights& w, const ModelConfig& c, const float* x, const RowGroup* groups,
+                      size_t n_groups, int64_t n, float* out, const FeedForwardScratch& s, ThreadPool& pool) {
     const int64_t n_experts = c.n_experts, k = Routing::k(c), dim = c.dim;
     // The router stays exact: near-ties between experts would flip with int8 activations.
     linear(pool, s.max_threads, w.router, Activations{x, nullptr}, n, s.router_logits);
@@ -7246,25 +7486,30 @@ struct SparseMoE {
       ops::softmax(weights, k);
       if (s.expert_trace != nullptr) {
         s.expert_trace->push_back(static_cast<int32_t>(s.layer));
-        s.expert_trace->push_back(static_cast<int32_t>(s.first_position + t));
+        s.expert_trace->push_back(static_cast<int32_t>(s.positions[t]));
         for (int64_t r = 0; r < k; ++r) s.expert_trace->push_back(chosen[r]);
       }
       for (int64_t i = 0; i < dim; ++i) out[t * dim + i] = 0.0f;
     }
     for (int32_t e = 0; e < n_experts; ++e) {
       int64_t m = 0;
-      for (int64_t t = 0; t < n; ++t) {
-        for (int64_t r = 0; r < k; ++r) {
-          if (s.chosen[t * k + r] != e) continue;
-          s.routed_tokens[m] = static_cast<int32_t>(t);
-          s.routed_weights[m] = s.chosen_weights[t * k + r];
-          std::copy(x + t * dim, x + (t + 1) * dim, s.gathered + m * dim);
-          ++m;
+      size_t n_expert_groups = 0;
+      for (size_t g = 0; g < n_groups; ++g) {
+        const int64_t group_start = m;
+        for (int64_t t = groups[g].first_row; t < groups[g].first_row + groups[g].n_rows; ++t) {
+          for (int64_t r = 0; r < k; ++r) {
+            if (s.chosen[t * k + r] != e) continue;
+            s.routed_tokens[m] = static_cast<int32_t>(t);
+            s.routed_weights[m] = s.chosen_weights[t * k + r];
+            std::copy(x + t * dim, x + (t + 1) * dim, s.gathered + m * dim);
+            ++m;
+          }
         }
+        if (m > group_start) s.expert_groups[n_expert_groups++] = RowGroup{group_start, m - group_start, nullptr};
       }
       if (m == 0) continue;
-      detail::swiglu(pool, s, w.expert_w1[e], w.expert_w2[e], w.expert_w3[e], s.gathered, m, c.hidden_dim,
-                     s.expert_out);
+      detail::swiglu(pool, s, w.expert_w1[e], w.expert_w2[e], w.expert_w3[e], s.gathered, s.expert_groups,
+                     n_expert_groups, m, c.hidden_dim, s.expert_out);
       for (int64_t i = 0; i < m; ++i)
         ops::axpy(s.routed_weights[i], s.expert_out + i * dim, out + s.routed_tokens[i] * dim, dim);
     }
@@ -7283,6 +7528,7 @@ struct SparseMoE {
 #define BORA_MODEL_KV_CACHE_HPP
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 
@@ -7342,9 +7588,27 @@ class RollingKvCache {
     return read(value_slot(layer, slot_of(position)) + offset, count, buffer);
   }
 
-  // Raw access for saving and restoring a session.
-  PageBuffer<storage>& raw_keys() { return keys_; }
-  PageBuffer<storage>& raw_values() { return values_; }
+  // A cache of the same shape (for a fork); false when the memory is not there.
+  bool init_like(const RollingKvCache& other) {
+    return init(other.n_layers_, 1, other.kv_dim_, other.capacity_) && (kv_dim_ = other.kv_dim_, true);
+  }
+  // Copies every slot of a cache of the same shape.
+  void copy_from(const RollingKvCache& other) {
+    if (keys_.empty()) return;
+    std::memcpy(keys_.data(), other.keys_.data(), keys_.size() * sizeof(storage));
+    std::memcpy(values_.data(), other.values_.data(), values_.size() * sizeof(storage));
+  }
+  // The cache as bytes() bytes (keys, then values), for saving a session, and back.
+  void save_to(uint8_t* out) const {
+    if (keys_.empty()) return;
+    std::memcpy(out, keys_.data(), keys_.size() * sizeof(storage));
+    std::memcpy(out + keys_.size() * sizeof(storage), values_.data(), values_.size() * sizeof(storage));
+  }
+  void load_from(const uint8_t* in) {
+    if (keys_.empty()) return;
+    std::memcpy(keys_.data(), in, keys_.size() * sizeof(storage));
+    std::memcpy(values_.data(), in + keys_.size() * sizeof(storage), values_.size() * sizeof(storage));
+  }
 
  private:
   storage* key_slot(int64_t layer, int64_t slot) { return keys_.data() + (layer * capacity_ + slot) * kv_dim_; }
@@ -7399,51 +7663,6 @@ struct LoadParams {
   bool use_mmap = false;
 };
 
-// One stream of positions over a loaded model: its KV cache, buffers and threads.
-struct ContextParams {
-  int64_t n_ctx = 4096;     // positions held when there is no sliding window
-  int64_t n_batch = 512;    // prompt tokens processed together (longer prompts are split)
-  int n_threads = 1;        // threads for generation (one token at a time)
-  int n_threads_batch = 0;  // threads for prompt processing (0 = n_threads)
-  int64_t sliding_window = -1;  // -1: as the file says; 0: no window; N > 0: window of N keys
-  // Checked between layers during long prompts; return true to abort (kCancelled).
-  bool (*abort_callback)(void* user_data) = nullptr;
-  void* abort_user_data = nullptr;
-  // Exact mode: every weight product uses f32 activations (dequantized weights), as the reference
-  // does. Off (default): the inputs of the attention output and feed-forward matrices are rounded to int8 blocks for integer
-  // dot products, which is faster and moves logits slightly, as in llama.cpp.
-  bool f32_activations = false;
-  // When set, a sparse-MoE model appends (layer, position, chosen expert ids...) per token.
-  std::vector<int32_t>* expert_trace = nullptr;
-};
-
-class ModelContext {
- public:
-  virtual ~ModelContext() = default;
-  // Forget positions from `position` on, so they can be recomputed differently (a chat that
-  // edits its last turn). Possible only while no cache slot has been reused; false otherwise.
-  bool truncate(int64_t position) {
-    if (position < 0 || position > n_past_ || n_past_ > kv_capacity_) return false;
-    n_past_ = position;
-    return true;
-  }
-  // The cache as bytes (for saving a session), and back. restore_state checks the size.
-  virtual std::vector<uint8_t> save_state() const = 0;
-  virtual Status restore_state(const uint8_t* data, uint64_t size, int64_t n_past) = 0;
-  int64_t n_past() const { return n_past_; }  // positions consumed so far
-  int64_t window() const { return window_; }  // effective sliding window, 0 = none
-  int64_t kv_capacity() const { return kv_capacity_; }
-  const ContextParams& params() const { return params_; }
-  // Forget all positions: the next token is at position 0 again.
-  void reset() { n_past_ = 0; }
-
- protected:
-  ContextParams params_;
-  int64_t n_past_ = 0;
-  int64_t window_ = 0;
-  int64_t kv_capacity_ = 0;
-};
-
 // What every composition offers, so sessions and tools need not be templates. Several contexts (and
 // threads) may use one model at once: the model is read-only after loading.
 class Model {
@@ -7457,11 +7676,47 @@ class Model {
   // from. Decoding reads them all once per token, so memory bandwidth / this is the fastest decoding
   // the machine allows (examples/bench --bandwidth measures both).
   virtual uint64_t weight_bytes_per_token() const = 0;
-  virtual Expected<std::unique_ptr<ModelContext>> create_context(const ContextParams& params) const = 0;
-  // Consumes `n` tokens at positions ctx.n_past() ...; writes logits for every token
-  // ([n][vocab]) when all_logits, else for the last one only ([vocab]). logits may be null.
-  virtual Status forward(ModelContext& ctx, const int32_t* tokens, int64_t n, float* logits,
-                         bool all_logits) const = 0;
+  // A sequence's KV cache, and the buffers and threads of forward steps (see model/context.hpp).
+  virtual Expected<std::unique_ptr<KvSequence>> create_sequence(const SequenceParams& params) const = 0;
+  virtual Expected<std::unique_ptr<Workspace>> create_workspace(const WorkspaceParams& params) const = 0;
+  // One forward step over several sequences at once: segment i consumes its tokens at positions
+  // segments[i].sequence->n_past() ... Together at most workspace.n_batch() tokens, each sequence at
+  // most once. A sequence's logits do not depend on the other segments nor on the thread count.
+  // Nothing is computed when a segment is invalid (the error names it) or any sequence is full.
+  virtual Status forward_batch(Workspace& workspace, const BatchSegment* segments, size_t count) const = 0;
+
+  // A sequence with a workspace of its own.
+  Expected<std::unique_ptr<ModelContext>> create_context(const ContextParams& params) const {
+    auto sequence = create_sequence(params);
+    if (!sequence) return sequence.error();
+    auto workspace = create_workspace(params);
+    if (!workspace) return workspace.error();
+    std::unique_ptr<ModelContext> context(new (std::nothrow)
+                                              ModelContext(std::move(*sequence), std::move(*workspace), params));
+    if (!context) return make_error(ErrorCode::kOutOfMemory, "context: out of memory");
+    return context;
+  }
+  // Consumes `n` tokens at positions ctx.n_past() ..., n_batch at a time; writes logits for every
+  // token ([n][vocab]) when all_logits, else for the last one only ([vocab]). logits may be null.
+  Status forward(ModelContext& ctx, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const {
+    if (n < 0) return make_error(ErrorCode::kInvalidArgument, "forward: %lld tokens", (long long)n);
+    if (!ctx.sequence().has_room_for(n)) {
+      return make_error(ErrorCode::kContextFull, "context full: %lld positions used, %lld more requested, room for %lld",
+                        (long long)ctx.n_past(), (long long)n, (long long)ctx.kv_capacity());
+    }
+    const int64_t vocab = config().vocab_size, batch = ctx.workspace().n_batch();
+    for (int64_t start = 0; start < n; start += batch) {
+      BatchSegment segment;
+      segment.sequence = &ctx.sequence();
+      segment.tokens = tokens + start;
+      segment.n_tokens = std::min(batch, n - start);
+      segment.all_logits = all_logits;
+      if (logits != nullptr && all_logits) segment.logits = logits + start * vocab;
+      if (logits != nullptr && !all_logits && start + segment.n_tokens == n) segment.logits = logits;
+      BORA_RETURN_IF_ERROR(forward_batch(ctx.workspace(), &segment, 1));
+    }
+    return Status();
+  }
 };
 
 namespace detail {
@@ -7495,42 +7750,63 @@ class Transformer final : public Model {
   using kv_cache_policy = KvCache;
   using feed_forward_policy = FeedForward;
 
-  // The state of one stream: cache, buffers sized once for n_batch tokens, the thread pool.
-  class Context final : public ModelContext {
+  // One sequence: its KV cache.
+  class Sequence final : public KvSequence {
    public:
     KvCache cache;
-    std::unique_ptr<ThreadPool> pool;
-    PageBuffer<float> x, normed, q, k, v, attended, projected, gate, up, gathered, expert_out, router_logits,
-        chosen_weights, routed_weights, attention_scratch, last_hidden;
-    PageBuffer<int32_t> chosen, routed_tokens;
-    PageBuffer<uint8_t> quantized;  // int8 activations (fast path)
-    PageBuffer<uint8_t> quantized_residual;  // their second level, for the attention projections
-    PageBuffer<float> residual_products;     // products of the second level (prefill)
-    int64_t scratch_per_thread = 0;
-    friend class Transformer;
 
+    Expected<std::unique_ptr<KvSequence>> clone() const override {
+      std::unique_ptr<Sequence> copy(new (std::nothrow) Sequence());
+      if (!copy || !copy->cache.init_like(cache)) {
+        return make_error(ErrorCode::kOutOfMemory, "fork: a copy of the KV cache (%.1f MiB) could not be allocated",
+                          static_cast<double>(cache.bytes()) / (1 << 20));
+      }
+      copy->cache.copy_from(cache);
+      copy->n_past_ = n_past_;
+      copy->window_ = window_;
+      copy->kv_capacity_ = kv_capacity_;
+      copy->owner_ = owner_;
+      return std::unique_ptr<KvSequence>(std::move(copy));
+    }
+    uint64_t state_bytes() const override { return cache.bytes(); }
     std::vector<uint8_t> save_state() const override {
-      const auto& keys = const_cast<KvCache&>(cache).raw_keys();
-      const auto& values = const_cast<KvCache&>(cache).raw_values();
-      const size_t key_bytes = keys.size() * sizeof(keys[0]);
-      std::vector<uint8_t> bytes(key_bytes * 2);
-      std::memcpy(bytes.data(), keys.data(), key_bytes);
-      std::memcpy(bytes.data() + key_bytes, values.data(), key_bytes);
+      std::vector<uint8_t> bytes(static_cast<size_t>(cache.bytes()));
+      cache.save_to(bytes.data());
       return bytes;
     }
     Status restore_state(const uint8_t* data, uint64_t size, int64_t n_past) override {
-      auto& keys = cache.raw_keys();
-      auto& values = cache.raw_values();
-      const uint64_t key_bytes = keys.size() * sizeof(keys[0]);
-      if (size != key_bytes * 2 || n_past < 0) {
+      if (size != cache.bytes() || n_past < 0) {
         return make_error(ErrorCode::kFormat, "session state holds %llu cache bytes, this context needs %llu",
-                          (unsigned long long)size, (unsigned long long)(key_bytes * 2));
+                          (unsigned long long)size, (unsigned long long)cache.bytes());
       }
-      std::memcpy(keys.data(), data, key_bytes);
-      std::memcpy(values.data(), data + key_bytes, key_bytes);
+      cache.load_from(data);
       n_past_ = n_past;
       return Status();
     }
+
+   private:
+    friend class Transformer;
+  };
+
+  // Buffers sized once for n_batch tokens, and the thread pool.
+  class StepWorkspace final : public Workspace {
+   public:
+    std::unique_ptr<ThreadPool> pool;
+    PageBuffer<float> x, normed, q, k, v, attended, projected, gate, up, gathered, expert_out, router_logits,
+        chosen_weights, routed_weights, attention_scratch;
+    PageBuffer<int32_t> chosen, routed_tokens;
+    PageBuffer<int64_t> positions;
+    PageBuffer<RowGroup> groups, expert_groups, logit_groups;
+    PageBuffer<uint8_t> quantized;  // int8 activations (fast path)
+    PageBuffer<uint8_t> quantized_residual;  // their second level, for the attention projections
+    PageBuffer<float> residual_products;     // products of the second level (prefill)
+    std::vector<AttentionChunk> chunks;
+    std::vector<const KvCache*> chunk_caches;
+    int64_t attention_keys = 0;  // the most keys attention_scratch has room for
+    int threads = 1;
+
+   private:
+    friend class Transformer;
   };
 
   static Expected<std::unique_ptr<Transformer>> load(ModelFiles files, const LoadParams& params = {}) {
@@ -7583,40 +7859,56 @@ class Transformer final : public Model {
     return bytes;
   }
 
-  Expected<std::unique_ptr<ModelContext>> create_context(const ContextParams& params) const override {
+  Expected<std::unique_ptr<KvSequence>> create_sequence(const SequenceParams& params) const override {
     const ModelConfig& c = config();
-    if (params.n_ctx <= 0 || params.n_batch <= 0 || params.n_threads <= 0 || params.n_threads_batch < 0) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "context: n_ctx, n_batch and n_threads must be positive (n_ctx %lld, n_batch %lld, "
-                        "n_threads %d)",
-                        (long long)params.n_ctx, (long long)params.n_batch, params.n_threads);
+    if (params.n_ctx <= 0) {
+      return make_error(ErrorCode::kInvalidArgument, "sequence: n_ctx must be positive (n_ctx %lld)",
+                        (long long)params.n_ctx);
     }
-    // Sizes below come from the caller (n_ctx, n_batch, threads) and the file (widths, experts), so
-    // every product is checked and every allocation can fail with an error instead of an exception.
+    std::unique_ptr<Sequence> sequence(new (std::nothrow) Sequence());
+    if (!sequence) return make_error(ErrorCode::kOutOfMemory, "sequence: out of memory");
+    int64_t window = Attention::mask::kUsesFileWindow ? c.sliding_window : 0;
+    if (params.sliding_window >= 0) window = params.sliding_window;
+    sequence->window_ = window;
+    sequence->kv_capacity_ = window > 0 ? std::min(window, params.n_ctx) : params.n_ctx;
+    if (!sequence->cache.init(c.n_layers, c.n_kv_heads, c.head_dim, sequence->kv_capacity_)) {
+      const double gib = 2.0 * static_cast<double>(c.n_layers) * static_cast<double>(c.n_kv_heads * c.head_dim) *
+                         static_cast<double>(sequence->kv_capacity_) * sizeof(typename KvCache::storage) / (1 << 30);
+      return make_error(ErrorCode::kOutOfMemory,
+                        "context: the KV cache for %lld positions needs %.1f GiB, which could not be allocated",
+                        (long long)sequence->kv_capacity_, gib);
+    }
+    sequence->owner_ = this;
+    return std::unique_ptr<KvSequence>(std::move(sequence));
+  }
+
+  Expected<std::unique_ptr<Workspace>> create_workspace(const WorkspaceParams& params) const override {
+    const ModelConfig& c = config();
+    if (params.n_batch <= 0 || params.n_threads <= 0 || params.n_threads_batch < 0) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "context: n_batch and n_threads must be positive (n_batch %lld, n_threads %d)",
+                        (long long)params.n_batch, params.n_threads);
+    }
+    // Sizes below come from the caller (n_batch, threads) and the file (widths, experts), so every
+    // product is checked and every allocation can fail with an error instead of an exception.
     constexpr int kMaxThreads = 1024;
     if (params.n_threads > kMaxThreads || params.n_threads_batch > kMaxThreads) {
       return make_error(ErrorCode::kInvalidArgument, "context: at most %d threads (asked for %d and %d)", kMaxThreads,
                         params.n_threads, params.n_threads_batch);
     }
     const int64_t k = FeedForward::kSparse ? FeedForward::experts_per_token(c) : 1;  // checked by load()
-    std::unique_ptr<Context> ctx(new (std::nothrow) Context());
-    if (!ctx) return make_error(ErrorCode::kOutOfMemory, "context: out of memory");
-    ctx->params_ = params;
-    if (ctx->params_.n_threads_batch == 0) ctx->params_.n_threads_batch = params.n_threads;
-    int64_t window = Attention::mask::kUsesFileWindow ? c.sliding_window : 0;
-    if (params.sliding_window >= 0) window = params.sliding_window;
-    ctx->window_ = window;
-    ctx->kv_capacity_ = window > 0 ? std::min(window, params.n_ctx) : params.n_ctx;
+    std::unique_ptr<StepWorkspace> ws(new (std::nothrow) StepWorkspace());
+    if (!ws) return make_error(ErrorCode::kOutOfMemory, "context: out of memory");
+    ws->params_ = params;
+    if (ws->params_.n_threads_batch == 0) ws->params_.n_threads_batch = params.n_threads;
+    if (params.host_threads.run != nullptr) {
+      const int host = std::max(1, params.host_threads.n_threads);
+      ws->params_.n_threads = std::min(ws->params_.n_threads, host);
+      ws->params_.n_threads_batch = std::min(ws->params_.n_threads_batch, host);
+    }
+    ws->threads = std::max(ws->params_.n_threads, ws->params_.n_threads_batch);
     const int64_t n = params.n_batch, dim = c.dim, q_dim = c.n_heads * c.head_dim,
                   kv_dim = c.n_kv_heads * c.head_dim, hidden = c.hidden_dim;
-    if (!ctx->cache.init(c.n_layers, c.n_kv_heads, c.head_dim, ctx->kv_capacity_)) {
-      const double gib = 2.0 * static_cast<double>(c.n_layers) * static_cast<double>(kv_dim) *
-                         static_cast<double>(ctx->kv_capacity_) * sizeof(typename KvCache::storage) / (1 << 30);
-      return make_error(ErrorCode::kOutOfMemory,
-                        "context: the KV cache for %lld positions needs %.1f GiB, which could not be allocated",
-                        (long long)ctx->kv_capacity_, gib);
-    }
-    const int threads = std::max(ctx->params_.n_threads, ctx->params_.n_threads_batch);
     // Allocates rows * width values, or names the buffer that did not fit.
     const char* failed = nullptr;
     auto sized = [&failed](auto& buffer, int64_t rows, int64_t width, const char* what) {
@@ -7628,177 +7920,242 @@ class Transformer final : public Model {
         failed = what;
       }
     };
-    sized(ctx->x, n, dim, "activations");
-    sized(ctx->normed, n, dim, "activations");
-    sized(ctx->q, n, q_dim, "queries");
-    sized(ctx->k, n, kv_dim, "keys");
-    sized(ctx->v, n, kv_dim, "values");
-    sized(ctx->attended, n, q_dim, "attention output");
-    sized(ctx->projected, n, dim, "activations");
-    sized(ctx->gate, n, hidden, "feed-forward activations");
-    sized(ctx->up, n, hidden, "feed-forward activations");
-    sized(ctx->last_hidden, 1, dim, "activations");
+    sized(ws->x, n, dim, "activations");
+    sized(ws->normed, n, dim, "activations");
+    sized(ws->q, n, q_dim, "queries");
+    sized(ws->k, n, kv_dim, "keys");
+    sized(ws->v, n, kv_dim, "values");
+    sized(ws->attended, n, q_dim, "attention output");
+    sized(ws->projected, n, dim, "activations");
+    sized(ws->gate, n, hidden, "feed-forward activations");
+    sized(ws->up, n, hidden, "feed-forward activations");
+    sized(ws->positions, n, 1, "positions");
+    sized(ws->groups, n, 1, "batch layout");
+    sized(ws->logit_groups, n, 1, "batch layout");
     if (!params.f32_activations) {
       const int64_t q8_row_bytes_wide = ops::q8_row_bytes((std::max(std::max(dim, q_dim), hidden) + 31) / 32 * 32);
       const int64_t q8_row_bytes_narrow = ops::q8_row_bytes((std::max(dim, q_dim) + 31) / 32 * 32);
-      sized(ctx->quantized, n, q8_row_bytes_wide, "int8 activations");
-      sized(ctx->quantized_residual, n, q8_row_bytes_narrow, "int8 activations");
-      sized(ctx->residual_products, n, std::max(std::max(q_dim, kv_dim), dim), "int8 activations");
+      sized(ws->quantized, n, q8_row_bytes_wide, "int8 activations");
+      sized(ws->quantized_residual, n, q8_row_bytes_narrow, "int8 activations");
+      sized(ws->residual_products, n, std::max(std::max(q_dim, kv_dim), dim), "int8 activations");
     }
     if (FeedForward::kSparse) {
-      sized(ctx->gathered, n, dim, "expert activations");
-      sized(ctx->expert_out, n, dim, "expert activations");
-      sized(ctx->router_logits, n, c.n_experts, "router logits");
-      sized(ctx->chosen_weights, n, k, "routing");
-      sized(ctx->routed_weights, n, k, "routing");
-      sized(ctx->chosen, n, k, "routing");
-      sized(ctx->routed_tokens, n, k, "routing");
+      sized(ws->gathered, n, dim, "expert activations");
+      sized(ws->expert_out, n, dim, "expert activations");
+      sized(ws->router_logits, n, c.n_experts, "router logits");
+      sized(ws->chosen_weights, n, k, "routing");
+      sized(ws->routed_weights, n, k, "routing");
+      sized(ws->chosen, n, k, "routing");
+      sized(ws->routed_tokens, n, k, "routing");
+      sized(ws->expert_groups, n, 1, "routing");
     }
-    ctx->scratch_per_thread =
-        Attention::scratch_floats_per_thread(c.n_heads, c.n_kv_heads, c.head_dim, ctx->kv_capacity_);
-    sized(ctx->attention_scratch, ctx->scratch_per_thread, threads, "attention scratch");
     if (failed != nullptr) {
-      return make_error(ErrorCode::kOutOfMemory,
-                        "context: the %s buffer for n_batch %lld could not be allocated (n_ctx %lld)", failed,
-                        (long long)n, (long long)params.n_ctx);
+      return make_error(ErrorCode::kOutOfMemory, "context: the %s buffer for n_batch %lld could not be allocated",
+                        failed, (long long)n);
     }
-    ctx->pool.reset(new ThreadPool(threads));  // last: a context that cannot be built starts no threads
-    return std::unique_ptr<ModelContext>(std::move(ctx));
+    // Last: a workspace that cannot be built starts no threads.
+    if (params.host_threads.run != nullptr) {
+      ws->pool.reset(new (std::nothrow) ThreadPool(params.host_threads));
+    } else {
+      ws->pool.reset(new (std::nothrow) ThreadPool(ws->threads));
+    }
+    if (!ws->pool) return make_error(ErrorCode::kOutOfMemory, "context: out of memory");
+    ws->owner_ = this;
+    return std::unique_ptr<Workspace>(std::move(ws));
   }
 
-  Status forward(ModelContext& base_ctx, const int32_t* tokens, int64_t n, float* logits,
-                 bool all_logits) const override {
-    Context& ctx = static_cast<Context&>(base_ctx);
+  Status forward_batch(Workspace& base_workspace, const BatchSegment* segments, size_t count) const override {
     const ModelConfig& c = config();
-    for (int64_t i = 0; i < n; ++i) {
-      if (tokens[i] < 0 || tokens[i] >= c.vocab_size) {
-        return make_error(ErrorCode::kInvalidArgument, "token %d at index %lld is outside the vocabulary (%lld)",
-                          tokens[i], (long long)i, (long long)c.vocab_size);
+    if (base_workspace.owner() != this) {
+      return make_error(ErrorCode::kInvalidArgument, "forward: the workspace belongs to another model");
+    }
+    StepWorkspace& ws = static_cast<StepWorkspace&>(base_workspace);
+    int64_t total = 0, most_keys = 0;
+    for (size_t i = 0; i < count; ++i) {
+      const BatchSegment& s = segments[i];
+      if (s.sequence == nullptr || s.sequence->owner() != this) {
+        return make_error(ErrorCode::kInvalidArgument, "forward: segment %zu has no sequence of this model", i);
       }
+      if (s.n_tokens < 1 || s.tokens == nullptr) {
+        return make_error(ErrorCode::kInvalidArgument, "forward: segment %zu has no tokens", i);
+      }
+      for (int64_t t = 0; t < s.n_tokens; ++t) {
+        if (s.tokens[t] < 0 || s.tokens[t] >= c.vocab_size) {
+          return make_error(ErrorCode::kInvalidArgument, "token %d at index %lld is outside the vocabulary (%lld)",
+                            s.tokens[t], (long long)t, (long long)c.vocab_size);
+        }
+      }
+      for (size_t j = 0; j < i; ++j) {
+        if (segments[j].sequence == s.sequence) {
+          return make_error(ErrorCode::kInvalidArgument, "forward: segments %zu and %zu are the same sequence", j, i);
+        }
+      }
+      // Without a window every position needs its own slot; with one, the cache rolls forever
+      // unless the window is larger than the context.
+      if (!s.sequence->has_room_for(s.n_tokens)) {
+        return make_error(ErrorCode::kContextFull,
+                          "context full: %lld positions used, %lld more requested, room for %lld",
+                          (long long)s.sequence->n_past(), (long long)s.n_tokens,
+                          (long long)s.sequence->kv_capacity());
+      }
+      total += s.n_tokens;
+      most_keys = std::max(most_keys, s.sequence->kv_capacity());
     }
-    // Without a window every position needs its own slot; with one, the cache rolls forever
-    // unless the window is larger than the context.
-    const bool rolls = ctx.window_ > 0 && ctx.window_ <= ctx.kv_capacity_;
-    if (!rolls && ctx.n_past_ + n > ctx.kv_capacity_) {
-      return make_error(ErrorCode::kContextFull, "context full: %lld positions used, %lld more requested, room for %lld",
-                        (long long)ctx.n_past_, (long long)n, (long long)ctx.kv_capacity_);
+    if (total > ws.n_batch()) {
+      return make_error(ErrorCode::kInvalidArgument, "forward: %lld tokens in one step, the workspace holds %lld",
+                        (long long)total, (long long)ws.n_batch());
     }
-    const int64_t batch = ctx.params_.n_batch;
-    for (int64_t start = 0; start < n; start += batch) {
-      const int64_t count = std::min(batch, n - start);
-      const bool last_chunk = start + count == n;
-      float* chunk_logits = nullptr;
-      if (logits != nullptr && all_logits) chunk_logits = logits + start * c.vocab_size;
-      if (logits != nullptr && !all_logits && last_chunk) chunk_logits = logits;
-      Status status = forward_chunk(ctx, tokens + start, count, chunk_logits, all_logits);
-      if (!status) return status;
+    if (total == 0) return Status();
+    if (most_keys > ws.attention_keys) {
+      // The scratch grows with the longest cache the workspace has met (a sequence may join later).
+      const int64_t per_thread = Attention::scratch_floats_per_thread(c.n_heads, c.n_kv_heads, c.head_dim, most_keys);
+      uint64_t floats = 0;
+      if (!bytes_detail::checked_mul(static_cast<uint64_t>(per_thread), static_cast<uint64_t>(ws.threads), &floats) ||
+          !ws.attention_scratch.reset(floats)) {
+        ws.attention_keys = 0;
+        return make_error(ErrorCode::kOutOfMemory, "forward: attention scratch for %lld keys could not be allocated",
+                          (long long)most_keys);
+      }
+      ws.attention_keys = most_keys;
     }
-    return Status();
+    if (ws.chunks.size() < count) {
+      // Reserved once per batch size; these vectors only grow.
+      ws.chunks.resize(count);
+      ws.chunk_caches.resize(count);
+    }
+    return forward_step(ws, segments, count, total);
   }
 
  private:
   Transformer(ModelFiles files, ModelWeights weights) : files_(std::move(files)), weights_(std::move(weights)) {}
 
-  bool aborted(const Context& ctx) const {
-    return ctx.params_.abort_callback != nullptr && ctx.params_.abort_callback(ctx.params_.abort_user_data);
+  static bool aborted(const StepWorkspace& ws) {
+    return ws.params_.abort_callback != nullptr && ws.params_.abort_callback(ws.params_.abort_user_data);
   }
 
-  // One chunk of up to n_batch tokens through every layer.
-  Status forward_chunk(Context& ctx, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const {
+  // One step through every layer: the segments' tokens stacked as rows, each segment a row group.
+  Status forward_step(StepWorkspace& ws, const BatchSegment* segments, size_t count, int64_t n) const {
     const ModelConfig& c = config();
     const int64_t dim = c.dim, q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
-    const int64_t first = ctx.n_past_;
-    ThreadPool& pool = *ctx.pool;
-    const int threads = n == 1 ? ctx.params_.n_threads : ctx.params_.n_threads_batch;
-    uint8_t* quantized = ctx.quantized.empty() ? nullptr : ctx.quantized.data();
-    uint8_t* quantized_residual = ctx.quantized_residual.empty() ? nullptr : ctx.quantized_residual.data();
-
-    for (int64_t t = 0; t < n; ++t) {
-      const TensorView& e = weights_.token_embedding;
-      dequantize_row(e.type, e.row(tokens[t]), ctx.x.data() + t * dim, dim);
+    ThreadPool& pool = *ws.pool;
+    const int threads = n == static_cast<int64_t>(count) ? ws.params_.n_threads : ws.params_.n_threads_batch;
+    uint8_t* quantized = ws.quantized.empty() ? nullptr : ws.quantized.data();
+    uint8_t* quantized_residual = ws.quantized_residual.empty() ? nullptr : ws.quantized_residual.data();
+    RowGroup* groups = ws.groups.data();
+    int64_t row = 0;
+    for (size_t i = 0; i < count; ++i) {
+      const BatchSegment& s = segments[i];
+      groups[i] = RowGroup{row, s.n_tokens, nullptr};
+      for (int64_t t = 0; t < s.n_tokens; ++t) {
+        ws.positions[static_cast<size_t>(row + t)] = s.sequence->n_past() + t;
+        const TensorView& e = weights_.token_embedding;
+        dequantize_row(e.type, e.row(s.tokens[t]), ws.x.data() + (row + t) * dim, dim);
+      }
+      AttentionChunk& chunk = ws.chunks[i];
+      chunk.first_position = s.sequence->n_past();
+      chunk.n_tokens = s.n_tokens;
+      chunk.n_heads = c.n_heads;
+      chunk.n_kv_heads = c.n_kv_heads;
+      chunk.head_dim = c.head_dim;
+      chunk.window = s.sequence->window();
+      chunk.q = ws.q.data() + row * q_dim;
+      chunk.k = ws.k.data() + row * kv_dim;
+      chunk.v = ws.v.data() + row * kv_dim;
+      chunk.out = ws.attended.data() + row * q_dim;
+      ws.chunk_caches[i] = &static_cast<Sequence*>(s.sequence)->cache;
+      row += s.n_tokens;
     }
+    AttentionScratch attention_scratch;
+    attention_scratch.data = ws.attention_scratch.data();
+    attention_scratch.per_thread =
+        Attention::scratch_floats_per_thread(c.n_heads, c.n_kv_heads, c.head_dim, ws.attention_keys);
+    attention_scratch.max_threads = threads;
+    const int64_t* positions = ws.positions.data();
+
     for (int64_t l = 0; l < c.n_layers; ++l) {
-      if (n > 1 && aborted(ctx)) return make_error(ErrorCode::kCancelled, "prompt processing aborted at layer %lld", (long long)l);
+      if (n > 1 && aborted(ws)) return make_error(ErrorCode::kCancelled, "prompt processing aborted at layer %lld", (long long)l);
       const LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
       // Attention block.
       pool.parallel_for(n, [&](int64_t b, int64_t e, int) {
         for (int64_t t = b; t < e; ++t)
-          ops::rmsnorm(ctx.x.data() + t * dim, w.attention_norm.data(), c.norm_eps, dim, ctx.normed.data() + t * dim);
+          ops::rmsnorm(ws.x.data() + t * dim, w.attention_norm.data(), c.norm_eps, dim, ws.normed.data() + t * dim);
       }, threads);
       // The attention projections (q, k, v here, wo below) get near-exact activations on the fast
       // path (two int8 levels): q and k errors are amplified by the softmax over q.k, and this makes
       // the fast path several times closer to the reference (tests/model/test_fast_path_accuracy.cpp)
       // for a fifth of the weights.
-      const Activations normed = quantize_activations_two_level(pool, threads, ctx.normed.data(), n, dim, quantized,
+      const Activations normed = quantize_activations_two_level(pool, threads, ws.normed.data(), n, dim, quantized,
                                                                 quantized_residual);
-      float* residual = ctx.residual_products.empty() ? nullptr : ctx.residual_products.data();
-      linear(pool, threads, w.wq, normed, n, ctx.q.data(), residual);
-      linear(pool, threads, w.wk, normed, n, ctx.k.data(), residual);
-      linear(pool, threads, w.wv, normed, n, ctx.v.data(), residual);
+      float* residual = ws.residual_products.empty() ? nullptr : ws.residual_products.data();
+      linear(pool, threads, w.wq, normed, groups, count, ws.q.data(), residual);
+      linear(pool, threads, w.wk, normed, groups, count, ws.k.data(), residual);
+      linear(pool, threads, w.wv, normed, groups, count, ws.v.data(), residual);
       pool.parallel_for(n, [&](int64_t b, int64_t e, int) {
         for (int64_t t = b; t < e; ++t) {
-          ops::rope(ctx.q.data() + t * q_dim, c.n_heads, c.head_dim, first + t, c.rope_theta, c.rope_pairing);
-          ops::rope(ctx.k.data() + t * kv_dim, c.n_kv_heads, c.head_dim, first + t, c.rope_theta, c.rope_pairing);
+          ops::rope(ws.q.data() + t * q_dim, c.n_heads, c.head_dim, positions[t], c.rope_theta, c.rope_pairing);
+          ops::rope(ws.k.data() + t * kv_dim, c.n_kv_heads, c.head_dim, positions[t], c.rope_theta, c.rope_pairing);
         }
       }, threads);
-      AttentionChunk chunk;
-      chunk.layer = l;
-      chunk.first_position = first;
-      chunk.n_tokens = n;
-      chunk.n_heads = c.n_heads;
-      chunk.n_kv_heads = c.n_kv_heads;
-      chunk.head_dim = c.head_dim;
-      chunk.window = ctx.window_;
-      chunk.q = ctx.q.data();
-      chunk.k = ctx.k.data();
-      chunk.v = ctx.v.data();
-      chunk.out = ctx.attended.data();
-      chunk.thread_scratch = ctx.attention_scratch.data();
-      chunk.scratch_per_thread = ctx.scratch_per_thread;
-      chunk.max_threads = threads;
-      Attention::forward(chunk, ctx.cache, pool);
-      // Only now may the chunk's keys overwrite older slots: its queries needed those.
-      for (int64_t t = std::max<int64_t>(0, n - ctx.kv_capacity_); t < n; ++t)
-        ctx.cache.store(l, first + t, ctx.k.data() + t * kv_dim, ctx.v.data() + t * kv_dim);
+      for (size_t i = 0; i < count; ++i) ws.chunks[i].layer = l;
+      Attention::forward(ws.chunks.data(), ws.chunk_caches.data(), count, attention_scratch, pool);
+      // Only now may each chunk's keys overwrite older slots: its queries needed those.
+      for (size_t i = 0; i < count; ++i) {
+        const BatchSegment& s = segments[i];
+        KvCache& cache = static_cast<Sequence*>(s.sequence)->cache;
+        const int64_t first_row = groups[i].first_row, first = s.sequence->n_past();
+        for (int64_t t = std::max<int64_t>(0, s.n_tokens - s.sequence->kv_capacity()); t < s.n_tokens; ++t)
+          cache.store(l, first + t, ws.k.data() + (first_row + t) * kv_dim, ws.v.data() + (first_row + t) * kv_dim);
+      }
       linear(pool, threads, w.wo,
-             quantize_activations_two_level(pool, threads, ctx.attended.data(), n, q_dim, quantized, quantized_residual), n,
-             ctx.projected.data(), residual);
-      for (int64_t i = 0; i < n * dim; ++i) ctx.x[static_cast<size_t>(i)] += ctx.projected[static_cast<size_t>(i)];
+             quantize_activations_two_level(pool, threads, ws.attended.data(), n, q_dim, quantized, quantized_residual),
+             groups, count, ws.projected.data(), residual);
+      for (int64_t i = 0; i < n * dim; ++i) ws.x[static_cast<size_t>(i)] += ws.projected[static_cast<size_t>(i)];
 
       // Feed-forward block.
       pool.parallel_for(n, [&](int64_t b, int64_t e, int) {
         for (int64_t t = b; t < e; ++t)
-          ops::rmsnorm(ctx.x.data() + t * dim, w.ffn_norm.data(), c.norm_eps, dim, ctx.normed.data() + t * dim);
+          ops::rmsnorm(ws.x.data() + t * dim, w.ffn_norm.data(), c.norm_eps, dim, ws.normed.data() + t * dim);
       }, threads);
       FeedForwardScratch s;
-      s.gate = ctx.gate.data();
-      s.up = ctx.up.data();
-      s.gathered = ctx.gathered.data();
-      s.expert_out = ctx.expert_out.data();
-      s.router_logits = ctx.router_logits.data();
-      s.routed_tokens = ctx.routed_tokens.data();
-      s.routed_weights = ctx.routed_weights.data();
-      s.chosen = ctx.chosen.data();
-      s.chosen_weights = ctx.chosen_weights.data();
+      s.gate = ws.gate.data();
+      s.up = ws.up.data();
+      s.gathered = ws.gathered.data();
+      s.expert_out = ws.expert_out.data();
+      s.router_logits = ws.router_logits.data();
+      s.routed_tokens = ws.routed_tokens.data();
+      s.routed_weights = ws.routed_weights.data();
+      s.chosen = ws.chosen.data();
+      s.chosen_weights = ws.chosen_weights.data();
+      s.expert_groups = ws.expert_groups.data();
       s.quantized = quantized;
-      s.expert_trace = ctx.params_.expert_trace;
+      s.expert_trace = ws.params_.expert_trace;
       s.layer = l;
-      s.first_position = first;
+      s.positions = positions;
       s.max_threads = threads;
-      FeedForward::forward(w, c, ctx.normed.data(), n, ctx.projected.data(), s, pool);
-      for (int64_t i = 0; i < n * dim; ++i) ctx.x[static_cast<size_t>(i)] += ctx.projected[static_cast<size_t>(i)];
+      FeedForward::forward(w, c, ws.normed.data(), groups, count, n, ws.projected.data(), s, pool);
+      for (int64_t i = 0; i < n * dim; ++i) ws.x[static_cast<size_t>(i)] += ws.projected[static_cast<size_t>(i)];
     }
-    ctx.n_past_ = first + n;
+    for (size_t i = 0; i < count; ++i) static_cast<Sequence*>(segments[i].sequence)->n_past_ += segments[i].n_tokens;
 
-    // Final norm and output head: every row, or just the last.
-    const int64_t first_row = all_logits ? 0 : n - 1;
-    const int64_t rows = n - first_row;
-    for (int64_t t = first_row; t < n; ++t)
-      ops::rmsnorm(ctx.x.data() + t * dim, weights_.output_norm.data(), c.norm_eps, dim,
-                   ctx.normed.data() + (t - first_row) * dim);
-    if (logits != nullptr) {
-      linear(pool, threads, weights_.output,
-             quantize_activations(pool, threads, ctx.normed.data(), rows, dim, quantized), rows, logits);
+    // Final norm and output head, for the rows whose logits were asked for: every row of a segment,
+    // or just its last. Those rows are packed, each segment's still a group of its own.
+    RowGroup* logit_groups = ws.logit_groups.data();
+    size_t n_logit_groups = 0;
+    int64_t rows = 0;
+    for (size_t i = 0; i < count; ++i) {
+      const BatchSegment& seg = segments[i];
+      if (seg.logits == nullptr) continue;
+      const int64_t first_row = seg.all_logits ? groups[i].first_row : groups[i].first_row + seg.n_tokens - 1;
+      const int64_t n_rows = seg.all_logits ? seg.n_tokens : 1;
+      for (int64_t t = 0; t < n_rows; ++t)
+        ops::rmsnorm(ws.x.data() + (first_row + t) * dim, weights_.output_norm.data(), c.norm_eps, dim,
+                     ws.normed.data() + (rows + t) * dim);
+      logit_groups[n_logit_groups++] = RowGroup{rows, n_rows, seg.logits};
+      rows += n_rows;
+    }
+    if (rows > 0) {
+      linear(pool, threads, weights_.output, quantize_activations(pool, threads, ws.normed.data(), rows, dim, quantized),
+             logit_groups, n_logit_groups, nullptr);
     }
     return Status();
   }
@@ -9560,8 +9917,7 @@ class Session {
     Header header;
     if (size < sizeof(header)) return make_error(ErrorCode::kFormat, "%s: too short for a bora session", path.c_str());
     std::memcpy(&header, data, sizeof(header));
-    const std::vector<uint8_t> current = context_->save_state();
-    const Header expected = make_header(static_cast<uint64_t>(current.size()));
+    const Header expected = make_header(context_->state_bytes());
     if (std::memcmp(header.magic, expected.magic, sizeof(header.magic)) != 0)
       return make_error(ErrorCode::kFormat, "%s: not a bora session file", path.c_str());
     if (std::memcmp(header.fingerprint, expected.fingerprint, sizeof(header.fingerprint)) != 0 ||
@@ -9777,11 +10133,14 @@ class LanguageModel final : public Model {
   const ModelFiles& files() const override { return weights_->files(); }
   const char* preset_name() const override { return weights_->preset_name(); }
   uint64_t weight_bytes_per_token() const override { return weights_->weight_bytes_per_token(); }
-  Expected<std::unique_ptr<ModelContext>> create_context(const ContextParams& params) const override {
-    return weights_->create_context(params);
+  Expected<std::unique_ptr<KvSequence>> create_sequence(const SequenceParams& params) const override {
+    return weights_->create_sequence(params);
   }
-  Status forward(ModelContext& ctx, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const override {
-    return weights_->forward(ctx, tokens, n, logits, all_logits);
+  Expected<std::unique_ptr<Workspace>> create_workspace(const WorkspaceParams& params) const override {
+    return weights_->create_workspace(params);
+  }
+  Status forward_batch(Workspace& workspace, const BatchSegment* segments, size_t count) const override {
+    return weights_->forward_batch(workspace, segments, count);
   }
 
  private:

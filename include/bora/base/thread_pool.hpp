@@ -13,6 +13,15 @@
 
 namespace bora {
 
+// A host's own job system (a game engine's workers, say), to run the parallel loops instead of
+// bora's threads. run(host, parts, task, job) must call task(job, part) once for every part in
+// [0, parts), on any threads, and return when all calls have returned.
+struct HostThreads {
+  void (*run)(void* host, int parts, void (*task)(void* job, int part), void* job) = nullptr;
+  void* host = nullptr;
+  int n_threads = 1;  // parts a loop is split into at most
+};
+
 class ThreadPool {
  public:
   // `n_threads` counts the calling thread: 1 means "run everything on the caller", no workers.
@@ -20,6 +29,10 @@ class ThreadPool {
     if (n_threads < 1) n_threads = 1;
     n_threads_ = n_threads;
     for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  }
+  // Parallel loops go to the host's job system; the pool starts no threads of its own.
+  explicit ThreadPool(const HostThreads& host) : host_(host) {
+    n_threads_ = host.run != nullptr && host.n_threads > 1 ? host.n_threads : 1;
   }
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -48,6 +61,11 @@ class ThreadPool {
       body(int64_t{0}, n, 0);
       return;
     }
+    if (host_.run != nullptr) {
+      HostJob<Body> job{&body, n, parts};
+      host_.run(host_.host, parts, &HostJob<Body>::run_part, &job);
+      return;
+    }
     job_.context = &body;
     job_.invoke = [](const void* context, int64_t begin, int64_t end, int thread) {
       (*static_cast<const Body*>(context))(begin, end, thread);
@@ -69,6 +87,18 @@ class ThreadPool {
   }
 
  private:
+  template <class Body>
+  struct HostJob {
+    const Body* body;
+    int64_t n;
+    int parts;
+    static void run_part(void* self, int part) {
+      const HostJob& job = *static_cast<const HostJob*>(self);
+      if (part < 0 || part >= job.parts) return;
+      (*job.body)(job.n * part / job.parts, job.n * (part + 1) / job.parts, part);
+    }
+  };
+
   struct Job {
     const void* context = nullptr;
     void (*invoke)(const void*, int64_t, int64_t, int) = nullptr;
@@ -111,6 +141,7 @@ class ThreadPool {
   std::atomic<int> pending_{0};
   Job job_;
   bool stopping_ = false;
+  HostThreads host_;
 };
 
 }  // namespace bora

@@ -27,25 +27,28 @@ struct FeedForwardScratch {
   float* routed_weights = nullptr;   // [n_tokens] (MoE)
   int32_t* chosen = nullptr;         // [n_tokens][top_k] (MoE)
   float* chosen_weights = nullptr;   // [n_tokens][top_k] (MoE)
+  RowGroup* expert_groups = nullptr;  // [n_tokens] (MoE: the groups of the tokens routed to one expert)
   uint8_t* quantized = nullptr;  // int8 activations buffer for the fast path; null = exact f32 path
   std::vector<int32_t>* expert_trace = nullptr;  // when set, MoE appends layer, position, ids...
   int64_t layer = 0;
-  int64_t first_position = 0;
+  const int64_t* positions = nullptr;  // [n_tokens] each row's position (for the expert trace)
   int max_threads = 0;
 };
 
 namespace detail {
-// w2(silu(w1 x) * w3 x) for n rows of x, written to out.
+// w2(silu(w1 x) * w3 x) for the rows of x, grouped by sequence (see linear()), written to out.
 inline void swiglu(ThreadPool& pool, const FeedForwardScratch& s, const TensorView& w1, const TensorView& w2,
-                   const TensorView& w3, const float* x, int64_t n, int64_t hidden, float* out) {
+                   const TensorView& w3, const float* x, const RowGroup* groups, size_t n_groups, int64_t n,
+                   int64_t hidden, float* out) {
   const int64_t dim = w1.row_length();
   const Activations input = quantize_activations(pool, s.max_threads, x, n, dim, s.quantized);
-  linear(pool, s.max_threads, w1, input, n, s.gate);
-  linear(pool, s.max_threads, w3, input, n, s.up);
+  linear(pool, s.max_threads, w1, input, groups, n_groups, s.gate);
+  linear(pool, s.max_threads, w3, input, groups, n_groups, s.up);
   pool.parallel_for(n, [&](int64_t begin, int64_t end, int) {
     for (int64_t t = begin; t < end; ++t) ops::silu_mul(s.gate + t * hidden, s.up + t * hidden, hidden);
   }, s.max_threads);
-  linear(pool, s.max_threads, w2, quantize_activations(pool, s.max_threads, s.gate, n, hidden, s.quantized), n, out);
+  linear(pool, s.max_threads, w2, quantize_activations(pool, s.max_threads, s.gate, n, hidden, s.quantized), groups,
+         n_groups, out);
 }
 }  // namespace detail
 
@@ -55,9 +58,10 @@ struct DenseSwiGLU {
   static int64_t experts_per_token(const ModelConfig&) { return 0; }
 
   // out[t] = FFN(x[t]); out is added to the residual by the caller.
-  static void forward(const LayerWeights& w, const ModelConfig& c, const float* x, int64_t n, float* out,
-                      const FeedForwardScratch& s, ThreadPool& pool) {
-    detail::swiglu(pool, s, w.w1, w.w2, w.w3, x, n, c.hidden_dim, out);
+  // `groups` split the n rows of x by sequence; each row's result depends on its group alone.
+  static void forward(const LayerWeights& w, const ModelConfig& c, const float* x, const RowGroup* groups,
+                      size_t n_groups, int64_t n, float* out, const FeedForwardScratch& s, ThreadPool& pool) {
+    detail::swiglu(pool, s, w.w1, w.w2, w.w3, x, groups, n_groups, n, c.hidden_dim, out);
   }
 };
 
@@ -77,10 +81,11 @@ struct SparseMoE {
   static int64_t experts_per_token(const ModelConfig& c) { return Routing::k(c); }
 
   // Router = top-k of the raw logits, softmax over those k only (Mistral's reference). Tokens
-  // are grouped by expert so each expert's weights are read once per chunk, and only chosen
-  // experts are read at all.
-  static void forward(const LayerWeights& w, const ModelConfig& c, const float* x, int64_t n, float* out,
-                      const FeedForwardScratch& s, ThreadPool& pool) {
+  // are grouped by expert so each expert's weights are read once per step for all the decoding
+  // sequences that chose it, and only chosen experts are read at all. Within an expert, tokens stay
+  // grouped by sequence, so a token's result does not depend on its batch mates.
+  static void forward(const LayerWeights& w, const ModelConfig& c, const float* x, const RowGroup* groups,
+                      size_t n_groups, int64_t n, float* out, const FeedForwardScratch& s, ThreadPool& pool) {
     const int64_t n_experts = c.n_experts, k = Routing::k(c), dim = c.dim;
     // The router stays exact: near-ties between experts would flip with int8 activations.
     linear(pool, s.max_threads, w.router, Activations{x, nullptr}, n, s.router_logits);
@@ -102,25 +107,30 @@ struct SparseMoE {
       ops::softmax(weights, k);
       if (s.expert_trace != nullptr) {
         s.expert_trace->push_back(static_cast<int32_t>(s.layer));
-        s.expert_trace->push_back(static_cast<int32_t>(s.first_position + t));
+        s.expert_trace->push_back(static_cast<int32_t>(s.positions[t]));
         for (int64_t r = 0; r < k; ++r) s.expert_trace->push_back(chosen[r]);
       }
       for (int64_t i = 0; i < dim; ++i) out[t * dim + i] = 0.0f;
     }
     for (int32_t e = 0; e < n_experts; ++e) {
       int64_t m = 0;
-      for (int64_t t = 0; t < n; ++t) {
-        for (int64_t r = 0; r < k; ++r) {
-          if (s.chosen[t * k + r] != e) continue;
-          s.routed_tokens[m] = static_cast<int32_t>(t);
-          s.routed_weights[m] = s.chosen_weights[t * k + r];
-          std::copy(x + t * dim, x + (t + 1) * dim, s.gathered + m * dim);
-          ++m;
+      size_t n_expert_groups = 0;
+      for (size_t g = 0; g < n_groups; ++g) {
+        const int64_t group_start = m;
+        for (int64_t t = groups[g].first_row; t < groups[g].first_row + groups[g].n_rows; ++t) {
+          for (int64_t r = 0; r < k; ++r) {
+            if (s.chosen[t * k + r] != e) continue;
+            s.routed_tokens[m] = static_cast<int32_t>(t);
+            s.routed_weights[m] = s.chosen_weights[t * k + r];
+            std::copy(x + t * dim, x + (t + 1) * dim, s.gathered + m * dim);
+            ++m;
+          }
         }
+        if (m > group_start) s.expert_groups[n_expert_groups++] = RowGroup{group_start, m - group_start, nullptr};
       }
       if (m == 0) continue;
-      detail::swiglu(pool, s, w.expert_w1[e], w.expert_w2[e], w.expert_w3[e], s.gathered, m, c.hidden_dim,
-                     s.expert_out);
+      detail::swiglu(pool, s, w.expert_w1[e], w.expert_w2[e], w.expert_w3[e], s.gathered, s.expert_groups,
+                     n_expert_groups, m, c.hidden_dim, s.expert_out);
       for (int64_t i = 0; i < m; ++i)
         ops::axpy(s.routed_weights[i], s.expert_out + i * dim, out + s.routed_tokens[i] * dim, dim);
     }

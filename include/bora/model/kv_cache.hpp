@@ -5,6 +5,7 @@
 #define BORA_MODEL_KV_CACHE_HPP
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "bora/base/bytes.hpp"
@@ -67,9 +68,27 @@ class RollingKvCache {
     return read(value_slot(layer, slot_of(position)) + offset, count, buffer);
   }
 
-  // Raw access for saving and restoring a session.
-  PageBuffer<storage>& raw_keys() { return keys_; }
-  PageBuffer<storage>& raw_values() { return values_; }
+  // A cache of the same shape (for a fork); false when the memory is not there.
+  bool init_like(const RollingKvCache& other) {
+    return init(other.n_layers_, 1, other.kv_dim_, other.capacity_) && (kv_dim_ = other.kv_dim_, true);
+  }
+  // Copies every slot of a cache of the same shape.
+  void copy_from(const RollingKvCache& other) {
+    if (keys_.empty()) return;
+    std::memcpy(keys_.data(), other.keys_.data(), keys_.size() * sizeof(storage));
+    std::memcpy(values_.data(), other.values_.data(), values_.size() * sizeof(storage));
+  }
+  // The cache as bytes() bytes (keys, then values), for saving a session, and back.
+  void save_to(uint8_t* out) const {
+    if (keys_.empty()) return;
+    std::memcpy(out, keys_.data(), keys_.size() * sizeof(storage));
+    std::memcpy(out + keys_.size() * sizeof(storage), values_.data(), values_.size() * sizeof(storage));
+  }
+  void load_from(const uint8_t* in) {
+    if (keys_.empty()) return;
+    std::memcpy(keys_.data(), in, keys_.size() * sizeof(storage));
+    std::memcpy(values_.data(), in + keys_.size() * sizeof(storage), values_.size() * sizeof(storage));
+  }
 
  private:
   storage* key_slot(int64_t layer, int64_t slot) { return keys_.data() + (layer * capacity_ + slot) * kv_dim_; }

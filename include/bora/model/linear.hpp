@@ -4,6 +4,7 @@
 #ifndef BORA_MODEL_LINEAR_HPP
 #define BORA_MODEL_LINEAR_HPP
 
+#include <algorithm>
 #include <cstdint>
 
 #include "bora/base/thread_pool.hpp"
@@ -57,34 +58,77 @@ inline Activations quantize_activations_two_level(ThreadPool& pool, int max_thre
   return a;
 }
 
-// y[t][r] = dot(w.row(r), x[t]) for n_tokens rows of x, y rows of w.rows() values. Rows are split
-// across threads; each row is computed by one thread in the same order whatever the thread count,
-// so results do not depend on it. Float weights always take the exact path.
-inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const Activations& x, int64_t n_tokens,
-                   float* y, float* residual_scratch = nullptr) {
-  const int64_t rows = w.rows();
+// A run of consecutive activation rows that belong to one sequence of a batch, and where its
+// products go: row t of the group writes y[t * w.rows() + r] (y null = the caller's base + first_row rows).
+struct RowGroup {
+  int64_t first_row = 0;
+  int64_t n_rows = 0;
+  float* y = nullptr;
+};
+
+namespace detail {
+// Weight bytes a thread keeps in cache while every single-token row of a batch passes over them.
+constexpr uint64_t kSharedTileBytes = 96 * 1024;
+}  // namespace detail
+
+// y = w x for a batch of row groups. Batch invariance rests on one rule: a row's products depend on
+// its group alone. A group of one row (a decoding sequence) always gets the one-token kernel, whatever
+// else is in the batch: those rows are swept over tiles of weight rows that stay in cache, so the
+// weights are read from memory once per step for all of them. A longer group (a chunk of a prompt)
+// goes through the batched kernel by itself, so it too is computed the same way alone or batched.
+// Rows are split across threads and each is computed by one thread the same way whatever the
+// thread count. Float weights always take the exact path.
+inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const Activations& x,
+                   const RowGroup* groups, size_t n_groups, float* y_base, float* residual_scratch = nullptr) {
+  const int64_t rows = w.rows(), width = w.row_length();
   const bool fast = x.int8 != nullptr && is_block_quantized(w.type);
   const bool two_level = fast && x.int8_residual != nullptr && residual_scratch != nullptr;
+  const int64_t q8_bytes = fast ? ops::q8_row_bytes(width) : 0;
+  const uint64_t row_bytes = w.row_bytes() > 0 ? w.row_bytes() : 1;
+  const int64_t tile_rows = static_cast<int64_t>(std::max<uint64_t>(1, detail::kSharedTileBytes / row_bytes));
+  auto output_of = [&](const RowGroup& g) { return g.y != nullptr ? g.y : y_base + g.first_row * rows; };
   pool.parallel_for(rows, [&](int64_t begin, int64_t end, int) {
-    if (fast) {
-      if (n_tokens == 1 && two_level) {
-        ops::matvec_q8_two_level(w, x.int8, x.int8_residual, y, begin, end);
-      } else if (n_tokens == 1) {
-        ops::matvec_q8(w, x.int8, y, begin, end);
-      } else {
-        ops::matmul_q8(w, x.int8, n_tokens, y, rows, begin, end);
-        if (two_level) {
-          // Prefill is compute-bound, so this second pass costs compute rather than bandwidth.
-          ops::matmul_q8(w, x.int8_residual, n_tokens, residual_scratch, rows, begin, end);
-          for (int64_t t = 0; t < n_tokens; ++t)
-            for (int64_t r = begin; r < end; ++r) y[t * rows + r] += residual_scratch[t * rows + r];
+    for (int64_t tile = begin; tile < end; tile += tile_rows) {
+      const int64_t tile_end = std::min(end, tile + tile_rows);
+      for (size_t i = 0; i < n_groups; ++i) {
+        const RowGroup& g = groups[i];
+        if (g.n_rows != 1) continue;
+        float* out = output_of(g);
+        if (fast && two_level) {
+          ops::matvec_q8_two_level(w, x.int8 + g.first_row * q8_bytes, x.int8_residual + g.first_row * q8_bytes, out,
+                                   tile, tile_end);
+        } else if (fast) {
+          ops::matvec_q8(w, x.int8 + g.first_row * q8_bytes, out, tile, tile_end);
+        } else {
+          ops::matvec_f32(w, x.f32 + g.first_row * width, out, tile, tile_end);
         }
       }
-    } else {
-      if (n_tokens == 1) ops::matvec_f32(w, x.f32, y, begin, end);
-      else ops::matmul_f32(w, x.f32, n_tokens, y, rows, begin, end);
+    }
+    for (size_t i = 0; i < n_groups; ++i) {
+      const RowGroup& g = groups[i];
+      if (g.n_rows < 2) continue;
+      float* out = output_of(g);
+      if (fast) {
+        ops::matmul_q8(w, x.int8 + g.first_row * q8_bytes, g.n_rows, out, rows, begin, end);
+        if (two_level) {
+          // Prefill is compute-bound, so this second pass costs compute rather than bandwidth.
+          float* extra = residual_scratch + g.first_row * rows;
+          ops::matmul_q8(w, x.int8_residual + g.first_row * q8_bytes, g.n_rows, extra, rows, begin, end);
+          for (int64_t t = 0; t < g.n_rows; ++t)
+            for (int64_t r = begin; r < end; ++r) out[t * rows + r] += extra[t * rows + r];
+        }
+      } else {
+        ops::matmul_f32(w, x.f32 + g.first_row * width, g.n_rows, out, rows, begin, end);
+      }
     }
   }, max_threads);
+}
+
+// The same for n_tokens rows of one sequence: y[t][r] = dot(w.row(r), x[t]).
+inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const Activations& x, int64_t n_tokens,
+                   float* y, float* residual_scratch = nullptr) {
+  const RowGroup whole{0, n_tokens, y};
+  linear(pool, max_threads, w, x, &whole, 1, y, residual_scratch);
 }
 
 }  // namespace bora

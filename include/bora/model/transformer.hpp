@@ -21,6 +21,7 @@
 #include "bora/io/model_config.hpp"
 #include "bora/io/model_files.hpp"
 #include "bora/model/attention.hpp"
+#include "bora/model/context.hpp"
 #include "bora/model/feed_forward.hpp"
 #include "bora/model/kv_cache.hpp"
 #include "bora/model/linear.hpp"
@@ -44,51 +45,6 @@ struct LoadParams {
   bool use_mmap = false;
 };
 
-// One stream of positions over a loaded model: its KV cache, buffers and threads.
-struct ContextParams {
-  int64_t n_ctx = 4096;     // positions held when there is no sliding window
-  int64_t n_batch = 512;    // prompt tokens processed together (longer prompts are split)
-  int n_threads = 1;        // threads for generation (one token at a time)
-  int n_threads_batch = 0;  // threads for prompt processing (0 = n_threads)
-  int64_t sliding_window = -1;  // -1: as the file says; 0: no window; N > 0: window of N keys
-  // Checked between layers during long prompts; return true to abort (kCancelled).
-  bool (*abort_callback)(void* user_data) = nullptr;
-  void* abort_user_data = nullptr;
-  // Exact mode: every weight product uses f32 activations (dequantized weights), as the reference
-  // does. Off (default): the inputs of the attention output and feed-forward matrices are rounded to int8 blocks for integer
-  // dot products, which is faster and moves logits slightly, as in llama.cpp.
-  bool f32_activations = false;
-  // When set, a sparse-MoE model appends (layer, position, chosen expert ids...) per token.
-  std::vector<int32_t>* expert_trace = nullptr;
-};
-
-class ModelContext {
- public:
-  virtual ~ModelContext() = default;
-  // Forget positions from `position` on, so they can be recomputed differently (a chat that
-  // edits its last turn). Possible only while no cache slot has been reused; false otherwise.
-  bool truncate(int64_t position) {
-    if (position < 0 || position > n_past_ || n_past_ > kv_capacity_) return false;
-    n_past_ = position;
-    return true;
-  }
-  // The cache as bytes (for saving a session), and back. restore_state checks the size.
-  virtual std::vector<uint8_t> save_state() const = 0;
-  virtual Status restore_state(const uint8_t* data, uint64_t size, int64_t n_past) = 0;
-  int64_t n_past() const { return n_past_; }  // positions consumed so far
-  int64_t window() const { return window_; }  // effective sliding window, 0 = none
-  int64_t kv_capacity() const { return kv_capacity_; }
-  const ContextParams& params() const { return params_; }
-  // Forget all positions: the next token is at position 0 again.
-  void reset() { n_past_ = 0; }
-
- protected:
-  ContextParams params_;
-  int64_t n_past_ = 0;
-  int64_t window_ = 0;
-  int64_t kv_capacity_ = 0;
-};
-
 // What every composition offers, so sessions and tools need not be templates. Several contexts (and
 // threads) may use one model at once: the model is read-only after loading.
 class Model {
@@ -102,11 +58,47 @@ class Model {
   // from. Decoding reads them all once per token, so memory bandwidth / this is the fastest decoding
   // the machine allows (examples/bench --bandwidth measures both).
   virtual uint64_t weight_bytes_per_token() const = 0;
-  virtual Expected<std::unique_ptr<ModelContext>> create_context(const ContextParams& params) const = 0;
-  // Consumes `n` tokens at positions ctx.n_past() ...; writes logits for every token
-  // ([n][vocab]) when all_logits, else for the last one only ([vocab]). logits may be null.
-  virtual Status forward(ModelContext& ctx, const int32_t* tokens, int64_t n, float* logits,
-                         bool all_logits) const = 0;
+  // A sequence's KV cache, and the buffers and threads of forward steps (see model/context.hpp).
+  virtual Expected<std::unique_ptr<KvSequence>> create_sequence(const SequenceParams& params) const = 0;
+  virtual Expected<std::unique_ptr<Workspace>> create_workspace(const WorkspaceParams& params) const = 0;
+  // One forward step over several sequences at once: segment i consumes its tokens at positions
+  // segments[i].sequence->n_past() ... Together at most workspace.n_batch() tokens, each sequence at
+  // most once. A sequence's logits do not depend on the other segments nor on the thread count.
+  // Nothing is computed when a segment is invalid (the error names it) or any sequence is full.
+  virtual Status forward_batch(Workspace& workspace, const BatchSegment* segments, size_t count) const = 0;
+
+  // A sequence with a workspace of its own.
+  Expected<std::unique_ptr<ModelContext>> create_context(const ContextParams& params) const {
+    auto sequence = create_sequence(params);
+    if (!sequence) return sequence.error();
+    auto workspace = create_workspace(params);
+    if (!workspace) return workspace.error();
+    std::unique_ptr<ModelContext> context(new (std::nothrow)
+                                              ModelContext(std::move(*sequence), std::move(*workspace), params));
+    if (!context) return make_error(ErrorCode::kOutOfMemory, "context: out of memory");
+    return context;
+  }
+  // Consumes `n` tokens at positions ctx.n_past() ..., n_batch at a time; writes logits for every
+  // token ([n][vocab]) when all_logits, else for the last one only ([vocab]). logits may be null.
+  Status forward(ModelContext& ctx, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const {
+    if (n < 0) return make_error(ErrorCode::kInvalidArgument, "forward: %lld tokens", (long long)n);
+    if (!ctx.sequence().has_room_for(n)) {
+      return make_error(ErrorCode::kContextFull, "context full: %lld positions used, %lld more requested, room for %lld",
+                        (long long)ctx.n_past(), (long long)n, (long long)ctx.kv_capacity());
+    }
+    const int64_t vocab = config().vocab_size, batch = ctx.workspace().n_batch();
+    for (int64_t start = 0; start < n; start += batch) {
+      BatchSegment segment;
+      segment.sequence = &ctx.sequence();
+      segment.tokens = tokens + start;
+      segment.n_tokens = std::min(batch, n - start);
+      segment.all_logits = all_logits;
+      if (logits != nullptr && all_logits) segment.logits = logits + start * vocab;
+      if (logits != nullptr && !all_logits && start + segment.n_tokens == n) segment.logits = logits;
+      BORA_RETURN_IF_ERROR(forward_batch(ctx.workspace(), &segment, 1));
+    }
+    return Status();
+  }
 };
 
 namespace detail {
@@ -140,42 +132,63 @@ class Transformer final : public Model {
   using kv_cache_policy = KvCache;
   using feed_forward_policy = FeedForward;
 
-  // The state of one stream: cache, buffers sized once for n_batch tokens, the thread pool.
-  class Context final : public ModelContext {
+  // One sequence: its KV cache.
+  class Sequence final : public KvSequence {
    public:
     KvCache cache;
-    std::unique_ptr<ThreadPool> pool;
-    PageBuffer<float> x, normed, q, k, v, attended, projected, gate, up, gathered, expert_out, router_logits,
-        chosen_weights, routed_weights, attention_scratch, last_hidden;
-    PageBuffer<int32_t> chosen, routed_tokens;
-    PageBuffer<uint8_t> quantized;  // int8 activations (fast path)
-    PageBuffer<uint8_t> quantized_residual;  // their second level, for the attention projections
-    PageBuffer<float> residual_products;     // products of the second level (prefill)
-    int64_t scratch_per_thread = 0;
-    friend class Transformer;
 
+    Expected<std::unique_ptr<KvSequence>> clone() const override {
+      std::unique_ptr<Sequence> copy(new (std::nothrow) Sequence());
+      if (!copy || !copy->cache.init_like(cache)) {
+        return make_error(ErrorCode::kOutOfMemory, "fork: a copy of the KV cache (%.1f MiB) could not be allocated",
+                          static_cast<double>(cache.bytes()) / (1 << 20));
+      }
+      copy->cache.copy_from(cache);
+      copy->n_past_ = n_past_;
+      copy->window_ = window_;
+      copy->kv_capacity_ = kv_capacity_;
+      copy->owner_ = owner_;
+      return std::unique_ptr<KvSequence>(std::move(copy));
+    }
+    uint64_t state_bytes() const override { return cache.bytes(); }
     std::vector<uint8_t> save_state() const override {
-      const auto& keys = const_cast<KvCache&>(cache).raw_keys();
-      const auto& values = const_cast<KvCache&>(cache).raw_values();
-      const size_t key_bytes = keys.size() * sizeof(keys[0]);
-      std::vector<uint8_t> bytes(key_bytes * 2);
-      std::memcpy(bytes.data(), keys.data(), key_bytes);
-      std::memcpy(bytes.data() + key_bytes, values.data(), key_bytes);
+      std::vector<uint8_t> bytes(static_cast<size_t>(cache.bytes()));
+      cache.save_to(bytes.data());
       return bytes;
     }
     Status restore_state(const uint8_t* data, uint64_t size, int64_t n_past) override {
-      auto& keys = cache.raw_keys();
-      auto& values = cache.raw_values();
-      const uint64_t key_bytes = keys.size() * sizeof(keys[0]);
-      if (size != key_bytes * 2 || n_past < 0) {
+      if (size != cache.bytes() || n_past < 0) {
         return make_error(ErrorCode::kFormat, "session state holds %llu cache bytes, this context needs %llu",
-                          (unsigned long long)size, (unsigned long long)(key_bytes * 2));
+                          (unsigned long long)size, (unsigned long long)cache.bytes());
       }
-      std::memcpy(keys.data(), data, key_bytes);
-      std::memcpy(values.data(), data + key_bytes, key_bytes);
+      cache.load_from(data);
       n_past_ = n_past;
       return Status();
     }
+
+   private:
+    friend class Transformer;
+  };
+
+  // Buffers sized once for n_batch tokens, and the thread pool.
+  class StepWorkspace final : public Workspace {
+   public:
+    std::unique_ptr<ThreadPool> pool;
+    PageBuffer<float> x, normed, q, k, v, attended, projected, gate, up, gathered, expert_out, router_logits,
+        chosen_weights, routed_weights, attention_scratch;
+    PageBuffer<int32_t> chosen, routed_tokens;
+    PageBuffer<int64_t> positions;
+    PageBuffer<RowGroup> groups, expert_groups, logit_groups;
+    PageBuffer<uint8_t> quantized;  // int8 activations (fast path)
+    PageBuffer<uint8_t> quantized_residual;  // their second level, for the attention projections
+    PageBuffer<float> residual_products;     // products of the second level (prefill)
+    std::vector<AttentionChunk> chunks;
+    std::vector<const KvCache*> chunk_caches;
+    int64_t attention_keys = 0;  // the most keys attention_scratch has room for
+    int threads = 1;
+
+   private:
+    friend class Transformer;
   };
 
   static Expected<std::unique_ptr<Transformer>> load(ModelFiles files, const LoadParams& params = {}) {
@@ -228,40 +241,56 @@ class Transformer final : public Model {
     return bytes;
   }
 
-  Expected<std::unique_ptr<ModelContext>> create_context(const ContextParams& params) const override {
+  Expected<std::unique_ptr<KvSequence>> create_sequence(const SequenceParams& params) const override {
     const ModelConfig& c = config();
-    if (params.n_ctx <= 0 || params.n_batch <= 0 || params.n_threads <= 0 || params.n_threads_batch < 0) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "context: n_ctx, n_batch and n_threads must be positive (n_ctx %lld, n_batch %lld, "
-                        "n_threads %d)",
-                        (long long)params.n_ctx, (long long)params.n_batch, params.n_threads);
+    if (params.n_ctx <= 0) {
+      return make_error(ErrorCode::kInvalidArgument, "sequence: n_ctx must be positive (n_ctx %lld)",
+                        (long long)params.n_ctx);
     }
-    // Sizes below come from the caller (n_ctx, n_batch, threads) and the file (widths, experts), so
-    // every product is checked and every allocation can fail with an error instead of an exception.
+    std::unique_ptr<Sequence> sequence(new (std::nothrow) Sequence());
+    if (!sequence) return make_error(ErrorCode::kOutOfMemory, "sequence: out of memory");
+    int64_t window = Attention::mask::kUsesFileWindow ? c.sliding_window : 0;
+    if (params.sliding_window >= 0) window = params.sliding_window;
+    sequence->window_ = window;
+    sequence->kv_capacity_ = window > 0 ? std::min(window, params.n_ctx) : params.n_ctx;
+    if (!sequence->cache.init(c.n_layers, c.n_kv_heads, c.head_dim, sequence->kv_capacity_)) {
+      const double gib = 2.0 * static_cast<double>(c.n_layers) * static_cast<double>(c.n_kv_heads * c.head_dim) *
+                         static_cast<double>(sequence->kv_capacity_) * sizeof(typename KvCache::storage) / (1 << 30);
+      return make_error(ErrorCode::kOutOfMemory,
+                        "context: the KV cache for %lld positions needs %.1f GiB, which could not be allocated",
+                        (long long)sequence->kv_capacity_, gib);
+    }
+    sequence->owner_ = this;
+    return std::unique_ptr<KvSequence>(std::move(sequence));
+  }
+
+  Expected<std::unique_ptr<Workspace>> create_workspace(const WorkspaceParams& params) const override {
+    const ModelConfig& c = config();
+    if (params.n_batch <= 0 || params.n_threads <= 0 || params.n_threads_batch < 0) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "context: n_batch and n_threads must be positive (n_batch %lld, n_threads %d)",
+                        (long long)params.n_batch, params.n_threads);
+    }
+    // Sizes below come from the caller (n_batch, threads) and the file (widths, experts), so every
+    // product is checked and every allocation can fail with an error instead of an exception.
     constexpr int kMaxThreads = 1024;
     if (params.n_threads > kMaxThreads || params.n_threads_batch > kMaxThreads) {
       return make_error(ErrorCode::kInvalidArgument, "context: at most %d threads (asked for %d and %d)", kMaxThreads,
                         params.n_threads, params.n_threads_batch);
     }
     const int64_t k = FeedForward::kSparse ? FeedForward::experts_per_token(c) : 1;  // checked by load()
-    std::unique_ptr<Context> ctx(new (std::nothrow) Context());
-    if (!ctx) return make_error(ErrorCode::kOutOfMemory, "context: out of memory");
-    ctx->params_ = params;
-    if (ctx->params_.n_threads_batch == 0) ctx->params_.n_threads_batch = params.n_threads;
-    int64_t window = Attention::mask::kUsesFileWindow ? c.sliding_window : 0;
-    if (params.sliding_window >= 0) window = params.sliding_window;
-    ctx->window_ = window;
-    ctx->kv_capacity_ = window > 0 ? std::min(window, params.n_ctx) : params.n_ctx;
+    std::unique_ptr<StepWorkspace> ws(new (std::nothrow) StepWorkspace());
+    if (!ws) return make_error(ErrorCode::kOutOfMemory, "context: out of memory");
+    ws->params_ = params;
+    if (ws->params_.n_threads_batch == 0) ws->params_.n_threads_batch = params.n_threads;
+    if (params.host_threads.run != nullptr) {
+      const int host = std::max(1, params.host_threads.n_threads);
+      ws->params_.n_threads = std::min(ws->params_.n_threads, host);
+      ws->params_.n_threads_batch = std::min(ws->params_.n_threads_batch, host);
+    }
+    ws->threads = std::max(ws->params_.n_threads, ws->params_.n_threads_batch);
     const int64_t n = params.n_batch, dim = c.dim, q_dim = c.n_heads * c.head_dim,
                   kv_dim = c.n_kv_heads * c.head_dim, hidden = c.hidden_dim;
-    if (!ctx->cache.init(c.n_layers, c.n_kv_heads, c.head_dim, ctx->kv_capacity_)) {
-      const double gib = 2.0 * static_cast<double>(c.n_layers) * static_cast<double>(kv_dim) *
-                         static_cast<double>(ctx->kv_capacity_) * sizeof(typename KvCache::storage) / (1 << 30);
-      return make_error(ErrorCode::kOutOfMemory,
-                        "context: the KV cache for %lld positions needs %.1f GiB, which could not be allocated",
-                        (long long)ctx->kv_capacity_, gib);
-    }
-    const int threads = std::max(ctx->params_.n_threads, ctx->params_.n_threads_batch);
     // Allocates rows * width values, or names the buffer that did not fit.
     const char* failed = nullptr;
     auto sized = [&failed](auto& buffer, int64_t rows, int64_t width, const char* what) {
@@ -273,177 +302,242 @@ class Transformer final : public Model {
         failed = what;
       }
     };
-    sized(ctx->x, n, dim, "activations");
-    sized(ctx->normed, n, dim, "activations");
-    sized(ctx->q, n, q_dim, "queries");
-    sized(ctx->k, n, kv_dim, "keys");
-    sized(ctx->v, n, kv_dim, "values");
-    sized(ctx->attended, n, q_dim, "attention output");
-    sized(ctx->projected, n, dim, "activations");
-    sized(ctx->gate, n, hidden, "feed-forward activations");
-    sized(ctx->up, n, hidden, "feed-forward activations");
-    sized(ctx->last_hidden, 1, dim, "activations");
+    sized(ws->x, n, dim, "activations");
+    sized(ws->normed, n, dim, "activations");
+    sized(ws->q, n, q_dim, "queries");
+    sized(ws->k, n, kv_dim, "keys");
+    sized(ws->v, n, kv_dim, "values");
+    sized(ws->attended, n, q_dim, "attention output");
+    sized(ws->projected, n, dim, "activations");
+    sized(ws->gate, n, hidden, "feed-forward activations");
+    sized(ws->up, n, hidden, "feed-forward activations");
+    sized(ws->positions, n, 1, "positions");
+    sized(ws->groups, n, 1, "batch layout");
+    sized(ws->logit_groups, n, 1, "batch layout");
     if (!params.f32_activations) {
       const int64_t q8_row_bytes_wide = ops::q8_row_bytes((std::max(std::max(dim, q_dim), hidden) + 31) / 32 * 32);
       const int64_t q8_row_bytes_narrow = ops::q8_row_bytes((std::max(dim, q_dim) + 31) / 32 * 32);
-      sized(ctx->quantized, n, q8_row_bytes_wide, "int8 activations");
-      sized(ctx->quantized_residual, n, q8_row_bytes_narrow, "int8 activations");
-      sized(ctx->residual_products, n, std::max(std::max(q_dim, kv_dim), dim), "int8 activations");
+      sized(ws->quantized, n, q8_row_bytes_wide, "int8 activations");
+      sized(ws->quantized_residual, n, q8_row_bytes_narrow, "int8 activations");
+      sized(ws->residual_products, n, std::max(std::max(q_dim, kv_dim), dim), "int8 activations");
     }
     if (FeedForward::kSparse) {
-      sized(ctx->gathered, n, dim, "expert activations");
-      sized(ctx->expert_out, n, dim, "expert activations");
-      sized(ctx->router_logits, n, c.n_experts, "router logits");
-      sized(ctx->chosen_weights, n, k, "routing");
-      sized(ctx->routed_weights, n, k, "routing");
-      sized(ctx->chosen, n, k, "routing");
-      sized(ctx->routed_tokens, n, k, "routing");
+      sized(ws->gathered, n, dim, "expert activations");
+      sized(ws->expert_out, n, dim, "expert activations");
+      sized(ws->router_logits, n, c.n_experts, "router logits");
+      sized(ws->chosen_weights, n, k, "routing");
+      sized(ws->routed_weights, n, k, "routing");
+      sized(ws->chosen, n, k, "routing");
+      sized(ws->routed_tokens, n, k, "routing");
+      sized(ws->expert_groups, n, 1, "routing");
     }
-    ctx->scratch_per_thread =
-        Attention::scratch_floats_per_thread(c.n_heads, c.n_kv_heads, c.head_dim, ctx->kv_capacity_);
-    sized(ctx->attention_scratch, ctx->scratch_per_thread, threads, "attention scratch");
     if (failed != nullptr) {
-      return make_error(ErrorCode::kOutOfMemory,
-                        "context: the %s buffer for n_batch %lld could not be allocated (n_ctx %lld)", failed,
-                        (long long)n, (long long)params.n_ctx);
+      return make_error(ErrorCode::kOutOfMemory, "context: the %s buffer for n_batch %lld could not be allocated",
+                        failed, (long long)n);
     }
-    ctx->pool.reset(new ThreadPool(threads));  // last: a context that cannot be built starts no threads
-    return std::unique_ptr<ModelContext>(std::move(ctx));
+    // Last: a workspace that cannot be built starts no threads.
+    if (params.host_threads.run != nullptr) {
+      ws->pool.reset(new (std::nothrow) ThreadPool(params.host_threads));
+    } else {
+      ws->pool.reset(new (std::nothrow) ThreadPool(ws->threads));
+    }
+    if (!ws->pool) return make_error(ErrorCode::kOutOfMemory, "context: out of memory");
+    ws->owner_ = this;
+    return std::unique_ptr<Workspace>(std::move(ws));
   }
 
-  Status forward(ModelContext& base_ctx, const int32_t* tokens, int64_t n, float* logits,
-                 bool all_logits) const override {
-    Context& ctx = static_cast<Context&>(base_ctx);
+  Status forward_batch(Workspace& base_workspace, const BatchSegment* segments, size_t count) const override {
     const ModelConfig& c = config();
-    for (int64_t i = 0; i < n; ++i) {
-      if (tokens[i] < 0 || tokens[i] >= c.vocab_size) {
-        return make_error(ErrorCode::kInvalidArgument, "token %d at index %lld is outside the vocabulary (%lld)",
-                          tokens[i], (long long)i, (long long)c.vocab_size);
+    if (base_workspace.owner() != this) {
+      return make_error(ErrorCode::kInvalidArgument, "forward: the workspace belongs to another model");
+    }
+    StepWorkspace& ws = static_cast<StepWorkspace&>(base_workspace);
+    int64_t total = 0, most_keys = 0;
+    for (size_t i = 0; i < count; ++i) {
+      const BatchSegment& s = segments[i];
+      if (s.sequence == nullptr || s.sequence->owner() != this) {
+        return make_error(ErrorCode::kInvalidArgument, "forward: segment %zu has no sequence of this model", i);
       }
+      if (s.n_tokens < 1 || s.tokens == nullptr) {
+        return make_error(ErrorCode::kInvalidArgument, "forward: segment %zu has no tokens", i);
+      }
+      for (int64_t t = 0; t < s.n_tokens; ++t) {
+        if (s.tokens[t] < 0 || s.tokens[t] >= c.vocab_size) {
+          return make_error(ErrorCode::kInvalidArgument, "token %d at index %lld is outside the vocabulary (%lld)",
+                            s.tokens[t], (long long)t, (long long)c.vocab_size);
+        }
+      }
+      for (size_t j = 0; j < i; ++j) {
+        if (segments[j].sequence == s.sequence) {
+          return make_error(ErrorCode::kInvalidArgument, "forward: segments %zu and %zu are the same sequence", j, i);
+        }
+      }
+      // Without a window every position needs its own slot; with one, the cache rolls forever
+      // unless the window is larger than the context.
+      if (!s.sequence->has_room_for(s.n_tokens)) {
+        return make_error(ErrorCode::kContextFull,
+                          "context full: %lld positions used, %lld more requested, room for %lld",
+                          (long long)s.sequence->n_past(), (long long)s.n_tokens,
+                          (long long)s.sequence->kv_capacity());
+      }
+      total += s.n_tokens;
+      most_keys = std::max(most_keys, s.sequence->kv_capacity());
     }
-    // Without a window every position needs its own slot; with one, the cache rolls forever
-    // unless the window is larger than the context.
-    const bool rolls = ctx.window_ > 0 && ctx.window_ <= ctx.kv_capacity_;
-    if (!rolls && ctx.n_past_ + n > ctx.kv_capacity_) {
-      return make_error(ErrorCode::kContextFull, "context full: %lld positions used, %lld more requested, room for %lld",
-                        (long long)ctx.n_past_, (long long)n, (long long)ctx.kv_capacity_);
+    if (total > ws.n_batch()) {
+      return make_error(ErrorCode::kInvalidArgument, "forward: %lld tokens in one step, the workspace holds %lld",
+                        (long long)total, (long long)ws.n_batch());
     }
-    const int64_t batch = ctx.params_.n_batch;
-    for (int64_t start = 0; start < n; start += batch) {
-      const int64_t count = std::min(batch, n - start);
-      const bool last_chunk = start + count == n;
-      float* chunk_logits = nullptr;
-      if (logits != nullptr && all_logits) chunk_logits = logits + start * c.vocab_size;
-      if (logits != nullptr && !all_logits && last_chunk) chunk_logits = logits;
-      Status status = forward_chunk(ctx, tokens + start, count, chunk_logits, all_logits);
-      if (!status) return status;
+    if (total == 0) return Status();
+    if (most_keys > ws.attention_keys) {
+      // The scratch grows with the longest cache the workspace has met (a sequence may join later).
+      const int64_t per_thread = Attention::scratch_floats_per_thread(c.n_heads, c.n_kv_heads, c.head_dim, most_keys);
+      uint64_t floats = 0;
+      if (!bytes_detail::checked_mul(static_cast<uint64_t>(per_thread), static_cast<uint64_t>(ws.threads), &floats) ||
+          !ws.attention_scratch.reset(floats)) {
+        ws.attention_keys = 0;
+        return make_error(ErrorCode::kOutOfMemory, "forward: attention scratch for %lld keys could not be allocated",
+                          (long long)most_keys);
+      }
+      ws.attention_keys = most_keys;
     }
-    return Status();
+    if (ws.chunks.size() < count) {
+      // Reserved once per batch size; these vectors only grow.
+      ws.chunks.resize(count);
+      ws.chunk_caches.resize(count);
+    }
+    return forward_step(ws, segments, count, total);
   }
 
  private:
   Transformer(ModelFiles files, ModelWeights weights) : files_(std::move(files)), weights_(std::move(weights)) {}
 
-  bool aborted(const Context& ctx) const {
-    return ctx.params_.abort_callback != nullptr && ctx.params_.abort_callback(ctx.params_.abort_user_data);
+  static bool aborted(const StepWorkspace& ws) {
+    return ws.params_.abort_callback != nullptr && ws.params_.abort_callback(ws.params_.abort_user_data);
   }
 
-  // One chunk of up to n_batch tokens through every layer.
-  Status forward_chunk(Context& ctx, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const {
+  // One step through every layer: the segments' tokens stacked as rows, each segment a row group.
+  Status forward_step(StepWorkspace& ws, const BatchSegment* segments, size_t count, int64_t n) const {
     const ModelConfig& c = config();
     const int64_t dim = c.dim, q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
-    const int64_t first = ctx.n_past_;
-    ThreadPool& pool = *ctx.pool;
-    const int threads = n == 1 ? ctx.params_.n_threads : ctx.params_.n_threads_batch;
-    uint8_t* quantized = ctx.quantized.empty() ? nullptr : ctx.quantized.data();
-    uint8_t* quantized_residual = ctx.quantized_residual.empty() ? nullptr : ctx.quantized_residual.data();
-
-    for (int64_t t = 0; t < n; ++t) {
-      const TensorView& e = weights_.token_embedding;
-      dequantize_row(e.type, e.row(tokens[t]), ctx.x.data() + t * dim, dim);
+    ThreadPool& pool = *ws.pool;
+    const int threads = n == static_cast<int64_t>(count) ? ws.params_.n_threads : ws.params_.n_threads_batch;
+    uint8_t* quantized = ws.quantized.empty() ? nullptr : ws.quantized.data();
+    uint8_t* quantized_residual = ws.quantized_residual.empty() ? nullptr : ws.quantized_residual.data();
+    RowGroup* groups = ws.groups.data();
+    int64_t row = 0;
+    for (size_t i = 0; i < count; ++i) {
+      const BatchSegment& s = segments[i];
+      groups[i] = RowGroup{row, s.n_tokens, nullptr};
+      for (int64_t t = 0; t < s.n_tokens; ++t) {
+        ws.positions[static_cast<size_t>(row + t)] = s.sequence->n_past() + t;
+        const TensorView& e = weights_.token_embedding;
+        dequantize_row(e.type, e.row(s.tokens[t]), ws.x.data() + (row + t) * dim, dim);
+      }
+      AttentionChunk& chunk = ws.chunks[i];
+      chunk.first_position = s.sequence->n_past();
+      chunk.n_tokens = s.n_tokens;
+      chunk.n_heads = c.n_heads;
+      chunk.n_kv_heads = c.n_kv_heads;
+      chunk.head_dim = c.head_dim;
+      chunk.window = s.sequence->window();
+      chunk.q = ws.q.data() + row * q_dim;
+      chunk.k = ws.k.data() + row * kv_dim;
+      chunk.v = ws.v.data() + row * kv_dim;
+      chunk.out = ws.attended.data() + row * q_dim;
+      ws.chunk_caches[i] = &static_cast<Sequence*>(s.sequence)->cache;
+      row += s.n_tokens;
     }
+    AttentionScratch attention_scratch;
+    attention_scratch.data = ws.attention_scratch.data();
+    attention_scratch.per_thread =
+        Attention::scratch_floats_per_thread(c.n_heads, c.n_kv_heads, c.head_dim, ws.attention_keys);
+    attention_scratch.max_threads = threads;
+    const int64_t* positions = ws.positions.data();
+
     for (int64_t l = 0; l < c.n_layers; ++l) {
-      if (n > 1 && aborted(ctx)) return make_error(ErrorCode::kCancelled, "prompt processing aborted at layer %lld", (long long)l);
+      if (n > 1 && aborted(ws)) return make_error(ErrorCode::kCancelled, "prompt processing aborted at layer %lld", (long long)l);
       const LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
       // Attention block.
       pool.parallel_for(n, [&](int64_t b, int64_t e, int) {
         for (int64_t t = b; t < e; ++t)
-          ops::rmsnorm(ctx.x.data() + t * dim, w.attention_norm.data(), c.norm_eps, dim, ctx.normed.data() + t * dim);
+          ops::rmsnorm(ws.x.data() + t * dim, w.attention_norm.data(), c.norm_eps, dim, ws.normed.data() + t * dim);
       }, threads);
       // The attention projections (q, k, v here, wo below) get near-exact activations on the fast
       // path (two int8 levels): q and k errors are amplified by the softmax over q.k, and this makes
       // the fast path several times closer to the reference (tests/model/test_fast_path_accuracy.cpp)
       // for a fifth of the weights.
-      const Activations normed = quantize_activations_two_level(pool, threads, ctx.normed.data(), n, dim, quantized,
+      const Activations normed = quantize_activations_two_level(pool, threads, ws.normed.data(), n, dim, quantized,
                                                                 quantized_residual);
-      float* residual = ctx.residual_products.empty() ? nullptr : ctx.residual_products.data();
-      linear(pool, threads, w.wq, normed, n, ctx.q.data(), residual);
-      linear(pool, threads, w.wk, normed, n, ctx.k.data(), residual);
-      linear(pool, threads, w.wv, normed, n, ctx.v.data(), residual);
+      float* residual = ws.residual_products.empty() ? nullptr : ws.residual_products.data();
+      linear(pool, threads, w.wq, normed, groups, count, ws.q.data(), residual);
+      linear(pool, threads, w.wk, normed, groups, count, ws.k.data(), residual);
+      linear(pool, threads, w.wv, normed, groups, count, ws.v.data(), residual);
       pool.parallel_for(n, [&](int64_t b, int64_t e, int) {
         for (int64_t t = b; t < e; ++t) {
-          ops::rope(ctx.q.data() + t * q_dim, c.n_heads, c.head_dim, first + t, c.rope_theta, c.rope_pairing);
-          ops::rope(ctx.k.data() + t * kv_dim, c.n_kv_heads, c.head_dim, first + t, c.rope_theta, c.rope_pairing);
+          ops::rope(ws.q.data() + t * q_dim, c.n_heads, c.head_dim, positions[t], c.rope_theta, c.rope_pairing);
+          ops::rope(ws.k.data() + t * kv_dim, c.n_kv_heads, c.head_dim, positions[t], c.rope_theta, c.rope_pairing);
         }
       }, threads);
-      AttentionChunk chunk;
-      chunk.layer = l;
-      chunk.first_position = first;
-      chunk.n_tokens = n;
-      chunk.n_heads = c.n_heads;
-      chunk.n_kv_heads = c.n_kv_heads;
-      chunk.head_dim = c.head_dim;
-      chunk.window = ctx.window_;
-      chunk.q = ctx.q.data();
-      chunk.k = ctx.k.data();
-      chunk.v = ctx.v.data();
-      chunk.out = ctx.attended.data();
-      chunk.thread_scratch = ctx.attention_scratch.data();
-      chunk.scratch_per_thread = ctx.scratch_per_thread;
-      chunk.max_threads = threads;
-      Attention::forward(chunk, ctx.cache, pool);
-      // Only now may the chunk's keys overwrite older slots: its queries needed those.
-      for (int64_t t = std::max<int64_t>(0, n - ctx.kv_capacity_); t < n; ++t)
-        ctx.cache.store(l, first + t, ctx.k.data() + t * kv_dim, ctx.v.data() + t * kv_dim);
+      for (size_t i = 0; i < count; ++i) ws.chunks[i].layer = l;
+      Attention::forward(ws.chunks.data(), ws.chunk_caches.data(), count, attention_scratch, pool);
+      // Only now may each chunk's keys overwrite older slots: its queries needed those.
+      for (size_t i = 0; i < count; ++i) {
+        const BatchSegment& s = segments[i];
+        KvCache& cache = static_cast<Sequence*>(s.sequence)->cache;
+        const int64_t first_row = groups[i].first_row, first = s.sequence->n_past();
+        for (int64_t t = std::max<int64_t>(0, s.n_tokens - s.sequence->kv_capacity()); t < s.n_tokens; ++t)
+          cache.store(l, first + t, ws.k.data() + (first_row + t) * kv_dim, ws.v.data() + (first_row + t) * kv_dim);
+      }
       linear(pool, threads, w.wo,
-             quantize_activations_two_level(pool, threads, ctx.attended.data(), n, q_dim, quantized, quantized_residual), n,
-             ctx.projected.data(), residual);
-      for (int64_t i = 0; i < n * dim; ++i) ctx.x[static_cast<size_t>(i)] += ctx.projected[static_cast<size_t>(i)];
+             quantize_activations_two_level(pool, threads, ws.attended.data(), n, q_dim, quantized, quantized_residual),
+             groups, count, ws.projected.data(), residual);
+      for (int64_t i = 0; i < n * dim; ++i) ws.x[static_cast<size_t>(i)] += ws.projected[static_cast<size_t>(i)];
 
       // Feed-forward block.
       pool.parallel_for(n, [&](int64_t b, int64_t e, int) {
         for (int64_t t = b; t < e; ++t)
-          ops::rmsnorm(ctx.x.data() + t * dim, w.ffn_norm.data(), c.norm_eps, dim, ctx.normed.data() + t * dim);
+          ops::rmsnorm(ws.x.data() + t * dim, w.ffn_norm.data(), c.norm_eps, dim, ws.normed.data() + t * dim);
       }, threads);
       FeedForwardScratch s;
-      s.gate = ctx.gate.data();
-      s.up = ctx.up.data();
-      s.gathered = ctx.gathered.data();
-      s.expert_out = ctx.expert_out.data();
-      s.router_logits = ctx.router_logits.data();
-      s.routed_tokens = ctx.routed_tokens.data();
-      s.routed_weights = ctx.routed_weights.data();
-      s.chosen = ctx.chosen.data();
-      s.chosen_weights = ctx.chosen_weights.data();
+      s.gate = ws.gate.data();
+      s.up = ws.up.data();
+      s.gathered = ws.gathered.data();
+      s.expert_out = ws.expert_out.data();
+      s.router_logits = ws.router_logits.data();
+      s.routed_tokens = ws.routed_tokens.data();
+      s.routed_weights = ws.routed_weights.data();
+      s.chosen = ws.chosen.data();
+      s.chosen_weights = ws.chosen_weights.data();
+      s.expert_groups = ws.expert_groups.data();
       s.quantized = quantized;
-      s.expert_trace = ctx.params_.expert_trace;
+      s.expert_trace = ws.params_.expert_trace;
       s.layer = l;
-      s.first_position = first;
+      s.positions = positions;
       s.max_threads = threads;
-      FeedForward::forward(w, c, ctx.normed.data(), n, ctx.projected.data(), s, pool);
-      for (int64_t i = 0; i < n * dim; ++i) ctx.x[static_cast<size_t>(i)] += ctx.projected[static_cast<size_t>(i)];
+      FeedForward::forward(w, c, ws.normed.data(), groups, count, n, ws.projected.data(), s, pool);
+      for (int64_t i = 0; i < n * dim; ++i) ws.x[static_cast<size_t>(i)] += ws.projected[static_cast<size_t>(i)];
     }
-    ctx.n_past_ = first + n;
+    for (size_t i = 0; i < count; ++i) static_cast<Sequence*>(segments[i].sequence)->n_past_ += segments[i].n_tokens;
 
-    // Final norm and output head: every row, or just the last.
-    const int64_t first_row = all_logits ? 0 : n - 1;
-    const int64_t rows = n - first_row;
-    for (int64_t t = first_row; t < n; ++t)
-      ops::rmsnorm(ctx.x.data() + t * dim, weights_.output_norm.data(), c.norm_eps, dim,
-                   ctx.normed.data() + (t - first_row) * dim);
-    if (logits != nullptr) {
-      linear(pool, threads, weights_.output,
-             quantize_activations(pool, threads, ctx.normed.data(), rows, dim, quantized), rows, logits);
+    // Final norm and output head, for the rows whose logits were asked for: every row of a segment,
+    // or just its last. Those rows are packed, each segment's still a group of its own.
+    RowGroup* logit_groups = ws.logit_groups.data();
+    size_t n_logit_groups = 0;
+    int64_t rows = 0;
+    for (size_t i = 0; i < count; ++i) {
+      const BatchSegment& seg = segments[i];
+      if (seg.logits == nullptr) continue;
+      const int64_t first_row = seg.all_logits ? groups[i].first_row : groups[i].first_row + seg.n_tokens - 1;
+      const int64_t n_rows = seg.all_logits ? seg.n_tokens : 1;
+      for (int64_t t = 0; t < n_rows; ++t)
+        ops::rmsnorm(ws.x.data() + (first_row + t) * dim, weights_.output_norm.data(), c.norm_eps, dim,
+                     ws.normed.data() + (rows + t) * dim);
+      logit_groups[n_logit_groups++] = RowGroup{rows, n_rows, seg.logits};
+      rows += n_rows;
+    }
+    if (rows > 0) {
+      linear(pool, threads, weights_.output, quantize_activations(pool, threads, ws.normed.data(), rows, dim, quantized),
+             logit_groups, n_logit_groups, nullptr);
     }
     return Status();
   }

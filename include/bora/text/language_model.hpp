@@ -44,11 +44,14 @@ class LanguageModel final : public Model {
   const ModelFiles& files() const override { return weights_->files(); }
   const char* preset_name() const override { return weights_->preset_name(); }
   uint64_t weight_bytes_per_token() const override { return weights_->weight_bytes_per_token(); }
-  Expected<std::unique_ptr<ModelContext>> create_context(const ContextParams& params) const override {
-    return weights_->create_context(params);
+  Expected<std::unique_ptr<KvSequence>> create_sequence(const SequenceParams& params) const override {
+    return weights_->create_sequence(params);
   }
-  Status forward(ModelContext& ctx, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const override {
-    return weights_->forward(ctx, tokens, n, logits, all_logits);
+  Expected<std::unique_ptr<Workspace>> create_workspace(const WorkspaceParams& params) const override {
+    return weights_->create_workspace(params);
+  }
+  Status forward_batch(Workspace& workspace, const BatchSegment* segments, size_t count) const override {
+    return weights_->forward_batch(workspace, segments, count);
   }
 
  private:

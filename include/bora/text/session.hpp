@@ -158,8 +158,7 @@ class Session {
     Header header;
     if (size < sizeof(header)) return make_error(ErrorCode::kFormat, "%s: too short for a bora session", path.c_str());
     std::memcpy(&header, data, sizeof(header));
-    const std::vector<uint8_t> current = context_->save_state();
-    const Header expected = make_header(static_cast<uint64_t>(current.size()));
+    const Header expected = make_header(context_->state_bytes());
     if (std::memcmp(header.magic, expected.magic, sizeof(header.magic)) != 0)
       return make_error(ErrorCode::kFormat, "%s: not a bora session file", path.c_str());
     if (std::memcmp(header.fingerprint, expected.fingerprint, sizeof(header.fingerprint)) != 0 ||
