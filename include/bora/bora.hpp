@@ -33,6 +33,7 @@
 #include "bora/text/language_model.hpp"
 #include "bora/text/model_tokenizer.hpp"
 #include "bora/text/sampler.hpp"
+#include "bora/text/scheduler.hpp"
 #include "bora/text/session.hpp"
 #include "bora/text/tokenizer.hpp"
 

@@ -88,7 +88,7 @@ struct SparseMoE {
                       size_t n_groups, int64_t n, float* out, const FeedForwardScratch& s, ThreadPool& pool) {
     const int64_t n_experts = c.n_experts, k = Routing::k(c), dim = c.dim;
     // The router stays exact: near-ties between experts would flip with int8 activations.
-    linear(pool, s.max_threads, w.router, Activations{x, nullptr}, n, s.router_logits);
+    linear(pool, s.max_threads, w.router, Activations{x, nullptr}, groups, n_groups, s.router_logits);
     for (int64_t t = 0; t < n; ++t) {
       const float* logits = s.router_logits + t * n_experts;
       int32_t* chosen = s.chosen + t * k;

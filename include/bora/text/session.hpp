@@ -20,6 +20,7 @@
 #include "bora/model/transformer.hpp"
 #include "bora/text/chat_template.hpp"
 #include "bora/text/sampler.hpp"
+#include "bora/text/stop_filter.hpp"
 #include "bora/text/tokenizer.hpp"
 
 namespace bora {
@@ -32,7 +33,8 @@ struct SessionParams : ContextParams {
 // Receives each decoded piece of text as it is produced; return false to stop generating.
 using StreamCallback = std::function<bool(std::string_view piece)>;
 
-enum class StopReason { kEndOfSequence, kMaxTokens, kStopString, kCallback, kContextFull };
+// kCancelled and kError come from the batch scheduler (cancel(), a failure of that sequence alone).
+enum class StopReason { kEndOfSequence, kMaxTokens, kStopString, kCallback, kContextFull, kCancelled, kError };
 
 struct GenerationResult {
   std::string text;           // everything streamed, stop string excluded
@@ -202,36 +204,19 @@ class Session {
     GenerationResult result;
     Sampler sampler(sample);
     StreamingDecoder decoder(*tokenizer, reply_starts_text);
-    // Text held back because it might be the start of a stop string.
-    std::string pending;
+    StopFilter filter(stop);
     auto emit = [&](const std::string& text) -> bool {
       result.text += text;
       return !on_piece || text.empty() || on_piece(text);
     };
     // Returns false when generation must end (stop string found or callback refused).
     auto push_text = [&](const std::string& piece) -> bool {
-      pending += piece;
-      for (const std::string& s : stop) {
-        const size_t at = s.empty() ? std::string::npos : pending.find(s);
-        if (at != std::string::npos) {
-          emit(pending.substr(0, at));
-          pending.clear();
-          result.stop_reason = StopReason::kStopString;
-          return false;
-        }
+      std::string ready;
+      if (filter.push(piece, &ready)) {
+        emit(ready);
+        result.stop_reason = StopReason::kStopString;
+        return false;
       }
-      // Keep the longest tail that is a prefix of some stop string; emit the rest now.
-      size_t keep = 0;
-      for (const std::string& s : stop) {
-        for (size_t len = std::min(s.size() - (s.empty() ? 0 : 1), pending.size()); len > keep; --len) {
-          if (pending.compare(pending.size() - len, len, s, 0, len) == 0) {
-            keep = len;
-            break;
-          }
-        }
-      }
-      const std::string ready = pending.substr(0, pending.size() - keep);
-      pending.erase(0, pending.size() - keep);
       if (!emit(ready)) {
         result.stop_reason = StopReason::kCallback;
         return false;
@@ -245,8 +230,7 @@ class Session {
       const int32_t next = sampler.sample(last_logits_.data(), vocab, tokens_);
       if (next == tokenizer->eos_id()) {
         result.stop_reason = StopReason::kEndOfSequence;
-        push_text(decoder.flush());
-        emit(pending);
+        if (push_text(decoder.flush())) emit(filter.flush());
         return result;
       }
       ++result.n_generated;
@@ -254,7 +238,7 @@ class Session {
       if (!status) {
         if (status.error().code() == ErrorCode::kContextFull) {
           result.stop_reason = StopReason::kContextFull;
-          emit(pending);
+          emit(filter.flush());
           return result;
         }
         return status.error();
@@ -262,7 +246,7 @@ class Session {
       if (!push_text(decoder.push(next))) return result;
     }
     result.stop_reason = StopReason::kMaxTokens;
-    if (push_text(decoder.flush())) emit(pending);
+    if (push_text(decoder.flush())) emit(filter.flush());
     return result;
   }
 
