@@ -9610,19 +9610,20 @@ inline Expected<std::vector<ChatMessage>> parse_chat_request(std::string_view js
 #include <string>
 #include <utility>
 
-// ---- begin bora/text/session.hpp ---------------------------------------------------------------------
-// Why this file exists: what an application talks to. A Session owns one stream over a shared model:
-// it tokenizes prompts, prefills, samples and streams text pieces until a stop condition, keeps
-// the conversation's tokens so later turns reuse the cache, and saves/restores its state.
-#ifndef BORA_TEXT_SESSION_HPP
-#define BORA_TEXT_SESSION_HPP
+// ---- begin bora/text/scheduler.hpp -------------------------------------------------------------------
+// Why this file exists: many conversations over one model at once (a crowd of NPCs, a server's
+// users). Every step runs one forward pass for all running sequences, so the weights are read once
+// for all of them; sequences join, leave, fork and stop at any step, and a sequence's text is the
+// same bits whatever else runs beside it (Model::forward_batch's batch invariance).
+#ifndef BORA_TEXT_SCHEDULER_HPP
+#define BORA_TEXT_SCHEDULER_HPP
 
+#include <algorithm>
 #include <cstdint>
-#include <cstdio>
-#include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
-#include <optional>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -9780,6 +9781,24 @@ class Sampler {
 
 #endif  // BORA_TEXT_SAMPLER_HPP
 // ---- end bora/text/sampler.hpp -----------------------------------------------------------------------
+// ---- begin bora/text/session.hpp ---------------------------------------------------------------------
+// Why this file exists: what an application talks to. A Session owns one stream over a shared model:
+// it tokenizes prompts, prefills, samples and streams text pieces until a stop condition, keeps
+// the conversation's tokens so later turns reuse the cache, and saves/restores its state.
+#ifndef BORA_TEXT_SESSION_HPP
+#define BORA_TEXT_SESSION_HPP
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
 // ---- begin bora/text/stop_filter.hpp -----------------------------------------------------------------
 // Why this file exists: generated text must stop at a stop string without ever showing any of it,
 // yet stream everything else at once. Sessions and the batch scheduler share this one filter.
@@ -10110,159 +10129,6 @@ class Session {
 
 #endif  // BORA_TEXT_SESSION_HPP
 // ---- end bora/text/session.hpp -----------------------------------------------------------------------
-// ---- begin bora/text/model_tokenizer.hpp -------------------------------------------------------------
-// Why this file exists: a model's files usually carry its tokenizer (GGUF tokenizer.ggml.* metadata, or
-// a tokenizer.model beside the safetensors in a model folder); this is the one place that finds it, so
-// loading a model and tokenizing for it can never pick different vocabularies.
-#ifndef BORA_TEXT_MODEL_TOKENIZER_HPP
-#define BORA_TEXT_MODEL_TOKENIZER_HPP
-
-#include <cstdio>
-#include <memory>
-#include <string>
-#include <utility>
-
-
-namespace bora {
-
-// The tokenizer of a model's files; null (not an error) when they carry none.
-inline Expected<std::shared_ptr<const Tokenizer>> load_model_tokenizer(const ModelFiles& files) {
-  if (const GgufFile* gguf = files.gguf()) {
-    if (gguf->find("tokenizer.ggml.tokens") == nullptr) return std::shared_ptr<const Tokenizer>();
-    auto tokenizer = Tokenizer::from_gguf(*gguf);
-    if (!tokenizer) return tokenizer.error();
-    return std::shared_ptr<const Tokenizer>(std::make_shared<Tokenizer>(std::move(*tokenizer)));
-  }
-  // Folders: Mistral ships tokenizer.model.v3 / tokenizer.model.v1 / tokenizer.model.
-  for (const char* name : {"tokenizer.model", "tokenizer.model.v3", "tokenizer.model.v2", "tokenizer.model.v1"}) {
-    const std::string path = files.path() + "/" + name;
-    std::FILE* probe = std::fopen(path.c_str(), "rb");
-    if (probe == nullptr) continue;
-    std::fclose(probe);
-    auto tokenizer = Tokenizer::from_file(path);
-    if (!tokenizer) return tokenizer.error();
-    return std::shared_ptr<const Tokenizer>(std::make_shared<Tokenizer>(std::move(*tokenizer)));
-  }
-  return std::shared_ptr<const Tokenizer>();
-}
-
-}  // namespace bora
-
-#endif  // BORA_TEXT_MODEL_TOKENIZER_HPP
-// ---- end bora/text/model_tokenizer.hpp ---------------------------------------------------------------
-
-namespace bora {
-
-// A model together with its tokenizer. It is a Model itself (every call goes to the weights), so code
-// that runs the forward pass takes it as it takes any composition; sessions come from here.
-class LanguageModel final : public Model {
- public:
-  // `tokenizer` may be null: the forward pass works, text in and out does not.
-  LanguageModel(std::unique_ptr<Model> weights, std::shared_ptr<const Tokenizer> tokenizer)
-      : weights_(std::move(weights)), tokenizer_(std::move(tokenizer)) {}
-
-  // The tokenizer that came with the model (GGUF metadata, or tokenizer.model beside the
-  // safetensors); null when the files have none.
-  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
-  // The composition underneath (bora::Mistral7B, ...).
-  const Model& weights() const { return *weights_; }
-
-  // A new stream of text over this model. Sessions share the model read-only, so several may run
-  // on different threads at once; the model must outlive them.
-  Expected<Session> session(const SessionParams& params) const {
-    auto context = create_context(params);
-    if (!context) return context.error();
-    return Session(*this, tokenizer_.get(), std::move(*context), params);
-  }
-
-  const ModelConfig& config() const override { return weights_->config(); }
-  const ModelFiles& files() const override { return weights_->files(); }
-  const char* preset_name() const override { return weights_->preset_name(); }
-  uint64_t weight_bytes_per_token() const override { return weights_->weight_bytes_per_token(); }
-  Expected<std::unique_ptr<KvSequence>> create_sequence(const SequenceParams& params) const override {
-    return weights_->create_sequence(params);
-  }
-  Expected<std::unique_ptr<Workspace>> create_workspace(const WorkspaceParams& params) const override {
-    return weights_->create_workspace(params);
-  }
-  Status forward_batch(Workspace& workspace, const BatchSegment* segments, size_t count) const override {
-    return weights_->forward_batch(workspace, segments, count);
-  }
-
- private:
-  std::unique_ptr<Model> weights_;
-  std::shared_ptr<const Tokenizer> tokenizer_;
-};
-
-namespace detail {
-template <class LoadWeights>
-Expected<std::unique_ptr<LanguageModel>> bind_tokenizer(ModelFiles files, LoadWeights load_weights) {
-  auto tokenizer = load_model_tokenizer(files);
-  if (!tokenizer) return tokenizer.error();
-  // Every id the tokenizer can produce must have an embedding row, or encoding some text would read
-  // past the table.
-  const int64_t rows = files.config().vocab_size;
-  if (*tokenizer && static_cast<int64_t>((*tokenizer)->vocabulary().size()) > rows) {
-    return make_error(ErrorCode::kShape, "%s: the tokenizer has %zu pieces but the model has only %lld token embeddings",
-                      files.path().c_str(), (*tokenizer)->vocabulary().size(), (long long)rows);
-  }
-  auto weights = load_weights(std::move(files));
-  if (!weights) return weights.error();
-  return std::make_unique<LanguageModel>(std::unique_ptr<Model>(std::move(*weights)), std::move(*tokenizer));
-}
-}  // namespace detail
-
-// Opens `files` as the composition `Preset`, with its tokenizer.
-template <class Preset>
-Expected<std::unique_ptr<LanguageModel>> load(ModelFiles files, const LoadParams& params = {}) {
-  return detail::bind_tokenizer(std::move(files),
-                                [&](ModelFiles weights) { return load_model<Preset>(std::move(weights), params); });
-}
-
-// Opens `path` (a .gguf file, a model folder, or ollama:NAME[:TAG]) as the composition `Preset`.
-template <class Preset>
-Expected<std::unique_ptr<LanguageModel>> load(const std::string& path, const LoadParams& params = {}) {
-  auto files = open_model_files(path, params);
-  if (!files) return files.error();
-  return load<Preset>(std::move(*files), params);
-}
-
-// Opens any supported model with its tokenizer, choosing the composition from the file (see
-// load_any_model).
-inline Expected<std::unique_ptr<LanguageModel>> load_any(ModelFiles files, const LoadParams& params = {}) {
-  return detail::bind_tokenizer(std::move(files),
-                                [&](ModelFiles weights) { return load_any_model(std::move(weights), params); });
-}
-
-inline Expected<std::unique_ptr<LanguageModel>> load_any(const std::string& path, const LoadParams& params = {}) {
-  auto files = open_model_files(path, params);
-  if (!files) return files.error();
-  return load_any(std::move(*files), params);
-}
-
-}  // namespace bora
-
-#endif  // BORA_TEXT_LANGUAGE_MODEL_HPP
-// ---- end bora/text/language_model.hpp ----------------------------------------------------------------
-// ---- begin bora/text/scheduler.hpp -------------------------------------------------------------------
-// Why this file exists: many conversations over one model at once (a crowd of NPCs, a server's
-// users). Every step runs one forward pass for all running sequences, so the weights are read once
-// for all of them; sequences join, leave, fork and stop at any step, and a sequence's text is the
-// same bits whatever else runs beside it (Model::forward_batch's batch invariance).
-#ifndef BORA_TEXT_SCHEDULER_HPP
-#define BORA_TEXT_SCHEDULER_HPP
-
-#include <algorithm>
-#include <cstdint>
-#include <functional>
-#include <map>
-#include <memory>
-#include <mutex>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
 
 namespace bora {
 
@@ -10716,6 +10582,145 @@ class Scheduler {
 
 #endif  // BORA_TEXT_SCHEDULER_HPP
 // ---- end bora/text/scheduler.hpp ---------------------------------------------------------------------
+// ---- begin bora/text/model_tokenizer.hpp -------------------------------------------------------------
+// Why this file exists: a model's files usually carry its tokenizer (GGUF tokenizer.ggml.* metadata, or
+// a tokenizer.model beside the safetensors in a model folder); this is the one place that finds it, so
+// loading a model and tokenizing for it can never pick different vocabularies.
+#ifndef BORA_TEXT_MODEL_TOKENIZER_HPP
+#define BORA_TEXT_MODEL_TOKENIZER_HPP
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <utility>
+
+
+namespace bora {
+
+// The tokenizer of a model's files; null (not an error) when they carry none.
+inline Expected<std::shared_ptr<const Tokenizer>> load_model_tokenizer(const ModelFiles& files) {
+  if (const GgufFile* gguf = files.gguf()) {
+    if (gguf->find("tokenizer.ggml.tokens") == nullptr) return std::shared_ptr<const Tokenizer>();
+    auto tokenizer = Tokenizer::from_gguf(*gguf);
+    if (!tokenizer) return tokenizer.error();
+    return std::shared_ptr<const Tokenizer>(std::make_shared<Tokenizer>(std::move(*tokenizer)));
+  }
+  // Folders: Mistral ships tokenizer.model.v3 / tokenizer.model.v1 / tokenizer.model.
+  for (const char* name : {"tokenizer.model", "tokenizer.model.v3", "tokenizer.model.v2", "tokenizer.model.v1"}) {
+    const std::string path = files.path() + "/" + name;
+    std::FILE* probe = std::fopen(path.c_str(), "rb");
+    if (probe == nullptr) continue;
+    std::fclose(probe);
+    auto tokenizer = Tokenizer::from_file(path);
+    if (!tokenizer) return tokenizer.error();
+    return std::shared_ptr<const Tokenizer>(std::make_shared<Tokenizer>(std::move(*tokenizer)));
+  }
+  return std::shared_ptr<const Tokenizer>();
+}
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_MODEL_TOKENIZER_HPP
+// ---- end bora/text/model_tokenizer.hpp ---------------------------------------------------------------
+
+namespace bora {
+
+// A model together with its tokenizer. It is a Model itself (every call goes to the weights), so code
+// that runs the forward pass takes it as it takes any composition; sessions come from here.
+class LanguageModel final : public Model {
+ public:
+  // `tokenizer` may be null: the forward pass works, text in and out does not.
+  LanguageModel(std::unique_ptr<Model> weights, std::shared_ptr<const Tokenizer> tokenizer)
+      : weights_(std::move(weights)), tokenizer_(std::move(tokenizer)) {}
+
+  // The tokenizer that came with the model (GGUF metadata, or tokenizer.model beside the
+  // safetensors); null when the files have none.
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  // The composition underneath (bora::Mistral7B, ...).
+  const Model& weights() const { return *weights_; }
+
+  // A new stream of text over this model. Sessions share the model read-only, so several may run
+  // on different threads at once; the model must outlive them.
+  Expected<Session> session(const SessionParams& params) const {
+    auto context = create_context(params);
+    if (!context) return context.error();
+    return Session(*this, tokenizer_.get(), std::move(*context), params);
+  }
+
+  // Many sequences at once over this model, in one forward pass per step (text/scheduler.hpp).
+  Expected<std::unique_ptr<Scheduler>> scheduler(const SchedulerParams& params) const {
+    return Scheduler::create(*this, tokenizer_.get(), params);
+  }
+
+  const ModelConfig& config() const override { return weights_->config(); }
+  const ModelFiles& files() const override { return weights_->files(); }
+  const char* preset_name() const override { return weights_->preset_name(); }
+  uint64_t weight_bytes_per_token() const override { return weights_->weight_bytes_per_token(); }
+  Expected<std::unique_ptr<KvSequence>> create_sequence(const SequenceParams& params) const override {
+    return weights_->create_sequence(params);
+  }
+  Expected<std::unique_ptr<Workspace>> create_workspace(const WorkspaceParams& params) const override {
+    return weights_->create_workspace(params);
+  }
+  Status forward_batch(Workspace& workspace, const BatchSegment* segments, size_t count) const override {
+    return weights_->forward_batch(workspace, segments, count);
+  }
+
+ private:
+  std::unique_ptr<Model> weights_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+};
+
+namespace detail {
+template <class LoadWeights>
+Expected<std::unique_ptr<LanguageModel>> bind_tokenizer(ModelFiles files, LoadWeights load_weights) {
+  auto tokenizer = load_model_tokenizer(files);
+  if (!tokenizer) return tokenizer.error();
+  // Every id the tokenizer can produce must have an embedding row, or encoding some text would read
+  // past the table.
+  const int64_t rows = files.config().vocab_size;
+  if (*tokenizer && static_cast<int64_t>((*tokenizer)->vocabulary().size()) > rows) {
+    return make_error(ErrorCode::kShape, "%s: the tokenizer has %zu pieces but the model has only %lld token embeddings",
+                      files.path().c_str(), (*tokenizer)->vocabulary().size(), (long long)rows);
+  }
+  auto weights = load_weights(std::move(files));
+  if (!weights) return weights.error();
+  return std::make_unique<LanguageModel>(std::unique_ptr<Model>(std::move(*weights)), std::move(*tokenizer));
+}
+}  // namespace detail
+
+// Opens `files` as the composition `Preset`, with its tokenizer.
+template <class Preset>
+Expected<std::unique_ptr<LanguageModel>> load(ModelFiles files, const LoadParams& params = {}) {
+  return detail::bind_tokenizer(std::move(files),
+                                [&](ModelFiles weights) { return load_model<Preset>(std::move(weights), params); });
+}
+
+// Opens `path` (a .gguf file, a model folder, or ollama:NAME[:TAG]) as the composition `Preset`.
+template <class Preset>
+Expected<std::unique_ptr<LanguageModel>> load(const std::string& path, const LoadParams& params = {}) {
+  auto files = open_model_files(path, params);
+  if (!files) return files.error();
+  return load<Preset>(std::move(*files), params);
+}
+
+// Opens any supported model with its tokenizer, choosing the composition from the file (see
+// load_any_model).
+inline Expected<std::unique_ptr<LanguageModel>> load_any(ModelFiles files, const LoadParams& params = {}) {
+  return detail::bind_tokenizer(std::move(files),
+                                [&](ModelFiles weights) { return load_any_model(std::move(weights), params); });
+}
+
+inline Expected<std::unique_ptr<LanguageModel>> load_any(const std::string& path, const LoadParams& params = {}) {
+  auto files = open_model_files(path, params);
+  if (!files) return files.error();
+  return load_any(std::move(*files), params);
+}
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_LANGUAGE_MODEL_HPP
+// ---- end bora/text/language_model.hpp ----------------------------------------------------------------
 
 #endif  // BORA_BORA_HPP
 

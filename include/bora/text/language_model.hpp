@@ -12,6 +12,7 @@
 #include "bora/io/model_files.hpp"
 #include "bora/model/load.hpp"
 #include "bora/model/transformer.hpp"
+#include "bora/text/scheduler.hpp"
 #include "bora/text/session.hpp"
 #include "bora/text/model_tokenizer.hpp"
 #include "bora/text/tokenizer.hpp"
@@ -38,6 +39,11 @@ class LanguageModel final : public Model {
     auto context = create_context(params);
     if (!context) return context.error();
     return Session(*this, tokenizer_.get(), std::move(*context), params);
+  }
+
+  // Many sequences at once over this model, in one forward pass per step (text/scheduler.hpp).
+  Expected<std::unique_ptr<Scheduler>> scheduler(const SchedulerParams& params) const {
+    return Scheduler::create(*this, tokenizer_.get(), params);
   }
 
   const ModelConfig& config() const override { return weights_->config(); }
