@@ -979,30 +979,41 @@ HWY_INLINE void LayOutActivationsQ4_0(const int8_t* q, int64_t n, int8_t* low, i
   }
 }
 
-// Window w of the period at `first`, whose laid-out activations start at byte `offset`.
+// One token's view of the window kernel: its activation levels, their window layout, and the
+// accumulators of the row being computed.
 template <int kLevels>
-HWY_INLINE void X512Q4_0Window(const uint8_t* first, int w, const int8_t* const* low, const int8_t* const* high,
-                               int64_t offset, __m512 step_first16, __m512 step_last16, __m512& acc) {
-  const __m512i nibble = _mm512_set1_epi8(15);
-  const __m512i raw = _mm512_loadu_si512(first + 64 * w);
-  const __m512i lo = _mm512_and_si512(raw, nibble);
-  const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
+struct Q4_0WindowToken {
+  const quant::Q8ActivationRow* x = nullptr;  // kLevels levels
+  const int8_t* low[2] = {};
+  const int8_t* high[2] = {};
+  __m512 acc[3], offset, step_first16, step_last16;
+};
+
+// Window w of the period at `first` (already loaded and split into nibbles), whose laid-out
+// activations start at byte `offset`, for one token.
+template <int kLevels>
+HWY_INLINE void X512Q4_0Window(__m512i lo, __m512i hi, int w, int64_t offset, Q4_0WindowToken<kLevels>& token) {
   const int64_t at = offset + 64 * w;
-  __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(low[0] + at));
-  sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(high[0] + at));
+  __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(token.low[0] + at));
+  sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(token.high[0] + at));
   if (kLevels == 2) {  // as X512DotLevels: 256 * first level + second, in the second level's units
-    sums = _mm512_dpbusd_epi32(_mm512_slli_epi32(sums, 8), lo, _mm512_loadu_si512(low[1] + at));
-    sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(high[1] + at));
+    sums = _mm512_dpbusd_epi32(_mm512_slli_epi32(sums, 8), lo, _mm512_loadu_si512(token.low[1] + at));
+    sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(token.high[1] + at));
   }
-  const __m512 step = _mm512_permutex2var_ps(step_first16, _mm512_loadu_si512(kQ4_0WindowLayout.block[w]), step_last16);
-  acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), step, acc);
+  const __m512 step =
+      _mm512_permutex2var_ps(token.step_first16, _mm512_loadu_si512(kQ4_0WindowLayout.block[w]), token.step_last16);
+  token.acc[w % 3] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), step, token.acc[w % 3]);
 }
 
-template <int kLevels>
-HWY_INLINE float X512RowDotQ4_0Windows(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x,
-                                       const int8_t* const* low, const int8_t* const* high) {
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps();
-  __m512 offset = _mm512_setzero_ps();
+// One row against T tokens: each window is loaded and split once for all of them, and every token's
+// sums run exactly as they would alone (T = 1), so a token's result does not depend on T.
+template <int kLevels, int T>
+HWY_INLINE void X512RowDotQ4_0Windows(const uint8_t* row, int64_t n, Q4_0WindowToken<kLevels>* tokens, float* out) {
+  for (int t = 0; t < T; ++t) {
+    tokens[t].acc[0] = tokens[t].acc[1] = tokens[t].acc[2] = _mm512_setzero_ps();
+    tokens[t].offset = _mm512_setzero_ps();
+  }
+  const __m512i nibble = _mm512_set1_epi8(15);
   const int64_t blocks = n / 32;
   for (int64_t b = 0; b < blocks; b += 32) {
     const uint8_t* first = row + b * 18;
@@ -1011,47 +1022,83 @@ HWY_INLINE float X512RowDotQ4_0Windows(const uint8_t* row, int64_t n, const quan
     const __m512 dw_first16 = X512GroupScales<18>(first);
     const __m512 dw_last16 = blocks - b >= 34 ? X512GroupScales<18>(first + 16 * 18)
                                               : X512BlockScales<18>(first + 16 * 18, static_cast<__mmask16>(0xFFFF));
-    const float* dx = X512LevelScales<kLevels>(x) + b;
-    auto d_sum = [&](int64_t at) {
-      return kLevels == 2 ? _mm512_add_ps(_mm512_loadu_ps(x[0].d_sum + at), _mm512_loadu_ps(x[1].d_sum + at))
-                          : _mm512_loadu_ps(x[0].d_sum + at);
-    };
-    offset = _mm512_fmadd_ps(dw_first16, d_sum(b), offset);
-    offset = _mm512_fmadd_ps(dw_last16, d_sum(b + 16), offset);
-    const __m512 step_first16 = _mm512_mul_ps(dw_first16, _mm512_loadu_ps(dx));
-    const __m512 step_last16 = _mm512_mul_ps(dw_last16, _mm512_loadu_ps(dx + 16));
+    for (int t = 0; t < T; ++t) {
+      Q4_0WindowToken<kLevels>& token = tokens[t];
+      const quant::Q8ActivationRow* x = token.x;
+      const float* dx = X512LevelScales<kLevels>(x) + b;
+      auto d_sum = [&](int64_t at) {
+        return kLevels == 2 ? _mm512_add_ps(_mm512_loadu_ps(x[0].d_sum + at), _mm512_loadu_ps(x[1].d_sum + at))
+                            : _mm512_loadu_ps(x[0].d_sum + at);
+      };
+      token.offset = _mm512_fmadd_ps(dw_first16, d_sum(b), token.offset);
+      token.offset = _mm512_fmadd_ps(dw_last16, d_sum(b + 16), token.offset);
+      token.step_first16 = _mm512_mul_ps(dw_first16, _mm512_loadu_ps(dx));
+      token.step_last16 = _mm512_mul_ps(dw_last16, _mm512_loadu_ps(dx + 16));
+    }
     const int64_t at = b * 18;
-    X512Q4_0Window<kLevels>(first, 0, low, high, at, step_first16, step_last16, acc0);
-    X512Q4_0Window<kLevels>(first, 1, low, high, at, step_first16, step_last16, acc1);
-    X512Q4_0Window<kLevels>(first, 2, low, high, at, step_first16, step_last16, acc2);
-    X512Q4_0Window<kLevels>(first, 3, low, high, at, step_first16, step_last16, acc0);
-    X512Q4_0Window<kLevels>(first, 4, low, high, at, step_first16, step_last16, acc1);
-    X512Q4_0Window<kLevels>(first, 5, low, high, at, step_first16, step_last16, acc2);
-    X512Q4_0Window<kLevels>(first, 6, low, high, at, step_first16, step_last16, acc0);
-    X512Q4_0Window<kLevels>(first, 7, low, high, at, step_first16, step_last16, acc1);
-    X512Q4_0Window<kLevels>(first, 8, low, high, at, step_first16, step_last16, acc2);
+    HWY_UNROLL(9)
+    for (int w = 0; w < 9; ++w) {
+      const __m512i raw = _mm512_loadu_si512(first + 64 * w);
+      const __m512i lo = _mm512_and_si512(raw, nibble);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
+      for (int t = 0; t < T; ++t) X512Q4_0Window<kLevels>(lo, hi, w, at, tokens[t]);
+    }
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, _mm512_add_ps(acc1, acc2))) - 8.0f * _mm512_reduce_add_ps(offset);
+  for (int t = 0; t < T; ++t) {
+    const Q4_0WindowToken<kLevels>& token = tokens[t];
+    out[t] = _mm512_reduce_add_ps(_mm512_add_ps(token.acc[0], _mm512_add_ps(token.acc[1], token.acc[2]))) -
+             8.0f * _mm512_reduce_add_ps(token.offset);
+  }
 }
 
-// y[r] for Q4_0 rows [row_begin, row_end) with the window kernel when it applies (returns false otherwise);
-// `scratch` holds kernels::decode_scratch_bytes(n) bytes, or is null.
+// y[t][r] for Q4_0 rows [row_begin, row_end) and n_tokens tokens (x[t]: that token's kLevels levels)
+// with the window kernel when it applies (returns false otherwise). `scratch` holds n_tokens *
+// kernels::decode_scratch_bytes(n) bytes, or is null. Up to four tokens share each row's decoding;
+// each token's sums are the same whatever n_tokens.
 template <int kLevels>
-HWY_INLINE bool MatvecQ4_0Windows(const uint8_t* data, uint64_t row_bytes, int64_t n, const quant::Q8ActivationRow* x,
-                                  float* y, int64_t row_begin, int64_t row_end, uint8_t* scratch_bytes) {
+HWY_INLINE bool MatvecQ4_0Windows(const uint8_t* data, uint64_t row_bytes, int64_t n,
+                                  const quant::Q8ActivationRow* const* x, int64_t n_tokens, float* const* y,
+                                  int64_t row_begin, int64_t row_end, uint8_t* scratch_bytes) {
   if (n % kQ4_0WindowValues != 0 || scratch_bytes == nullptr) return false;
+  constexpr int kMaxTokens = 4;
   const size_t level_bytes = static_cast<size_t>(n / 32 * 18);
   int8_t* scratch = reinterpret_cast<int8_t*>(scratch_bytes);
-  const int8_t* low[2] = {};
-  const int8_t* high[2] = {};
-  for (int level = 0; level < kLevels; ++level) {
-    int8_t* l = scratch + 2 * level * level_bytes;
-    LayOutActivationsQ4_0(x[level].q, n, l, l + level_bytes);
-    low[level] = l;
-    high[level] = l + level_bytes;
+  // Each token's activations are laid out once; then tiles of rows small enough to stay in L2 meet
+  // every group of (up to) four tokens, so the weights come from memory once for all the tokens.
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int level = 0; level < kLevels; ++level) {
+      int8_t* l = scratch + static_cast<size_t>(2 * (t * kLevels + level)) * level_bytes;
+      LayOutActivationsQ4_0(x[t][level].q, n, l, l + level_bytes);
+    }
   }
-  for (int64_t r = row_begin; r < row_end; ++r)
-    y[r] = X512RowDotQ4_0Windows<kLevels>(data + static_cast<uint64_t>(r) * row_bytes, n, x, low, high);
+  const int64_t tile_rows = n_tokens <= kMaxTokens ? row_end - row_begin
+                                                   : static_cast<int64_t>((256 * 1024) / row_bytes + 1);
+  for (int64_t tile = row_begin; tile < row_end; tile += tile_rows) {
+    const int64_t tile_end = row_end - tile < tile_rows ? row_end : tile + tile_rows;
+    for (int64_t first_token = 0; first_token < n_tokens; first_token += kMaxTokens) {
+      const int count = static_cast<int>(n_tokens - first_token < kMaxTokens ? n_tokens - first_token : kMaxTokens);
+      Q4_0WindowToken<kLevels> tokens[kMaxTokens];
+      for (int t = 0; t < count; ++t) {
+        tokens[t].x = x[first_token + t];
+        for (int level = 0; level < kLevels; ++level) {
+          const int8_t* l = scratch + static_cast<size_t>(2 * ((first_token + t) * kLevels + level)) * level_bytes;
+          tokens[t].low[level] = l;
+          tokens[t].high[level] = l + level_bytes;
+        }
+      }
+      float out[kMaxTokens];
+      for (int64_t r = tile; r < tile_end; ++r) {
+        const uint8_t* row = data + static_cast<uint64_t>(r) * row_bytes;
+        switch (count) {
+          case 4: X512RowDotQ4_0Windows<kLevels, 4>(row, n, tokens, out); break;
+          case 3: X512RowDotQ4_0Windows<kLevels, 3>(row, n, tokens, out); break;
+          case 2: X512RowDotQ4_0Windows<kLevels, 2>(row, n, tokens, out); break;
+          default: X512RowDotQ4_0Windows<kLevels, 1>(row, n, tokens, out); break;
+        }
+        for (int t = 0; t < count; ++t) y[first_token + t][r] = out[t];
+      }
+    }
+  }
   return true;
 }
 
@@ -1934,7 +1981,9 @@ inline void MatvecQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_by
                            const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end, uint8_t* scratch) {
   const quant::Q8ActivationRow x = quant::q8_activation_view(xq, n);
 #if BORA_OPS_X86_VNNI
-  if (type == WeightType::kQ4_0 && MatvecQ4_0Windows<1>(data, row_bytes, n, &x, y, row_begin, row_end, scratch)) return;
+  const quant::Q8ActivationRow* levels = &x;
+  if (type == WeightType::kQ4_0 && MatvecQ4_0Windows<1>(data, row_bytes, n, &levels, 1, &y, row_begin, row_end, scratch))
+    return;
 #else
   (void)scratch;
 #endif
@@ -1951,7 +2000,9 @@ inline void MatvecQ8TwoLevelKernel(WeightType type, const uint8_t* data, uint64_
                                    int64_t row_end, uint8_t* scratch) {
   const quant::Q8ActivationRow x[2] = {quant::q8_activation_view(xq_hi, n), quant::q8_activation_view(xq_lo, n)};
 #if BORA_OPS_X86_VNNI
-  if (type == WeightType::kQ4_0 && MatvecQ4_0Windows<2>(data, row_bytes, n, x, y, row_begin, row_end, scratch)) return;
+  const quant::Q8ActivationRow* levels = x;
+  if (type == WeightType::kQ4_0 && MatvecQ4_0Windows<2>(data, row_bytes, n, &levels, 1, &y, row_begin, row_end, scratch))
+    return;
 #else
   (void)scratch;
 #endif
@@ -1969,6 +2020,48 @@ inline void MatvecQ8TwoLevelKernel(WeightType type, const uint8_t* data, uint64_
 #endif
     }
   });
+}
+
+// Several tokens, each computed exactly as MatvecQ8Kernel (xq_lo null) or MatvecQ8TwoLevelKernel
+// computes it alone, so a decoding sequence's products do not depend on its batch mates; where a
+// kernel takes several tokens at once (the Q4_0 window kernel), each weight row is decoded once for
+// them. `scratch`: n_tokens * kernels::decode_scratch_bytes(n) bytes, or null.
+inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
+                                 const uint8_t* const* xq_hi, const uint8_t* const* xq_lo, int64_t n_tokens,
+                                 float* const* y, int64_t row_begin, int64_t row_end, uint8_t* scratch) {
+#if BORA_OPS_X86_VNNI
+  if (type == WeightType::kQ4_0 && n % kQ4_0WindowValues == 0 && scratch != nullptr) {
+    constexpr int64_t kChunk = 16;
+    quant::Q8ActivationRow views[kChunk][2];
+    const quant::Q8ActivationRow* levels[kChunk];
+    for (int64_t first = 0; first < n_tokens; first += kChunk) {
+      const int64_t count = n_tokens - first < kChunk ? n_tokens - first : kChunk;
+      for (int64_t t = 0; t < count; ++t) {
+        views[t][0] = quant::q8_activation_view(xq_hi[first + t], n);
+        if (xq_lo != nullptr) views[t][1] = quant::q8_activation_view(xq_lo[first + t], n);
+        levels[t] = views[t];
+      }
+      if (xq_lo != nullptr) {
+        MatvecQ4_0Windows<2>(data, row_bytes, n, levels, count, y + first, row_begin, row_end, scratch);
+      } else {
+        MatvecQ4_0Windows<1>(data, row_bytes, n, levels, count, y + first, row_begin, row_end, scratch);
+      }
+    }
+    return;
+  }
+#endif
+  // Elsewhere one token at a time over small groups of rows, which stay in L1 for the next token.
+  constexpr int64_t kRows = 16;
+  for (int64_t r = row_begin; r < row_end; r += kRows) {
+    const int64_t end = row_end - r < kRows ? row_end : r + kRows;
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      if (xq_lo != nullptr) {
+        MatvecQ8TwoLevelKernel(type, data, row_bytes, n, xq_hi[t], xq_lo[t], y[t], r, end, scratch);
+      } else {
+        MatvecQ8Kernel(type, data, row_bytes, n, xq_hi[t], y[t], r, end, scratch);
+      }
+    }
+  }
 }
 
 #if BORA_OPS_X86_VNNI
@@ -5993,6 +6086,12 @@ void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_
 // allocated, so running out of memory never leaves an output unwritten.
 void matvec_q8_float_weights_unbuffered(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, float* y,
                                         int64_t row_begin, int64_t row_end);
+// Several tokens decoding at once: token t's products, y[t][r], are bit-identical to what matvec_q8
+// (xq_lo null) or matvec_q8_two_level gives for it alone, whatever the other tokens, so batching
+// decoding sequences changes no result; where the target allows, each weight row is decoded once
+// for several tokens.
+void matvec_q8_tokens(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo, int64_t n_tokens,
+                      float* const* y, int64_t row_begin, int64_t row_end);
 // Token t's quantized row starts at xq + t * q8_row_bytes(w.row_length()); y as in matmul_f32.
 void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
                int64_t row_begin, int64_t row_end);
@@ -6434,13 +6533,13 @@ struct RowGroup {
 
 namespace detail {
 // Weight bytes a thread keeps in cache while every single-token row of a batch passes over them.
-constexpr uint64_t kSharedTileBytes = 96 * 1024;
+constexpr uint64_t kSharedTileBytes = 256 * 1024;
 }  // namespace detail
 
 // y = w x for a batch of row groups. Batch invariance rests on one rule: a row's products depend on
-// its group alone. A group of one row (a decoding sequence) always gets the one-token kernel, whatever
-// else is in the batch: those rows are swept over tiles of weight rows that stay in cache, so the
-// weights are read from memory once per step for all of them. A longer group (a chunk of a prompt)
+// its group alone. A group of one row (a decoding sequence) is always computed as the one-token kernel
+// computes it, whatever else is in the batch (ops::matvec_q8_tokens): those rows meet tiles of weight
+// rows that stay in cache, so the weights are read from memory once per step for all of them. A longer group (a chunk of a prompt)
 // goes through the batched kernel by itself, so it too is computed the same way alone or batched.
 // Rows are split across threads and each is computed by one thread the same way whatever the
 // thread count. Float weights always take the exact path.
@@ -6454,20 +6553,36 @@ inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const
   const int64_t tile_rows = static_cast<int64_t>(std::max<uint64_t>(1, detail::kSharedTileBytes / row_bytes));
   auto output_of = [&](const RowGroup& g) { return g.y != nullptr ? g.y : y_base + g.first_row * rows; };
   pool.parallel_for(rows, [&](int64_t begin, int64_t end, int) {
-    for (int64_t tile = begin; tile < end; tile += tile_rows) {
-      const int64_t tile_end = std::min(end, tile + tile_rows);
-      for (size_t i = 0; i < n_groups; ++i) {
-        const RowGroup& g = groups[i];
+    // Single-token groups, a chunk at a time over tiles of weight rows that stay in cache.
+    constexpr size_t kChunk = 16;
+    const uint8_t* hi[kChunk];
+    const uint8_t* lo[kChunk];
+    const float* exact[kChunk];
+    float* out[kChunk];
+    size_t next = 0;
+    while (next < n_groups) {
+      size_t count = 0;
+      for (; next < n_groups && count < kChunk; ++next) {
+        const RowGroup& g = groups[next];
         if (g.n_rows != 1) continue;
-        float* out = output_of(g);
-        if (fast && two_level) {
-          ops::matvec_q8_two_level(w, x.int8 + g.first_row * q8_bytes, x.int8_residual + g.first_row * q8_bytes, out,
-                                   tile, tile_end);
-        } else if (fast) {
-          ops::matvec_q8(w, x.int8 + g.first_row * q8_bytes, out, tile, tile_end);
+        out[count] = output_of(g);
+        if (fast) {
+          hi[count] = x.int8 + g.first_row * q8_bytes;
+          lo[count] = two_level ? x.int8_residual + g.first_row * q8_bytes : nullptr;
         } else {
-          ops::matvec_f32(w, x.f32 + g.first_row * width, out, tile, tile_end);
+          exact[count] = x.f32 + g.first_row * width;
         }
+        ++count;
+      }
+      if (count == 0) break;
+      if (fast) {
+        // The kernels tile the rows themselves, so each token's activations are prepared once.
+        ops::matvec_q8_tokens(w, hi, two_level ? lo : nullptr, static_cast<int64_t>(count), out, begin, end);
+        continue;
+      }
+      for (int64_t tile = begin; tile < end; tile += tile_rows) {
+        const int64_t tile_end = std::min(end, tile + tile_rows);
+        for (size_t t = 0; t < count; ++t) ops::matvec_f32(w, exact[t], out[t], tile, tile_end);
       }
     }
     for (size_t i = 0; i < n_groups; ++i) {
@@ -10827,6 +10942,7 @@ HWY_EXPORT(QuantizeResidualQ8Kernel);
 HWY_EXPORT(MatvecQ8Kernel);
 HWY_EXPORT(MatvecQ8TwoLevelKernel);
 HWY_EXPORT(MatmulQ8Kernel);
+HWY_EXPORT(MatvecQ8TokensKernel);
 
 namespace detail {
 
@@ -10993,6 +11109,24 @@ void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_
       static_cast<size_t>(kernels::decode_scratch_bytes(n)));
   HWY_DYNAMIC_DISPATCH(MatvecQ8TwoLevelKernel)(w.type, w.data, w.row_bytes(), n, xq_hi, xq_lo, y, row_begin, row_end,
                                                scratch);
+}
+
+void matvec_q8_tokens(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo, int64_t n_tokens,
+                      float* const* y, int64_t row_begin, int64_t row_end) {
+  if (row_end <= row_begin || n_tokens <= 0) return;
+  if (is_float_weight_type(w.type)) {  // the f32 kernels, one token at a time, as alone
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      if (xq_lo != nullptr) matvec_q8_two_level(w, xq_hi[t], xq_lo[t], y[t], row_begin, row_end);
+      else matvec_q8(w, xq_hi[t], y[t], row_begin, row_end);
+    }
+    return;
+  }
+  const int64_t n = w.row_length();
+  const int64_t laid_out = n_tokens < 16 ? n_tokens : 16;  // tokens whose activations a kernel lays out at once
+  uint8_t* scratch = detail::thread_scratch<detail::PackedActivations, uint8_t>(
+      static_cast<size_t>(laid_out * kernels::decode_scratch_bytes(n)));
+  HWY_DYNAMIC_DISPATCH(MatvecQ8TokensKernel)(w.type, w.data, w.row_bytes(), n, xq_hi, xq_lo, n_tokens, y, row_begin,
+                                             row_end, scratch);
 }
 
 void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,

@@ -540,6 +540,47 @@ TEST_CASE("matvec_q8_two_level equals the sum of the two levels' matvec_q8, for 
   });
 }
 
+TEST_CASE("matvec_q8_tokens gives every token exactly what it gets alone, in one or two levels") {
+  // The batch invariance of decoding sequences rests on this: a token's products must not depend on
+  // how many other tokens share the weight reads, nor on its place among them.
+  for_each_decode_case([](WeightType type, int64_t n) {
+    const int64_t rows = 300;  // more than a kernel's tile of rows at Q4_0 2048 (256 KiB)
+    const TestMatrix m = make_matrix(type, n, rows, 350u + static_cast<uint32_t>(type));
+    for (int64_t n_tokens : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{5}, int64_t{9}, int64_t{17}}) {
+      CAPTURE(n_tokens);
+      const std::vector<float> x = random_floats(static_cast<size_t>(n * n_tokens), 73 + static_cast<uint32_t>(n_tokens));
+      const std::vector<uint8_t> hi = quantize_tokens(x, n, n_tokens);
+      std::vector<uint8_t> lo(hi.size());
+      const int64_t stride = bora::ops::q8_row_bytes(n);
+      for (int64_t t = 0; t < n_tokens; ++t)
+        bora::ops::quantize_residual_q8(x.data() + t * n, hi.data() + t * stride, n, lo.data() + t * stride);
+      for (bool two_level : {false, true}) {
+        CAPTURE(two_level);
+        std::vector<const uint8_t*> hi_rows, lo_rows;
+        std::vector<std::vector<float>> together(static_cast<size_t>(n_tokens), std::vector<float>(rows, -1.0f));
+        std::vector<float*> outputs;
+        for (int64_t t = 0; t < n_tokens; ++t) {
+          hi_rows.push_back(hi.data() + t * stride);
+          lo_rows.push_back(lo.data() + t * stride);
+          outputs.push_back(together[static_cast<size_t>(t)].data());
+        }
+        bora::ops::matvec_q8_tokens(m.view, hi_rows.data(), two_level ? lo_rows.data() : nullptr, n_tokens,
+                                    outputs.data(), 1, rows);
+        for (int64_t t = 0; t < n_tokens; ++t) {
+          std::vector<float> alone(static_cast<size_t>(rows), -1.0f);
+          if (two_level) {
+            bora::ops::matvec_q8_two_level(m.view, hi_rows[static_cast<size_t>(t)], lo_rows[static_cast<size_t>(t)],
+                                           alone.data(), 1, rows);
+          } else {
+            bora::ops::matvec_q8(m.view, hi_rows[static_cast<size_t>(t)], alone.data(), 1, rows);
+          }
+          CHECK(std::memcmp(alone.data(), together[static_cast<size_t>(t)].data(), alone.size() * sizeof(float)) == 0);
+        }
+      }
+    }
+  });
+}
+
 TEST_CASE("float weights meet int8 activations without scratch memory as they do with it") {
   // The unbuffered path is what the buffered ones fall back to when memory runs out: it must write
   // every output, and the same values up to the order of the f32 sums.

@@ -68,13 +68,13 @@ struct RowGroup {
 
 namespace detail {
 // Weight bytes a thread keeps in cache while every single-token row of a batch passes over them.
-constexpr uint64_t kSharedTileBytes = 96 * 1024;
+constexpr uint64_t kSharedTileBytes = 256 * 1024;
 }  // namespace detail
 
 // y = w x for a batch of row groups. Batch invariance rests on one rule: a row's products depend on
-// its group alone. A group of one row (a decoding sequence) always gets the one-token kernel, whatever
-// else is in the batch: those rows are swept over tiles of weight rows that stay in cache, so the
-// weights are read from memory once per step for all of them. A longer group (a chunk of a prompt)
+// its group alone. A group of one row (a decoding sequence) is always computed as the one-token kernel
+// computes it, whatever else is in the batch (ops::matvec_q8_tokens): those rows meet tiles of weight
+// rows that stay in cache, so the weights are read from memory once per step for all of them. A longer group (a chunk of a prompt)
 // goes through the batched kernel by itself, so it too is computed the same way alone or batched.
 // Rows are split across threads and each is computed by one thread the same way whatever the
 // thread count. Float weights always take the exact path.
@@ -88,20 +88,36 @@ inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const
   const int64_t tile_rows = static_cast<int64_t>(std::max<uint64_t>(1, detail::kSharedTileBytes / row_bytes));
   auto output_of = [&](const RowGroup& g) { return g.y != nullptr ? g.y : y_base + g.first_row * rows; };
   pool.parallel_for(rows, [&](int64_t begin, int64_t end, int) {
-    for (int64_t tile = begin; tile < end; tile += tile_rows) {
-      const int64_t tile_end = std::min(end, tile + tile_rows);
-      for (size_t i = 0; i < n_groups; ++i) {
-        const RowGroup& g = groups[i];
+    // Single-token groups, a chunk at a time over tiles of weight rows that stay in cache.
+    constexpr size_t kChunk = 16;
+    const uint8_t* hi[kChunk];
+    const uint8_t* lo[kChunk];
+    const float* exact[kChunk];
+    float* out[kChunk];
+    size_t next = 0;
+    while (next < n_groups) {
+      size_t count = 0;
+      for (; next < n_groups && count < kChunk; ++next) {
+        const RowGroup& g = groups[next];
         if (g.n_rows != 1) continue;
-        float* out = output_of(g);
-        if (fast && two_level) {
-          ops::matvec_q8_two_level(w, x.int8 + g.first_row * q8_bytes, x.int8_residual + g.first_row * q8_bytes, out,
-                                   tile, tile_end);
-        } else if (fast) {
-          ops::matvec_q8(w, x.int8 + g.first_row * q8_bytes, out, tile, tile_end);
+        out[count] = output_of(g);
+        if (fast) {
+          hi[count] = x.int8 + g.first_row * q8_bytes;
+          lo[count] = two_level ? x.int8_residual + g.first_row * q8_bytes : nullptr;
         } else {
-          ops::matvec_f32(w, x.f32 + g.first_row * width, out, tile, tile_end);
+          exact[count] = x.f32 + g.first_row * width;
         }
+        ++count;
+      }
+      if (count == 0) break;
+      if (fast) {
+        // The kernels tile the rows themselves, so each token's activations are prepared once.
+        ops::matvec_q8_tokens(w, hi, two_level ? lo : nullptr, static_cast<int64_t>(count), out, begin, end);
+        continue;
+      }
+      for (int64_t tile = begin; tile < end; tile += tile_rows) {
+        const int64_t tile_end = std::min(end, tile + tile_rows);
+        for (size_t t = 0; t < count; ++t) ops::matvec_f32(w, exact[t], out[t], tile, tile_end);
       }
     }
     for (size_t i = 0; i < n_groups; ++i) {

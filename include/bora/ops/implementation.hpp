@@ -62,6 +62,7 @@ HWY_EXPORT(QuantizeResidualQ8Kernel);
 HWY_EXPORT(MatvecQ8Kernel);
 HWY_EXPORT(MatvecQ8TwoLevelKernel);
 HWY_EXPORT(MatmulQ8Kernel);
+HWY_EXPORT(MatvecQ8TokensKernel);
 
 namespace detail {
 
@@ -228,6 +229,24 @@ void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_
       static_cast<size_t>(kernels::decode_scratch_bytes(n)));
   HWY_DYNAMIC_DISPATCH(MatvecQ8TwoLevelKernel)(w.type, w.data, w.row_bytes(), n, xq_hi, xq_lo, y, row_begin, row_end,
                                                scratch);
+}
+
+void matvec_q8_tokens(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo, int64_t n_tokens,
+                      float* const* y, int64_t row_begin, int64_t row_end) {
+  if (row_end <= row_begin || n_tokens <= 0) return;
+  if (is_float_weight_type(w.type)) {  // the f32 kernels, one token at a time, as alone
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      if (xq_lo != nullptr) matvec_q8_two_level(w, xq_hi[t], xq_lo[t], y[t], row_begin, row_end);
+      else matvec_q8(w, xq_hi[t], y[t], row_begin, row_end);
+    }
+    return;
+  }
+  const int64_t n = w.row_length();
+  const int64_t laid_out = n_tokens < 16 ? n_tokens : 16;  // tokens whose activations a kernel lays out at once
+  uint8_t* scratch = detail::thread_scratch<detail::PackedActivations, uint8_t>(
+      static_cast<size_t>(laid_out * kernels::decode_scratch_bytes(n)));
+  HWY_DYNAMIC_DISPATCH(MatvecQ8TokensKernel)(w.type, w.data, w.row_bytes(), n, xq_hi, xq_lo, n_tokens, y, row_begin,
+                                             row_end, scratch);
 }
 
 void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,

@@ -307,30 +307,41 @@ HWY_INLINE void LayOutActivationsQ4_0(const int8_t* q, int64_t n, int8_t* low, i
   }
 }
 
-// Window w of the period at `first`, whose laid-out activations start at byte `offset`.
+// One token's view of the window kernel: its activation levels, their window layout, and the
+// accumulators of the row being computed.
 template <int kLevels>
-HWY_INLINE void X512Q4_0Window(const uint8_t* first, int w, const int8_t* const* low, const int8_t* const* high,
-                               int64_t offset, __m512 step_first16, __m512 step_last16, __m512& acc) {
-  const __m512i nibble = _mm512_set1_epi8(15);
-  const __m512i raw = _mm512_loadu_si512(first + 64 * w);
-  const __m512i lo = _mm512_and_si512(raw, nibble);
-  const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
+struct Q4_0WindowToken {
+  const quant::Q8ActivationRow* x = nullptr;  // kLevels levels
+  const int8_t* low[2] = {};
+  const int8_t* high[2] = {};
+  __m512 acc[3], offset, step_first16, step_last16;
+};
+
+// Window w of the period at `first` (already loaded and split into nibbles), whose laid-out
+// activations start at byte `offset`, for one token.
+template <int kLevels>
+HWY_INLINE void X512Q4_0Window(__m512i lo, __m512i hi, int w, int64_t offset, Q4_0WindowToken<kLevels>& token) {
   const int64_t at = offset + 64 * w;
-  __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(low[0] + at));
-  sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(high[0] + at));
+  __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(token.low[0] + at));
+  sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(token.high[0] + at));
   if (kLevels == 2) {  // as X512DotLevels: 256 * first level + second, in the second level's units
-    sums = _mm512_dpbusd_epi32(_mm512_slli_epi32(sums, 8), lo, _mm512_loadu_si512(low[1] + at));
-    sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(high[1] + at));
+    sums = _mm512_dpbusd_epi32(_mm512_slli_epi32(sums, 8), lo, _mm512_loadu_si512(token.low[1] + at));
+    sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(token.high[1] + at));
   }
-  const __m512 step = _mm512_permutex2var_ps(step_first16, _mm512_loadu_si512(kQ4_0WindowLayout.block[w]), step_last16);
-  acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), step, acc);
+  const __m512 step =
+      _mm512_permutex2var_ps(token.step_first16, _mm512_loadu_si512(kQ4_0WindowLayout.block[w]), token.step_last16);
+  token.acc[w % 3] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), step, token.acc[w % 3]);
 }
 
-template <int kLevels>
-HWY_INLINE float X512RowDotQ4_0Windows(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x,
-                                       const int8_t* const* low, const int8_t* const* high) {
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps();
-  __m512 offset = _mm512_setzero_ps();
+// One row against T tokens: each window is loaded and split once for all of them, and every token's
+// sums run exactly as they would alone (T = 1), so a token's result does not depend on T.
+template <int kLevels, int T>
+HWY_INLINE void X512RowDotQ4_0Windows(const uint8_t* row, int64_t n, Q4_0WindowToken<kLevels>* tokens, float* out) {
+  for (int t = 0; t < T; ++t) {
+    tokens[t].acc[0] = tokens[t].acc[1] = tokens[t].acc[2] = _mm512_setzero_ps();
+    tokens[t].offset = _mm512_setzero_ps();
+  }
+  const __m512i nibble = _mm512_set1_epi8(15);
   const int64_t blocks = n / 32;
   for (int64_t b = 0; b < blocks; b += 32) {
     const uint8_t* first = row + b * 18;
@@ -339,47 +350,83 @@ HWY_INLINE float X512RowDotQ4_0Windows(const uint8_t* row, int64_t n, const quan
     const __m512 dw_first16 = X512GroupScales<18>(first);
     const __m512 dw_last16 = blocks - b >= 34 ? X512GroupScales<18>(first + 16 * 18)
                                               : X512BlockScales<18>(first + 16 * 18, static_cast<__mmask16>(0xFFFF));
-    const float* dx = X512LevelScales<kLevels>(x) + b;
-    auto d_sum = [&](int64_t at) {
-      return kLevels == 2 ? _mm512_add_ps(_mm512_loadu_ps(x[0].d_sum + at), _mm512_loadu_ps(x[1].d_sum + at))
-                          : _mm512_loadu_ps(x[0].d_sum + at);
-    };
-    offset = _mm512_fmadd_ps(dw_first16, d_sum(b), offset);
-    offset = _mm512_fmadd_ps(dw_last16, d_sum(b + 16), offset);
-    const __m512 step_first16 = _mm512_mul_ps(dw_first16, _mm512_loadu_ps(dx));
-    const __m512 step_last16 = _mm512_mul_ps(dw_last16, _mm512_loadu_ps(dx + 16));
+    for (int t = 0; t < T; ++t) {
+      Q4_0WindowToken<kLevels>& token = tokens[t];
+      const quant::Q8ActivationRow* x = token.x;
+      const float* dx = X512LevelScales<kLevels>(x) + b;
+      auto d_sum = [&](int64_t at) {
+        return kLevels == 2 ? _mm512_add_ps(_mm512_loadu_ps(x[0].d_sum + at), _mm512_loadu_ps(x[1].d_sum + at))
+                            : _mm512_loadu_ps(x[0].d_sum + at);
+      };
+      token.offset = _mm512_fmadd_ps(dw_first16, d_sum(b), token.offset);
+      token.offset = _mm512_fmadd_ps(dw_last16, d_sum(b + 16), token.offset);
+      token.step_first16 = _mm512_mul_ps(dw_first16, _mm512_loadu_ps(dx));
+      token.step_last16 = _mm512_mul_ps(dw_last16, _mm512_loadu_ps(dx + 16));
+    }
     const int64_t at = b * 18;
-    X512Q4_0Window<kLevels>(first, 0, low, high, at, step_first16, step_last16, acc0);
-    X512Q4_0Window<kLevels>(first, 1, low, high, at, step_first16, step_last16, acc1);
-    X512Q4_0Window<kLevels>(first, 2, low, high, at, step_first16, step_last16, acc2);
-    X512Q4_0Window<kLevels>(first, 3, low, high, at, step_first16, step_last16, acc0);
-    X512Q4_0Window<kLevels>(first, 4, low, high, at, step_first16, step_last16, acc1);
-    X512Q4_0Window<kLevels>(first, 5, low, high, at, step_first16, step_last16, acc2);
-    X512Q4_0Window<kLevels>(first, 6, low, high, at, step_first16, step_last16, acc0);
-    X512Q4_0Window<kLevels>(first, 7, low, high, at, step_first16, step_last16, acc1);
-    X512Q4_0Window<kLevels>(first, 8, low, high, at, step_first16, step_last16, acc2);
+    HWY_UNROLL(9)
+    for (int w = 0; w < 9; ++w) {
+      const __m512i raw = _mm512_loadu_si512(first + 64 * w);
+      const __m512i lo = _mm512_and_si512(raw, nibble);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
+      for (int t = 0; t < T; ++t) X512Q4_0Window<kLevels>(lo, hi, w, at, tokens[t]);
+    }
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, _mm512_add_ps(acc1, acc2))) - 8.0f * _mm512_reduce_add_ps(offset);
+  for (int t = 0; t < T; ++t) {
+    const Q4_0WindowToken<kLevels>& token = tokens[t];
+    out[t] = _mm512_reduce_add_ps(_mm512_add_ps(token.acc[0], _mm512_add_ps(token.acc[1], token.acc[2]))) -
+             8.0f * _mm512_reduce_add_ps(token.offset);
+  }
 }
 
-// y[r] for Q4_0 rows [row_begin, row_end) with the window kernel when it applies (returns false otherwise);
-// `scratch` holds kernels::decode_scratch_bytes(n) bytes, or is null.
+// y[t][r] for Q4_0 rows [row_begin, row_end) and n_tokens tokens (x[t]: that token's kLevels levels)
+// with the window kernel when it applies (returns false otherwise). `scratch` holds n_tokens *
+// kernels::decode_scratch_bytes(n) bytes, or is null. Up to four tokens share each row's decoding;
+// each token's sums are the same whatever n_tokens.
 template <int kLevels>
-HWY_INLINE bool MatvecQ4_0Windows(const uint8_t* data, uint64_t row_bytes, int64_t n, const quant::Q8ActivationRow* x,
-                                  float* y, int64_t row_begin, int64_t row_end, uint8_t* scratch_bytes) {
+HWY_INLINE bool MatvecQ4_0Windows(const uint8_t* data, uint64_t row_bytes, int64_t n,
+                                  const quant::Q8ActivationRow* const* x, int64_t n_tokens, float* const* y,
+                                  int64_t row_begin, int64_t row_end, uint8_t* scratch_bytes) {
   if (n % kQ4_0WindowValues != 0 || scratch_bytes == nullptr) return false;
+  constexpr int kMaxTokens = 4;
   const size_t level_bytes = static_cast<size_t>(n / 32 * 18);
   int8_t* scratch = reinterpret_cast<int8_t*>(scratch_bytes);
-  const int8_t* low[2] = {};
-  const int8_t* high[2] = {};
-  for (int level = 0; level < kLevels; ++level) {
-    int8_t* l = scratch + 2 * level * level_bytes;
-    LayOutActivationsQ4_0(x[level].q, n, l, l + level_bytes);
-    low[level] = l;
-    high[level] = l + level_bytes;
+  // Each token's activations are laid out once; then tiles of rows small enough to stay in L2 meet
+  // every group of (up to) four tokens, so the weights come from memory once for all the tokens.
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int level = 0; level < kLevels; ++level) {
+      int8_t* l = scratch + static_cast<size_t>(2 * (t * kLevels + level)) * level_bytes;
+      LayOutActivationsQ4_0(x[t][level].q, n, l, l + level_bytes);
+    }
   }
-  for (int64_t r = row_begin; r < row_end; ++r)
-    y[r] = X512RowDotQ4_0Windows<kLevels>(data + static_cast<uint64_t>(r) * row_bytes, n, x, low, high);
+  const int64_t tile_rows = n_tokens <= kMaxTokens ? row_end - row_begin
+                                                   : static_cast<int64_t>((256 * 1024) / row_bytes + 1);
+  for (int64_t tile = row_begin; tile < row_end; tile += tile_rows) {
+    const int64_t tile_end = row_end - tile < tile_rows ? row_end : tile + tile_rows;
+    for (int64_t first_token = 0; first_token < n_tokens; first_token += kMaxTokens) {
+      const int count = static_cast<int>(n_tokens - first_token < kMaxTokens ? n_tokens - first_token : kMaxTokens);
+      Q4_0WindowToken<kLevels> tokens[kMaxTokens];
+      for (int t = 0; t < count; ++t) {
+        tokens[t].x = x[first_token + t];
+        for (int level = 0; level < kLevels; ++level) {
+          const int8_t* l = scratch + static_cast<size_t>(2 * ((first_token + t) * kLevels + level)) * level_bytes;
+          tokens[t].low[level] = l;
+          tokens[t].high[level] = l + level_bytes;
+        }
+      }
+      float out[kMaxTokens];
+      for (int64_t r = tile; r < tile_end; ++r) {
+        const uint8_t* row = data + static_cast<uint64_t>(r) * row_bytes;
+        switch (count) {
+          case 4: X512RowDotQ4_0Windows<kLevels, 4>(row, n, tokens, out); break;
+          case 3: X512RowDotQ4_0Windows<kLevels, 3>(row, n, tokens, out); break;
+          case 2: X512RowDotQ4_0Windows<kLevels, 2>(row, n, tokens, out); break;
+          default: X512RowDotQ4_0Windows<kLevels, 1>(row, n, tokens, out); break;
+        }
+        for (int t = 0; t < count; ++t) y[first_token + t][r] = out[t];
+      }
+    }
+  }
   return true;
 }
 

@@ -213,7 +213,9 @@ inline void MatvecQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_by
                            const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end, uint8_t* scratch) {
   const quant::Q8ActivationRow x = quant::q8_activation_view(xq, n);
 #if BORA_OPS_X86_VNNI
-  if (type == WeightType::kQ4_0 && MatvecQ4_0Windows<1>(data, row_bytes, n, &x, y, row_begin, row_end, scratch)) return;
+  const quant::Q8ActivationRow* levels = &x;
+  if (type == WeightType::kQ4_0 && MatvecQ4_0Windows<1>(data, row_bytes, n, &levels, 1, &y, row_begin, row_end, scratch))
+    return;
 #else
   (void)scratch;
 #endif
@@ -230,7 +232,9 @@ inline void MatvecQ8TwoLevelKernel(WeightType type, const uint8_t* data, uint64_
                                    int64_t row_end, uint8_t* scratch) {
   const quant::Q8ActivationRow x[2] = {quant::q8_activation_view(xq_hi, n), quant::q8_activation_view(xq_lo, n)};
 #if BORA_OPS_X86_VNNI
-  if (type == WeightType::kQ4_0 && MatvecQ4_0Windows<2>(data, row_bytes, n, x, y, row_begin, row_end, scratch)) return;
+  const quant::Q8ActivationRow* levels = x;
+  if (type == WeightType::kQ4_0 && MatvecQ4_0Windows<2>(data, row_bytes, n, &levels, 1, &y, row_begin, row_end, scratch))
+    return;
 #else
   (void)scratch;
 #endif
@@ -248,6 +252,48 @@ inline void MatvecQ8TwoLevelKernel(WeightType type, const uint8_t* data, uint64_
 #endif
     }
   });
+}
+
+// Several tokens, each computed exactly as MatvecQ8Kernel (xq_lo null) or MatvecQ8TwoLevelKernel
+// computes it alone, so a decoding sequence's products do not depend on its batch mates; where a
+// kernel takes several tokens at once (the Q4_0 window kernel), each weight row is decoded once for
+// them. `scratch`: n_tokens * kernels::decode_scratch_bytes(n) bytes, or null.
+inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
+                                 const uint8_t* const* xq_hi, const uint8_t* const* xq_lo, int64_t n_tokens,
+                                 float* const* y, int64_t row_begin, int64_t row_end, uint8_t* scratch) {
+#if BORA_OPS_X86_VNNI
+  if (type == WeightType::kQ4_0 && n % kQ4_0WindowValues == 0 && scratch != nullptr) {
+    constexpr int64_t kChunk = 16;
+    quant::Q8ActivationRow views[kChunk][2];
+    const quant::Q8ActivationRow* levels[kChunk];
+    for (int64_t first = 0; first < n_tokens; first += kChunk) {
+      const int64_t count = n_tokens - first < kChunk ? n_tokens - first : kChunk;
+      for (int64_t t = 0; t < count; ++t) {
+        views[t][0] = quant::q8_activation_view(xq_hi[first + t], n);
+        if (xq_lo != nullptr) views[t][1] = quant::q8_activation_view(xq_lo[first + t], n);
+        levels[t] = views[t];
+      }
+      if (xq_lo != nullptr) {
+        MatvecQ4_0Windows<2>(data, row_bytes, n, levels, count, y + first, row_begin, row_end, scratch);
+      } else {
+        MatvecQ4_0Windows<1>(data, row_bytes, n, levels, count, y + first, row_begin, row_end, scratch);
+      }
+    }
+    return;
+  }
+#endif
+  // Elsewhere one token at a time over small groups of rows, which stay in L1 for the next token.
+  constexpr int64_t kRows = 16;
+  for (int64_t r = row_begin; r < row_end; r += kRows) {
+    const int64_t end = row_end - r < kRows ? row_end : r + kRows;
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      if (xq_lo != nullptr) {
+        MatvecQ8TwoLevelKernel(type, data, row_bytes, n, xq_hi[t], xq_lo[t], y[t], r, end, scratch);
+      } else {
+        MatvecQ8Kernel(type, data, row_bytes, n, xq_hi[t], y[t], r, end, scratch);
+      }
+    }
+  }
 }
 
 #if BORA_OPS_X86_VNNI

@@ -72,6 +72,12 @@ void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_
 // allocated, so running out of memory never leaves an output unwritten.
 void matvec_q8_float_weights_unbuffered(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, float* y,
                                         int64_t row_begin, int64_t row_end);
+// Several tokens decoding at once: token t's products, y[t][r], are bit-identical to what matvec_q8
+// (xq_lo null) or matvec_q8_two_level gives for it alone, whatever the other tokens, so batching
+// decoding sequences changes no result; where the target allows, each weight row is decoded once
+// for several tokens.
+void matvec_q8_tokens(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo, int64_t n_tokens,
+                      float* const* y, int64_t row_begin, int64_t row_end);
 // Token t's quantized row starts at xq + t * q8_row_bytes(w.row_length()); y as in matmul_f32.
 void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
                int64_t row_begin, int64_t row_end);
