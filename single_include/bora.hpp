@@ -1053,18 +1053,19 @@ HWY_INLINE void X512RowDotQ4_0Windows(const uint8_t* row, int64_t n, Q4_0WindowT
 
 // y[t][r] for Q4_0 rows [row_begin, row_end) and n_tokens tokens (x[t]: that token's kLevels levels)
 // with the window kernel when it applies (returns false otherwise). `scratch` holds n_tokens *
-// kernels::decode_scratch_bytes(n) bytes, or is null. Up to four tokens share each row's decoding;
+// kernels::decode_scratch_bytes(n) bytes, or is null. Two tokens at a time share each row's decoding;
 // each token's sums are the same whatever n_tokens.
 template <int kLevels>
 HWY_INLINE bool MatvecQ4_0Windows(const uint8_t* data, uint64_t row_bytes, int64_t n,
                                   const quant::Q8ActivationRow* const* x, int64_t n_tokens, float* const* y,
                                   int64_t row_begin, int64_t row_end, uint8_t* scratch_bytes) {
   if (n % kQ4_0WindowValues != 0 || scratch_bytes == nullptr) return false;
-  constexpr int kMaxTokens = 4;
+  // Two tokens at a time: at four, their accumulators no longer fit in registers (measured slower).
+  constexpr int kMaxTokens = 2;
   const size_t level_bytes = static_cast<size_t>(n / 32 * 18);
   int8_t* scratch = reinterpret_cast<int8_t*>(scratch_bytes);
   // Each token's activations are laid out once; then tiles of rows small enough to stay in L2 meet
-  // every group of (up to) four tokens, so the weights come from memory once for all the tokens.
+  // every pair of tokens, so the weights come from memory once for all the tokens.
   for (int64_t t = 0; t < n_tokens; ++t) {
     for (int level = 0; level < kLevels; ++level) {
       int8_t* l = scratch + static_cast<size_t>(2 * (t * kLevels + level)) * level_bytes;
@@ -1089,12 +1090,8 @@ HWY_INLINE bool MatvecQ4_0Windows(const uint8_t* data, uint64_t row_bytes, int64
       float out[kMaxTokens];
       for (int64_t r = tile; r < tile_end; ++r) {
         const uint8_t* row = data + static_cast<uint64_t>(r) * row_bytes;
-        switch (count) {
-          case 4: X512RowDotQ4_0Windows<kLevels, 4>(row, n, tokens, out); break;
-          case 3: X512RowDotQ4_0Windows<kLevels, 3>(row, n, tokens, out); break;
-          case 2: X512RowDotQ4_0Windows<kLevels, 2>(row, n, tokens, out); break;
-          default: X512RowDotQ4_0Windows<kLevels, 1>(row, n, tokens, out); break;
-        }
+        if (count == 2) X512RowDotQ4_0Windows<kLevels, 2>(row, n, tokens, out);
+        else X512RowDotQ4_0Windows<kLevels, 1>(row, n, tokens, out);
         for (int t = 0; t < count; ++t) y[first_token + t][r] = out[t];
       }
     }
