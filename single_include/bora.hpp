@@ -28,6 +28,7 @@
 //   k_quants-inl.h       Q4_K and Q5_K
 //   q6_k-inl.h           Q6_K
 //   matmul-inl.h         per-type dispatch, matrix x vector and the batched (prompt) tiling
+//   peak-inl.h           the core's int8 multiply-accumulate rate (for benchmarks)
 // Nothing here is called directly: ops.hpp's functions dispatch to the best target the CPU supports.
 
 #if defined(BORA_OPS_KERNELS_INL_H_) == defined(HWY_TARGET_TOGGLE)
@@ -2251,6 +2252,131 @@ BORA_OPS_AFTER_NAMESPACE();
 
 #endif  // BORA_OPS_MATMUL_INL_H_ toggle
 // ---- end bora/ops/matmul-inl.h -----------------------------------------------------------------------
+// ---- begin bora/ops/peak-inl.h -----------------------------------------------------------------------
+// Why this file exists: how fast can this core multiply int8 by int8 at all? Prompt processing and
+// batched decoding are bounded by that rate rather than by memory, so examples/bench measures it
+// (ops::int8_dot_peak) to say how much of it they reach. The kernel issues the same instruction the
+// int8 weight kernels are built on for the target (vpdpbusd with VNNI, maddubs + madd on AVX2, widening
+// int16 multiply-adds elsewhere), from registers only. Compiled once per target (toggle guard).
+
+#include <cstdint>
+
+#if defined(BORA_OPS_PEAK_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef BORA_OPS_PEAK_INL_H_
+#undef BORA_OPS_PEAK_INL_H_
+#else
+#define BORA_OPS_PEAK_INL_H_
+#endif
+
+#include <hwy/highway.h>
+
+
+BORA_OPS_BEFORE_NAMESPACE();
+namespace bora {
+namespace ops {
+namespace HWY_NAMESPACE {
+
+#if !BORA_OPS_X86_INT8 && HWY_TARGET != HWY_SCALAR
+// One widening multiply-add on a chain whose own sum is its next multiplicand, so the compiler can
+// neither hoist the product out of the loop nor share it between chains.
+template <class D32, class V16>
+HWY_INLINE void PeakStep(D32 d32, V16 b, hn::Vec<D32>& sum0, hn::Vec<D32>& sum1) {
+  const hn::Repartition<int16_t, D32> d16;
+  sum0 = hn::ReorderWidenMulAccumulate(d32, hn::BitCast(d16, sum0), b, sum0, sum1);
+}
+#endif
+
+// Runs `rounds` rounds of int8 products on independent accumulator chains (enough of them to cover
+// the instruction's latency) and returns the multiply-accumulates done. *checksum receives the sum
+// of the accumulators, so the work cannot be optimised away; `seed` keeps the inputs unknown at
+// compile time. Integer sums wrap, which the instructions define.
+inline int64_t Int8DotPeakKernel(int64_t rounds, int32_t seed, uint32_t* checksum) {
+#if BORA_OPS_X86_VNNI
+  // vpdpbusd accumulates in place, so loop-invariant inputs cannot be hoisted: 64 products each.
+  constexpr int kChains = 16;
+  __m512i acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_epi32(seed + i);
+  const __m512i u = _mm512_set1_epi8(static_cast<char>(seed | 1));
+  const __m512i s = _mm512_set1_epi8(static_cast<char>(3 - seed));
+  for (int64_t r = 0; r < rounds; ++r) {
+    HWY_UNROLL(16)
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], u, s);
+  }
+  __m512i total = acc[0];
+  for (int i = 1; i < kChains; ++i) total = _mm512_add_epi32(total, acc[i]);
+  HWY_ALIGN uint32_t lanes[16];
+  _mm512_store_si512(lanes, total);
+  uint32_t sum = 0;
+  for (uint32_t lane : lanes) sum += lane;
+  *checksum = sum;
+  return rounds * kChains * 64;
+#elif BORA_OPS_X86_INT8
+  // maddubs + madd + add per 32 products (X86DotU8S8), each chain's sum being its next unsigned
+  // input. Ten chains nearly cover the ~11-cycle chain and, with the constants and temporaries, fit
+  // the 16 registers (twelve spill, which is slower).
+  constexpr int kChains = 10;
+  __m256i acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_epi32(seed + i);
+  const __m256i s = _mm256_set1_epi8(static_cast<char>(seed | 1));
+  for (int64_t r = 0; r < rounds; ++r) {
+    HWY_UNROLL(10)
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm256_add_epi32(acc[i], X86DotU8S8(acc[i], s));
+  }
+  __m256i total = acc[0];
+  for (int i = 1; i < kChains; ++i) total = _mm256_add_epi32(total, acc[i]);
+  HWY_ALIGN uint32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), total);
+  uint32_t sum = 0;
+  for (uint32_t lane : lanes) sum += lane;
+  *checksum = sum;
+  return rounds * kChains * 32;
+#elif HWY_TARGET == HWY_SCALAR
+  // No vectors (and no int16 lanes the size of an int32 one to feed back): one product per chain step.
+  constexpr int kChains = 12;
+  uint32_t acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = static_cast<uint32_t>(seed + i);
+  const int32_t b = seed | 1;
+  for (int64_t r = 0; r < rounds; ++r) {
+    HWY_UNROLL(12)
+    for (int i = 0; i < kChains; ++i) acc[i] += static_cast<uint32_t>(static_cast<int16_t>(acc[i]) * b);
+  }
+  uint32_t sum = 0;
+  for (uint32_t value : acc) sum += value;
+  *checksum = sum;
+  return rounds * kChains;
+#else
+  // int8 values widened to int16, as the portable DotI8 does: one product per int16 lane. Twelve
+  // named chains, as scalable vectors cannot live in arrays.
+  const hn::ScalableTag<int32_t> d32;
+  const hn::Repartition<int16_t, decltype(d32)> d16;
+  const hn::Repartition<uint32_t, decltype(d32)> du32;
+  const auto b = hn::Set(d16, static_cast<int16_t>(seed | 1));
+  auto s0 = hn::Set(d32, seed), s1 = hn::Set(d32, seed + 1), s2 = hn::Set(d32, seed + 2), s3 = hn::Set(d32, seed + 3);
+  auto s4 = hn::Set(d32, seed + 4), s5 = hn::Set(d32, seed + 5), s6 = hn::Set(d32, seed + 6), s7 = hn::Set(d32, seed + 7);
+  auto s8 = hn::Set(d32, seed + 8), s9 = hn::Set(d32, seed + 9), s10 = hn::Set(d32, seed + 10), s11 = hn::Set(d32, seed + 11);
+  auto t0 = hn::Zero(d32), t1 = hn::Zero(d32), t2 = hn::Zero(d32), t3 = hn::Zero(d32), t4 = hn::Zero(d32), t5 = hn::Zero(d32);
+  auto t6 = hn::Zero(d32), t7 = hn::Zero(d32), t8 = hn::Zero(d32), t9 = hn::Zero(d32), t10 = hn::Zero(d32), t11 = hn::Zero(d32);
+  for (int64_t r = 0; r < rounds; ++r) {
+    PeakStep(d32, b, s0, t0); PeakStep(d32, b, s1, t1); PeakStep(d32, b, s2, t2); PeakStep(d32, b, s3, t3);
+    PeakStep(d32, b, s4, t4); PeakStep(d32, b, s5, t5); PeakStep(d32, b, s6, t6); PeakStep(d32, b, s7, t7);
+    PeakStep(d32, b, s8, t8); PeakStep(d32, b, s9, t9); PeakStep(d32, b, s10, t10); PeakStep(d32, b, s11, t11);
+  }
+  auto total = hn::Add(hn::Add(hn::Add(s0, s1), hn::Add(s2, s3)), hn::Add(hn::Add(s4, s5), hn::Add(s6, s7)));
+  total = hn::Add(total, hn::Add(hn::Add(s8, s9), hn::Add(s10, s11)));
+  auto rest = hn::Add(hn::Add(hn::Add(t0, t1), hn::Add(t2, t3)), hn::Add(hn::Add(t4, t5), hn::Add(t6, t7)));
+  total = hn::Add(total, hn::Add(rest, hn::Add(hn::Add(t8, t9), hn::Add(t10, t11))));
+  *checksum = hn::GetLane(hn::SumOfLanes(du32, hn::BitCast(du32, total)));
+  return rounds * 12 * static_cast<int64_t>(hn::Lanes(d16));
+#endif
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace ops
+}  // namespace bora
+BORA_OPS_AFTER_NAMESPACE();
+
+#endif  // BORA_OPS_PEAK_INL_H_ toggle
+// ---- end bora/ops/peak-inl.h -------------------------------------------------------------------------
 
 #endif  // BORA_OPS_KERNELS_INL_H_ toggle
 // ---- end bora/ops/kernels-inl.h ----------------------------------------------------------------------
@@ -6058,6 +6184,12 @@ const char* simd_target_name();
 // translation unit (one bit with BORA_STATIC_DISPATCH). Tests intersect it with the CPU's targets
 // and force each in turn with hwy::SetSupportedTargetsForTest.
 int64_t simd_compiled_targets();
+
+// Multiply-accumulates per second of int8 x int8 into int32 that the calling thread reaches for
+// `seconds` (after a warm-up of a quarter of that), with the instruction the int8 weight kernels
+// use on this target, from registers only: the ceiling of prompt processing and batched decoding,
+// as memory bandwidth is that of decoding one stream. Run it on several threads at once for theirs.
+double int8_dot_peak(double seconds);
 
 // ---- fast path: int8 activations (approximate) --------------------------------------------------
 // Activations are quantized once per token into blocks of 32 int8 sharing one f32 scale (layout in
@@ -10859,6 +10991,7 @@ inline Expected<std::unique_ptr<LanguageModel>> load_any(const std::string& path
 #define HWY_WANT_AVX3_DL
 #endif
 
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -10940,6 +11073,7 @@ HWY_EXPORT(MatvecQ8Kernel);
 HWY_EXPORT(MatvecQ8TwoLevelKernel);
 HWY_EXPORT(MatmulQ8Kernel);
 HWY_EXPORT(MatvecQ8TokensKernel);
+HWY_EXPORT(Int8DotPeakKernel);
 
 namespace detail {
 
@@ -11052,6 +11186,30 @@ void f16_to_f32(const uint16_t* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(F
 const char* simd_target_name() { return HWY_DYNAMIC_DISPATCH(TargetNameKernel)(); }
 
 int64_t simd_compiled_targets() { return HWY_TARGETS; }
+
+double int8_dot_peak(double seconds) {
+  using Clock = std::chrono::steady_clock;
+  constexpr int64_t kRounds = 4096;  // a fraction of a millisecond per call on any target
+  auto elapsed_since = [](Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); };
+  uint32_t checksum = 0, part = 0;
+  // The warm-up lets the wide units power up and the clock settle where they keep it.
+  const Clock::time_point warm_up = Clock::now();
+  do {
+    HWY_DYNAMIC_DISPATCH(Int8DotPeakKernel)(kRounds, 1, &part);
+    checksum += part;
+  } while (elapsed_since(warm_up) < seconds / 4);
+  int64_t macs = 0;
+  double elapsed = 0;
+  const Clock::time_point start = Clock::now();
+  do {
+    macs += HWY_DYNAMIC_DISPATCH(Int8DotPeakKernel)(kRounds, static_cast<int32_t>(macs & 0xFF), &part);
+    checksum += part;
+    elapsed = elapsed_since(start);
+  } while (elapsed < seconds);
+  volatile uint32_t keep = checksum;  // the sums are used, so no call can be dropped
+  (void)keep;
+  return static_cast<double>(macs) / elapsed;
+}
 
 int64_t q8_row_bytes(int64_t n) { return quant::q8_activation_row_bytes(n); }
 

@@ -17,6 +17,7 @@
 #define HWY_WANT_AVX3_DL
 #endif
 
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -63,6 +64,7 @@ HWY_EXPORT(MatvecQ8Kernel);
 HWY_EXPORT(MatvecQ8TwoLevelKernel);
 HWY_EXPORT(MatmulQ8Kernel);
 HWY_EXPORT(MatvecQ8TokensKernel);
+HWY_EXPORT(Int8DotPeakKernel);
 
 namespace detail {
 
@@ -175,6 +177,30 @@ void f16_to_f32(const uint16_t* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(F
 const char* simd_target_name() { return HWY_DYNAMIC_DISPATCH(TargetNameKernel)(); }
 
 int64_t simd_compiled_targets() { return HWY_TARGETS; }
+
+double int8_dot_peak(double seconds) {
+  using Clock = std::chrono::steady_clock;
+  constexpr int64_t kRounds = 4096;  // a fraction of a millisecond per call on any target
+  auto elapsed_since = [](Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); };
+  uint32_t checksum = 0, part = 0;
+  // The warm-up lets the wide units power up and the clock settle where they keep it.
+  const Clock::time_point warm_up = Clock::now();
+  do {
+    HWY_DYNAMIC_DISPATCH(Int8DotPeakKernel)(kRounds, 1, &part);
+    checksum += part;
+  } while (elapsed_since(warm_up) < seconds / 4);
+  int64_t macs = 0;
+  double elapsed = 0;
+  const Clock::time_point start = Clock::now();
+  do {
+    macs += HWY_DYNAMIC_DISPATCH(Int8DotPeakKernel)(kRounds, static_cast<int32_t>(macs & 0xFF), &part);
+    checksum += part;
+    elapsed = elapsed_since(start);
+  } while (elapsed < seconds);
+  volatile uint32_t keep = checksum;  // the sums are used, so no call can be dropped
+  (void)keep;
+  return static_cast<double>(macs) / elapsed;
+}
 
 int64_t q8_row_bytes(int64_t n) { return quant::q8_activation_row_bytes(n); }
 

@@ -10,6 +10,7 @@
 //   k_quants-inl.h       Q4_K and Q5_K
 //   q6_k-inl.h           Q6_K
 //   matmul-inl.h         per-type dispatch, matrix x vector and the batched (prompt) tiling
+//   peak-inl.h           the core's int8 multiply-accumulate rate (for benchmarks)
 // Nothing here is called directly: ops.hpp's functions dispatch to the best target the CPU supports.
 
 #if defined(BORA_OPS_KERNELS_INL_H_) == defined(HWY_TARGET_TOGGLE)
@@ -28,5 +29,6 @@
 #include "bora/ops/k_quants-inl.h"
 #include "bora/ops/q6_k-inl.h"
 #include "bora/ops/matmul-inl.h"
+#include "bora/ops/peak-inl.h"
 
 #endif  // BORA_OPS_KERNELS_INL_H_ toggle

@@ -48,6 +48,12 @@ const char* simd_target_name();
 // and force each in turn with hwy::SetSupportedTargetsForTest.
 int64_t simd_compiled_targets();
 
+// Multiply-accumulates per second of int8 x int8 into int32 that the calling thread reaches for
+// `seconds` (after a warm-up of a quarter of that), with the instruction the int8 weight kernels
+// use on this target, from registers only: the ceiling of prompt processing and batched decoding,
+// as memory bandwidth is that of decoding one stream. Run it on several threads at once for theirs.
+double int8_dot_peak(double seconds);
+
 // ---- fast path: int8 activations (approximate) --------------------------------------------------
 // Activations are quantized once per token into blocks of 32 int8 sharing one f32 scale (layout in
 // quant/q8_activations.hpp) and reused by every matrix that reads them; weights of type Q8_0, Q4_0,
