@@ -69,17 +69,6 @@ std::string json_string(std::string_view text) {
 }
 
 // The chat template the model's files imply, as Session::chat_template() finds it.
-bora::ChatTemplate model_chat_template(const bora::LanguageModel& model, const bora::Tokenizer& tokenizer) {
-  std::string declared;
-  if (const bora::GgufFile* gguf = model.files().gguf()) {
-    if (gguf->find("tokenizer.chat_template") != nullptr) {
-      auto text = gguf->get_string("tokenizer.chat_template");
-      if (text) declared = *text;
-    }
-  }
-  return bora::detect_chat_template(tokenizer.vocabulary(), declared);
-}
-
 // --prompts: every prompt through one scheduler, at most `parallel` at once; one JSON line each, in order.
 int run_prompts(const bora::LanguageModel& model, const std::vector<std::string>& prompts, bool chat, int parallel,
                 const example_args::GenerationOptions& options) {
@@ -96,7 +85,7 @@ int run_prompts(const bora::LanguageModel& model, const std::vector<std::string>
   params.n_batch = std::max<int64_t>(512, parallel + params.prefill_chunk);
   auto scheduler = model.scheduler(params);
   if (!scheduler) { std::fprintf(stderr, "generate: %s\n", scheduler.error().message()); return 1; }
-  const bora::ChatTemplate chat_template = chat ? model_chat_template(model, *tokenizer) : bora::ChatTemplate{};
+  const bora::ChatTemplate chat_template = chat ? bora::chat_template_for(model.files(), *tokenizer) : bora::ChatTemplate{};
 
   // Queued in file order, which is the order the scheduler admits them in.
   std::vector<bora::Expected<bora::SequenceId>> submitted;
@@ -111,6 +100,7 @@ int run_prompts(const bora::LanguageModel& model, const std::vector<std::string>
         continue;
       }
       request.tokens = std::move(*ids);
+      request.starts_text = true;  // a reply is a text of its own
     } else {
       request.prompt = prompt;
     }
@@ -144,9 +134,6 @@ int run_prompts(const bora::LanguageModel& model, const std::vector<std::string>
         print_line("error", status->error ? "the sequence failed" : status->error.error().message());
         continue;
       }
-      // A reply begins a text of its own, so its first piece's leading space goes, as Session::chat
-      // drops it (the scheduler keeps it: it continues the prompt's text).
-      if (chat && !text.empty() && text[0] == ' ') text.erase(0, 1);
       print_line("text", text);
     }
   };

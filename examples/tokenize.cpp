@@ -77,12 +77,7 @@ int main(int argc, char** argv) {
     if (!loaded) return fail(loaded.error().message());
     tokenizer = *loaded;
     if (!tokenizer) return fail(source + " has no tokenizer");
-    if (const bora::GgufFile* gguf = files->gguf()) {
-      if (gguf->find("tokenizer.chat_template")) {
-        auto t = gguf->get_string("tokenizer.chat_template");
-        if (t) declared_template = *t;
-      }
-    }
+    declared_template = bora::declared_chat_template(*files);
   } else {
     auto loaded = bora::Tokenizer::from_file(source);
     if (!loaded) return fail(loaded.error().message());

@@ -22,8 +22,10 @@
 #include <vector>
 
 #include "bora/base/expected.hpp"
-#include "bora/text/tokenizer.hpp"
+#include "bora/io/gguf.hpp"
+#include "bora/io/model_files.hpp"
 #include "bora/io/vocabulary.hpp"
+#include "bora/text/tokenizer.hpp"
 
 namespace bora {
 
@@ -90,6 +92,19 @@ inline ChatTemplate detect_chat_template(const Vocabulary& vocab, std::string_vi
   }
   if (gguf_chat_template.find("call_id") != std::string_view::npos) return ChatTemplate::kMistralV3;
   return ChatTemplate::kMistralV2;
+}
+
+// The chat template a GGUF file declares (its tokenizer.chat_template text), or "" for other files.
+inline std::string declared_chat_template(const ModelFiles& files) {
+  const GgufFile* gguf = files.gguf();
+  if (gguf == nullptr || gguf->find("tokenizer.chat_template") == nullptr) return std::string();
+  auto text = gguf->get_string("tokenizer.chat_template");
+  return text ? *text : std::string();
+}
+
+// The template a model's files imply: its tokenizer's control pieces and the GGUF's declared text.
+inline ChatTemplate chat_template_for(const ModelFiles& files, const Tokenizer& tokenizer) {
+  return detect_chat_template(tokenizer.vocabulary(), declared_chat_template(files));
 }
 
 // Renders a conversation into token ids (starting with BOS).

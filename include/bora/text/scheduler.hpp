@@ -48,6 +48,9 @@ struct Request {
   int64_t sliding_window = -1;  // as SequenceParams
   // Keep the KV cache when the sequence finishes, so fork() can continue it; release() frees it.
   bool keep = false;
+  // The output is a text of its own (a chat reply), so its first piece's leading space is dropped as
+  // Session::chat does; false continues the prompt's text (a completion keeps " Paris").
+  bool starts_text = false;
   // Each piece of text as it is produced; return false to stop this sequence (kCallback).
   std::function<bool(SequenceId, std::string_view piece)> on_piece;
   // The logits each token is sampled from, before sampling; they may be changed (a grammar mask).
@@ -408,8 +411,7 @@ class Scheduler {
       return out;
     }
     if (!slot->decoder && tokenizer_ != nullptr) {
-      // A completion continues its prompt's text, so its first piece keeps its leading space.
-      slot->decoder.reset(new StreamingDecoder(*tokenizer_, /*at_start_of_text=*/false));
+      slot->decoder.reset(new StreamingDecoder(*tokenizer_, slot->request.starts_text));
     }
     const int64_t vocab = model_->config().vocab_size;
     if (slot->request.on_logits) slot->request.on_logits(slot->id, slot->last_logits.data(), vocab);
@@ -426,6 +428,13 @@ class Scheduler {
     if (slot->decoder && slot->filter.push(slot->decoder->push(next), &out.text)) {
       out.finished = true;
       out.reason = StopReason::kStopString;
+      return out;
+    }
+    // The last token needs no forward pass unless a kept cache must hold it (for fork()).
+    if (!slot->request.keep && sample.max_tokens >= 0 && slot->status.n_generated + 1 >= sample.max_tokens) {
+      out.text += flush_text(slot);
+      out.finished = true;
+      out.reason = StopReason::kMaxTokens;
     }
     return out;
   }

@@ -76,17 +76,10 @@ class Session {
   // The template chat() renders with: the session's choice, else what the files imply.
   ChatTemplate chat_template() const {
     if (params_.chat_template) return *params_.chat_template;
-    std::string declared;
-    if (const GgufFile* gguf = model_->files().gguf()) {
-      if (gguf->find("tokenizer.chat_template") != nullptr) {
-        auto text = gguf->get_string("tokenizer.chat_template");
-        if (text) declared = *text;
-      }
-    }
     // Without a tokenizer there are no control pieces to look at: the first template is as good as any,
     // and chat() refuses such a model anyway.
     if (tokenizer_ == nullptr) return ChatTemplate::kMistralV1;
-    return detect_chat_template(tokenizer_->vocabulary(), declared);
+    return chat_template_for(model_->files(), *tokenizer_);
   }
 
   // Continues the stream with `text` (BOS added when the stream is empty), then generates.
