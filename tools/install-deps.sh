@@ -5,7 +5,7 @@
 #   tools/install-deps.sh          what the build, the tests and the examples need
 #   tools/install-deps.sh fuzz     also Clang's sanitizer and libFuzzer runtimes (presets fuzz and tsan)
 set -euo pipefail
-packages=(g++ clang-14 libc++-14-dev libc++abi-14-dev cmake ninja-build meson pkg-config python3 libhwy-dev libsimdjson-dev doctest-dev libsentencepiece-dev)
+packages=(g++ clang-14 libc++-14-dev libc++abi-14-dev cmake ninja-build meson pkg-config python3 libhwy-dev libsimdjson-dev doctest-dev libsentencepiece-dev libcpp-httplib-dev)
 for mode in "$@"; do
   case "${mode}" in
     fuzz) packages+=(libclang-rt-14-dev) ;;
