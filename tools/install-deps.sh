@@ -4,12 +4,15 @@
 # they are already there. clang-14 and libc++ are there for CI's second compiler and standard library.
 #   tools/install-deps.sh          what the build, the tests and the examples need
 #   tools/install-deps.sh fuzz     also Clang's sanitizer and libFuzzer runtimes (presets fuzz and tsan)
+#   tools/install-deps.sh serve    also Node.js and npm for tests/serve (only when `node` is missing:
+#                                  a Node.js from elsewhere, such as NodeSource's, already brings npm)
 set -euo pipefail
-packages=(g++ clang-14 libc++-14-dev libc++abi-14-dev cmake ninja-build meson pkg-config python3 libhwy-dev libsimdjson-dev doctest-dev libsentencepiece-dev)
+packages=(g++ clang-14 libc++-14-dev libc++abi-14-dev cmake ninja-build meson pkg-config python3 libhwy-dev libsimdjson-dev doctest-dev libsentencepiece-dev libcpp-httplib-dev)
 for mode in "$@"; do
   case "${mode}" in
     fuzz) packages+=(libclang-rt-14-dev) ;;
-    *) echo "install-deps.sh: unknown mode '${mode}' (known: fuzz)" >&2; exit 2 ;;
+    serve) command -v node >/dev/null 2>&1 || packages+=(nodejs npm) ;;
+    *) echo "install-deps.sh: unknown mode '${mode}' (known: fuzz, serve)" >&2; exit 2 ;;
   esac
 done
 missing=()
