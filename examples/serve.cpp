@@ -287,6 +287,9 @@ class Service {
     job.sample = request.sample;
     if (!request.seed_given) job.sample.seed = random_seed();
     job.stop = request.stop;
+    // A chat reply is a text of its own: its first piece loses the space SentencePiece puts in front
+    // (as Session::chat does), unless it continues an assistant prefix.
+    job.starts_text = api == Api::kChat && !request.continue_final_message;
     if (request.ignore_eos) {
       const int32_t eos = prompts_.eos_id();
       job.on_logits = [eos](bora::SequenceId, float* logits, int64_t n_vocab) {
@@ -314,18 +317,14 @@ class Service {
     }
 
     serve::ResponseHeader header{next_id(api), static_cast<int64_t>(std::time(nullptr)), options_.model_name};
-    // A chat reply is a text of its own: its first piece loses the space SentencePiece puts in front
-    // (as Session::chat does), unless it continues an assistant prefix.
-    const bool strip_leading_space = api == Api::kChat && !request.continue_final_message;
     if (request.stream && api != Api::kBedrock) {
-      return stream(api, res, std::move(header), admission, strip_leading_space, request.include_usage);
+      return stream(api, res, std::move(header), admission, request.include_usage);
     }
 
     std::string text;
     serve::Outcome outcome;
     admission.completion->wait_until_finished(&text, &outcome);
     if (outcome_failed(outcome, &error)) return reply_error(req, res, error);
-    if (strip_leading_space && !text.empty() && text[0] == ' ') text.erase(0, 1);
     const char* finish_reason = finish_reason_of(outcome.reason);
     if (api == Api::kBedrock) {
       res.set_content(serve::bedrock_body(text, finish_reason), "application/json");
@@ -342,16 +341,14 @@ class Service {
     Api api;
     serve::ResponseHeader header;
     serve::Engine::Admission admission;
-    bool strip_leading_space;
     bool include_usage;
     bool started = false;
     bool ended = false;
   };
 
   void stream(Api api, httplib::Response& res, serve::ResponseHeader header, const serve::Engine::Admission& admission,
-              bool strip_leading_space, bool include_usage) {
-    auto state = std::make_shared<StreamState>(
-        StreamState{api, std::move(header), admission, strip_leading_space, include_usage});
+              bool include_usage) {
+    auto state = std::make_shared<StreamState>(StreamState{api, std::move(header), admission, include_usage});
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
     engine_.response_opened();
@@ -378,10 +375,6 @@ class Service {
     std::string text;
     serve::Outcome outcome;
     const bool finished = s.admission.completion->wait_for(std::chrono::milliseconds(250), &text, &outcome);
-    if (s.strip_leading_space && !text.empty()) {
-      if (text[0] == ' ') text.erase(0, 1);
-      s.strip_leading_space = false;
-    }
     if (!text.empty() && !send(serve::chunk_body(s.api, s.header, nullptr, text, nullptr, s.include_usage))) return false;
     if (!finished) return true;
     s.ended = true;
