@@ -9709,6 +9709,19 @@ inline ChatTemplate detect_chat_template(const Vocabulary& vocab, std::string_vi
   return ChatTemplate::kMistralV2;
 }
 
+// The chat template a GGUF file declares (its tokenizer.chat_template text), or "" for other files.
+inline std::string declared_chat_template(const ModelFiles& files) {
+  const GgufFile* gguf = files.gguf();
+  if (gguf == nullptr || gguf->find("tokenizer.chat_template") == nullptr) return std::string();
+  auto text = gguf->get_string("tokenizer.chat_template");
+  return text ? *text : std::string();
+}
+
+// The template a model's files imply: its tokenizer's control pieces and the GGUF's declared text.
+inline ChatTemplate chat_template_for(const ModelFiles& files, const Tokenizer& tokenizer) {
+  return detect_chat_template(tokenizer.vocabulary(), declared_chat_template(files));
+}
+
 // Renders a conversation into token ids (starting with BOS).
 inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& tokenizer, ChatTemplate chat_template,
                                                          const std::vector<ChatMessage>& messages,
@@ -10160,17 +10173,10 @@ class Session {
   // The template chat() renders with: the session's choice, else what the files imply.
   ChatTemplate chat_template() const {
     if (params_.chat_template) return *params_.chat_template;
-    std::string declared;
-    if (const GgufFile* gguf = model_->files().gguf()) {
-      if (gguf->find("tokenizer.chat_template") != nullptr) {
-        auto text = gguf->get_string("tokenizer.chat_template");
-        if (text) declared = *text;
-      }
-    }
     // Without a tokenizer there are no control pieces to look at: the first template is as good as any,
     // and chat() refuses such a model anyway.
     if (tokenizer_ == nullptr) return ChatTemplate::kMistralV1;
-    return detect_chat_template(tokenizer_->vocabulary(), declared);
+    return chat_template_for(model_->files(), *tokenizer_);
   }
 
   // Continues the stream with `text` (BOS added when the stream is empty), then generates.
@@ -10398,6 +10404,9 @@ struct Request {
   int64_t sliding_window = -1;  // as SequenceParams
   // Keep the KV cache when the sequence finishes, so fork() can continue it; release() frees it.
   bool keep = false;
+  // The output is a text of its own (a chat reply), so its first piece's leading space is dropped as
+  // Session::chat does; false continues the prompt's text (a completion keeps " Paris").
+  bool starts_text = false;
   // Each piece of text as it is produced; return false to stop this sequence (kCallback).
   std::function<bool(SequenceId, std::string_view piece)> on_piece;
   // The logits each token is sampled from, before sampling; they may be changed (a grammar mask).
@@ -10758,8 +10767,7 @@ class Scheduler {
       return out;
     }
     if (!slot->decoder && tokenizer_ != nullptr) {
-      // A completion continues its prompt's text, so its first piece keeps its leading space.
-      slot->decoder.reset(new StreamingDecoder(*tokenizer_, /*at_start_of_text=*/false));
+      slot->decoder.reset(new StreamingDecoder(*tokenizer_, slot->request.starts_text));
     }
     const int64_t vocab = model_->config().vocab_size;
     if (slot->request.on_logits) slot->request.on_logits(slot->id, slot->last_logits.data(), vocab);
@@ -10776,6 +10784,13 @@ class Scheduler {
     if (slot->decoder && slot->filter.push(slot->decoder->push(next), &out.text)) {
       out.finished = true;
       out.reason = StopReason::kStopString;
+      return out;
+    }
+    // The last token needs no forward pass unless a kept cache must hold it (for fork()).
+    if (!slot->request.keep && sample.max_tokens >= 0 && slot->status.n_generated + 1 >= sample.max_tokens) {
+      out.text += flush_text(slot);
+      out.finished = true;
+      out.reason = StopReason::kMaxTokens;
     }
     return out;
   }
