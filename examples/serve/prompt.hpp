@@ -18,14 +18,7 @@ namespace serve {
 
 // The template Session::chat() would use: the one the model's files imply.
 inline bora::ChatTemplate chat_template_of(const bora::LanguageModel& model) {
-  std::string declared;
-  if (const bora::GgufFile* gguf = model.files().gguf()) {
-    if (gguf->find("tokenizer.chat_template") != nullptr) {
-      auto text = gguf->get_string("tokenizer.chat_template");
-      if (text) declared = *text;
-    }
-  }
-  return bora::detect_chat_template(model.tokenizer()->vocabulary(), declared);
+  return bora::chat_template_for(model.files(), *model.tokenizer());
 }
 
 class PromptBuilder {
