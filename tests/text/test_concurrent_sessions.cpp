@@ -12,19 +12,12 @@
 #include <vector>
 
 #include "bora/bora.hpp"
+#include "../support/demo_model.hpp"
 #include "../support/golden.hpp"
 
 namespace {
 
-const bora::LanguageModel& shared_model() {
-  static const std::unique_ptr<bora::LanguageModel> model = [] {
-    auto loaded = bora::load_any(bora_test::data_path("demo-mistral/demo-mistral-Q4_0.gguf"));
-    REQUIRE(loaded);
-    REQUIRE((*loaded)->tokenizer() != nullptr);
-    return std::move(*loaded);
-  }();
-  return *model;
-}
+const bora::LanguageModel& shared_model() { return bora_test::demo_model(); }
 
 // One session's whole job: a completion, then a two-turn chat on the same session (reusing its cache).
 struct Job {
