@@ -4,6 +4,7 @@
 #define BORA_IMPLEMENTATION
 #include "bora/bora.hpp"
 #include "args.hpp"
+#include "generation_options.hpp"
 #include "synthetic_model.hpp"
 
 #include <algorithm>
@@ -28,12 +29,16 @@ namespace {
 
 void usage() {
   std::fprintf(stderr,
-               "usage: bench -m MODEL [-p 512] [-n 128] [-t 2] [-r 3] [-mmp 0|1] [--parallel 1,2,4] [--bandwidth] [--peak]\n"
-               "             [--json]\n"
+               "usage: bench -m MODEL [-p 512] [-n 128] [-d 0] [-t 2] [-r 3] [-mmp 0|1] [--parallel 1,2,4] [--bandwidth]\n"
+               "             [--peak] [--kv-type T] [--json]\n"
                "  -m  a .gguf file, a model folder, ollama:NAME[:TAG], or synthetic:PRESET:TYPE with random\n"
                "      weights built in memory (PRESET mistral-7b, mixtral-8x7b, mixtral-8x7b-4l, tiny;\n"
                "      TYPE f32 f16 bf16 q8_0 q4_0 q4_k q5_k q6_k q4_k_m)\n"
                "  -p  prompt tokens processed at once (0 = skip), -n tokens generated one by one (0 = skip)\n"
+               "  -d, --depth  tokens already in the context when the timed prompt or generation starts (a\n"
+               "      comma-separated list runs each; rows are named 'tg32 @ d2048', JSON key n_depth); the depth\n"
+               "      is processed once, untimed, and restored from a saved state before each repetition\n"
+               "  --kv-type f16|q8_0|f32  how the KV cache stores keys and values (default f16)\n"
                "  -t  threads, a comma-separated list runs each; -r repetitions; --json prints llama-bench-style JSON\n"
                "  -mmp 1 maps the file instead of reading it into memory (instant open, slower decoding on some machines)\n"
                "  --bandwidth  before each generation run, measures how fast its threads read memory, and reports\n"
@@ -175,6 +180,7 @@ struct Result {
   std::string test;
   int threads, n_prompt, n_gen;
   int n_parallel;  // sequences at once with --parallel; 0 without it (one sequence, no such column)
+  int n_depth;     // tokens in each sequence's context before the timed tokens (-d)
   std::vector<double> samples_ns;
   std::vector<double> read_rates;  // --bandwidth: bytes per second read just before each sample
   double macs = 0;        // --peak: weight multiply-accumulates of one sample
@@ -204,20 +210,23 @@ struct Result {
 
 int main(int argc, char** argv) {
   std::string model_path;
-  std::vector<int> prompts = {512}, gens = {128}, threads = {2};
+  std::vector<int> prompts = {512}, gens = {128}, threads = {2}, depths = {0};
   int repetitions = 3;
   std::vector<int> parallel;  // --parallel: sequence counts
   bool json = false, use_mmap = false, bandwidth = false, peak = false;
+  bora::LoadParams load_params;
   example_args::Parser args(argc, argv, "bench", usage);
   while (args.next()) {
     if (args.is("-m", "--model")) model_path = args.text();
     else if (args.is("-p", "--n-prompt")) prompts = to_ints(args.integer_list(0, 1 << 20));
     else if (args.is("-n", "--n-gen")) gens = to_ints(args.integer_list(0, 1 << 20));
+    else if (args.is("-d", "--n-depth") || args.is("--depth")) depths = to_ints(args.integer_list(0, 1 << 20));
     else if (args.is("-t", "--threads")) threads = to_ints(args.integer_list(1, 1 << 20));
     else if (args.is("-r", "--repetitions")) repetitions = static_cast<int>(args.integer(1, 1 << 20));
     else if (args.is("-mmp")) use_mmap = args.integer(0, 1) != 0;
     else if (args.is("--parallel")) parallel = to_ints(args.integer_list(1, 4096));
     else if (args.is("--bandwidth")) bandwidth = true;
+    else if (args.is("--kv-type")) load_params.kv_cache_type = example_args::kv_cache_type(args);
     else if (args.is("--peak")) peak = true;
     else if (args.is("--json")) json = true;
     else if (args.is("-o")) {
@@ -232,7 +241,7 @@ int main(int argc, char** argv) {
       model_path.rfind("synthetic:", 0) == 0 ? synthetic::make_model(model_path.substr(10)) : bora::open_model_files(model_path, use_mmap ? bora::FileAccess::kMap : bora::FileAccess::kRead);
   if (!files) { std::fprintf(stderr, "bench: %s\n", files.error().message()); return 1; }
   const uint64_t model_bytes = files->total_bytes();
-  auto model = bora::load_any(std::move(*files));
+  auto model = bora::load_any(std::move(*files), load_params);
   if (!model) { std::fprintf(stderr, "bench: %s\n", model.error().message()); return 1; }
   const double load_seconds = seconds_since(load_start);
   const bora::ModelConfig& config = (*model)->config();
@@ -244,7 +253,9 @@ int main(int argc, char** argv) {
   int64_t token_count = 1 << 16;
   for (int p : prompts)
     for (int g : gens)
-      for (int n : parallel.empty() ? std::vector<int>{1} : parallel) token_count = std::max<int64_t>(token_count, int64_t{n} + p + g);
+      for (int d : depths)
+        for (int n : parallel.empty() ? std::vector<int>{1} : parallel)
+          token_count = std::max<int64_t>(token_count, int64_t{n} + d + p + g);
   for (int64_t i = 0; i < token_count; ++i) {
     state = state * 1664525u + 1013904223u;
     tokens.push_back(static_cast<int32_t>((state >> 8) % static_cast<uint32_t>(config.vocab_size)));
@@ -284,16 +295,23 @@ int main(int argc, char** argv) {
       print_row(result);
     };
     // N sequences at once (--parallel): one workspace, prompts split into steps of equal shares.
-    auto run_batched = [&](int n_parallel, int n_prompt, int n_gen) -> bool {
+    // The test name, llama-bench's way: "pp512", "tg128", "tg32 @ d2048".
+    auto test_name = [](int n_prompt, int n_gen, int depth) {
+      return (n_prompt ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen)) +
+             (depth > 0 ? " @ d" + std::to_string(depth) : std::string());
+    };
+    constexpr int64_t kDepthChunk = 512;  // tokens per forward step while filling the depth
+    auto run_batched = [&](int n_parallel, int n_prompt, int n_gen, int depth) -> bool {
       if (n_prompt + n_gen == 0) return true;
       constexpr int64_t kMaxBatch = 2048;
       bora::WorkspaceParams workspace_params;
-      workspace_params.n_batch = std::max<int64_t>(n_parallel, std::min<int64_t>(int64_t{n_parallel} * n_prompt, kMaxBatch));
+      workspace_params.n_batch = std::max<int64_t>({int64_t{n_parallel}, std::min<int64_t>(depth, kDepthChunk),
+                                                    std::min<int64_t>(int64_t{n_parallel} * n_prompt, kMaxBatch)});
       workspace_params.n_threads = n_threads;
       auto workspace = (*model)->create_workspace(workspace_params);
       if (!workspace) { std::fprintf(stderr, "bench: %s\n", workspace.error().message()); return false; }
       bora::SequenceParams sequence_params;
-      sequence_params.n_ctx = n_prompt + n_gen + 1;
+      sequence_params.n_ctx = depth + n_prompt + n_gen + 1;
       std::vector<std::unique_ptr<bora::KvSequence>> sequences;
       for (int i = 0; i < n_parallel; ++i) {
         auto sequence = (*model)->create_sequence(sequence_params);
@@ -307,7 +325,7 @@ int main(int argc, char** argv) {
         for (int i = 0; i < n_parallel; ++i) {
           bora::BatchSegment& segment = segments[static_cast<size_t>(i)];
           segment.sequence = sequences[static_cast<size_t>(i)].get();
-          segment.tokens = tokens.data() + i + offset;
+          segment.tokens = tokens.data() + i + depth + offset;
           segment.n_tokens = n;
           segment.logits = with_logits ? batch_logits.data() + static_cast<size_t>(i) * config.vocab_size : nullptr;
         }
@@ -315,10 +333,27 @@ int main(int argc, char** argv) {
         if (!s) std::fprintf(stderr, "bench: %s\n", s.error().message());
         return static_cast<bool>(s);
       };
-      Result result{n_prompt ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen), n_threads, n_prompt, n_gen,
-                    n_parallel, {}, {}};
+      // Every sequence starts from the same depth: filled once in the first, then copied.
+      std::vector<uint8_t> depth_state;
+      for (int64_t done = 0; done < depth; done += workspace_params.n_batch) {
+        bora::BatchSegment segment;
+        segment.sequence = sequences.front().get();
+        segment.tokens = tokens.data() + done;
+        segment.n_tokens = std::min<int64_t>(workspace_params.n_batch, depth - done);
+        bora::Status s = (*model)->forward_batch(**workspace, &segment, 1);
+        if (!s) { std::fprintf(stderr, "bench: %s\n", s.error().message()); return false; }
+      }
+      if (depth > 0) depth_state = sequences.front()->save_state();
+      Result result{test_name(n_prompt, n_gen, depth), n_threads, n_prompt, n_gen, n_parallel, depth, {}, {}};
       for (int r = -1; r < repetitions; ++r) {  // r = -1 warms caches and pages
-        for (auto& sequence : sequences) sequence->reset();
+        for (auto& sequence : sequences) {
+          if (depth == 0) {
+            sequence->reset();
+            continue;
+          }
+          bora::Status s = sequence->restore_state(depth_state.data(), depth_state.size(), depth);
+          if (!s) { std::fprintf(stderr, "bench: %s\n", s.error().message()); return false; }
+        }
         if (read_buffer && n_prompt == 0 && r >= 0) result.read_rates.push_back(read_bandwidth(*read_buffer, n_threads));
         const auto start = std::chrono::steady_clock::now();
         for (int64_t done = 0; done < n_prompt; done += share) {
@@ -331,25 +366,37 @@ int main(int argc, char** argv) {
       finish_row(result);
       return true;
     };
-    auto run = [&](int n_prompt, int n_gen) -> bool {
+    auto run = [&](int n_prompt, int n_gen, int depth) -> bool {
       if (n_prompt + n_gen == 0) return true;
       bora::ContextParams params;
-      params.n_ctx = n_prompt + n_gen + 1;
-      params.n_batch = std::max(1, n_prompt);
+      params.n_ctx = depth + n_prompt + n_gen + 1;
+      params.n_batch = n_prompt > 0 ? n_prompt : std::max<int64_t>(1, std::min<int64_t>(depth, kDepthChunk));
       params.n_threads = n_threads;
       auto ctx = (*model)->create_context(params);
       if (!ctx) { std::fprintf(stderr, "bench: %s\n", ctx.error().message()); return false; }
-      Result result{n_prompt ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen), n_threads, n_prompt, n_gen, 0, {}, {}};
+      std::vector<uint8_t> depth_state;
+      if (depth > 0) {
+        bora::Status s = (*model)->forward(**ctx, tokens.data(), depth, nullptr, false);
+        if (!s) { std::fprintf(stderr, "bench: %s\n", s.error().message()); return false; }
+        depth_state = (*ctx)->save_state();
+      }
+      const int32_t* timed_tokens = tokens.data() + depth;
+      Result result{test_name(n_prompt, n_gen, depth), n_threads, n_prompt, n_gen, 0, depth, {}, {}};
       for (int r = -1; r < repetitions; ++r) {  // r = -1 warms caches and pages
-        (*ctx)->reset();
+        if (depth == 0) {
+          (*ctx)->reset();
+        } else {
+          bora::Status s = (*ctx)->restore_state(depth_state.data(), depth_state.size(), depth);
+          if (!s) { std::fprintf(stderr, "bench: %s\n", s.error().message()); return false; }
+        }
         if (read_buffer && n_prompt == 0 && r >= 0) result.read_rates.push_back(read_bandwidth(*read_buffer, n_threads));
         const auto start = std::chrono::steady_clock::now();
         if (n_prompt > 0) {
-          bora::Status s = (*model)->forward(**ctx, tokens.data(), n_prompt, logits.data(), false);
+          bora::Status s = (*model)->forward(**ctx, timed_tokens, n_prompt, logits.data(), false);
           if (!s) { std::fprintf(stderr, "bench: %s\n", s.error().message()); return false; }
         }
         for (int g = 0; g < n_gen; ++g) {
-          bora::Status s = (*model)->forward(**ctx, tokens.data() + n_prompt + g, 1, logits.data(), false);
+          bora::Status s = (*model)->forward(**ctx, timed_tokens + n_prompt + g, 1, logits.data(), false);
           if (!s) { std::fprintf(stderr, "bench: %s\n", s.error().message()); return false; }
         }
         if (r >= 0) result.samples_ns.push_back(seconds_since(start) * 1e9);
@@ -364,13 +411,15 @@ int main(int argc, char** argv) {
       std::printf("| %-28s | %12s | %7s | %10s | %-6s | %19s |\n", "model", "size", "threads", "n_parallel", "test", "t/s");
       std::printf("| %-28s | %12s | %7s | %10s | %-6s | %19s |\n", "---", "---:", "---:", "---:", "---", "---:");
     }
-    if (parallel.empty()) {
-      for (int p : prompts) if (p > 0 && !run(p, 0)) return 1;
-      for (int n : gens) if (n > 0 && !run(0, n)) return 1;
-    }
-    for (int n_parallel : parallel) {
-      for (int p : prompts) if (p > 0 && !run_batched(n_parallel, p, 0)) return 1;
-      for (int n : gens) if (n > 0 && !run_batched(n_parallel, 0, n)) return 1;
+    for (int depth : depths) {
+      if (parallel.empty()) {
+        for (int p : prompts) if (p > 0 && !run(p, 0, depth)) return 1;
+        for (int n : gens) if (n > 0 && !run(0, n, depth)) return 1;
+      }
+      for (int n_parallel : parallel) {
+        for (int p : prompts) if (p > 0 && !run_batched(n_parallel, p, 0, depth)) return 1;
+        for (int n : gens) if (n > 0 && !run_batched(n_parallel, 0, n, depth)) return 1;
+      }
     }
   }
   const uint64_t peak_rss = peak_rss_bytes();
@@ -392,6 +441,7 @@ int main(int argc, char** argv) {
                   (unsigned long long)bytes_per_token,
                   [&] { double s = 0; for (double ns : r.samples_ns) s += ns; return s / r.samples_ns.size(); }());
       if (!parallel.empty()) std::printf("    \"n_parallel\": %d,\n", r.n_parallel);
+      std::printf("    \"n_depth\": %d,\n", r.n_depth);
       if (r.peak_macs > 0)
         std::printf("    \"int8_peak_macs_per_s\": %.0f,\n    \"macs_per_s\": %.0f,\n", r.peak_macs, r.macs_per_s());
       if (!r.read_rates.empty())

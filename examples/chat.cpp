@@ -13,7 +13,7 @@
 
 namespace {
 
-void usage() { std::fprintf(stderr, "usage: chat -m MODEL [--system TEXT] [--temp T] [--seed S] [--threads N]\n"); }
+void usage() { std::fprintf(stderr, "usage: chat -m MODEL [--system TEXT] [--temp T] [--seed S] [--threads N] [--kv-type f16|q8_0|f32]\n"); }
 
 }  // namespace
 
@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
     else args.unknown();
   }
   if (options.model_path.empty()) args.fail("-m MODEL is required");
-  auto model = bora::load_any(options.model_path);
+  auto model = bora::load_any(options.model_path, options.load);
   if (!model) { std::fprintf(stderr, "chat: %s\n", model.error().message()); return 1; }
   auto session = (*model)->session(options.session);
   if (!session) { std::fprintf(stderr, "chat: %s\n", session.error().message()); return 1; }

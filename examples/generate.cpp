@@ -21,10 +21,12 @@ namespace {
 void usage() {
   std::fprintf(stderr,
                "usage: generate -m MODEL -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P]\n"
-               "                [--repeat-penalty R] [--seed S] [--threads N] [--chat] [--window N|none]\n"
+               "                [--repeat-penalty R] [--seed S] [--threads N] [--chat] [--window N|none] [--kv-type T]\n"
                "       generate -m MODEL --prompts FILE [--parallel K] [the same options]\n"
                "  MODEL: a .gguf file, a Hugging Face or Mistral model folder, or ollama:NAME[:TAG]\n"
                "  --chat  wrap the prompt in the model's chat template (a user turn)\n"
+               "  --kv-type f16|q8_0|f32  how the KV cache stores keys and values (default f16; q8_0 reads half\n"
+               "      the bytes of a long context)\n"
                "  --prompts FILE  one prompt per line (empty lines are skipped, they are not prompts), all run\n"
                "      through one batch scheduler. Prints one JSON line per prompt, in file order, as soon as it and\n"
                "      every prompt before it have finished: {\"index\": I, \"text\": \"the completion only\"} with I\n"
@@ -190,7 +192,7 @@ int main(int argc, char** argv) {
     if (prompts.empty()) args.fail(prompts_path + " has no prompts (no line that is not empty)");
   }
 
-  auto model = bora::load_any(options.model_path);
+  auto model = bora::load_any(options.model_path, options.load);
   if (!model) { std::fprintf(stderr, "generate: %s\n", model.error().message()); return 1; }
   if (!prompts.empty()) return run_prompts(**model, prompts, chat, parallel, options);
   auto session = (*model)->session(session_params);

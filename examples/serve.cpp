@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "args.hpp"
+#include "generation_options.hpp"
 #include "serve/api_request.hpp"
 #include "serve/api_response.hpp"
 #include "serve/engine.hpp"
@@ -40,7 +41,7 @@ using serve::ApiError;
 void usage() {
   std::fprintf(stderr,
                "usage: serve -m MODEL [--host 127.0.0.1] [--port 8080] [--parallel N] [--ctx N] [--threads N]\n"
-               "             [--api-key KEY] [--max-queue N] [--max-body BYTES] [--model-name NAME]\n"
+               "             [--api-key KEY] [--max-queue N] [--max-body BYTES] [--model-name NAME] [--kv-type f16|q8_0|f32]\n"
                "  OpenAI: POST /v1/chat/completions, POST /v1/completions (streamed or not), GET /v1/models\n"
                "  Bedrock (Mistral): POST /model/{modelId}/invoke        GET /health\n"
                "  --port 0        take a free port (the 'listening on' line names it)\n"
@@ -58,6 +59,7 @@ struct Options {
   int parallel = 4;
   int64_t ctx = 4096;
   int threads = 0;
+  bora::LoadParams load;
   std::string api_key;
   int max_queue = 32;
   size_t max_body = size_t{1} << 20;
@@ -428,6 +430,7 @@ int main(int argc, char** argv) {
     else if (args.is("--parallel")) options.parallel = static_cast<int>(args.integer(1, 1024));
     else if (args.is("--ctx")) options.ctx = args.integer(16, int64_t{1} << 24);
     else if (args.is("-t", "--threads")) options.threads = static_cast<int>(args.integer(1, 1024));
+    else if (args.is("--kv-type")) options.load.kv_cache_type = example_args::kv_cache_type(args);
     else if (args.is("--api-key")) options.api_key = args.text();
     else if (args.is("--max-queue")) options.max_queue = static_cast<int>(args.integer(0, 100000));
     else if (args.is("--max-body")) options.max_body = static_cast<size_t>(args.integer(1024, int64_t{1} << 30));
@@ -438,7 +441,7 @@ int main(int argc, char** argv) {
   if (options.model_path.empty()) args.fail("-m MODEL is required");
   if (options.model_name.empty()) options.model_name = name_from_path(options.model_path);
 
-  auto model = bora::load_any(options.model_path);
+  auto model = bora::load_any(options.model_path, options.load);
   if (!model) { std::fprintf(stderr, "serve: %s\n", model.error().message()); return 1; }
   const bora::Tokenizer* tokenizer = (*model)->tokenizer();
   if (tokenizer == nullptr) { std::fprintf(stderr, "serve: %s has no tokenizer\n", options.model_path.c_str()); return 1; }

@@ -22,6 +22,7 @@
 //   target-inl.h         attributes, x86 capability macros, shared tags
 //   x86-inl.h            raw x86 helpers several families share
 //   vector-inl.h         small f32 vector kernels, f16 conversions
+//   attention-inl.h      query rows against cached keys and values, online softmax
 //   activations-inl.h    int8 activation quantization and the integer products built on it
 //   float_weights-inl.h  F32, F16, BF16 rows
 //   legacy_blocks-inl.h  Q8_0 and Q4_0
@@ -418,6 +419,259 @@ BORA_OPS_AFTER_NAMESPACE();
 
 #endif  // BORA_OPS_VECTOR_INL_H_ toggle
 // ---- end bora/ops/vector-inl.h -----------------------------------------------------------------------
+// ---- begin bora/ops/attention-inl.h ------------------------------------------------------------------
+// Why this file exists: attention's inner loops, which decide what a long context costs. Query rows
+// meet keys and values read straight from the cache's rows (f32, f16 or q8_0, widened in registers),
+// and each block of keys is folded into every row's running output with an online softmax, the
+// flash-attention way, so nothing grows with the number of keys but the work. Compiled once per
+// target (toggle guard); ops::attention_block dispatches here.
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+
+#if defined(BORA_OPS_ATTENTION_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef BORA_OPS_ATTENTION_INL_H_
+#undef BORA_OPS_ATTENTION_INL_H_
+#else
+#define BORA_OPS_ATTENTION_INL_H_
+#endif
+
+#include <hwy/highway.h>
+#include <hwy/contrib/math/math-inl.h>
+
+
+BORA_OPS_BEFORE_NAMESPACE();
+namespace bora {
+namespace ops {
+namespace HWY_NAMESPACE {
+
+// One stored row of head_dim values, read a vector (or, in tails, a value) at a time.
+template <KvElement kType>
+struct KvRowReader;
+
+template <>
+struct KvRowReader<KvElement::kF32> {
+  static bool vectors_fit(int64_t) { return true; }
+  static hn::Vec<BlockF32> load(BlockF32 d, const uint8_t* row, int64_t i) {
+    return hn::LoadU(d, reinterpret_cast<const float*>(row) + i);
+  }
+  static float value(const uint8_t* row, int64_t i) { return reinterpret_cast<const float*>(row)[i]; }
+};
+
+template <>
+struct KvRowReader<KvElement::kF16> {
+  static bool vectors_fit(int64_t) { return true; }
+  static hn::Vec<BlockF32> load(BlockF32 d, const uint8_t* row, int64_t i) {
+    const hn::Rebind<uint16_t, BlockF32> d16;
+    const hn::Rebind<uint32_t, BlockF32> d32;
+    return HalfBitsToF32(d, hn::PromoteTo(d32, hn::LoadU(d16, reinterpret_cast<const uint16_t*>(row) + i)));
+  }
+  static float value(const uint8_t* row, int64_t i) { return quant::load_f16(row + 2 * i); }
+};
+
+// q8_0 rows: blocks of 34 bytes (f16 scale, 32 int8). A vector must not straddle two blocks.
+template <>
+struct KvRowReader<KvElement::kQ8_0> {
+  static bool vectors_fit(int64_t lanes) { return lanes <= 32 && 32 % lanes == 0; }
+  static hn::Vec<BlockF32> load(BlockF32 d, const uint8_t* row, int64_t i) {
+    const hn::Rebind<int8_t, BlockF32> d8;
+    const hn::Rebind<int32_t, BlockF32> d32;
+    const uint8_t* block = row + (i / 32) * 34;
+    const auto q = hn::LoadU(d8, reinterpret_cast<const int8_t*>(block + 2 + i % 32));
+    return hn::Mul(hn::ConvertTo(d, hn::PromoteTo(d32, q)), hn::Set(d, quant::load_f16(block)));
+  }
+  static float value(const uint8_t* row, int64_t i) {
+    const uint8_t* block = row + (i / 32) * 34;
+    return quant::load_f16(block) * static_cast<float>(static_cast<int8_t>(block[2 + i % 32]));
+  }
+};
+
+// kRows query rows of one token (the heads sharing a KV head, four at a time, so each key and value
+// vector is read once for all of them) against keys [key_begin, key_end) of the block. Every row's
+// arithmetic is its own: the same whatever rows it is computed beside.
+template <KvElement kType, int kRows>
+HWY_INLINE void AttentionRowsOfToken(const AttentionRows& a, const float* const* q, float* const* out, float* row_max,
+                                     float* row_sum, const uint8_t* keys, int64_t key_stride, const uint8_t* values,
+                                     int64_t value_stride, int64_t key_begin, int64_t key_end) {
+  using Reader = KvRowReader<kType>;
+  const BlockF32 d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t head_dim = a.head_dim;
+  const int64_t vector_end = Reader::vectors_fit(lanes) ? head_dim / lanes * lanes : 0;
+  constexpr float kMinusInfinity = -std::numeric_limits<float>::infinity();
+  // Scores, then weights, padded with -inf so whole vectors can run past key_end.
+  HWY_ALIGN float weights[kRows][kAttentionBlockKeys + 16];
+
+  for (int64_t j = key_begin; j < key_end; ++j) {
+    const uint8_t* key = keys + j * key_stride;
+    hn::Vec<BlockF32> sums[kRows];
+    for (int r = 0; r < kRows; ++r) sums[r] = hn::Zero(d);
+    for (int64_t i = 0; i < vector_end; i += lanes) {
+      const auto k = Reader::load(d, key, i);
+      for (int r = 0; r < kRows; ++r) sums[r] = hn::MulAdd(hn::LoadU(d, q[r] + i), k, sums[r]);
+    }
+    for (int r = 0; r < kRows; ++r) {
+      float score = hn::GetLane(hn::SumOfLanes(d, sums[r]));
+      for (int64_t i = vector_end; i < head_dim; ++i) score += q[r][i] * Reader::value(key, i);
+      weights[r][j] = score * a.scale;
+    }
+  }
+
+  // Online softmax: each row's new maximum rescales what it summed so far. A NaN score (a hostile
+  // session file's cache) weighs 0 like a masked one, and never reaches Exp.
+  const FullF32 df;
+  const int64_t full_lanes = static_cast<int64_t>(hn::Lanes(df));
+  float correction[kRows];
+  bool fresh[kRows];  // no key has counted for this row yet: its output is not read
+  for (int r = 0; r < kRows; ++r) {
+    float block_max = kMinusInfinity;
+    for (int64_t j = key_begin; j < key_end; ++j) {
+      if (weights[r][j] == weights[r][j]) block_max = std::fmax(block_max, weights[r][j]);
+    }
+    const float old_max = row_max[r];
+    fresh[r] = !(old_max > kMinusInfinity);
+    const float new_max = std::fmax(old_max, block_max);
+    if (!(new_max > kMinusInfinity)) {  // every score so far masked or NaN
+      for (int64_t j = key_begin; j < key_end; ++j) weights[r][j] = 0.0f;
+      correction[r] = 1.0f;
+      continue;
+    }
+    correction[r] = fresh[r] ? 0.0f : std::exp(old_max - new_max);
+    const int64_t padded_end = key_begin + (key_end - key_begin + full_lanes - 1) / full_lanes * full_lanes;
+    for (int64_t j = key_end; j < padded_end; ++j) weights[r][j] = kMinusInfinity;
+    const auto vmax = hn::Set(df, new_max);
+    const auto minus_infinity = hn::Set(df, kMinusInfinity);
+    auto vsum = hn::Zero(df);
+    for (int64_t j = key_begin; j < padded_end; j += full_lanes) {
+      const auto s = hn::LoadU(df, weights[r] + j);
+      const auto e = hn::Exp(df, hn::Sub(hn::IfThenElse(hn::Eq(s, s), s, minus_infinity), vmax));
+      vsum = hn::Add(vsum, e);
+      hn::StoreU(e, df, weights[r] + j);
+    }
+    row_sum[r] = row_sum[r] * correction[r] + hn::GetLane(hn::SumOfLanes(df, vsum));
+    row_max[r] = new_max;
+  }
+
+  for (int64_t i = 0; i < vector_end; i += lanes) {
+    hn::Vec<BlockF32> acc[kRows];
+    for (int r = 0; r < kRows; ++r) {
+      acc[r] = fresh[r] ? hn::Zero(d) : hn::Mul(hn::LoadU(d, out[r] + i), hn::Set(d, correction[r]));
+    }
+    for (int64_t j = key_begin; j < key_end; ++j) {
+      const auto v = Reader::load(d, values + j * value_stride, i);
+      for (int r = 0; r < kRows; ++r) acc[r] = hn::MulAdd(hn::Set(d, weights[r][j]), v, acc[r]);
+    }
+    for (int r = 0; r < kRows; ++r) hn::StoreU(acc[r], d, out[r] + i);
+  }
+  for (int64_t i = vector_end; i < head_dim; ++i) {
+    for (int r = 0; r < kRows; ++r) {
+      float acc = fresh[r] ? 0.0f : out[r][i] * correction[r];
+      for (int64_t j = key_begin; j < key_end; ++j) acc += weights[r][j] * Reader::value(values + j * value_stride, i);
+      out[r][i] = acc;
+    }
+  }
+}
+
+template <KvElement kType>
+HWY_INLINE void AttentionBlockOfType(const AttentionRows& a, const uint8_t* keys, int64_t key_stride,
+                                     const uint8_t* values, int64_t value_stride) {
+  for (int64_t t = 0; t < a.n_tokens; ++t) {
+    const int64_t begin = a.key_begin[t], end = a.key_end[t];
+    if (begin >= end) continue;
+    for (int64_t h = 0; h < a.group; h += 4) {
+      const float* q[4];
+      float* out[4];
+      const int64_t rows = a.group - h < 4 ? a.group - h : 4;
+      for (int64_t r = 0; r < rows; ++r) {
+        q[r] = a.q + t * a.q_stride + (h + r) * a.head_dim;
+        out[r] = a.out + t * a.out_stride + (h + r) * a.head_dim;
+      }
+      float* row_max = a.row_max + t * a.group + h;
+      float* row_sum = a.row_sum + t * a.group + h;
+      switch (rows) {
+        case 4:
+          AttentionRowsOfToken<kType, 4>(a, q, out, row_max, row_sum, keys, key_stride, values, value_stride, begin, end);
+          break;
+        case 3:
+          AttentionRowsOfToken<kType, 3>(a, q, out, row_max, row_sum, keys, key_stride, values, value_stride, begin, end);
+          break;
+        case 2:
+          AttentionRowsOfToken<kType, 2>(a, q, out, row_max, row_sum, keys, key_stride, values, value_stride, begin, end);
+          break;
+        default:
+          AttentionRowsOfToken<kType, 1>(a, q, out, row_max, row_sum, keys, key_stride, values, value_stride, begin, end);
+          break;
+      }
+    }
+  }
+}
+
+// Several tokens reading the same block widen it once into `widen` (f32 rows of head_dim) rather
+// than once per token; widening is exact, so the results do not change.
+template <KvElement kType>
+HWY_INLINE const uint8_t* WidenRows(const uint8_t* rows, int64_t stride, int64_t begin, int64_t end, int64_t head_dim,
+                                    float* widen) {
+  using Reader = KvRowReader<kType>;
+  const BlockF32 d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t vector_end = Reader::vectors_fit(lanes) ? head_dim / lanes * lanes : 0;
+  for (int64_t j = begin; j < end; ++j) {
+    const uint8_t* row = rows + j * stride;
+    float* to = widen + j * head_dim;
+    int64_t i = 0;
+    for (; i < vector_end; i += lanes) hn::StoreU(Reader::load(d, row, i), d, to + i);
+    for (; i < head_dim; ++i) to[i] = Reader::value(row, i);
+  }
+  return reinterpret_cast<const uint8_t*>(widen);
+}
+
+template <KvElement kType>
+HWY_INLINE void AttentionBlockWidened(const AttentionRows& a, const KvRows& keys, const KvRows& values,
+                                      int64_t n_keys, float* widen) {
+  const uint8_t* key_rows = static_cast<const uint8_t*>(keys.data);
+  const uint8_t* value_rows = static_cast<const uint8_t*>(values.data);
+  if (a.n_tokens == 1 || widen == nullptr || kType == KvElement::kF32) {
+    AttentionBlockOfType<kType>(a, key_rows, keys.stride, value_rows, values.stride);
+    return;
+  }
+  int64_t begin = n_keys, end = 0;
+  for (int64_t t = 0; t < a.n_tokens; ++t) {
+    if (a.key_begin[t] >= a.key_end[t]) continue;
+    begin = a.key_begin[t] < begin ? a.key_begin[t] : begin;
+    end = a.key_end[t] > end ? a.key_end[t] : end;
+  }
+  if (begin >= end) return;
+  const int64_t row_bytes = a.head_dim * static_cast<int64_t>(sizeof(float));
+  const uint8_t* wide_keys = WidenRows<kType>(key_rows, keys.stride, begin, end, a.head_dim, widen);
+  const uint8_t* wide_values =
+      WidenRows<kType>(value_rows, values.stride, begin, end, a.head_dim, widen + kAttentionBlockKeys * a.head_dim);
+  AttentionBlockOfType<KvElement::kF32>(a, wide_keys, row_bytes, wide_values, row_bytes);
+}
+
+inline void AttentionBlockKernel(const AttentionRows& a, const KvRows& keys, const KvRows& values, int64_t n_keys,
+                                 float* widen) {
+  switch (keys.type) {
+    case KvElement::kF16:
+      AttentionBlockWidened<KvElement::kF16>(a, keys, values, n_keys, widen);
+      break;
+    case KvElement::kQ8_0:
+      AttentionBlockWidened<KvElement::kQ8_0>(a, keys, values, n_keys, widen);
+      break;
+    default:
+      AttentionBlockWidened<KvElement::kF32>(a, keys, values, n_keys, widen);
+      break;
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace ops
+}  // namespace bora
+BORA_OPS_AFTER_NAMESPACE();
+
+#endif  // BORA_OPS_ATTENTION_INL_H_ toggle
+// ---- end bora/ops/attention-inl.h --------------------------------------------------------------------
 // ---- begin bora/ops/activations-inl.h ----------------------------------------------------------------
 // Why this file exists: the int8 activations of the fast path (layout in quant/q8_activations.hpp):
 // quantizing a row in one or two levels, and the integer products every weight family's int8 kernels
@@ -6132,8 +6386,10 @@ inline uint64_t weights_fingerprint(const ModelFiles& files) {
 #ifndef BORA_MODEL_ATTENTION_HPP
 #define BORA_MODEL_ATTENTION_HPP
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 // ---- begin bora/ops/ops.hpp --------------------------------------------------------------------------
@@ -6174,6 +6430,41 @@ void silu_mul(float* gate, const float* up, int64_t n);
 void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t position, float theta, RopePairing pairing);
 void f32_to_f16(const float* x, uint16_t* y, int64_t n);
 void f16_to_f32(const uint16_t* x, float* y, int64_t n);
+
+// ---- attention ----------------------------------------------------------------------------------
+// How a KV cache stores a row of head_dim values (kQ8_0: ggml's blocks of 32 int8 sharing an f16
+// scale; head_dim a multiple of 32).
+enum class KvElement { kF32, kF16, kQ8_0 };
+// The keys (or values) of consecutive positions: the i-th row at data + i * stride bytes.
+struct KvRows {
+  const void* data = nullptr;
+  int64_t stride = 0;
+  KvElement type = KvElement::kF32;
+};
+// Most keys one attention_block call takes.
+constexpr int64_t kAttentionBlockKeys = 64;
+// The query rows of n_tokens tokens that share one KV head (group rows of head_dim per token), and
+// each row's running state: its largest score so far (start at -inf), the sum of its weights (start
+// at 0) and its output, not yet divided by that sum (not read while the row is at -inf).
+struct AttentionRows {
+  const float* q = nullptr;  // token t's row h at q + t * q_stride + h * head_dim
+  int64_t q_stride = 0;
+  float* out = nullptr;  // token t's row h at out + t * out_stride + h * head_dim
+  int64_t out_stride = 0;
+  float* row_max = nullptr;  // [n_tokens * group]
+  float* row_sum = nullptr;  // [n_tokens * group]
+  int64_t n_tokens = 0, group = 0, head_dim = 0;
+  float scale = 1.0f;  // scores are q.k * scale
+  const int32_t* key_begin = nullptr;  // token t sees keys [key_begin[t], key_end[t]) of the block
+  const int32_t* key_end = nullptr;
+};
+// Folds one block of at most kAttentionBlockKeys keys and their values (stored alike) into every
+// row's state with an online softmax, the flash-attention way. A row's result depends only on its
+// own query, keys and the block boundaries, never on the other rows. widen_scratch, 2 *
+// kAttentionBlockKeys * head_dim floats, lets several tokens widen the block once (may be null).
+// A NaN score weighs 0, as a masked key does.
+void attention_block(const AttentionRows& rows, const KvRows& keys, const KvRows& values, int64_t n_keys,
+                     float* widen_scratch);
 
 // Name of the SIMD target chosen at run time (for logs and benchmarks).
 const char* simd_target_name();
@@ -6258,11 +6549,14 @@ struct AttentionChunk {
   float* out = nullptr;        // [n_tokens][n_heads * head_dim]
 };
 
-// Per-thread working memory for attention: scratch_floats_per_thread() floats for each thread.
+// Working memory for attention: per_thread floats for each thread, and partial_floats_per_chunk
+// floats for each chunk of the batch (the partial results of a decoding token's key partitions).
 struct AttentionScratch {
   float* data = nullptr;
   int64_t per_thread = 0;
   int max_threads = 0;
+  float* partials = nullptr;
+  int64_t partial_floats_per_chunk = 0;
 };
 
 template <class Mask>
@@ -6271,76 +6565,217 @@ struct GroupedQueryAttention {
                 "GroupedQueryAttention<Mask>: Mask must be bora::SlidingWindow or bora::CausalAttention");
   using mask = Mask;
 
-  // Scratch one thread needs: scores for every head of a group over the longest key range, plus
-  // one widened key and value.
-  static int64_t scratch_floats_per_thread(int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                                           int64_t max_keys) {
-    return (n_heads / n_kv_heads) * max_keys + 2 * head_dim;
+  // A prompt chunk's tokens go through attention this many at a time: each block of keys is read
+  // once for all their query rows.
+  static constexpr int64_t kTileTokens = 16;
+  // A decoding token's keys are split at multiples of this many positions, so that the threads share
+  // one long context's keys; the partitions are fixed by position, never by the thread count.
+  static constexpr int64_t kPartitionKeys = 512;
+
+  static int64_t scratch_floats_per_thread(int64_t n_heads, int64_t n_kv_heads, int64_t head_dim) {
+    return 2 * ops::kAttentionBlockKeys * head_dim + 2 * kTileTokens * (n_heads / n_kv_heads);
+  }
+  static int64_t partial_floats_per_chunk(int64_t n_heads, int64_t head_dim, int64_t max_keys) {
+    return n_heads * (max_keys / kPartitionKeys + 2) * (head_dim + 2);
   }
 
-  // Each work item is (token, kv head) of one chunk: the kv head's keys and values are read once for
-  // all the query heads that share it. Items of every chunk of the batch share one parallel loop;
-  // each is computed the same way whatever else is in the batch. caches[i] belongs to chunks[i].
+  // Work items: (kv head, tile of kTileTokens tokens) of a prompt chunk, (kv head, partition of
+  // keys) of a decoding token; the kv head's keys and values are read once for all the query heads
+  // that share it. Items of every chunk of the batch share one parallel loop, and each is computed
+  // the same way whatever else is in the batch and whatever thread runs it. caches[i] belongs to
+  // chunks[i]; scratch.partials has room for `count` chunks.
   template <class Cache>
   static void forward(const AttentionChunk* chunks, const Cache* const* caches, size_t count,
                       const AttentionScratch& scratch, ThreadPool& pool) {
     int64_t total = 0;
-    for (size_t i = 0; i < count; ++i) total += chunks[i].n_tokens * chunks[i].n_kv_heads;
+    for (size_t i = 0; i < count; ++i) total += items_of(chunks[i]);
     pool.parallel_for(total, [&](int64_t begin, int64_t end, int thread) {
       size_t chunk_index = 0;
       int64_t chunk_start = 0;  // first item of chunks[chunk_index]
       for (int64_t item = begin; item < end; ++item) {
-        while (item >= chunk_start + chunks[chunk_index].n_tokens * chunks[chunk_index].n_kv_heads) {
-          chunk_start += chunks[chunk_index].n_tokens * chunks[chunk_index].n_kv_heads;
-          ++chunk_index;
-        }
+        while (item >= chunk_start + items_of(chunks[chunk_index])) chunk_start += items_of(chunks[chunk_index++]);
         const AttentionChunk& c = chunks[chunk_index];
         const int64_t local = item - chunk_start;
-        one_token_kv_head(c, *caches[chunk_index], local / c.n_kv_heads, local % c.n_kv_heads,
-                          scratch.data + thread * scratch.per_thread, scratch.per_thread);
+        float* thread_scratch = scratch.data + thread * scratch.per_thread;
+        if (c.n_tokens == 1) {
+          decode_partition(c, *caches[chunk_index], local % c.n_kv_heads, local / c.n_kv_heads,
+                           scratch.partials + static_cast<int64_t>(chunk_index) * scratch.partial_floats_per_chunk);
+        } else {
+          prompt_tile(c, *caches[chunk_index], local % c.n_kv_heads, local / c.n_kv_heads, thread_scratch);
+        }
+      }
+    }, scratch.max_threads);
+    // Each decoding token's partitions are combined in position order.
+    int64_t decoding = 0;
+    for (size_t i = 0; i < count; ++i) decoding += chunks[i].n_tokens == 1 ? chunks[i].n_heads : 0;
+    if (decoding == 0) return;
+    pool.parallel_for(decoding, [&](int64_t begin, int64_t end, int) {
+      size_t chunk_index = 0;
+      int64_t chunk_start = 0;
+      for (int64_t item = begin; item < end; ++item) {
+        const auto heads_of = [&](size_t i) { return chunks[i].n_tokens == 1 ? chunks[i].n_heads : int64_t{0}; };
+        while (item >= chunk_start + heads_of(chunk_index)) chunk_start += heads_of(chunk_index++);
+        combine_partitions(chunks[chunk_index], item - chunk_start,
+                           scratch.partials + static_cast<int64_t>(chunk_index) * scratch.partial_floats_per_chunk);
       }
     }, scratch.max_threads);
   }
 
  private:
+  // The keys position `position` sees: [lowest, position].
+  static int64_t lowest_key(const AttentionChunk& c, int64_t position) {
+    return c.window > 0 && position - c.window + 1 > 0 ? position - c.window + 1 : 0;
+  }
+  static int64_t partitions_of(const AttentionChunk& c) {
+    const int64_t position = c.first_position;
+    return position / kPartitionKeys - lowest_key(c, position) / kPartitionKeys + 1;
+  }
+  static int64_t items_of(const AttentionChunk& c) {
+    const int64_t units = c.n_tokens == 1 ? partitions_of(c) : (c.n_tokens + kTileTokens - 1) / kTileTokens;
+    return units * c.n_kv_heads;
+  }
+  static float scale_of(const AttentionChunk& c) { return 1.0f / std::sqrt(static_cast<float>(c.head_dim)); }
+
+  // Folds keys [first_key, end_key) into the rows' state, in blocks that end at multiples of
+  // kAttentionBlockKeys, where the cache wraps, and where the chunk's own (not yet stored) keys begin,
+  // so each block's rows lie side by side. rows.key_begin/key_end hold each token's own range in
+  // positions on entry (inclusive lowest, exclusive end) and are rewritten per block.
   template <class Cache>
-  static void one_token_kv_head(const AttentionChunk& c, const Cache& cache, int64_t t, int64_t g, float* scores,
-                                int64_t scratch_floats) {
+  static void attend(const AttentionChunk& c, const Cache& cache, int64_t g, int64_t first_key, int64_t end_key,
+                     ops::AttentionRows rows, const int64_t* token_lowest, const int64_t* token_end, int32_t* begin,
+                     int32_t* end, float* widen) {
+    const int64_t kv_dim = c.n_kv_heads * c.head_dim;
+    rows.key_begin = begin;
+    rows.key_end = end;
+    for (int64_t position = first_key; position < end_key;) {
+      int64_t block_end = std::min(end_key, (position / ops::kAttentionBlockKeys + 1) * ops::kAttentionBlockKeys);
+      ops::KvRows keys, values;
+      if (position < c.first_position) {
+        block_end = std::min({block_end, c.first_position, position + cache.contiguous_from(position)});
+        keys = cache.key_rows(c.layer, position, g);
+        values = cache.value_rows(c.layer, position, g);
+      } else {
+        const int64_t row = (position - c.first_position) * kv_dim + g * c.head_dim;
+        const int64_t stride = kv_dim * static_cast<int64_t>(sizeof(float));
+        keys = ops::KvRows{c.k + row, stride, ops::KvElement::kF32};
+        values = ops::KvRows{c.v + row, stride, ops::KvElement::kF32};
+      }
+      for (int64_t t = 0; t < rows.n_tokens; ++t) {
+        const int64_t lo = std::max(token_lowest[t], position), hi = std::min(token_end[t], block_end);
+        begin[t] = static_cast<int32_t>(lo - position);
+        end[t] = static_cast<int32_t>(hi > lo ? hi - position : lo - position);
+      }
+      ops::attention_block(rows, keys, values, block_end - position, widen);
+      position = block_end;
+    }
+  }
+
+  // Tokens [tile * kTileTokens, ...) of a prompt chunk, all query heads of kv head g: their outputs
+  // are final when this returns.
+  template <class Cache>
+  static void prompt_tile(const AttentionChunk& c, const Cache& cache, int64_t g, int64_t tile, float* scratch) {
+    const int64_t group = c.n_heads / c.n_kv_heads, q_dim = c.n_heads * c.head_dim;
+    const int64_t first_token = tile * kTileTokens, n = std::min(kTileTokens, c.n_tokens - first_token);
+    float* widen = scratch;
+    float* row_max = widen + 2 * ops::kAttentionBlockKeys * c.head_dim;
+    float* row_sum = row_max + kTileTokens * group;
+    int64_t token_lowest[kTileTokens], token_end[kTileTokens];
+    int32_t begin[kTileTokens], end[kTileTokens];
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t position = c.first_position + first_token + t;
+      token_lowest[t] = lowest_key(c, position);
+      token_end[t] = position + 1;
+    }
+    for (int64_t r = 0; r < n * group; ++r) {
+      row_max[r] = -std::numeric_limits<float>::infinity();
+      row_sum[r] = 0.0f;
+    }
+    ops::AttentionRows rows;
+    rows.q = c.q + first_token * q_dim + g * group * c.head_dim;
+    rows.q_stride = q_dim;
+    rows.out = c.out + first_token * q_dim + g * group * c.head_dim;
+    rows.out_stride = q_dim;
+    rows.row_max = row_max;
+    rows.row_sum = row_sum;
+    rows.n_tokens = n;
+    rows.group = group;
+    rows.head_dim = c.head_dim;
+    rows.scale = scale_of(c);
+    attend(c, cache, g, token_lowest[0], token_end[n - 1], rows, token_lowest, token_end, begin, end, widen);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t h = 0; h < group; ++h) {
+        finish_row(rows.out + t * q_dim + h * c.head_dim, row_sum[t * group + h], c.head_dim);
+      }
+    }
+  }
+
+  static void finish_row(float* out, float sum, int64_t head_dim) {
+    if (sum > 0.0f) {
+      ops::scale(out, 1.0f / sum, head_dim);
+    } else {
+      for (int64_t i = 0; i < head_dim; ++i) out[i] = 0.0f;
+    }
+  }
+
+  // Where partition p of kv head g of a decoding token keeps its rows' state: group outputs of
+  // head_dim, then their maxima and sums.
+  static float* partition_state(const AttentionChunk& c, float* partials, int64_t g, int64_t p) {
     const int64_t group = c.n_heads / c.n_kv_heads;
-    const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-    float* key_buffer = scores + (scratch_floats - 2 * c.head_dim);
-    float* value_buffer = key_buffer + c.head_dim;
-    const int64_t position = c.first_position + t;
-    const int64_t lowest = c.window > 0 && position - c.window + 1 > 0 ? position - c.window + 1 : 0;
-    const int64_t n_keys = position - lowest + 1;
-    // Keys and values before the chunk come from the cache (not yet overwritten by this chunk);
-    // those of the chunk itself come from its fresh k/v rows.
-    const auto key_or_value = [&](int64_t key_position, bool value) -> const float* {
-      if (key_position >= c.first_position)
-        return (value ? c.v : c.k) + (key_position - c.first_position) * kv_dim + g * c.head_dim;
-      return value ? cache.value(c.layer, key_position, g * c.head_dim, c.head_dim, value_buffer)
-                   : cache.key(c.layer, key_position, g * c.head_dim, c.head_dim, key_buffer);
-    };
-    for (int64_t j = 0; j < n_keys; ++j) {
-      const float* key = key_or_value(lowest + j, false);
-      for (int64_t h = 0; h < group; ++h) {
-        const float* query = c.q + t * q_dim + (g * group + h) * c.head_dim;
-        scores[h * n_keys + j] = ops::dot(query, key, c.head_dim) * scale;
-      }
-    }
+    return partials + (p * c.n_kv_heads + g) * group * (c.head_dim + 2);
+  }
+
+  template <class Cache>
+  static void decode_partition(const AttentionChunk& c, const Cache& cache, int64_t g, int64_t p, float* partials) {
+    const int64_t group = c.n_heads / c.n_kv_heads;
+    const int64_t position = c.first_position, lowest = lowest_key(c, position);
+    const int64_t first_key = std::max(lowest, (lowest / kPartitionKeys + p) * kPartitionKeys);
+    const int64_t end_key = std::min(position + 1, (lowest / kPartitionKeys + p + 1) * kPartitionKeys);
+    float* state = partition_state(c, partials, g, p);
+    float* row_max = state + group * c.head_dim;
+    float* row_sum = row_max + group;
     for (int64_t h = 0; h < group; ++h) {
-      ops::softmax(scores + h * n_keys, n_keys);
-      float* out = c.out + t * q_dim + (g * group + h) * c.head_dim;
-      for (int64_t i = 0; i < c.head_dim; ++i) out[i] = 0.0f;
+      row_max[h] = -std::numeric_limits<float>::infinity();
+      row_sum[h] = 0.0f;
     }
-    for (int64_t j = 0; j < n_keys; ++j) {
-      const float* value = key_or_value(lowest + j, true);
-      for (int64_t h = 0; h < group; ++h) {
-        float* out = c.out + t * q_dim + (g * group + h) * c.head_dim;
-        ops::axpy(scores[h * n_keys + j], value, out, c.head_dim);
+    ops::AttentionRows rows;
+    rows.q = c.q + g * group * c.head_dim;
+    rows.q_stride = c.n_heads * c.head_dim;
+    rows.out = state;
+    rows.out_stride = group * c.head_dim;
+    rows.row_max = row_max;
+    rows.row_sum = row_sum;
+    rows.n_tokens = 1;
+    rows.group = group;
+    rows.head_dim = c.head_dim;
+    rows.scale = scale_of(c);
+    const int64_t token_lowest[1] = {first_key}, token_end[1] = {end_key};
+    int32_t begin[1], end[1];
+    attend(c, cache, g, first_key, end_key, rows, token_lowest, token_end, begin, end, nullptr);
+  }
+
+  // Query head `head` of a decoding token: out = sum over partitions of exp(max_p - max) * out_p,
+  // divided by the same sum of their weight sums.
+  static void combine_partitions(const AttentionChunk& c, int64_t head, float* partials) {
+    const int64_t group = c.n_heads / c.n_kv_heads, g = head / group, h = head % group;
+    const int64_t n_parts = partitions_of(c);
+    float largest = -std::numeric_limits<float>::infinity();
+    for (int64_t p = 0; p < n_parts; ++p) {
+      largest = std::fmax(largest, partition_state(c, partials, g, p)[group * c.head_dim + h]);
+    }
+    float* out = c.out + head * c.head_dim;
+    for (int64_t i = 0; i < c.head_dim; ++i) out[i] = 0.0f;
+    float sum = 0.0f;
+    if (largest > -std::numeric_limits<float>::infinity()) {
+      for (int64_t p = 0; p < n_parts; ++p) {
+        const float* state = partition_state(c, partials, g, p);
+        const float part_max = state[group * c.head_dim + h];
+        if (!(part_max > -std::numeric_limits<float>::infinity())) continue;
+        const float weight = std::exp(part_max - largest);
+        sum += weight * state[group * c.head_dim + group + h];
+        ops::axpy(weight, state + h * c.head_dim, out, c.head_dim);
       }
     }
+    finish_row(out, sum, c.head_dim);
   }
 };
 
@@ -7778,34 +8213,49 @@ struct SparseMoE {
 
 namespace bora {
 
-// Storage element tags for the cache policy.
+// Storage element tags for the cache policy: how one key or value row is kept.
 struct f32 {
-  using storage = float;
   static constexpr const char* name = "f32";
+  static constexpr ops::KvElement kind = ops::KvElement::kF32;
+  static int64_t row_bytes(int64_t n) { return n * 4; }
 };
 struct f16 {
-  using storage = uint16_t;
   static constexpr const char* name = "f16";
+  static constexpr ops::KvElement kind = ops::KvElement::kF16;
+  static int64_t row_bytes(int64_t n) { return n * 2; }
+};
+// ggml's q8_0 blocks (32 int8 sharing an f16 scale): half the bytes of f16, so a long context costs
+// half the reads; each value moves by at most half its block's step (max|x| / 254).
+struct q8_0 {
+  static constexpr const char* name = "q8_0";
+  static constexpr ops::KvElement kind = ops::KvElement::kQ8_0;
+  static int64_t row_bytes(int64_t n) { return n / 32 * quant::Q8_0Block::kBytes; }
 };
 
 template <class Element>
 class RollingKvCache {
-  static_assert(std::is_same<Element, f32>::value || std::is_same<Element, f16>::value,
-                "RollingKvCache<Element>: Element must be bora::f32 or bora::f16");
+  static_assert(std::is_same<Element, f32>::value || std::is_same<Element, f16>::value ||
+                    std::is_same<Element, q8_0>::value,
+                "RollingKvCache<Element>: Element must be bora::f32, bora::f16 or bora::q8_0");
 
  public:
   using element = Element;
-  using storage = typename Element::storage;
+
+  // Whether rows of kv_dim values made of heads of head_dim can be stored (q8_0 needs whole blocks
+  // in each head, so that a head's row starts at a block).
+  static bool supports(int64_t head_dim) { return element::kind != ops::KvElement::kQ8_0 || head_dim % 32 == 0; }
 
   // Allocates the zeroed cache; false when its size overflows or the memory is not there.
   bool init(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int64_t capacity) {
     n_layers_ = n_layers;
+    head_dim_ = head_dim;
     kv_dim_ = n_kv_heads * head_dim;
+    row_bytes_ = Element::row_bytes(kv_dim_);
     capacity_ = capacity;
     uint64_t count = 0;
-    if (n_layers < 0 || capacity < 0 || kv_dim_ < 0 ||
+    if (n_layers < 0 || capacity < 0 || kv_dim_ < 0 || !supports(head_dim) ||
         !bytes_detail::checked_mul(static_cast<uint64_t>(n_layers), static_cast<uint64_t>(capacity), &count) ||
-        !bytes_detail::checked_mul(count, static_cast<uint64_t>(kv_dim_), &count)) {
+        !bytes_detail::checked_mul(count, static_cast<uint64_t>(row_bytes_), &count)) {
       return false;
     }
     return keys_.reset(count) && values_.reset(count);
@@ -7813,77 +8263,78 @@ class RollingKvCache {
 
   int64_t capacity() const { return capacity_; }
   int64_t slot_of(int64_t position) const { return position % capacity_; }
-  uint64_t bytes() const { return (keys_.size() + values_.size()) * sizeof(storage); }
+  uint64_t bytes() const { return keys_.size() + values_.size(); }
+  // Bytes of a cache of this element for the given shape (for error messages).
+  static double bytes_for(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int64_t capacity) {
+    return 2.0 * static_cast<double>(n_layers) * static_cast<double>(capacity) *
+           static_cast<double>(Element::row_bytes(n_kv_heads * head_dim));
+  }
 
   // Writes the rotated key and the value (kv_dim floats each) of `position`.
   void store(int64_t layer, int64_t position, const float* key, const float* value) {
-    storage* k = key_slot(layer, slot_of(position));
-    storage* v = value_slot(layer, slot_of(position));
-    copy_in(key, k);
-    copy_in(value, v);
+    copy_in(key, key_slot(layer, slot_of(position)));
+    copy_in(value, value_slot(layer, slot_of(position)));
   }
 
-  // Reads `count` floats of a stored key/value starting at `offset` within the slot. For f32 the
-  // returned pointer is the cache itself; for f16 the values are widened into `buffer`.
-  const float* key(int64_t layer, int64_t position, int64_t offset, int64_t count, float* buffer) const {
-    return read(key_slot(layer, slot_of(position)) + offset, count, buffer);
+  // Positions from `position` on whose slots follow each other in memory: up to the end of the
+  // cache, where the rolling window wraps to slot 0.
+  int64_t contiguous_from(int64_t position) const { return capacity_ - slot_of(position); }
+  // The keys / values of KV head `head` from `position` on, as rows attention reads in place (valid
+  // for contiguous_from(position) positions).
+  ops::KvRows key_rows(int64_t layer, int64_t position, int64_t head) const {
+    return ops::KvRows{key_slot(layer, slot_of(position)) + head_offset(head), row_bytes_, Element::kind};
   }
-  const float* value(int64_t layer, int64_t position, int64_t offset, int64_t count, float* buffer) const {
-    return read(value_slot(layer, slot_of(position)) + offset, count, buffer);
+  ops::KvRows value_rows(int64_t layer, int64_t position, int64_t head) const {
+    return ops::KvRows{value_slot(layer, slot_of(position)) + head_offset(head), row_bytes_, Element::kind};
   }
 
   // A cache of the same shape (for a fork); false when the memory is not there.
   bool init_like(const RollingKvCache& other) {
-    return init(other.n_layers_, 1, other.kv_dim_, other.capacity_) && (kv_dim_ = other.kv_dim_, true);
+    return init(other.n_layers_, other.kv_dim_ / (other.head_dim_ > 0 ? other.head_dim_ : 1), other.head_dim_,
+                other.capacity_);
   }
   // Copies every slot of a cache of the same shape.
   void copy_from(const RollingKvCache& other) {
     if (keys_.empty()) return;
-    std::memcpy(keys_.data(), other.keys_.data(), keys_.size() * sizeof(storage));
-    std::memcpy(values_.data(), other.values_.data(), values_.size() * sizeof(storage));
+    std::memcpy(keys_.data(), other.keys_.data(), keys_.size());
+    std::memcpy(values_.data(), other.values_.data(), values_.size());
   }
   // The cache as bytes() bytes (keys, then values), for saving a session, and back.
   void save_to(uint8_t* out) const {
     if (keys_.empty()) return;
-    std::memcpy(out, keys_.data(), keys_.size() * sizeof(storage));
-    std::memcpy(out + keys_.size() * sizeof(storage), values_.data(), values_.size() * sizeof(storage));
+    std::memcpy(out, keys_.data(), keys_.size());
+    std::memcpy(out + keys_.size(), values_.data(), values_.size());
   }
   void load_from(const uint8_t* in) {
     if (keys_.empty()) return;
-    std::memcpy(keys_.data(), in, keys_.size() * sizeof(storage));
-    std::memcpy(values_.data(), in + keys_.size() * sizeof(storage), values_.size() * sizeof(storage));
+    std::memcpy(keys_.data(), in, keys_.size());
+    std::memcpy(values_.data(), in + keys_.size(), values_.size());
   }
 
  private:
-  storage* key_slot(int64_t layer, int64_t slot) { return keys_.data() + (layer * capacity_ + slot) * kv_dim_; }
-  storage* value_slot(int64_t layer, int64_t slot) { return values_.data() + (layer * capacity_ + slot) * kv_dim_; }
-  const storage* key_slot(int64_t layer, int64_t slot) const {
-    return keys_.data() + (layer * capacity_ + slot) * kv_dim_;
+  uint8_t* key_slot(int64_t layer, int64_t slot) { return keys_.data() + (layer * capacity_ + slot) * row_bytes_; }
+  uint8_t* value_slot(int64_t layer, int64_t slot) { return values_.data() + (layer * capacity_ + slot) * row_bytes_; }
+  const uint8_t* key_slot(int64_t layer, int64_t slot) const {
+    return keys_.data() + (layer * capacity_ + slot) * row_bytes_;
   }
-  const storage* value_slot(int64_t layer, int64_t slot) const {
-    return values_.data() + (layer * capacity_ + slot) * kv_dim_;
+  const uint8_t* value_slot(int64_t layer, int64_t slot) const {
+    return values_.data() + (layer * capacity_ + slot) * row_bytes_;
   }
+  int64_t head_offset(int64_t head) const { return Element::row_bytes(head * head_dim_); }
 
-  void copy_in(const float* from, storage* to) const {
+  void copy_in(const float* from, uint8_t* to) const {
     if constexpr (std::is_same<Element, f32>::value) {
-      for (int64_t i = 0; i < kv_dim_; ++i) to[i] = from[i];
+      std::memcpy(to, from, static_cast<size_t>(kv_dim_) * sizeof(float));
+    } else if constexpr (std::is_same<Element, f16>::value) {
+      // The slot is 2-byte aligned: row_bytes is even and the buffer page-aligned.
+      ops::f32_to_f16(from, reinterpret_cast<uint16_t*>(to), kv_dim_);
     } else {
-      ops::f32_to_f16(from, to, kv_dim_);
-    }
-  }
-  const float* read(const storage* from, int64_t count, float* buffer) const {
-    if constexpr (std::is_same<Element, f32>::value) {
-      (void)count;
-      (void)buffer;
-      return from;
-    } else {
-      ops::f16_to_f32(from, buffer, count);
-      return buffer;
+      quant::quantize_row_q8_0(from, to, kv_dim_);
     }
   }
 
-  int64_t n_layers_ = 0, kv_dim_ = 0, capacity_ = 0;
-  PageBuffer<storage> keys_, values_;
+  int64_t n_layers_ = 0, head_dim_ = 0, kv_dim_ = 0, row_bytes_ = 0, capacity_ = 0;
+  PageBuffer<uint8_t> keys_, values_;
 };
 
 }  // namespace bora
@@ -7893,7 +8344,9 @@ class RollingKvCache {
 
 namespace bora {
 
-enum class KvCacheType { kF16, kF32 };
+// The KV cache element load_any() composes: f16 (the default), f32 (the exact path's), or q8_0
+// (half the bytes of f16 for long contexts).
+enum class KvCacheType { kF16, kF32, kQ8_0 };
 
 // How a model is opened (llama.h users know these words).
 struct LoadParams {
@@ -8037,7 +8490,7 @@ class Transformer final : public Model {
    public:
     std::unique_ptr<ThreadPool> pool;
     PageBuffer<float> x, normed, q, k, v, attended, projected, gate, up, gathered, expert_out, router_logits,
-        chosen_weights, routed_weights, attention_scratch;
+        chosen_weights, routed_weights, attention_scratch, attention_partials;
     PageBuffer<int32_t> chosen, routed_tokens;
     PageBuffer<int64_t> positions;
     PageBuffer<RowGroup> groups, expert_groups, logit_groups;
@@ -8046,7 +8499,8 @@ class Transformer final : public Model {
     PageBuffer<float> residual_products;     // products of the second level (prefill)
     std::vector<AttentionChunk> chunks;
     std::vector<const KvCache*> chunk_caches;
-    int64_t attention_keys = 0;  // the most keys attention_scratch has room for
+    int64_t attention_keys = 0;      // the most keys attention_partials has room for, per chunk
+    int64_t attention_chunks = 0;    // and for how many chunks
     int threads = 1;
 
    private:
@@ -8115,9 +8569,12 @@ class Transformer final : public Model {
     if (params.sliding_window >= 0) window = params.sliding_window;
     sequence->window_ = window;
     sequence->kv_capacity_ = window > 0 ? std::min(window, params.n_ctx) : params.n_ctx;
+    if (!KvCache::supports(c.head_dim)) {
+      return make_error(ErrorCode::kUnsupported, "context: a %s KV cache needs a head size that is a multiple of 32, "
+                        "this model's is %lld", KvCache::element::name, (long long)c.head_dim);
+    }
     if (!sequence->cache.init(c.n_layers, c.n_kv_heads, c.head_dim, sequence->kv_capacity_)) {
-      const double gib = 2.0 * static_cast<double>(c.n_layers) * static_cast<double>(c.n_kv_heads * c.head_dim) *
-                         static_cast<double>(sequence->kv_capacity_) * sizeof(typename KvCache::storage) / (1 << 30);
+      const double gib = KvCache::bytes_for(c.n_layers, c.n_kv_heads, c.head_dim, sequence->kv_capacity_) / (1 << 30);
       return make_error(ErrorCode::kOutOfMemory,
                         "context: the KV cache for %lld positions needs %.1f GiB, which could not be allocated",
                         (long long)sequence->kv_capacity_, gib);
@@ -8176,6 +8633,8 @@ class Transformer final : public Model {
     sized(ws->positions, n, 1, "positions");
     sized(ws->groups, n, 1, "batch layout");
     sized(ws->logit_groups, n, 1, "batch layout");
+    sized(ws->attention_scratch, ws->threads, Attention::scratch_floats_per_thread(c.n_heads, c.n_kv_heads, c.head_dim),
+          "attention");
     if (!params.f32_activations) {
       const int64_t q8_row_bytes_wide = ops::q8_row_bytes((std::max(std::max(dim, q_dim), hidden) + 31) / 32 * 32);
       const int64_t q8_row_bytes_narrow = ops::q8_row_bytes((std::max(dim, q_dim) + 31) / 32 * 32);
@@ -8250,17 +8709,22 @@ class Transformer final : public Model {
                         (long long)total, (long long)ws.n_batch());
     }
     if (total == 0) return Status();
-    if (most_keys > ws.attention_keys) {
-      // The scratch grows with the longest cache the workspace has met (a sequence may join later).
-      const int64_t per_thread = Attention::scratch_floats_per_thread(c.n_heads, c.n_kv_heads, c.head_dim, most_keys);
+    if (most_keys > ws.attention_keys || static_cast<int64_t>(count) > ws.attention_chunks) {
+      // The partial results grow with the longest cache and the most sequences the workspace has met.
+      const int64_t keys = std::max(most_keys, ws.attention_keys);
+      const int64_t chunks = std::max(static_cast<int64_t>(count), ws.attention_chunks);
       uint64_t floats = 0;
-      if (!bytes_detail::checked_mul(static_cast<uint64_t>(per_thread), static_cast<uint64_t>(ws.threads), &floats) ||
-          !ws.attention_scratch.reset(floats)) {
-        ws.attention_keys = 0;
-        return make_error(ErrorCode::kOutOfMemory, "forward: attention scratch for %lld keys could not be allocated",
-                          (long long)most_keys);
+      if (!bytes_detail::checked_mul(
+              static_cast<uint64_t>(Attention::partial_floats_per_chunk(c.n_heads, c.head_dim, keys)),
+              static_cast<uint64_t>(chunks), &floats) ||
+          !ws.attention_partials.reset(floats)) {
+        ws.attention_keys = ws.attention_chunks = 0;
+        return make_error(ErrorCode::kOutOfMemory,
+                          "forward: attention scratch for %lld sequences of %lld keys could not be allocated",
+                          (long long)chunks, (long long)keys);
       }
-      ws.attention_keys = most_keys;
+      ws.attention_keys = keys;
+      ws.attention_chunks = chunks;
     }
     if (ws.chunks.size() < count) {
       // Reserved once per batch size; these vectors only grow.
@@ -8311,9 +8775,11 @@ class Transformer final : public Model {
     }
     AttentionScratch attention_scratch;
     attention_scratch.data = ws.attention_scratch.data();
-    attention_scratch.per_thread =
-        Attention::scratch_floats_per_thread(c.n_heads, c.n_kv_heads, c.head_dim, ws.attention_keys);
+    attention_scratch.per_thread = Attention::scratch_floats_per_thread(c.n_heads, c.n_kv_heads, c.head_dim);
     attention_scratch.max_threads = threads;
+    attention_scratch.partials = ws.attention_partials.data();
+    attention_scratch.partial_floats_per_chunk =
+        Attention::partial_floats_per_chunk(c.n_heads, c.head_dim, ws.attention_keys);
     const int64_t* positions = ws.positions.data();
 
     for (int64_t l = 0; l < c.n_layers; ++l) {
@@ -8422,6 +8888,9 @@ using Mixtral8x7B = Transformer<GroupedQueryAttention<CausalAttention>, RollingK
 // The same with an f32 cache: what `--exact` runs, to match reference logits to 1e-3.
 using Mistral7BExact = Transformer<GroupedQueryAttention<SlidingWindow>, RollingKvCache<f32>, DenseSwiGLU>;
 using Mixtral8x7BExact = Transformer<GroupedQueryAttention<CausalAttention>, RollingKvCache<f32>, SparseMoE<>>;
+// The same with a q8_0 cache: half the bytes of f16, for long contexts (`--kv-type q8_0`).
+using Mistral7BQ8Cache = Transformer<GroupedQueryAttention<SlidingWindow>, RollingKvCache<q8_0>, DenseSwiGLU>;
+using Mixtral8x7BQ8Cache = Transformer<GroupedQueryAttention<CausalAttention>, RollingKvCache<q8_0>, SparseMoE<>>;
 
 }  // namespace bora
 
@@ -8477,17 +8946,21 @@ Expected<std::unique_ptr<Preset>> load_model(const std::string& path, const Load
 // cache element type from params.kv_cache_type.
 inline Expected<std::unique_ptr<Model>> load_any_model(ModelFiles files, const LoadParams& params = {}) {
   const bool sparse = files.config().n_experts > 0;
-  const bool exact_cache = params.kv_cache_type == KvCacheType::kF32;
   auto erase = [](auto loaded) -> Expected<std::unique_ptr<Model>> {
     if (!loaded) return loaded.error();
     return std::unique_ptr<Model>(std::move(*loaded));
   };
-  if (sparse) {
-    return exact_cache ? erase(load_model<Mixtral8x7BExact>(std::move(files), params))
-                       : erase(load_model<Mixtral8x7B>(std::move(files), params));
+  switch (params.kv_cache_type) {
+    case KvCacheType::kF32:
+      return sparse ? erase(load_model<Mixtral8x7BExact>(std::move(files), params))
+                    : erase(load_model<Mistral7BExact>(std::move(files), params));
+    case KvCacheType::kQ8_0:
+      return sparse ? erase(load_model<Mixtral8x7BQ8Cache>(std::move(files), params))
+                    : erase(load_model<Mistral7BQ8Cache>(std::move(files), params));
+    default:
+      return sparse ? erase(load_model<Mixtral8x7B>(std::move(files), params))
+                    : erase(load_model<Mistral7B>(std::move(files), params));
   }
-  return exact_cache ? erase(load_model<Mistral7BExact>(std::move(files), params))
-                     : erase(load_model<Mistral7B>(std::move(files), params));
 }
 
 inline Expected<std::unique_ptr<Model>> load_any_model(const std::string& path, const LoadParams& params = {}) {
@@ -11078,6 +11551,7 @@ HWY_EXPORT(SoftmaxKernel);
 HWY_EXPORT(SiluMulKernel);
 HWY_EXPORT(F16ToF32Kernel);
 HWY_EXPORT(F32ToF16Kernel);
+HWY_EXPORT(AttentionBlockKernel);
 HWY_EXPORT(MatvecKernel);
 HWY_EXPORT(MatmulKernel);
 HWY_EXPORT(RowDotKernel);
@@ -11197,6 +11671,11 @@ void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t position, float t
 void f32_to_f16(const float* x, uint16_t* y, int64_t n) { HWY_DYNAMIC_DISPATCH(F32ToF16Kernel)(x, y, n); }
 
 void f16_to_f32(const uint16_t* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(F16ToF32Kernel)(x, y, n); }
+
+void attention_block(const AttentionRows& rows, const KvRows& keys, const KvRows& values, int64_t n_keys,
+                     float* widen_scratch) {
+  HWY_DYNAMIC_DISPATCH(AttentionBlockKernel)(rows, keys, values, n_keys, widen_scratch);
+}
 
 const char* simd_target_name() { return HWY_DYNAMIC_DISPATCH(TargetNameKernel)(); }
 

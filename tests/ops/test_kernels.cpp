@@ -18,6 +18,7 @@
 #include "bora/ops/ops.hpp"
 #include "bora/quant/dequantize.hpp"
 #include "bora/quant/q8_activations.hpp"
+#include "../support/simd_targets.hpp"
 
 namespace {
 
@@ -26,23 +27,7 @@ using bora::WeightType;
 const WeightType kAllTypes[] = {WeightType::kF32,  WeightType::kF16,  WeightType::kBF16, WeightType::kQ8_0,
                                 WeightType::kQ4_0, WeightType::kQ4_K, WeightType::kQ5_K, WeightType::kQ6_K};
 
-// Runs `body` once per target both compiled into the implementation and supported by this CPU,
-// checking that dispatch really switched.
-void for_each_target(const std::function<void()>& body) {
-  std::vector<int64_t> targets;
-  for (int64_t left = hwy::SupportedTargets() & bora::ops::simd_compiled_targets(); left != 0; left &= left - 1) {
-    targets.push_back(left & -left);
-  }
-  REQUIRE(!targets.empty());
-  for (int64_t target : targets) {
-    hwy::SetSupportedTargetsForTest(target);
-    const std::string target_name = hwy::TargetName(target);
-    CAPTURE(target_name);
-    REQUIRE(std::string(bora::ops::simd_target_name()) == hwy::TargetName(target));
-    body();
-  }
-  hwy::SetSupportedTargetsForTest(0);
-}
+using bora_test::for_each_target;
 
 // Runs check(type) on every target for each of `types`, with the type named in any failure.
 template <size_t kCount>

@@ -63,17 +63,21 @@ Expected<std::unique_ptr<Preset>> load_model(const std::string& path, const Load
 // cache element type from params.kv_cache_type.
 inline Expected<std::unique_ptr<Model>> load_any_model(ModelFiles files, const LoadParams& params = {}) {
   const bool sparse = files.config().n_experts > 0;
-  const bool exact_cache = params.kv_cache_type == KvCacheType::kF32;
   auto erase = [](auto loaded) -> Expected<std::unique_ptr<Model>> {
     if (!loaded) return loaded.error();
     return std::unique_ptr<Model>(std::move(*loaded));
   };
-  if (sparse) {
-    return exact_cache ? erase(load_model<Mixtral8x7BExact>(std::move(files), params))
-                       : erase(load_model<Mixtral8x7B>(std::move(files), params));
+  switch (params.kv_cache_type) {
+    case KvCacheType::kF32:
+      return sparse ? erase(load_model<Mixtral8x7BExact>(std::move(files), params))
+                    : erase(load_model<Mistral7BExact>(std::move(files), params));
+    case KvCacheType::kQ8_0:
+      return sparse ? erase(load_model<Mixtral8x7BQ8Cache>(std::move(files), params))
+                    : erase(load_model<Mistral7BQ8Cache>(std::move(files), params));
+    default:
+      return sparse ? erase(load_model<Mixtral8x7B>(std::move(files), params))
+                    : erase(load_model<Mistral7B>(std::move(files), params));
   }
-  return exact_cache ? erase(load_model<Mistral7BExact>(std::move(files), params))
-                     : erase(load_model<Mistral7B>(std::move(files), params));
 }
 
 inline Expected<std::unique_ptr<Model>> load_any_model(const std::string& path, const LoadParams& params = {}) {

@@ -14,6 +14,9 @@ using Mixtral8x7B = Transformer<GroupedQueryAttention<CausalAttention>, RollingK
 // The same with an f32 cache: what `--exact` runs, to match reference logits to 1e-3.
 using Mistral7BExact = Transformer<GroupedQueryAttention<SlidingWindow>, RollingKvCache<f32>, DenseSwiGLU>;
 using Mixtral8x7BExact = Transformer<GroupedQueryAttention<CausalAttention>, RollingKvCache<f32>, SparseMoE<>>;
+// The same with a q8_0 cache: half the bytes of f16, for long contexts (`--kv-type q8_0`).
+using Mistral7BQ8Cache = Transformer<GroupedQueryAttention<SlidingWindow>, RollingKvCache<q8_0>, DenseSwiGLU>;
+using Mixtral8x7BQ8Cache = Transformer<GroupedQueryAttention<CausalAttention>, RollingKvCache<q8_0>, SparseMoE<>>;
 
 }  // namespace bora
 

@@ -31,7 +31,9 @@
 
 namespace bora {
 
-enum class KvCacheType { kF16, kF32 };
+// The KV cache element load_any() composes: f16 (the default), f32 (the exact path's), or q8_0
+// (half the bytes of f16 for long contexts).
+enum class KvCacheType { kF16, kF32, kQ8_0 };
 
 // How a model is opened (llama.h users know these words).
 struct LoadParams {
@@ -175,7 +177,7 @@ class Transformer final : public Model {
    public:
     std::unique_ptr<ThreadPool> pool;
     PageBuffer<float> x, normed, q, k, v, attended, projected, gate, up, gathered, expert_out, router_logits,
-        chosen_weights, routed_weights, attention_scratch;
+        chosen_weights, routed_weights, attention_scratch, attention_partials;
     PageBuffer<int32_t> chosen, routed_tokens;
     PageBuffer<int64_t> positions;
     PageBuffer<RowGroup> groups, expert_groups, logit_groups;
@@ -184,7 +186,8 @@ class Transformer final : public Model {
     PageBuffer<float> residual_products;     // products of the second level (prefill)
     std::vector<AttentionChunk> chunks;
     std::vector<const KvCache*> chunk_caches;
-    int64_t attention_keys = 0;  // the most keys attention_scratch has room for
+    int64_t attention_keys = 0;      // the most keys attention_partials has room for, per chunk
+    int64_t attention_chunks = 0;    // and for how many chunks
     int threads = 1;
 
    private:
@@ -253,9 +256,12 @@ class Transformer final : public Model {
     if (params.sliding_window >= 0) window = params.sliding_window;
     sequence->window_ = window;
     sequence->kv_capacity_ = window > 0 ? std::min(window, params.n_ctx) : params.n_ctx;
+    if (!KvCache::supports(c.head_dim)) {
+      return make_error(ErrorCode::kUnsupported, "context: a %s KV cache needs a head size that is a multiple of 32, "
+                        "this model's is %lld", KvCache::element::name, (long long)c.head_dim);
+    }
     if (!sequence->cache.init(c.n_layers, c.n_kv_heads, c.head_dim, sequence->kv_capacity_)) {
-      const double gib = 2.0 * static_cast<double>(c.n_layers) * static_cast<double>(c.n_kv_heads * c.head_dim) *
-                         static_cast<double>(sequence->kv_capacity_) * sizeof(typename KvCache::storage) / (1 << 30);
+      const double gib = KvCache::bytes_for(c.n_layers, c.n_kv_heads, c.head_dim, sequence->kv_capacity_) / (1 << 30);
       return make_error(ErrorCode::kOutOfMemory,
                         "context: the KV cache for %lld positions needs %.1f GiB, which could not be allocated",
                         (long long)sequence->kv_capacity_, gib);
@@ -314,6 +320,8 @@ class Transformer final : public Model {
     sized(ws->positions, n, 1, "positions");
     sized(ws->groups, n, 1, "batch layout");
     sized(ws->logit_groups, n, 1, "batch layout");
+    sized(ws->attention_scratch, ws->threads, Attention::scratch_floats_per_thread(c.n_heads, c.n_kv_heads, c.head_dim),
+          "attention");
     if (!params.f32_activations) {
       const int64_t q8_row_bytes_wide = ops::q8_row_bytes((std::max(std::max(dim, q_dim), hidden) + 31) / 32 * 32);
       const int64_t q8_row_bytes_narrow = ops::q8_row_bytes((std::max(dim, q_dim) + 31) / 32 * 32);
@@ -388,17 +396,22 @@ class Transformer final : public Model {
                         (long long)total, (long long)ws.n_batch());
     }
     if (total == 0) return Status();
-    if (most_keys > ws.attention_keys) {
-      // The scratch grows with the longest cache the workspace has met (a sequence may join later).
-      const int64_t per_thread = Attention::scratch_floats_per_thread(c.n_heads, c.n_kv_heads, c.head_dim, most_keys);
+    if (most_keys > ws.attention_keys || static_cast<int64_t>(count) > ws.attention_chunks) {
+      // The partial results grow with the longest cache and the most sequences the workspace has met.
+      const int64_t keys = std::max(most_keys, ws.attention_keys);
+      const int64_t chunks = std::max(static_cast<int64_t>(count), ws.attention_chunks);
       uint64_t floats = 0;
-      if (!bytes_detail::checked_mul(static_cast<uint64_t>(per_thread), static_cast<uint64_t>(ws.threads), &floats) ||
-          !ws.attention_scratch.reset(floats)) {
-        ws.attention_keys = 0;
-        return make_error(ErrorCode::kOutOfMemory, "forward: attention scratch for %lld keys could not be allocated",
-                          (long long)most_keys);
+      if (!bytes_detail::checked_mul(
+              static_cast<uint64_t>(Attention::partial_floats_per_chunk(c.n_heads, c.head_dim, keys)),
+              static_cast<uint64_t>(chunks), &floats) ||
+          !ws.attention_partials.reset(floats)) {
+        ws.attention_keys = ws.attention_chunks = 0;
+        return make_error(ErrorCode::kOutOfMemory,
+                          "forward: attention scratch for %lld sequences of %lld keys could not be allocated",
+                          (long long)chunks, (long long)keys);
       }
-      ws.attention_keys = most_keys;
+      ws.attention_keys = keys;
+      ws.attention_chunks = chunks;
     }
     if (ws.chunks.size() < count) {
       // Reserved once per batch size; these vectors only grow.
@@ -449,9 +462,11 @@ class Transformer final : public Model {
     }
     AttentionScratch attention_scratch;
     attention_scratch.data = ws.attention_scratch.data();
-    attention_scratch.per_thread =
-        Attention::scratch_floats_per_thread(c.n_heads, c.n_kv_heads, c.head_dim, ws.attention_keys);
+    attention_scratch.per_thread = Attention::scratch_floats_per_thread(c.n_heads, c.n_kv_heads, c.head_dim);
     attention_scratch.max_threads = threads;
+    attention_scratch.partials = ws.attention_partials.data();
+    attention_scratch.partial_floats_per_chunk =
+        Attention::partial_floats_per_chunk(c.n_heads, c.head_dim, ws.attention_keys);
     const int64_t* positions = ws.positions.data();
 
     for (int64_t l = 0; l < c.n_layers; ++l) {

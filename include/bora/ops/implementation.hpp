@@ -54,6 +54,7 @@ HWY_EXPORT(SoftmaxKernel);
 HWY_EXPORT(SiluMulKernel);
 HWY_EXPORT(F16ToF32Kernel);
 HWY_EXPORT(F32ToF16Kernel);
+HWY_EXPORT(AttentionBlockKernel);
 HWY_EXPORT(MatvecKernel);
 HWY_EXPORT(MatmulKernel);
 HWY_EXPORT(RowDotKernel);
@@ -173,6 +174,11 @@ void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t position, float t
 void f32_to_f16(const float* x, uint16_t* y, int64_t n) { HWY_DYNAMIC_DISPATCH(F32ToF16Kernel)(x, y, n); }
 
 void f16_to_f32(const uint16_t* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(F16ToF32Kernel)(x, y, n); }
+
+void attention_block(const AttentionRows& rows, const KvRows& keys, const KvRows& values, int64_t n_keys,
+                     float* widen_scratch) {
+  HWY_DYNAMIC_DISPATCH(AttentionBlockKernel)(rows, keys, values, n_keys, widen_scratch);
+}
 
 const char* simd_target_name() { return HWY_DYNAMIC_DISPATCH(TargetNameKernel)(); }
 

@@ -4,6 +4,7 @@
 //   target-inl.h         attributes, x86 capability macros, shared tags
 //   x86-inl.h            raw x86 helpers several families share
 //   vector-inl.h         small f32 vector kernels, f16 conversions
+//   attention-inl.h      query rows against cached keys and values, online softmax
 //   activations-inl.h    int8 activation quantization and the integer products built on it
 //   float_weights-inl.h  F32, F16, BF16 rows
 //   legacy_blocks-inl.h  Q8_0 and Q4_0
@@ -23,6 +24,7 @@
 #include "bora/ops/target-inl.h"
 #include "bora/ops/x86-inl.h"
 #include "bora/ops/vector-inl.h"
+#include "bora/ops/attention-inl.h"
 #include "bora/ops/activations-inl.h"
 #include "bora/ops/float_weights-inl.h"
 #include "bora/ops/legacy_blocks-inl.h"

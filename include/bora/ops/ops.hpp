@@ -38,6 +38,41 @@ void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t position, float t
 void f32_to_f16(const float* x, uint16_t* y, int64_t n);
 void f16_to_f32(const uint16_t* x, float* y, int64_t n);
 
+// ---- attention ----------------------------------------------------------------------------------
+// How a KV cache stores a row of head_dim values (kQ8_0: ggml's blocks of 32 int8 sharing an f16
+// scale; head_dim a multiple of 32).
+enum class KvElement { kF32, kF16, kQ8_0 };
+// The keys (or values) of consecutive positions: the i-th row at data + i * stride bytes.
+struct KvRows {
+  const void* data = nullptr;
+  int64_t stride = 0;
+  KvElement type = KvElement::kF32;
+};
+// Most keys one attention_block call takes.
+constexpr int64_t kAttentionBlockKeys = 64;
+// The query rows of n_tokens tokens that share one KV head (group rows of head_dim per token), and
+// each row's running state: its largest score so far (start at -inf), the sum of its weights (start
+// at 0) and its output, not yet divided by that sum (not read while the row is at -inf).
+struct AttentionRows {
+  const float* q = nullptr;  // token t's row h at q + t * q_stride + h * head_dim
+  int64_t q_stride = 0;
+  float* out = nullptr;  // token t's row h at out + t * out_stride + h * head_dim
+  int64_t out_stride = 0;
+  float* row_max = nullptr;  // [n_tokens * group]
+  float* row_sum = nullptr;  // [n_tokens * group]
+  int64_t n_tokens = 0, group = 0, head_dim = 0;
+  float scale = 1.0f;  // scores are q.k * scale
+  const int32_t* key_begin = nullptr;  // token t sees keys [key_begin[t], key_end[t]) of the block
+  const int32_t* key_end = nullptr;
+};
+// Folds one block of at most kAttentionBlockKeys keys and their values (stored alike) into every
+// row's state with an online softmax, the flash-attention way. A row's result depends only on its
+// own query, keys and the block boundaries, never on the other rows. widen_scratch, 2 *
+// kAttentionBlockKeys * head_dim floats, lets several tokens widen the block once (may be null).
+// A NaN score weighs 0, as a masked key does.
+void attention_block(const AttentionRows& rows, const KvRows& keys, const KvRows& values, int64_t n_keys,
+                     float* widen_scratch);
+
 // Name of the SIMD target chosen at run time (for logs and benchmarks).
 const char* simd_target_name();
 

@@ -1,0 +1,254 @@
+// Why this file exists: attention's inner loops, which decide what a long context costs. Query rows
+// meet keys and values read straight from the cache's rows (f32, f16 or q8_0, widened in registers),
+// and each block of keys is folded into every row's running output with an online softmax, the
+// flash-attention way, so nothing grows with the number of keys but the work. Compiled once per
+// target (toggle guard); ops::attention_block dispatches here.
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "bora/quant/f16.hpp"
+
+#if defined(BORA_OPS_ATTENTION_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef BORA_OPS_ATTENTION_INL_H_
+#undef BORA_OPS_ATTENTION_INL_H_
+#else
+#define BORA_OPS_ATTENTION_INL_H_
+#endif
+
+#include <hwy/highway.h>
+#include <hwy/contrib/math/math-inl.h>
+
+#include "bora/ops/target-inl.h"
+#include "bora/ops/vector-inl.h"
+
+BORA_OPS_BEFORE_NAMESPACE();
+namespace bora {
+namespace ops {
+namespace HWY_NAMESPACE {
+
+// One stored row of head_dim values, read a vector (or, in tails, a value) at a time.
+template <KvElement kType>
+struct KvRowReader;
+
+template <>
+struct KvRowReader<KvElement::kF32> {
+  static bool vectors_fit(int64_t) { return true; }
+  static hn::Vec<BlockF32> load(BlockF32 d, const uint8_t* row, int64_t i) {
+    return hn::LoadU(d, reinterpret_cast<const float*>(row) + i);
+  }
+  static float value(const uint8_t* row, int64_t i) { return reinterpret_cast<const float*>(row)[i]; }
+};
+
+template <>
+struct KvRowReader<KvElement::kF16> {
+  static bool vectors_fit(int64_t) { return true; }
+  static hn::Vec<BlockF32> load(BlockF32 d, const uint8_t* row, int64_t i) {
+    const hn::Rebind<uint16_t, BlockF32> d16;
+    const hn::Rebind<uint32_t, BlockF32> d32;
+    return HalfBitsToF32(d, hn::PromoteTo(d32, hn::LoadU(d16, reinterpret_cast<const uint16_t*>(row) + i)));
+  }
+  static float value(const uint8_t* row, int64_t i) { return quant::load_f16(row + 2 * i); }
+};
+
+// q8_0 rows: blocks of 34 bytes (f16 scale, 32 int8). A vector must not straddle two blocks.
+template <>
+struct KvRowReader<KvElement::kQ8_0> {
+  static bool vectors_fit(int64_t lanes) { return lanes <= 32 && 32 % lanes == 0; }
+  static hn::Vec<BlockF32> load(BlockF32 d, const uint8_t* row, int64_t i) {
+    const hn::Rebind<int8_t, BlockF32> d8;
+    const hn::Rebind<int32_t, BlockF32> d32;
+    const uint8_t* block = row + (i / 32) * 34;
+    const auto q = hn::LoadU(d8, reinterpret_cast<const int8_t*>(block + 2 + i % 32));
+    return hn::Mul(hn::ConvertTo(d, hn::PromoteTo(d32, q)), hn::Set(d, quant::load_f16(block)));
+  }
+  static float value(const uint8_t* row, int64_t i) {
+    const uint8_t* block = row + (i / 32) * 34;
+    return quant::load_f16(block) * static_cast<float>(static_cast<int8_t>(block[2 + i % 32]));
+  }
+};
+
+// kRows query rows of one token (the heads sharing a KV head, four at a time, so each key and value
+// vector is read once for all of them) against keys [key_begin, key_end) of the block. Every row's
+// arithmetic is its own: the same whatever rows it is computed beside.
+template <KvElement kType, int kRows>
+HWY_INLINE void AttentionRowsOfToken(const AttentionRows& a, const float* const* q, float* const* out, float* row_max,
+                                     float* row_sum, const uint8_t* keys, int64_t key_stride, const uint8_t* values,
+                                     int64_t value_stride, int64_t key_begin, int64_t key_end) {
+  using Reader = KvRowReader<kType>;
+  const BlockF32 d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t head_dim = a.head_dim;
+  const int64_t vector_end = Reader::vectors_fit(lanes) ? head_dim / lanes * lanes : 0;
+  constexpr float kMinusInfinity = -std::numeric_limits<float>::infinity();
+  // Scores, then weights, padded with -inf so whole vectors can run past key_end.
+  HWY_ALIGN float weights[kRows][kAttentionBlockKeys + 16];
+
+  for (int64_t j = key_begin; j < key_end; ++j) {
+    const uint8_t* key = keys + j * key_stride;
+    hn::Vec<BlockF32> sums[kRows];
+    for (int r = 0; r < kRows; ++r) sums[r] = hn::Zero(d);
+    for (int64_t i = 0; i < vector_end; i += lanes) {
+      const auto k = Reader::load(d, key, i);
+      for (int r = 0; r < kRows; ++r) sums[r] = hn::MulAdd(hn::LoadU(d, q[r] + i), k, sums[r]);
+    }
+    for (int r = 0; r < kRows; ++r) {
+      float score = hn::GetLane(hn::SumOfLanes(d, sums[r]));
+      for (int64_t i = vector_end; i < head_dim; ++i) score += q[r][i] * Reader::value(key, i);
+      weights[r][j] = score * a.scale;
+    }
+  }
+
+  // Online softmax: each row's new maximum rescales what it summed so far. A NaN score (a hostile
+  // session file's cache) weighs 0 like a masked one, and never reaches Exp.
+  const FullF32 df;
+  const int64_t full_lanes = static_cast<int64_t>(hn::Lanes(df));
+  float correction[kRows];
+  bool fresh[kRows];  // no key has counted for this row yet: its output is not read
+  for (int r = 0; r < kRows; ++r) {
+    float block_max = kMinusInfinity;
+    for (int64_t j = key_begin; j < key_end; ++j) {
+      if (weights[r][j] == weights[r][j]) block_max = std::fmax(block_max, weights[r][j]);
+    }
+    const float old_max = row_max[r];
+    fresh[r] = !(old_max > kMinusInfinity);
+    const float new_max = std::fmax(old_max, block_max);
+    if (!(new_max > kMinusInfinity)) {  // every score so far masked or NaN
+      for (int64_t j = key_begin; j < key_end; ++j) weights[r][j] = 0.0f;
+      correction[r] = 1.0f;
+      continue;
+    }
+    correction[r] = fresh[r] ? 0.0f : std::exp(old_max - new_max);
+    const int64_t padded_end = key_begin + (key_end - key_begin + full_lanes - 1) / full_lanes * full_lanes;
+    for (int64_t j = key_end; j < padded_end; ++j) weights[r][j] = kMinusInfinity;
+    const auto vmax = hn::Set(df, new_max);
+    const auto minus_infinity = hn::Set(df, kMinusInfinity);
+    auto vsum = hn::Zero(df);
+    for (int64_t j = key_begin; j < padded_end; j += full_lanes) {
+      const auto s = hn::LoadU(df, weights[r] + j);
+      const auto e = hn::Exp(df, hn::Sub(hn::IfThenElse(hn::Eq(s, s), s, minus_infinity), vmax));
+      vsum = hn::Add(vsum, e);
+      hn::StoreU(e, df, weights[r] + j);
+    }
+    row_sum[r] = row_sum[r] * correction[r] + hn::GetLane(hn::SumOfLanes(df, vsum));
+    row_max[r] = new_max;
+  }
+
+  for (int64_t i = 0; i < vector_end; i += lanes) {
+    hn::Vec<BlockF32> acc[kRows];
+    for (int r = 0; r < kRows; ++r) {
+      acc[r] = fresh[r] ? hn::Zero(d) : hn::Mul(hn::LoadU(d, out[r] + i), hn::Set(d, correction[r]));
+    }
+    for (int64_t j = key_begin; j < key_end; ++j) {
+      const auto v = Reader::load(d, values + j * value_stride, i);
+      for (int r = 0; r < kRows; ++r) acc[r] = hn::MulAdd(hn::Set(d, weights[r][j]), v, acc[r]);
+    }
+    for (int r = 0; r < kRows; ++r) hn::StoreU(acc[r], d, out[r] + i);
+  }
+  for (int64_t i = vector_end; i < head_dim; ++i) {
+    for (int r = 0; r < kRows; ++r) {
+      float acc = fresh[r] ? 0.0f : out[r][i] * correction[r];
+      for (int64_t j = key_begin; j < key_end; ++j) acc += weights[r][j] * Reader::value(values + j * value_stride, i);
+      out[r][i] = acc;
+    }
+  }
+}
+
+template <KvElement kType>
+HWY_INLINE void AttentionBlockOfType(const AttentionRows& a, const uint8_t* keys, int64_t key_stride,
+                                     const uint8_t* values, int64_t value_stride) {
+  for (int64_t t = 0; t < a.n_tokens; ++t) {
+    const int64_t begin = a.key_begin[t], end = a.key_end[t];
+    if (begin >= end) continue;
+    for (int64_t h = 0; h < a.group; h += 4) {
+      const float* q[4];
+      float* out[4];
+      const int64_t rows = a.group - h < 4 ? a.group - h : 4;
+      for (int64_t r = 0; r < rows; ++r) {
+        q[r] = a.q + t * a.q_stride + (h + r) * a.head_dim;
+        out[r] = a.out + t * a.out_stride + (h + r) * a.head_dim;
+      }
+      float* row_max = a.row_max + t * a.group + h;
+      float* row_sum = a.row_sum + t * a.group + h;
+      switch (rows) {
+        case 4:
+          AttentionRowsOfToken<kType, 4>(a, q, out, row_max, row_sum, keys, key_stride, values, value_stride, begin, end);
+          break;
+        case 3:
+          AttentionRowsOfToken<kType, 3>(a, q, out, row_max, row_sum, keys, key_stride, values, value_stride, begin, end);
+          break;
+        case 2:
+          AttentionRowsOfToken<kType, 2>(a, q, out, row_max, row_sum, keys, key_stride, values, value_stride, begin, end);
+          break;
+        default:
+          AttentionRowsOfToken<kType, 1>(a, q, out, row_max, row_sum, keys, key_stride, values, value_stride, begin, end);
+          break;
+      }
+    }
+  }
+}
+
+// Several tokens reading the same block widen it once into `widen` (f32 rows of head_dim) rather
+// than once per token; widening is exact, so the results do not change.
+template <KvElement kType>
+HWY_INLINE const uint8_t* WidenRows(const uint8_t* rows, int64_t stride, int64_t begin, int64_t end, int64_t head_dim,
+                                    float* widen) {
+  using Reader = KvRowReader<kType>;
+  const BlockF32 d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t vector_end = Reader::vectors_fit(lanes) ? head_dim / lanes * lanes : 0;
+  for (int64_t j = begin; j < end; ++j) {
+    const uint8_t* row = rows + j * stride;
+    float* to = widen + j * head_dim;
+    int64_t i = 0;
+    for (; i < vector_end; i += lanes) hn::StoreU(Reader::load(d, row, i), d, to + i);
+    for (; i < head_dim; ++i) to[i] = Reader::value(row, i);
+  }
+  return reinterpret_cast<const uint8_t*>(widen);
+}
+
+template <KvElement kType>
+HWY_INLINE void AttentionBlockWidened(const AttentionRows& a, const KvRows& keys, const KvRows& values,
+                                      int64_t n_keys, float* widen) {
+  const uint8_t* key_rows = static_cast<const uint8_t*>(keys.data);
+  const uint8_t* value_rows = static_cast<const uint8_t*>(values.data);
+  if (a.n_tokens == 1 || widen == nullptr || kType == KvElement::kF32) {
+    AttentionBlockOfType<kType>(a, key_rows, keys.stride, value_rows, values.stride);
+    return;
+  }
+  int64_t begin = n_keys, end = 0;
+  for (int64_t t = 0; t < a.n_tokens; ++t) {
+    if (a.key_begin[t] >= a.key_end[t]) continue;
+    begin = a.key_begin[t] < begin ? a.key_begin[t] : begin;
+    end = a.key_end[t] > end ? a.key_end[t] : end;
+  }
+  if (begin >= end) return;
+  const int64_t row_bytes = a.head_dim * static_cast<int64_t>(sizeof(float));
+  const uint8_t* wide_keys = WidenRows<kType>(key_rows, keys.stride, begin, end, a.head_dim, widen);
+  const uint8_t* wide_values =
+      WidenRows<kType>(value_rows, values.stride, begin, end, a.head_dim, widen + kAttentionBlockKeys * a.head_dim);
+  AttentionBlockOfType<KvElement::kF32>(a, wide_keys, row_bytes, wide_values, row_bytes);
+}
+
+inline void AttentionBlockKernel(const AttentionRows& a, const KvRows& keys, const KvRows& values, int64_t n_keys,
+                                 float* widen) {
+  switch (keys.type) {
+    case KvElement::kF16:
+      AttentionBlockWidened<KvElement::kF16>(a, keys, values, n_keys, widen);
+      break;
+    case KvElement::kQ8_0:
+      AttentionBlockWidened<KvElement::kQ8_0>(a, keys, values, n_keys, widen);
+      break;
+    default:
+      AttentionBlockWidened<KvElement::kF32>(a, keys, values, n_keys, widen);
+      break;
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace ops
+}  // namespace bora
+BORA_OPS_AFTER_NAMESPACE();
+
+#endif  // BORA_OPS_ATTENTION_INL_H_ toggle
