@@ -211,7 +211,6 @@ int main(int argc, char** argv) {
 
   StepWorker worker(scheduler);
   const size_t leaving = npcs.size() > 1 ? npcs.size() - 1 : npcs.size();  // the last NPC walks away
-  const int leave_frame = std::min(frames / 4, 2 * fps);
   std::vector<double> main_thread_ms;
   int tokens = 0, busy_frames = 0, frame = 0;
   const Clock::duration frame_length = std::chrono::microseconds(1000000 / fps);
@@ -232,7 +231,7 @@ int main(int argc, char** argv) {
       npc.line.append(text, length);
       bora_sequence_status status;
       if (bora_scheduler_status(scheduler, npc.id, &status) != BORA_OK) continue;
-      if (frame == leave_frame && n == leaving) {
+      if (n == leaving && !npc.gone && npc.lines == 1 && !npc.line.empty()) {  // mid-way through its second line
         bora_scheduler_cancel(scheduler, npc.id);  // takes effect at the next step
         npc.gone = true;
       }

@@ -161,8 +161,8 @@ class Session {
   }
 
   // Samples one token and feeds it. Ends (done) at end of sequence, max_tokens, a stop string or a
-  // full context; the step that ends also returns the text still held back. An error (also when no
-  // generation was begun) ends the generation too.
+  // full context; the step that ends also returns the text still held back. A failed forward pass
+  // ends the generation too (kError); without a begun generation step() is kInvalidArgument.
   Expected<GenerationStep> step() {
     if (!generation_) {
       return make_error(ErrorCode::kInvalidArgument, "step: begin a generation first (begin_completion, begin_chat, begin_generation)");
