@@ -534,6 +534,9 @@ void bora_scheduler_free(bora_scheduler* scheduler) { delete scheduler; }
 bora_status bora_scheduler_submit(bora_scheduler* scheduler, const bora_request_params* request, bora_seq_id* id) {
   BORA_C_TRY
   if (scheduler == nullptr || id == nullptr) return invalid("bora_scheduler_submit: scheduler or id is NULL");
+  if (request != nullptr && request->prompt == nullptr && request->n_tokens == 0) {
+    return invalid("bora_scheduler_submit: the request has no prompt and no tokens");
+  }
   bora::Request r;
   if (!read_request(request, &r)) return t_last_error.code;
   auto submitted = scheduler->scheduler->submit(std::move(r));

@@ -517,7 +517,9 @@ class Scheduler(unittest.TestCase):
         self.assertEqual(self.take(again), expected)
 
     def test_forks_continue_a_kept_prefix(self):
-        prefix = self.submit(self.request(b"The innkeeper tells a story:", 1, 0, keep=True))
+        prefix_request = self.request(b"The innkeeper tells a story:", 1, 0, keep=True)
+        prefix_request.n_ctx = 64  # room for what the forks add
+        prefix = self.submit(prefix_request)
         self.run_all()
         self.assertEqual(self.status(prefix).state, FINISHED)
         forks = []
