@@ -78,6 +78,12 @@ typedef bool (*bora_abort_callback)(void* user_data);
  * return false to stop generating (stop reason BORA_STOP_CALLBACK). */
 typedef bool (*bora_piece_callback)(const char* piece, size_t length, void* user_data);
 
+/* A host's job system (a game engine's workers) can run bora's parallel loops instead of threads of
+ * bora's own: run(host, parts, task, job) must call task(job, part) once for every part in [0, parts),
+ * on any threads, and return when every call has returned. */
+typedef void (*bora_parallel_task)(void* job, int part);
+typedef void (*bora_host_run)(void* host, int parts, bora_parallel_task task, void* job);
+
 /* ---- models ----------------------------------------------------------------------------------- */
 
 typedef struct bora_model bora_model;
@@ -160,6 +166,9 @@ typedef struct bora_session_params {
   bool f32_activations;    /* the exact path (slower), as the reference computes */
   bora_abort_callback abort_callback; /* NULL: none */
   void* abort_user_data;
+  bora_host_run host_run;  /* NULL: bora's own threads; else the host's, n_threads capped by host_n_threads */
+  void* host;
+  int32_t host_n_threads;  /* parts a loop is split into at most */
 } bora_session_params;
 
 BORA_API bora_session_params bora_session_default_params(void);
@@ -227,6 +236,9 @@ typedef struct bora_scheduler_params {
   bool f32_activations;
   bora_abort_callback abort_callback; /* polled during prompt chunks; true fails the step */
   void* abort_user_data;
+  bora_host_run host_run;  /* as in bora_session_params */
+  void* host;
+  int32_t host_n_threads;
 } bora_scheduler_params;
 
 /* Called with each piece of one sequence's text, on the thread that calls bora_scheduler_step;

@@ -174,6 +174,17 @@ bool check_threads(int32_t n_batch, int32_t n_threads, int32_t n_threads_batch) 
   return true;
 }
 
+bool read_host(bora_host_run run, void* host, int32_t host_n_threads, bora::HostThreads* out) {
+  if (run != nullptr && host_n_threads < 1) {
+    invalid("params: host_n_threads must be >= 1 with a host_run");
+    return false;
+  }
+  out->run = run;
+  out->host = host;
+  out->n_threads = run != nullptr ? host_n_threads : 1;
+  return true;
+}
+
 bora::StreamCallback piece_callback(bora_piece_callback on_piece, void* user_data) {
   if (on_piece == nullptr) return nullptr;
   return [on_piece, user_data](std::string_view piece) {
@@ -369,6 +380,7 @@ bora_session* bora_session_create(const bora_model* model, const bora_session_pa
   sp.f32_activations = p.f32_activations;
   sp.abort_callback = p.abort_callback;
   sp.abort_user_data = p.abort_user_data;
+  if (!read_host(p.host_run, p.host, p.host_n_threads, &sp.host_threads)) return nullptr;
   auto session = model->model->session(sp);
   if (!session) {
     fail(session.error());
@@ -514,6 +526,7 @@ bora_scheduler* bora_scheduler_create(const bora_model* model, const bora_schedu
   sp.f32_activations = p.f32_activations;
   sp.abort_callback = p.abort_callback;
   sp.abort_user_data = p.abort_user_data;
+  if (!read_host(p.host_run, p.host, p.host_n_threads, &sp.host_threads)) return nullptr;
   auto scheduler = model->model->scheduler(sp);
   if (!scheduler) {
     fail(scheduler.error());

@@ -25,6 +25,8 @@ STOP_EOS, STOP_MAX_TOKENS, STOP_STRING, STOP_CALLBACK, STOP_CONTEXT_FULL, STOP_C
 QUEUED, PREFILLING, GENERATING, FINISHED = range(4)
 
 PROGRESS = C.CFUNCTYPE(C.c_bool, C.c_float, C.c_void_p)
+PARALLEL_TASK = C.CFUNCTYPE(None, C.c_void_p, C.c_int)
+HOST_RUN = C.CFUNCTYPE(None, C.c_void_p, C.c_int, PARALLEL_TASK, C.c_void_p)
 ABORT = C.CFUNCTYPE(C.c_bool, C.c_void_p)
 PIECE = C.CFUNCTYPE(C.c_bool, C.POINTER(C.c_char), C.c_size_t, C.c_void_p)
 SEQUENCE_PIECE = C.CFUNCTYPE(C.c_bool, C.c_uint64, C.POINTER(C.c_char), C.c_size_t, C.c_void_p)
@@ -52,7 +54,8 @@ class SampleParams(C.Structure):
 class SessionParams(C.Structure):
     _fields_ = [("n_ctx", C.c_int32), ("n_batch", C.c_int32), ("n_threads", C.c_int32),
                 ("n_threads_batch", C.c_int32), ("sliding_window", C.c_int32), ("f32_activations", C.c_bool),
-                ("abort_callback", ABORT), ("abort_user_data", C.c_void_p)]
+                ("abort_callback", ABORT), ("abort_user_data", C.c_void_p), ("host_run", HOST_RUN),
+                ("host", C.c_void_p), ("host_n_threads", C.c_int32)]
 
 
 class ChatMessage(C.Structure):
@@ -72,7 +75,8 @@ class Step(C.Structure):
 class SchedulerParams(C.Structure):
     _fields_ = [("n_batch", C.c_int32), ("n_threads", C.c_int32), ("n_threads_batch", C.c_int32),
                 ("prefill_chunk", C.c_int32), ("max_sequences", C.c_int32), ("f32_activations", C.c_bool),
-                ("abort_callback", ABORT), ("abort_user_data", C.c_void_p)]
+                ("abort_callback", ABORT), ("abort_user_data", C.c_void_p), ("host_run", HOST_RUN),
+                ("host", C.c_void_p), ("host_n_threads", C.c_int32)]
 
 
 class RequestParams(C.Structure):
@@ -537,6 +541,38 @@ class Scheduler(unittest.TestCase):
         self.assertEqual(lib.bora_scheduler_fork(self.scheduler, 999, C.byref(request), C.byref(sequence)),
                          INVALID_ARGUMENT)
         self.assertEqual(lib.bora_scheduler_release(self.scheduler, prefix), OK)
+
+    def test_a_host_job_system_runs_the_loops_with_the_same_text(self):
+        alone = self.submit(self.request(b"The guard says:", 4, 10))
+        self.run_all()
+        expected = self.take(alone)
+        parts_run = []
+
+        def host_run(_host, parts, task, job):  # a job system that happens to run the parts in order
+            for part in range(parts):
+                task(job, part)
+            parts_run.append(parts)
+
+        callback = HOST_RUN(host_run)
+        params = lib.bora_scheduler_default_params()
+        params.n_batch, params.prefill_chunk, params.n_threads = 64, 8, 2
+        params.host_run, params.host_n_threads = callback, 2
+        hosted = lib.bora_scheduler_create(demo, C.byref(params))
+        self.assertTrue(hosted, lib.bora_last_error_message())
+        request = self.request(b"The guard says:", 4, 10)
+        sequence = C.c_uint64()
+        self.assertEqual(lib.bora_scheduler_submit(hosted, C.byref(request), C.byref(sequence)), OK)
+        while not lib.bora_scheduler_idle(hosted):
+            self.assertEqual(lib.bora_scheduler_step(hosted), OK)
+        length = C.c_size_t()
+        text = lib.bora_scheduler_take_text(hosted, sequence.value, C.byref(length))
+        self.assertEqual(C.string_at(text, length.value), expected)
+        self.assertTrue(parts_run)
+        self.assertEqual(max(parts_run), 2)
+        lib.bora_scheduler_free(hosted)
+        params.host_n_threads = 0
+        self.assertFalse(lib.bora_scheduler_create(demo, C.byref(params)))
+        self.assertEqual(lib.bora_last_error_code(), INVALID_ARGUMENT)
 
     def test_a_sequence_that_cannot_run_finishes_alone_with_its_error(self):
         small = self.request(b"It was the coldest winter anyone could remember", 1, 4)
