@@ -10606,6 +10606,16 @@ using StreamCallback = std::function<bool(std::string_view piece)>;
 // kCancelled and kError come from the batch scheduler (cancel(), a failure of that sequence alone).
 enum class StopReason { kEndOfSequence, kMaxTokens, kStopString, kCallback, kContextFull, kCancelled, kError };
 
+// What one Session::step() produced.
+struct GenerationStep {
+  // The text that became final with this token. Often empty: half a UTF-8 character waits for the
+  // token that completes it, and text that may begin a stop string waits until it cannot.
+  std::string text;
+  int32_t token = -1;  // the token sampled and fed to the model; -1 when none was (the step ended it)
+  bool done = false;   // the generation has ended (stop_reason says why); later steps return this again
+  StopReason stop_reason = StopReason::kEndOfSequence;
+};
+
 struct GenerationResult {
   std::string text;           // everything streamed, stop string excluded
   int64_t n_prompt_tokens = 0;  // tokens prefilled for this call
@@ -10630,6 +10640,7 @@ class Session {
   void reset() {
     context_->reset();
     tokens_.clear();
+    generation_.reset();  // its half characters and stop-string tail belonged to the forgotten stream
     last_logits_.clear();  // they belonged to the forgotten stream (and save() pairs logits with tokens)
   }
 
@@ -10655,20 +10666,43 @@ class Session {
   // Continues the stream with `text` (BOS added when the stream is empty), then generates.
   Expected<GenerationResult> complete(std::string_view text, const SampleParams& sample, const StreamCallback& on_piece,
                                       const std::vector<std::string>& stop = {}) {
-    const Tokenizer* tokenizer = tokenizer_;
-    if (tokenizer == nullptr) return no_tokenizer();
-    std::vector<int32_t> ids = tokenizer->encode(text, tokens_.empty() && tokenizer->add_bos_by_default());
-    const int64_t n_prompt = static_cast<int64_t>(ids.size());
-    BORA_RETURN_IF_ERROR(feed(ids));
-    auto result = generate_text(sample, on_piece, stop, /*reply_starts_text=*/false);
-    if (result) result->n_prompt_tokens = n_prompt;
-    return result;
+    BORA_RETURN_IF_ERROR(begin_completion(text, sample, stop));
+    return run_generation(on_piece);
   }
 
   // Renders the whole conversation with the chat template; reuses the cache for the part that
   // is unchanged since the last call, prefills the rest and generates the assistant's reply.
   Expected<GenerationResult> chat(const std::vector<ChatMessage>& messages, const SampleParams& sample,
                                   const StreamCallback& on_piece, const std::vector<std::string>& stop = {}) {
+    BORA_RETURN_IF_ERROR(begin_chat(messages, sample, stop));
+    return run_generation(on_piece);
+  }
+
+  // Samples tokens after what has been fed, streaming text, until end of sequence, max_tokens,
+  // a stop string, the callback returning false, or a full context.
+  Expected<GenerationResult> generate(const SampleParams& sample, const StreamCallback& on_piece,
+                                      const std::vector<std::string>& stop = {}) {
+    BORA_RETURN_IF_ERROR(begin_generation(sample, stop));
+    return run_generation(on_piece);
+  }
+
+  // One token at a time (a game frame, an engine's own loop): begin_completion / begin_chat prefill
+  // as complete() / chat() do, begin_generation continues what has been fed; then each step() samples
+  // one token. The random state, half-decoded characters and stop strings carry over from step to
+  // step, so the steps produce exactly the tokens and text of one complete() / chat() / generate()
+  // call with the same seed (which are these steps run to the end). feed() between steps is allowed.
+  Status begin_completion(std::string_view text, const SampleParams& sample, const std::vector<std::string>& stop = {}) {
+    generation_.reset();
+    const Tokenizer* tokenizer = tokenizer_;
+    if (tokenizer == nullptr) return no_tokenizer();
+    std::vector<int32_t> ids = tokenizer->encode(text, tokens_.empty() && tokenizer->add_bos_by_default());
+    BORA_RETURN_IF_ERROR(feed(ids));
+    return begin(sample, stop, /*reply_starts_text=*/false, static_cast<int64_t>(ids.size()));
+  }
+
+  Status begin_chat(const std::vector<ChatMessage>& messages, const SampleParams& sample,
+                    const std::vector<std::string>& stop = {}) {
+    generation_.reset();
     const Tokenizer* tokenizer = tokenizer_;
     if (tokenizer == nullptr) return no_tokenizer();
     auto ids = apply_chat_template(*tokenizer, chat_template(), messages);
@@ -10688,17 +10722,52 @@ class Session {
     const std::vector<int32_t> rest(ids->begin() + static_cast<std::ptrdiff_t>(common), ids->end());
     BORA_RETURN_IF_ERROR(feed(rest));
     // A reply is a text of its own: its first piece's leading space is dropped, as mistral-common does.
-    auto result = generate_text(sample, on_piece, stop, /*reply_starts_text=*/true);
-    if (result) result->n_prompt_tokens = static_cast<int64_t>(rest.size());
-    return result;
+    return begin(sample, stop, /*reply_starts_text=*/true, static_cast<int64_t>(rest.size()));
   }
 
-  // Samples tokens after what has been fed, streaming text, until end of sequence, max_tokens,
-  // a stop string, the callback returning false, or a full context.
-  Expected<GenerationResult> generate(const SampleParams& sample, const StreamCallback& on_piece,
-                                      const std::vector<std::string>& stop = {}) {
-    return generate_text(sample, on_piece, stop, /*reply_starts_text=*/false);
+  Status begin_generation(const SampleParams& sample, const std::vector<std::string>& stop = {}) {
+    generation_.reset();
+    return begin(sample, stop, /*reply_starts_text=*/false, 0);
   }
+
+  // Samples one token and feeds it. Ends (done) at end of sequence, max_tokens, a stop string or a
+  // full context; the step that ends also returns the text still held back. A failed forward pass
+  // ends the generation too (kError); without a begun generation step() is kInvalidArgument.
+  Expected<GenerationStep> step() {
+    if (!generation_) {
+      return make_error(ErrorCode::kInvalidArgument, "step: begin a generation first (begin_completion, begin_chat, begin_generation)");
+    }
+    Generation& g = *generation_;
+    GenerationStep out;
+    if (g.done) return finished(g, &out);
+    if (g.max_tokens >= 0 && g.n_generated >= g.max_tokens) return end(g, StopReason::kMaxTokens, &out);
+    const int32_t next = g.sampler.sample(last_logits_.data(), model_->config().vocab_size, tokens_);
+    if (next == tokenizer_->eos_id()) return end(g, StopReason::kEndOfSequence, &out);
+    ++g.n_generated;
+    Status status = feed({next});
+    if (!status) {
+      if (status.error().code() != ErrorCode::kContextFull) {
+        g.done = true;
+        g.stop_reason = StopReason::kError;
+        return status.error();
+      }
+      out.text = g.filter.flush();  // the token that did not fit is not shown
+      g.done = true;
+      g.stop_reason = StopReason::kContextFull;
+      return finished(g, &out);
+    }
+    out.token = next;
+    if (g.filter.push(g.decoder.push(next), &out.text)) {
+      g.done = true;
+      g.stop_reason = StopReason::kStopString;
+      return finished(g, &out);
+    }
+    if (g.max_tokens >= 0 && g.n_generated >= g.max_tokens) return end(g, StopReason::kMaxTokens, &out);
+    return out;
+  }
+
+  // Whether a generation was begun and has not ended.
+  bool generating() const { return generation_ && !generation_->done; }
 
   // Saves tokens and KV cache, so a later process can continue this stream without recomputing.
   Status save(const std::string& path) const {
@@ -10755,64 +10824,76 @@ class Session {
     last_logits_.assign(static_cast<size_t>(logits_bytes / sizeof(float)), 0.0f);
     if (logits_bytes) std::memcpy(last_logits_.data(), p, logits_bytes);
     tokens_ = std::move(tokens);
+    generation_.reset();
     return Status();
   }
 
  private:
-  Expected<GenerationResult> generate_text(const SampleParams& sample, const StreamCallback& on_piece,
-                                           const std::vector<std::string>& stop, bool reply_starts_text) {
-    const Tokenizer* tokenizer = tokenizer_;
-    if (tokenizer == nullptr) return no_tokenizer();
-    if (tokens_.empty()) return make_error(ErrorCode::kInvalidArgument, "generate: feed a prompt first");
-    GenerationResult result;
-    Sampler sampler(sample);
-    StreamingDecoder decoder(*tokenizer, reply_starts_text);
-    StopFilter filter(stop);
-    auto emit = [&](const std::string& text) -> bool {
-      result.text += text;
-      return !on_piece || text.empty() || on_piece(text);
-    };
-    // Returns false when generation must end (stop string found or callback refused).
-    auto push_text = [&](const std::string& piece) -> bool {
-      std::string ready;
-      if (filter.push(piece, &ready)) {
-        emit(ready);
-        result.stop_reason = StopReason::kStopString;
-        return false;
-      }
-      if (!emit(ready)) {
-        result.stop_reason = StopReason::kCallback;
-        return false;
-      }
-      return true;
-    };
+  // What carries over from one step to the next.
+  struct Generation {
+    Generation(const SampleParams& sample, const Tokenizer& tokenizer, bool reply_starts_text,
+               const std::vector<std::string>& stop, int64_t n_prompt)
+        : sampler(sample), decoder(tokenizer, reply_starts_text), filter(stop), max_tokens(sample.max_tokens),
+          n_prompt_tokens(n_prompt) {}
+    Sampler sampler;
+    StreamingDecoder decoder;
+    StopFilter filter;
+    int max_tokens;
+    int64_t n_prompt_tokens;
+    int64_t n_generated = 0;
+    bool done = false;
+    StopReason stop_reason = StopReason::kEndOfSequence;
+  };
 
-    const int64_t vocab = model_->config().vocab_size;
-    const int max_tokens = sample.max_tokens;
-    for (int i = 0; max_tokens < 0 || i < max_tokens; ++i) {
-      const int32_t next = sampler.sample(last_logits_.data(), vocab, tokens_);
-      if (next == tokenizer->eos_id()) {
-        result.stop_reason = StopReason::kEndOfSequence;
-        if (push_text(decoder.flush())) emit(filter.flush());
-        return result;
-      }
-      ++result.n_generated;
-      Status status = feed({next});
-      if (!status) {
-        if (status.error().code() == ErrorCode::kContextFull) {
-          result.stop_reason = StopReason::kContextFull;
-          emit(filter.flush());
-          return result;
-        }
-        return status.error();
-      }
-      if (!push_text(decoder.push(next))) return result;
-    }
-    result.stop_reason = StopReason::kMaxTokens;
-    if (push_text(decoder.flush())) emit(filter.flush());
-    return result;
+  Status begin(const SampleParams& sample, const std::vector<std::string>& stop, bool reply_starts_text,
+               int64_t n_prompt) {
+    if (tokenizer_ == nullptr) return no_tokenizer();
+    if (tokens_.empty()) return make_error(ErrorCode::kInvalidArgument, "generate: feed a prompt first");
+    generation_.emplace(sample, *tokenizer_, reply_starts_text, stop, n_prompt);
+    return Status();
   }
 
+  // Ends the generation for `reason`: what the decoder and the stop filter hold becomes text, unless
+  // a stop string completes in it (then that is the reason).
+  GenerationStep end(Generation& g, StopReason reason, GenerationStep* out) {
+    std::string ready;
+    if (g.filter.push(g.decoder.flush(), &ready)) {
+      reason = StopReason::kStopString;
+    } else {
+      ready += g.filter.flush();
+    }
+    out->text += ready;
+    g.done = true;
+    g.stop_reason = reason;
+    return finished(g, out);
+  }
+
+  static GenerationStep finished(const Generation& g, GenerationStep* out) {
+    out->done = true;
+    out->stop_reason = g.stop_reason;
+    return std::move(*out);
+  }
+
+  // Steps to the end, streaming each non-empty piece; a callback that returns false ends it (kCallback).
+  Expected<GenerationResult> run_generation(const StreamCallback& on_piece) {
+    GenerationResult result;
+    result.n_prompt_tokens = generation_->n_prompt_tokens;
+    for (;;) {
+      auto next = step();
+      if (!next) return next.error();
+      result.text += next->text;
+      const bool refused = !next->text.empty() && on_piece && !on_piece(next->text);
+      if (refused && !next->done) {
+        generation_->done = true;
+        generation_->stop_reason = StopReason::kCallback;
+      }
+      if (next->done || refused) {
+        result.n_generated = generation_->n_generated;
+        result.stop_reason = generation_->stop_reason;
+        return result;
+      }
+    }
+  }
 
   struct Header {
     char magic[8];
@@ -10846,6 +10927,7 @@ class Session {
   SessionParams params_;
   std::vector<int32_t> tokens_;
   std::vector<float> last_logits_;
+  std::optional<Generation> generation_;
 };
 
 }  // namespace bora
