@@ -429,6 +429,7 @@ BORA_OPS_AFTER_NAMESPACE();
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 
 #if defined(BORA_OPS_ATTENTION_INL_H_) == defined(HWY_TARGET_TOGGLE)
@@ -464,9 +465,16 @@ template <>
 struct KvRowReader<KvElement::kF16> {
   static bool vectors_fit(int64_t) { return true; }
   static hn::Vec<BlockF32> load(BlockF32 d, const uint8_t* row, int64_t i) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+    // F16C's conversion (one instruction, exact for every half, NaN and infinity included) is part of
+    // Highway's AVX2 and AVX-512 targets; elsewhere the integer widening of vector-inl.h.
+    const hn::Rebind<hwy::float16_t, BlockF32> dh;
+    return hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(row) + i));
+#else
     const hn::Rebind<uint16_t, BlockF32> d16;
     const hn::Rebind<uint32_t, BlockF32> d32;
     return HalfBitsToF32(d, hn::PromoteTo(d32, hn::LoadU(d16, reinterpret_cast<const uint16_t*>(row) + i)));
+#endif
   }
   static float value(const uint8_t* row, int64_t i) { return quant::load_f16(row + 2 * i); }
 };
@@ -504,20 +512,33 @@ HWY_INLINE void AttentionRowsOfToken(const AttentionRows& a, const float* const*
   // Scores, then weights, padded with -inf so whole vectors can run past key_end.
   HWY_ALIGN float weights[kRows][kAttentionBlockKeys + 16];
 
-  for (int64_t j = key_begin; j < key_end; ++j) {
-    const uint8_t* key = keys + j * key_stride;
-    hn::Vec<BlockF32> sums[kRows];
-    for (int r = 0; r < kRows; ++r) sums[r] = hn::Zero(d);
+  // Two keys at a time, so the two sums of a row form independent chains.
+  const auto score_keys = [&](int64_t j, auto n_keys) {
+    constexpr int kKeys = decltype(n_keys)::value;
+    const uint8_t* key[kKeys];
+    hn::Vec<BlockF32> sums[kRows][kKeys];
+    for (int u = 0; u < kKeys; ++u) key[u] = keys + (j + u) * key_stride;
+    for (int r = 0; r < kRows; ++r)
+      for (int u = 0; u < kKeys; ++u) sums[r][u] = hn::Zero(d);
     for (int64_t i = 0; i < vector_end; i += lanes) {
-      const auto k = Reader::load(d, key, i);
-      for (int r = 0; r < kRows; ++r) sums[r] = hn::MulAdd(hn::LoadU(d, q[r] + i), k, sums[r]);
+      hn::Vec<BlockF32> k[kKeys];
+      for (int u = 0; u < kKeys; ++u) k[u] = Reader::load(d, key[u], i);
+      for (int r = 0; r < kRows; ++r) {
+        const auto query = hn::LoadU(d, q[r] + i);
+        for (int u = 0; u < kKeys; ++u) sums[r][u] = hn::MulAdd(query, k[u], sums[r][u]);
+      }
     }
     for (int r = 0; r < kRows; ++r) {
-      float score = hn::GetLane(hn::SumOfLanes(d, sums[r]));
-      for (int64_t i = vector_end; i < head_dim; ++i) score += q[r][i] * Reader::value(key, i);
-      weights[r][j] = score * a.scale;
+      for (int u = 0; u < kKeys; ++u) {
+        float score = hn::GetLane(hn::SumOfLanes(d, sums[r][u]));
+        for (int64_t i = vector_end; i < head_dim; ++i) score += q[r][i] * Reader::value(key[u], i);
+        weights[r][j + u] = score * a.scale;
+      }
     }
-  }
+  };
+  int64_t j = key_begin;
+  for (; j + 2 <= key_end; j += 2) score_keys(j, std::integral_constant<int, 2>());
+  if (j < key_end) score_keys(j, std::integral_constant<int, 1>());
 
   // Online softmax: each row's new maximum rescales what it summed so far. A NaN score (a hostile
   // session file's cache) weighs 0 like a masked one, and never reaches Exp.
@@ -525,28 +546,30 @@ HWY_INLINE void AttentionRowsOfToken(const AttentionRows& a, const float* const*
   const int64_t full_lanes = static_cast<int64_t>(hn::Lanes(df));
   float correction[kRows];
   bool fresh[kRows];  // no key has counted for this row yet: its output is not read
+  const int64_t padded_end = key_begin + (key_end - key_begin + full_lanes - 1) / full_lanes * full_lanes;
+  const auto minus_infinity = hn::Set(df, kMinusInfinity);
   for (int r = 0; r < kRows; ++r) {
-    float block_max = kMinusInfinity;
-    for (int64_t j = key_begin; j < key_end; ++j) {
-      if (weights[r][j] == weights[r][j]) block_max = std::fmax(block_max, weights[r][j]);
+    for (int64_t j = key_end; j < padded_end; ++j) weights[r][j] = kMinusInfinity;
+    auto vmax = minus_infinity;
+    for (int64_t j = key_begin; j < padded_end; j += full_lanes) {
+      const auto s = hn::LoadU(df, weights[r] + j);
+      vmax = hn::Max(vmax, hn::IfThenElse(hn::Eq(s, s), s, minus_infinity));
     }
+    const float block_max = hn::GetLane(hn::MaxOfLanes(df, vmax));
     const float old_max = row_max[r];
     fresh[r] = !(old_max > kMinusInfinity);
-    const float new_max = std::fmax(old_max, block_max);
+    const float new_max = old_max > block_max ? old_max : block_max;
     if (!(new_max > kMinusInfinity)) {  // every score so far masked or NaN
       for (int64_t j = key_begin; j < key_end; ++j) weights[r][j] = 0.0f;
       correction[r] = 1.0f;
       continue;
     }
     correction[r] = fresh[r] ? 0.0f : std::exp(old_max - new_max);
-    const int64_t padded_end = key_begin + (key_end - key_begin + full_lanes - 1) / full_lanes * full_lanes;
-    for (int64_t j = key_end; j < padded_end; ++j) weights[r][j] = kMinusInfinity;
-    const auto vmax = hn::Set(df, new_max);
-    const auto minus_infinity = hn::Set(df, kMinusInfinity);
+    const auto vmax_new = hn::Set(df, new_max);
     auto vsum = hn::Zero(df);
     for (int64_t j = key_begin; j < padded_end; j += full_lanes) {
       const auto s = hn::LoadU(df, weights[r] + j);
-      const auto e = hn::Exp(df, hn::Sub(hn::IfThenElse(hn::Eq(s, s), s, minus_infinity), vmax));
+      const auto e = hn::Exp(df, hn::Sub(hn::IfThenElse(hn::Eq(s, s), s, minus_infinity), vmax_new));
       vsum = hn::Add(vsum, e);
       hn::StoreU(e, df, weights[r] + j);
     }
@@ -554,16 +577,27 @@ HWY_INLINE void AttentionRowsOfToken(const AttentionRows& a, const float* const*
     row_max[r] = new_max;
   }
 
+  // Weighted values: keys alternate between two sums per row (independent chains), added at the end.
   for (int64_t i = 0; i < vector_end; i += lanes) {
-    hn::Vec<BlockF32> acc[kRows];
+    hn::Vec<BlockF32> even[kRows], odd[kRows];
+    for (int r = 0; r < kRows; ++r) even[r] = odd[r] = hn::Zero(d);
+    int64_t k = key_begin;
+    for (; k + 2 <= key_end; k += 2) {
+      const auto v0 = Reader::load(d, values + k * value_stride, i);
+      const auto v1 = Reader::load(d, values + (k + 1) * value_stride, i);
+      for (int r = 0; r < kRows; ++r) {
+        even[r] = hn::MulAdd(hn::Set(d, weights[r][k]), v0, even[r]);
+        odd[r] = hn::MulAdd(hn::Set(d, weights[r][k + 1]), v1, odd[r]);
+      }
+    }
+    if (k < key_end) {
+      const auto v0 = Reader::load(d, values + k * value_stride, i);
+      for (int r = 0; r < kRows; ++r) even[r] = hn::MulAdd(hn::Set(d, weights[r][k]), v0, even[r]);
+    }
     for (int r = 0; r < kRows; ++r) {
-      acc[r] = fresh[r] ? hn::Zero(d) : hn::Mul(hn::LoadU(d, out[r] + i), hn::Set(d, correction[r]));
+      const auto block = hn::Add(even[r], odd[r]);
+      hn::StoreU(fresh[r] ? block : hn::MulAdd(hn::LoadU(d, out[r] + i), hn::Set(d, correction[r]), block), d, out[r] + i);
     }
-    for (int64_t j = key_begin; j < key_end; ++j) {
-      const auto v = Reader::load(d, values + j * value_stride, i);
-      for (int r = 0; r < kRows; ++r) acc[r] = hn::MulAdd(hn::Set(d, weights[r][j]), v, acc[r]);
-    }
-    for (int r = 0; r < kRows; ++r) hn::StoreU(acc[r], d, out[r] + i);
   }
   for (int64_t i = vector_end; i < head_dim; ++i) {
     for (int r = 0; r < kRows; ++r) {

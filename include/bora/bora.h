@@ -88,7 +88,13 @@ typedef void (*bora_host_run)(void* host, int parts, bora_parallel_task task, vo
 
 typedef struct bora_model bora_model;
 
-typedef enum bora_kv_cache_type { BORA_KV_CACHE_F16 = 0, BORA_KV_CACHE_F32 = 1 } bora_kv_cache_type;
+/* How the KV cache stores keys and values: f16 (default), f32 (the exact path's), q8_0 (half of f16's
+ * bytes, for long contexts; needs a head size that is a multiple of 32). */
+typedef enum bora_kv_cache_type {
+  BORA_KV_CACHE_F16 = 0,
+  BORA_KV_CACHE_F32 = 1,
+  BORA_KV_CACHE_Q8_0 = 2
+} bora_kv_cache_type;
 
 typedef struct bora_model_params {
   bora_progress_callback progress_callback; /* NULL: none */

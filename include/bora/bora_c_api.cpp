@@ -266,7 +266,9 @@ bora_model_params bora_model_default_params(void) {
   const bora::LoadParams defaults;
   bora_model_params p;
   std::memset(&p, 0, sizeof(p));
-  p.kv_cache_type = defaults.kv_cache_type == bora::KvCacheType::kF32 ? BORA_KV_CACHE_F32 : BORA_KV_CACHE_F16;
+  p.kv_cache_type = defaults.kv_cache_type == bora::KvCacheType::kF32    ? BORA_KV_CACHE_F32
+                    : defaults.kv_cache_type == bora::KvCacheType::kQ8_0 ? BORA_KV_CACHE_Q8_0
+                                                                         : BORA_KV_CACHE_F16;
   p.use_mmap = defaults.use_mmap;
   return p;
 }
@@ -278,14 +280,17 @@ bora_model* bora_model_load(const char* path, const bora_model_params* params) {
     return nullptr;
   }
   const bora_model_params p = params != nullptr ? *params : bora_model_default_params();
-  if (p.kv_cache_type != BORA_KV_CACHE_F16 && p.kv_cache_type != BORA_KV_CACHE_F32) {
-    invalid("bora_model_load: kv_cache_type must be BORA_KV_CACHE_F16 or BORA_KV_CACHE_F32");
+  if (p.kv_cache_type != BORA_KV_CACHE_F16 && p.kv_cache_type != BORA_KV_CACHE_F32 &&
+      p.kv_cache_type != BORA_KV_CACHE_Q8_0) {
+    invalid("bora_model_load: kv_cache_type must be BORA_KV_CACHE_F16, BORA_KV_CACHE_F32 or BORA_KV_CACHE_Q8_0");
     return nullptr;
   }
   bora::LoadParams load;
   load.progress_callback = p.progress_callback;
   load.progress_user_data = p.progress_user_data;
-  load.kv_cache_type = p.kv_cache_type == BORA_KV_CACHE_F32 ? bora::KvCacheType::kF32 : bora::KvCacheType::kF16;
+  load.kv_cache_type = p.kv_cache_type == BORA_KV_CACHE_F32    ? bora::KvCacheType::kF32
+                       : p.kv_cache_type == BORA_KV_CACHE_Q8_0 ? bora::KvCacheType::kQ8_0
+                                                               : bora::KvCacheType::kF16;
   load.use_mmap = p.use_mmap;
   auto loaded = bora::load_any(std::string(path), load);
   if (!loaded) {

@@ -344,6 +344,20 @@ class Sessions(unittest.TestCase):
         self.assertEqual(C.string_at(again.text, again.text_length), collector.text.encode())
         lib.bora_session_free(other)
 
+    def test_a_q8_0_kv_cache_loads_and_completes(self):
+        params = lib.bora_model_default_params()
+        params.kv_cache_type = 2  # BORA_KV_CACHE_Q8_0
+        model = lib.bora_model_load(demo_path(), C.byref(params))
+        self.assertTrue(model, lib.bora_last_error_message())
+        session = lib.bora_session_create(model, None)
+        try:
+            result, collector = self.complete(session, b"The best way to", greedy(8))
+            self.assertEqual(result.n_generated, 8)
+            self.assertGreater(len(collector.text), 0)
+        finally:
+            lib.bora_session_free(session)
+            lib.bora_model_free(model)
+
     def test_a_callback_that_returns_false_stops(self):
         result, collector = self.complete(self.session, b"The best way to", greedy(32), Collector(limit=3))
         self.assertEqual(len(collector.pieces), 3)
