@@ -284,7 +284,11 @@ class GrammarConstraint {
           work_.push_back(stacks_[static_cast<size_t>(item.parent)]);
         }
       } else {
-        const int32_t continuation = intern_stack(item.position + 1, item.parent);
+        // A reference in tail position returns straight to our parent: no frame, so a right-recursive
+        // loop (x*, a string body) keeps the same stacks, hence the same DFA state and cached mask.
+        const int32_t continuation = elements[item.position + 1].kind == Grammar::ElementKind::kEnd
+                                         ? item.parent
+                                         : intern_stack(item.position + 1, item.parent);
         for (const uint32_t alternative : grammar_.alternatives(e.index)) work_.push_back(Stack{alternative, continuation});
       }
     }

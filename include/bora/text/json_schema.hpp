@@ -27,7 +27,7 @@
 namespace bora {
 
 struct JsonGrammarOptions {
-  int max_whitespace = 20;      // whitespace characters between two tokens of the JSON
+  int max_whitespace = 12;      // whitespace characters between two tokens of the JSON
   int max_integer_digits = 16;  // also bounds integer minimum/maximum that are absent
   int max_fraction_digits = 15;
   int max_exponent_digits = 3;
