@@ -8502,7 +8502,8 @@ inline Expected<std::unique_ptr<Model>> load_any_model(const std::string& path, 
 // ---- end bora/model/load.hpp -------------------------------------------------------------------------
 // ---- begin bora/text/chat_request.hpp ----------------------------------------------------------------
 // Why this file exists: conversations arrive as JSON in mistral-common's request format
-// ({"messages": [{"role": ..., "content": ...}, ...]}); this reads one into ChatMessages.
+// ({"messages": [{"role": ..., "content": ...}, ...], "tools": [...]}, assistant "tool_calls" and "tool"
+// messages as OpenAI writes them); this reads one into ChatMessages.
 #ifndef BORA_TEXT_CHAT_REQUEST_HPP
 #define BORA_TEXT_CHAT_REQUEST_HPP
 
@@ -8515,8 +8516,8 @@ inline Expected<std::unique_ptr<Model>> load_any_model(const std::string& path, 
 // ---- begin bora/text/chat_template.hpp ---------------------------------------------------------------
 // Why this file exists: an instruct model only answers well when the conversation is laid out in the
 // exact tokens it was trained on; this renders messages the way Mistral's own tooling
-// (mistral-common's instruct tokenizers v1, v2 and v3, before tools) does, and picks the version
-// from the model file.
+// (mistral-common's instruct tokenizers v1, v2 and v3, with function calling for v2/v3) does, and
+// picks the version from the model file.
 //
 // The rules, as mistral-common applies them to a chat request:
 //   * system messages are taken out of the conversation and joined with "\n\n" into one system prompt;
@@ -8527,13 +8528,18 @@ inline Expected<std::unique_ptr<Model>> load_any_model(const std::string& path, 
 //   * v2/v3: [BOS], each user turn is the control token [INST] + content + control token [/INST],
 //     the system prompt goes in front of the LAST user message; assistant text loses trailing spaces;
 //   * every assistant turn ends with [EOS], except a final one being continued.
-// A conversation ending with a user turn is a prompt ready for generation.
+// With tools (v2/v3 only; v1 has no tool tokens): [AVAILABLE_TOOLS] json [/AVAILABLE_TOOLS] right before
+// the LAST user turn's [INST]; an assistant's calls are [TOOL_CALLS] json [EOS]; a tool's result is
+// [TOOL_RESULTS] json [/TOOL_RESULTS] (v2 a list of {name, content}, v3 {content, call_id}); v2 drops
+// calls and results older than the last user turn. JSON is spelled as Python's json.dumps (tool_calls.hpp).
+// A conversation ending with a user turn (or a tool result) is a prompt ready for generation.
 #ifndef BORA_TEXT_CHAT_TEMPLATE_HPP
 #define BORA_TEXT_CHAT_TEMPLATE_HPP
 
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 // ---- begin bora/text/tokenizer.hpp -------------------------------------------------------------------
@@ -9641,20 +9647,225 @@ class StreamingDecoder {
 
 #endif  // BORA_TEXT_TOKENIZER_HPP
 // ---- end bora/text/tokenizer.hpp ---------------------------------------------------------------------
+// ---- begin bora/text/tool_calls.hpp ------------------------------------------------------------------
+// Why this file exists: Mistral's function calling is JSON inside control tokens, and the model was
+// trained on one exact spelling of it: Python's json.dumps (", " and ": " separators, non-ASCII kept,
+// Python's float repr), with string arguments and tool results parsed as JSON first. This writes that
+// spelling for the chat templates, reads the model's [TOOL_CALLS] output back into calls, and makes
+// call ids the way vLLM's Mistral parser expects them (9 alphanumeric characters).
+#ifndef BORA_TEXT_TOOL_CALLS_HPP
+#define BORA_TEXT_TOOL_CALLS_HPP
+
+#include <simdjson.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace bora {
+
+struct ToolCall {
+  std::string id;         // "" when the conversation gives none
+  std::string name;
+  std::string arguments;  // JSON text (an object), as OpenAI's API carries it
+};
+
+namespace tool_calls_detail {
+
+inline void append_python_string(std::string_view text, std::string* out) {
+  out->push_back('"');
+  for (const char c : text) {
+    switch (c) {
+      case '"': *out += "\\\""; break;
+      case '\\': *out += "\\\\"; break;
+      case '\n': *out += "\\n"; break;
+      case '\r': *out += "\\r"; break;
+      case '\t': *out += "\\t"; break;
+      case '\b': *out += "\\b"; break;
+      case '\f': *out += "\\f"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char escaped[8];
+          std::snprintf(escaped, sizeof(escaped), "\\u%04x", static_cast<unsigned char>(c));
+          *out += escaped;
+        } else {
+          out->push_back(c);
+        }
+    }
+  }
+  out->push_back('"');
+}
+
+// Python's repr of a float: the shortest digits that read back the same, fixed notation for decimal
+// exponents -4..15, else d.ddde+XX.
+inline void append_python_float(double value, std::string* out) {
+  char buffer[40];
+  int precision = 1;
+  for (; precision < 17; ++precision) {
+    std::snprintf(buffer, sizeof(buffer), "%.*e", precision - 1, value);
+    if (std::strtod(buffer, nullptr) == value) break;
+  }
+  std::snprintf(buffer, sizeof(buffer), "%.*e", precision - 1, value);
+  std::string text(buffer);
+  const size_t e = text.find('e');
+  const int exponent = std::atoi(text.c_str() + e + 1);
+  std::string digits;
+  bool negative = false;
+  for (size_t i = 0; i < e; ++i) {
+    if (text[i] == '-') negative = true;
+    else if (text[i] >= '0' && text[i] <= '9') digits.push_back(text[i]);
+  }
+  if (negative) out->push_back('-');
+  if (exponent >= -4 && exponent < 16) {
+    if (exponent < 0) {
+      *out += "0." + std::string(static_cast<size_t>(-exponent - 1), '0') + digits;
+    } else if (static_cast<size_t>(exponent) + 1 >= digits.size()) {
+      *out += digits + std::string(static_cast<size_t>(exponent) + 1 - digits.size(), '0') + ".0";
+    } else {
+      *out += digits.substr(0, static_cast<size_t>(exponent) + 1) + "." + digits.substr(static_cast<size_t>(exponent) + 1);
+    }
+    return;
+  }
+  out->push_back(digits[0]);
+  if (digits.size() > 1) *out += "." + digits.substr(1);
+  std::snprintf(buffer, sizeof(buffer), "e%c%02d", exponent < 0 ? '-' : '+', exponent < 0 ? -exponent : exponent);
+  *out += buffer;
+}
+
+}  // namespace tool_calls_detail
+
+// `value` as Python's json.dumps(value, ensure_ascii=False) writes it.
+inline void append_python_json(simdjson::dom::element value, std::string* out) {
+  using simdjson::dom::element_type;
+  switch (value.type()) {
+    case element_type::OBJECT: {
+      out->push_back('{');
+      bool first = true;
+      simdjson::dom::object object;
+      if (value.get_object().get(object)) return;
+      for (auto field : object) {
+        if (!first) *out += ", ";
+        first = false;
+        tool_calls_detail::append_python_string(field.key, out);
+        *out += ": ";
+        append_python_json(field.value, out);
+      }
+      out->push_back('}');
+      return;
+    }
+    case element_type::ARRAY: {
+      out->push_back('[');
+      bool first = true;
+      simdjson::dom::array array;
+      if (value.get_array().get(array)) return;
+      for (simdjson::dom::element item : array) {
+        if (!first) *out += ", ";
+        first = false;
+        append_python_json(item, out);
+      }
+      out->push_back(']');
+      return;
+    }
+    case element_type::STRING: tool_calls_detail::append_python_string(value.get_string().value_unsafe(), out); return;
+    case element_type::INT64: *out += std::to_string(value.get_int64().value_unsafe()); return;
+    case element_type::UINT64: *out += std::to_string(value.get_uint64().value_unsafe()); return;
+    case element_type::DOUBLE: tool_calls_detail::append_python_float(value.get_double().value_unsafe(), out); return;
+    case element_type::BOOL: *out += value.get_bool().value_unsafe() ? "true" : "false"; return;
+    case element_type::NULL_VALUE: *out += "null"; return;
+  }
+}
+
+// What mistral-common does with a string that may hold JSON (tool arguments, tool results): the
+// parsed value when it parses, else the string itself, written as json.dumps would.
+inline void append_python_json_or_string(std::string_view text, std::string* out) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element value;
+  const simdjson::padded_string padded(text);
+  if (parser.parse(padded).get(value) == simdjson::SUCCESS) {
+    append_python_json(value, out);
+  } else {
+    tool_calls_detail::append_python_string(text, out);
+  }
+}
+
+// The model's text after [TOOL_CALLS]: a JSON list of {"name", "arguments", "id"?} (one object alone
+// is accepted too). Arguments come back as compact JSON text.
+inline Expected<std::vector<ToolCall>> parse_tool_calls(std::string_view text) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  const simdjson::padded_string padded(text);
+  if (parser.parse(padded).get(root))
+    return make_error(ErrorCode::kFormat, "tool calls: the model's output is not valid JSON: %.80s",
+                      std::string(text).c_str());
+  std::vector<simdjson::dom::element> items;
+  simdjson::dom::array list;
+  if (root.get_array().get(list) == simdjson::SUCCESS) {
+    for (simdjson::dom::element item : list) items.push_back(item);
+  } else {
+    items.push_back(root);
+  }
+  std::vector<ToolCall> calls;
+  for (size_t i = 0; i < items.size(); ++i) {
+    ToolCall call;
+    std::string_view name;
+    if (items[i]["name"].get_string().get(name) || name.empty())
+      return make_error(ErrorCode::kFormat, "tool calls: call %zu has no \"name\"", i);
+    call.name = std::string(name);
+    simdjson::dom::element arguments;
+    if (items[i]["arguments"].get(arguments)) {
+      call.arguments = "{}";
+    } else {
+      std::string_view as_string;
+      if (arguments.get_string().get(as_string) == simdjson::SUCCESS) call.arguments = std::string(as_string);
+      else if (arguments.is_object()) call.arguments = simdjson::minify(arguments);
+      else return make_error(ErrorCode::kFormat, "tool calls: call %zu's \"arguments\" is not an object", i);
+    }
+    std::string_view id;
+    if (items[i]["id"].get_string().get(id) == simdjson::SUCCESS) call.id = std::string(id);
+    calls.push_back(std::move(call));
+  }
+  return calls;
+}
+
+// A call id as vLLM's Mistral parser expects: 9 characters from [a-zA-Z0-9].
+inline std::string make_tool_call_id(Xoshiro256& rng) {
+  static const char kAlphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  std::string id;
+  for (int i = 0; i < 9; ++i) id.push_back(kAlphabet[static_cast<size_t>(rng.next_double() * 62.0) % 62]);
+  return id;
+}
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_TOOL_CALLS_HPP
+// ---- end bora/text/tool_calls.hpp --------------------------------------------------------------------
 
 namespace bora {
 
 enum class ChatTemplate { kMistralV1, kMistralV2, kMistralV3 };
 
 struct ChatMessage {
-  std::string role;  // "system", "user" or "assistant"
+  ChatMessage() = default;
+  ChatMessage(std::string role_name, std::string text) : role(std::move(role_name)), content(std::move(text)) {}
+
+  std::string role;  // "system", "user", "assistant" or "tool"
   std::string content;
+  std::vector<ToolCall> tool_calls;  // an assistant's calls (then content is empty)
+  std::string tool_call_id;          // a tool's result: the call it answers (v3)
+  std::string name;                  // a tool's result: the function's name (v2)
 };
 
 struct ChatTemplateOptions {
   // The conversation ends with a partial assistant message the model should continue: no [EOS]
   // after it (mistral-common's continue_final_message).
   bool continue_final_message = false;
+  // The functions the model may call: a JSON array of {"type": "function", "function": {"name",
+  // "description", "parameters"}} (OpenAI's and mistral-common's shape). Empty: no tools.
+  std::string tools;
 };
 
 inline const char* chat_template_name(ChatTemplate chat_template) {
@@ -9686,9 +9897,42 @@ inline bool has_control_piece(const Vocabulary& vocab, std::string_view piece) {
 }
 
 struct Turn {
-  bool is_user;
+  enum Kind { kUser, kAssistant, kToolCalls, kToolResult };
+  Kind kind;
   std::string content;
+  std::vector<ToolCall> calls;
+  std::string call_id, name;
 };
+
+// The tools list as mistral-common writes it: only type, function.name, description and parameters.
+inline Expected<std::string> tools_json(std::string_view tools) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  simdjson::dom::array list;
+  const simdjson::padded_string padded(tools);
+  if (parser.parse(padded).get(root) || root.get_array().get(list))
+    return make_error(ErrorCode::kInvalidArgument, "tools: expected a JSON array of {\"type\": \"function\", \"function\": {...}}");
+  std::string out = "[";
+  size_t index = 0;
+  for (simdjson::dom::element tool : list) {
+    simdjson::dom::element function;
+    std::string_view name, description;
+    if (tool["function"].get(function) || function["name"].get_string().get(name))
+      return make_error(ErrorCode::kInvalidArgument, "tools[%zu]: expected {\"type\": \"function\", \"function\": {\"name\": ...}}", index);
+    if (index++ > 0) out += ", ";
+    out += "{\"type\": \"function\", \"function\": {\"name\": ";
+    tool_calls_detail::append_python_string(name, &out);
+    out += ", \"description\": ";
+    if (function["description"].get_string().get(description)) description = "";
+    tool_calls_detail::append_python_string(description, &out);
+    out += ", \"parameters\": ";
+    simdjson::dom::element parameters;
+    if (function["parameters"].get(parameters)) out += "{}";
+    else append_python_json(parameters, &out);
+    out += "}}";
+  }
+  return out + "]";
+}
 
 }  // namespace chat_template_detail
 
@@ -9728,21 +9972,24 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
                                                          const ChatTemplateOptions& options = {}) {
   using chat_template_detail::Turn;
   const bool plain_text_inst = chat_template == ChatTemplate::kMistralV1;
+  const bool is_v2 = chat_template == ChatTemplate::kMistralV2;
 
   std::string system_prompt;
   bool has_system_prompt = false;
   std::vector<Turn> turns;
-  // The role of the run being collected: 0 none, 1 user, 2 assistant, 3 system (which ends a run
-  // without contributing a turn, as mistral-common's aggregation does).
+  bool uses_tools = !options.tools.empty();
+  // The role of the run being collected: 0 none, 1 user, 2 assistant text, 3 system (which ends a run
+  // without contributing a turn, as mistral-common's aggregation does), 4 a tool call or result.
   int current_role = 0;
   for (size_t i = 0; i < messages.size(); ++i) {
     const ChatMessage& message = messages[i];
     int role = 0;
     if (message.role == "user") role = 1;
-    else if (message.role == "assistant") role = 2;
+    else if (message.role == "assistant") role = message.tool_calls.empty() ? 2 : 4;
     else if (message.role == "system") role = 3;
+    else if (message.role == "tool") role = 4;
     else {
-      return make_error(ErrorCode::kInvalidArgument, "chat message %zu has role '%s' (expected system, user or assistant)",
+      return make_error(ErrorCode::kInvalidArgument, "chat message %zu has role '%s' (expected system, user, assistant or tool)",
                         i, message.role.c_str());
     }
     if (role == 3) {
@@ -9751,8 +9998,18 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
         system_prompt += message.content;
         has_system_prompt = true;
       }
+    } else if (role == 4) {
+      uses_tools = true;
+      Turn turn{message.role == "tool" ? Turn::kToolResult : Turn::kToolCalls, message.content, message.tool_calls,
+                message.tool_call_id, message.name};
+      if (turn.kind == Turn::kToolCalls && !message.content.empty())
+        return make_error(ErrorCode::kInvalidArgument, "chat message %zu has both content and tool calls", i);
+      if (turn.kind == Turn::kToolResult && message.tool_call_id.empty() && message.name.empty())
+        return make_error(ErrorCode::kInvalidArgument, "chat message %zu (a tool result) has no tool_call_id or name", i);
+      turns.push_back(std::move(turn));
     } else {
-      if (role != current_role) turns.push_back(Turn{role == 1, std::string()});
+      const Turn::Kind kind = role == 1 ? Turn::kUser : Turn::kAssistant;
+      if (role != current_role) turns.push_back(Turn{kind, std::string(), {}, std::string(), std::string()});
       if (!message.content.empty()) {
         std::string& content = turns.back().content;
         if (!content.empty()) content += "\n\n";
@@ -9761,9 +10018,15 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
     }
     current_role = role;
   }
-  if (turns.empty() || !turns.front().is_user) turns.insert(turns.begin(), Turn{true, std::string()});
-  if (options.continue_final_message && turns.back().is_user) {
+  if (turns.empty() || turns.front().kind != Turn::kUser)
+    turns.insert(turns.begin(), Turn{Turn::kUser, std::string(), {}, std::string(), std::string()});
+  if (options.continue_final_message && turns.back().kind != Turn::kAssistant) {
     return make_error(ErrorCode::kInvalidArgument, "continue_final_message needs the conversation to end with an assistant message");
+  }
+  if (uses_tools && plain_text_inst) {
+    return make_error(ErrorCode::kUnsupported,
+                      "chat template mistral-v1 has no tool tokens (Mistral 7B v0.1/v0.2, Mixtral 8x7B v0.1): use "
+                      "constrained output (a JSON schema) for structure with these models");
   }
 
   int32_t begin_inst = -1;
@@ -9780,11 +10043,28 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
   if (tokenizer.bos_id() < 0 || tokenizer.eos_id() < 0) {
     return make_error(ErrorCode::kUnsupported, "the vocabulary has no BOS or EOS token for a chat template");
   }
+  // The tool control tokens, when the conversation needs them.
+  int32_t tool_ids[5] = {-1, -1, -1, -1, -1};
+  static const char* const kToolPieces[5] = {"[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_CALLS]", "[TOOL_RESULTS]",
+                                             "[/TOOL_RESULTS]"};
+  if (uses_tools) {
+    for (int k = 0; k < 5; ++k) {
+      tool_ids[k] = tokenizer.token_to_id(kToolPieces[k]);
+      if (tool_ids[k] < 0 || !tokenizer.is_control(tool_ids[k]))
+        return make_error(ErrorCode::kUnsupported, "this vocabulary has no %s control token for tool calling", kToolPieces[k]);
+    }
+  }
+  std::string available_tools;
+  if (!options.tools.empty()) {
+    auto written = chat_template_detail::tools_json(options.tools);
+    if (!written) return written.error();
+    available_tools = std::move(*written);
+  }
 
   size_t first_user = turns.size();
   size_t last_user = 0;
   for (size_t i = 0; i < turns.size(); ++i) {
-    if (!turns[i].is_user) continue;
+    if (turns[i].kind != Turn::kUser) continue;
     if (first_user == turns.size()) first_user = i;
     last_user = i;
   }
@@ -9793,15 +10073,60 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
   ids.push_back(tokenizer.bos_id());
   for (size_t i = 0; i < turns.size(); ++i) {
     const Turn& turn = turns[i];
-    if (turn.is_user) {
+    if (turn.kind == Turn::kUser) {
       const bool gets_system = has_system_prompt && i == (plain_text_inst ? first_user : last_user);
       const std::string content = gets_system ? system_prompt + "\n\n" + turn.content : turn.content;
       if (plain_text_inst) {
         tokenizer.encode_append("[INST] " + content + " [/INST]", &ids);
       } else {
+        if (i == last_user && !available_tools.empty()) {
+          ids.push_back(tool_ids[0]);
+          tokenizer.encode_append(available_tools, &ids);
+          ids.push_back(tool_ids[1]);
+        }
         ids.push_back(begin_inst);
         tokenizer.encode_append(content, &ids);
         ids.push_back(end_inst);
+      }
+    } else if (turn.kind == Turn::kToolCalls || turn.kind == Turn::kToolResult) {
+      if (is_v2 && i < last_user) continue;  // v2 keeps no tool history before the last user turn
+      std::string json;
+      if (turn.kind == Turn::kToolCalls) {
+        json = "[";
+        for (size_t c = 0; c < turn.calls.size(); ++c) {
+          const ToolCall& call = turn.calls[c];
+          if (c > 0) json += ", ";
+          json += "{\"name\": ";
+          tool_calls_detail::append_python_string(call.name, &json);
+          json += ", \"arguments\": ";
+          append_python_json_or_string(call.arguments, &json);
+          if (!is_v2 && !call.id.empty() && call.id != "null") {
+            json += ", \"id\": ";
+            tool_calls_detail::append_python_string(call.id, &json);
+          }
+          json += "}";
+        }
+        json += "]";
+        ids.push_back(tool_ids[2]);
+        tokenizer.encode_append(json, &ids);
+        ids.push_back(tokenizer.eos_id());
+      } else {
+        if (is_v2) {
+          json = "[{\"name\": ";
+          tool_calls_detail::append_python_string(turn.name, &json);
+          json += ", \"content\": ";
+          append_python_json_or_string(turn.content, &json);
+          json += "}]";
+        } else {
+          json = "{\"content\": ";
+          append_python_json_or_string(turn.content, &json);
+          json += ", \"call_id\": ";
+          tool_calls_detail::append_python_string(turn.call_id, &json);
+          json += "}";
+        }
+        ids.push_back(tool_ids[3]);
+        tokenizer.encode_append(json, &ids);
+        ids.push_back(tool_ids[4]);
       }
     } else {
       if (turn.content.empty()) {
@@ -9826,7 +10151,10 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
 
 namespace bora {
 
-inline Expected<std::vector<ChatMessage>> parse_chat_request(std::string_view json, const std::string& name_for_errors) {
+// `tools` (may be null) receives the request's "tools" array as JSON text, "" when it has none; a
+// request with tools is refused when `tools` is null.
+inline Expected<std::vector<ChatMessage>> parse_chat_request(std::string_view json, const std::string& name_for_errors,
+                                                            std::string* tools = nullptr) {
   const char* name = name_for_errors.c_str();
   simdjson::dom::parser parser;
   simdjson::dom::element root;
@@ -9835,18 +10163,49 @@ inline Expected<std::vector<ChatMessage>> parse_chat_request(std::string_view js
   simdjson::dom::array messages;
   if (root["messages"].get_array().get(messages))
     return make_error(ErrorCode::kFormat, "%s: expected an object with a \"messages\" array", name);
+  if (tools != nullptr) tools->clear();
+  simdjson::dom::array tool_list;
+  if (root["tools"].get_array().get(tool_list) == simdjson::SUCCESS && tool_list.size() > 0) {
+    if (tools == nullptr) return make_error(ErrorCode::kUnsupported, "%s: \"tools\" are not supported here", name);
+    *tools = simdjson::minify(tool_list);
+  }
   std::vector<ChatMessage> out;
   size_t index = 0;
   for (simdjson::dom::element message : messages) {
     std::string_view role, content;
     if (message["role"].get_string().get(role))
       return make_error(ErrorCode::kFormat, "%s: messages[%zu] has no string \"role\"", name, index);
-    if (role != "system" && role != "user" && role != "assistant")
-      return make_error(ErrorCode::kUnsupported, "%s: messages[%zu] has role '%.40s' (system, user or assistant)", name,
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool")
+      return make_error(ErrorCode::kUnsupported, "%s: messages[%zu] has role '%.40s' (system, user, assistant or tool)", name,
                         index, std::string(role).c_str());
-    if (message["content"].get_string().get(content))
-      return make_error(ErrorCode::kFormat, "%s: messages[%zu] has no string \"content\"", name, index);
-    out.push_back(ChatMessage{std::string(role), std::string(content)});
+    ChatMessage parsed{std::string(role), std::string()};
+    simdjson::dom::array calls;
+    if (role == "assistant" && message["tool_calls"].get_array().get(calls) == simdjson::SUCCESS) {
+      for (simdjson::dom::element call : calls) {
+        ToolCall tool_call;
+        std::string_view text;
+        simdjson::dom::element function, arguments;
+        if (call["function"].get(function) || function["name"].get_string().get(text))
+          return make_error(ErrorCode::kFormat, "%s: messages[%zu] has a tool call without function.name", name, index);
+        tool_call.name = std::string(text);
+        if (function["arguments"].get(arguments) == simdjson::SUCCESS) {
+          if (arguments.get_string().get(text) == simdjson::SUCCESS) tool_call.arguments = std::string(text);
+          else tool_call.arguments = simdjson::minify(arguments);
+        }
+        if (call["id"].get_string().get(text) == simdjson::SUCCESS) tool_call.id = std::string(text);
+        parsed.tool_calls.push_back(std::move(tool_call));
+      }
+    }
+    if (message["content"].get_string().get(content)) {
+      const bool may_lack = !parsed.tool_calls.empty();
+      if (!may_lack) return make_error(ErrorCode::kFormat, "%s: messages[%zu] has no string \"content\"", name, index);
+      content = std::string_view();
+    }
+    parsed.content = std::string(content);
+    std::string_view text;
+    if (message["tool_call_id"].get_string().get(text) == simdjson::SUCCESS) parsed.tool_call_id = std::string(text);
+    if (message["name"].get_string().get(text) == simdjson::SUCCESS) parsed.name = std::string(text);
+    out.push_back(std::move(parsed));
     ++index;
   }
   return out;
