@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "args.hpp"
+#include "constraint_options.hpp"
 #include "generation_options.hpp"
 
 namespace {
@@ -22,6 +23,7 @@ void usage() {
   std::fprintf(stderr,
                "usage: generate -m MODEL -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P]\n"
                "                [--repeat-penalty R] [--seed S] [--threads N] [--chat] [--window N|none] [--kv-type T]\n"
+               "                [--json-schema FILE | --grammar FILE.gbnf | --json]\n"
                "       generate -m MODEL --prompts FILE [--parallel K] [the same options]\n"
                "  MODEL: a .gguf file, a Hugging Face or Mistral model folder, or ollama:NAME[:TAG]\n"
                "  --chat  wrap the prompt in the model's chat template (a user turn)\n"
@@ -35,6 +37,7 @@ void usage() {
                "      seeded with --seed S (each with S), so a prompt's text depends neither on the other prompts\n"
                "      nor on --parallel; each holds its prompt plus -n positions (4096 more with -n -1)\n"
                "  --parallel K  decode at most K sequences at once (default 4); 1 runs the prompts one at a time\n");
+  std::fputs(example_args::ConstraintOptions::help(), stderr);
 }
 
 // `text` as a JSON string. The scheduler's text is valid UTF-8 (bad bytes became U+FFFD), but any
@@ -159,11 +162,12 @@ int main(int argc, char** argv) {
   bool chat = false, have_prompt = false, have_parallel = false;
   int parallel = 4;
   example_args::GenerationOptions options(128);
+  example_args::ConstraintOptions constraint;
   bora::SampleParams& sample = options.sample;
   bora::SessionParams& session_params = options.session;
   example_args::Parser args(argc, argv, "generate", usage);
   while (args.next()) {
-    if (options.read(args)) continue;
+    if (options.read(args) || constraint.read(args)) continue;
     if (args.is("-p", "--prompt")) { prompt = args.text(); have_prompt = true; }
     else if (args.is("-n", "--n-predict")) sample.max_tokens = static_cast<int>(args.integer(-1, 1000000000));
     else if (args.is("--top-k")) sample.top_k = static_cast<int>(args.integer(0, 1000000000));
@@ -192,8 +196,18 @@ int main(int argc, char** argv) {
     if (prompts.empty()) args.fail(prompts_path + " has no prompts (no line that is not empty)");
   }
 
+  // A schema or grammar mistake is reported before the model loads.
+  bora::Expected<bora::Grammar> grammar = constraint.given() ? constraint.grammar() : bora::Expected<bora::Grammar>(bora::Grammar());
+  if (!grammar) { std::fprintf(stderr, "generate: %s\n", grammar.error().message()); return 1; }
+
   auto model = bora::load_any(options.model_path, options.load);
   if (!model) { std::fprintf(stderr, "generate: %s\n", model.error().message()); return 1; }
+  if (constraint.given()) {
+    if ((*model)->tokenizer() == nullptr) { std::fprintf(stderr, "generate: %s has no tokenizer\n", options.model_path.c_str()); return 1; }
+    auto compiled = bora::GrammarConstraint::create(std::move(*grammar), *(*model)->tokenizer());
+    if (!compiled) { std::fprintf(stderr, "generate: %s\n", compiled.error().message()); return 1; }
+    sample.constraint = std::move(*compiled);
+  }
   if (!prompts.empty()) return run_prompts(**model, prompts, chat, parallel, options);
   auto session = (*model)->session(session_params);
   if (!session) { std::fprintf(stderr, "generate: %s\n", session.error().message()); return 1; }

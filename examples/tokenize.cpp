@@ -20,7 +20,8 @@ void usage() {
   std::fprintf(stderr,
                "usage: tokenize -m MODEL_OR_TOKENIZER [--bos] (--text T | --file F | --decode \"ids\" | --chat FILE.json)\n"
                "  MODEL_OR_TOKENIZER: a .gguf file, a SentencePiece tokenizer.model, a model folder, or ollama:NAME[:TAG]\n"
-               "  --file encodes the file's bytes exactly as they are; --chat renders a mistral-common request\n");
+               "  --file encodes the file's bytes exactly as they are; --chat renders a mistral-common request (messages,\n"
+               "  and tools, tool calls and tool results for the v2/v3 templates)\n");
 }
 
 int fail(const std::string& message) {
@@ -100,10 +101,11 @@ int main(int argc, char** argv) {
   if (!chat.empty()) {
     std::string json;
     if (!read_file(chat, &json)) return fail("cannot read " + chat);
-    auto messages = bora::parse_chat_request(json, chat);
+    bora::ChatTemplateOptions options;  // the request's tools, tool calls and tool results come along
+    auto messages = bora::parse_chat_request(json, chat, &options.tools);
     if (!messages) return fail(messages.error().message());
     const bora::ChatTemplate chosen = bora::detect_chat_template(tokenizer->vocabulary(), declared_template);
-    auto ids = bora::apply_chat_template(*tokenizer, chosen, *messages);
+    auto ids = bora::apply_chat_template(*tokenizer, chosen, *messages, options);
     if (!ids) return fail(ids.error().message());
     print_ids(*ids);
     return 0;

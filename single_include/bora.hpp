@@ -9009,7 +9009,8 @@ inline Expected<std::unique_ptr<Model>> load_any_model(const std::string& path, 
 // ---- end bora/model/load.hpp -------------------------------------------------------------------------
 // ---- begin bora/text/chat_request.hpp ----------------------------------------------------------------
 // Why this file exists: conversations arrive as JSON in mistral-common's request format
-// ({"messages": [{"role": ..., "content": ...}, ...]}); this reads one into ChatMessages.
+// ({"messages": [{"role": ..., "content": ...}, ...], "tools": [...]}, assistant "tool_calls" and "tool"
+// messages as OpenAI writes them); this reads one into ChatMessages.
 #ifndef BORA_TEXT_CHAT_REQUEST_HPP
 #define BORA_TEXT_CHAT_REQUEST_HPP
 
@@ -9022,8 +9023,8 @@ inline Expected<std::unique_ptr<Model>> load_any_model(const std::string& path, 
 // ---- begin bora/text/chat_template.hpp ---------------------------------------------------------------
 // Why this file exists: an instruct model only answers well when the conversation is laid out in the
 // exact tokens it was trained on; this renders messages the way Mistral's own tooling
-// (mistral-common's instruct tokenizers v1, v2 and v3, before tools) does, and picks the version
-// from the model file.
+// (mistral-common's instruct tokenizers v1, v2 and v3, with function calling for v2/v3) does, and
+// picks the version from the model file.
 //
 // The rules, as mistral-common applies them to a chat request:
 //   * system messages are taken out of the conversation and joined with "\n\n" into one system prompt;
@@ -9034,13 +9035,18 @@ inline Expected<std::unique_ptr<Model>> load_any_model(const std::string& path, 
 //   * v2/v3: [BOS], each user turn is the control token [INST] + content + control token [/INST],
 //     the system prompt goes in front of the LAST user message; assistant text loses trailing spaces;
 //   * every assistant turn ends with [EOS], except a final one being continued.
-// A conversation ending with a user turn is a prompt ready for generation.
+// With tools (v2/v3 only; v1 has no tool tokens): [AVAILABLE_TOOLS] json [/AVAILABLE_TOOLS] right before
+// the LAST user turn's [INST]; an assistant's calls are [TOOL_CALLS] json [EOS]; a tool's result is
+// [TOOL_RESULTS] json [/TOOL_RESULTS] (v2 a list of {name, content}, v3 {content, call_id}); v2 drops
+// calls and results older than the last user turn. JSON is spelled as Python's json.dumps (tool_calls.hpp).
+// A conversation ending with a user turn (or a tool result) is a prompt ready for generation.
 #ifndef BORA_TEXT_CHAT_TEMPLATE_HPP
 #define BORA_TEXT_CHAT_TEMPLATE_HPP
 
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 // ---- begin bora/text/tokenizer.hpp -------------------------------------------------------------------
@@ -10148,20 +10154,225 @@ class StreamingDecoder {
 
 #endif  // BORA_TEXT_TOKENIZER_HPP
 // ---- end bora/text/tokenizer.hpp ---------------------------------------------------------------------
+// ---- begin bora/text/tool_calls.hpp ------------------------------------------------------------------
+// Why this file exists: Mistral's function calling is JSON inside control tokens, and the model was
+// trained on one exact spelling of it: Python's json.dumps (", " and ": " separators, non-ASCII kept,
+// Python's float repr), with string arguments and tool results parsed as JSON first. This writes that
+// spelling for the chat templates, reads the model's [TOOL_CALLS] output back into calls, and makes
+// call ids the way vLLM's Mistral parser expects them (9 alphanumeric characters).
+#ifndef BORA_TEXT_TOOL_CALLS_HPP
+#define BORA_TEXT_TOOL_CALLS_HPP
+
+#include <simdjson.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace bora {
+
+struct ToolCall {
+  std::string id;         // "" when the conversation gives none
+  std::string name;
+  std::string arguments;  // JSON text (an object), as OpenAI's API carries it
+};
+
+namespace tool_calls_detail {
+
+inline void append_python_string(std::string_view text, std::string* out) {
+  out->push_back('"');
+  for (const char c : text) {
+    switch (c) {
+      case '"': *out += "\\\""; break;
+      case '\\': *out += "\\\\"; break;
+      case '\n': *out += "\\n"; break;
+      case '\r': *out += "\\r"; break;
+      case '\t': *out += "\\t"; break;
+      case '\b': *out += "\\b"; break;
+      case '\f': *out += "\\f"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char escaped[8];
+          std::snprintf(escaped, sizeof(escaped), "\\u%04x", static_cast<unsigned char>(c));
+          *out += escaped;
+        } else {
+          out->push_back(c);
+        }
+    }
+  }
+  out->push_back('"');
+}
+
+// Python's repr of a float: the shortest digits that read back the same, fixed notation for decimal
+// exponents -4..15, else d.ddde+XX.
+inline void append_python_float(double value, std::string* out) {
+  char buffer[40];
+  int precision = 1;
+  for (; precision < 17; ++precision) {
+    std::snprintf(buffer, sizeof(buffer), "%.*e", precision - 1, value);
+    if (std::strtod(buffer, nullptr) == value) break;
+  }
+  std::snprintf(buffer, sizeof(buffer), "%.*e", precision - 1, value);
+  std::string text(buffer);
+  const size_t e = text.find('e');
+  const int exponent = std::atoi(text.c_str() + e + 1);
+  std::string digits;
+  bool negative = false;
+  for (size_t i = 0; i < e; ++i) {
+    if (text[i] == '-') negative = true;
+    else if (text[i] >= '0' && text[i] <= '9') digits.push_back(text[i]);
+  }
+  if (negative) out->push_back('-');
+  if (exponent >= -4 && exponent < 16) {
+    if (exponent < 0) {
+      *out += "0." + std::string(static_cast<size_t>(-exponent - 1), '0') + digits;
+    } else if (static_cast<size_t>(exponent) + 1 >= digits.size()) {
+      *out += digits + std::string(static_cast<size_t>(exponent) + 1 - digits.size(), '0') + ".0";
+    } else {
+      *out += digits.substr(0, static_cast<size_t>(exponent) + 1) + "." + digits.substr(static_cast<size_t>(exponent) + 1);
+    }
+    return;
+  }
+  out->push_back(digits[0]);
+  if (digits.size() > 1) *out += "." + digits.substr(1);
+  std::snprintf(buffer, sizeof(buffer), "e%c%02d", exponent < 0 ? '-' : '+', exponent < 0 ? -exponent : exponent);
+  *out += buffer;
+}
+
+}  // namespace tool_calls_detail
+
+// `value` as Python's json.dumps(value, ensure_ascii=False) writes it.
+inline void append_python_json(simdjson::dom::element value, std::string* out) {
+  using simdjson::dom::element_type;
+  switch (value.type()) {
+    case element_type::OBJECT: {
+      out->push_back('{');
+      bool first = true;
+      simdjson::dom::object object;
+      if (value.get_object().get(object)) return;
+      for (auto field : object) {
+        if (!first) *out += ", ";
+        first = false;
+        tool_calls_detail::append_python_string(field.key, out);
+        *out += ": ";
+        append_python_json(field.value, out);
+      }
+      out->push_back('}');
+      return;
+    }
+    case element_type::ARRAY: {
+      out->push_back('[');
+      bool first = true;
+      simdjson::dom::array array;
+      if (value.get_array().get(array)) return;
+      for (simdjson::dom::element item : array) {
+        if (!first) *out += ", ";
+        first = false;
+        append_python_json(item, out);
+      }
+      out->push_back(']');
+      return;
+    }
+    case element_type::STRING: tool_calls_detail::append_python_string(value.get_string().value_unsafe(), out); return;
+    case element_type::INT64: *out += std::to_string(value.get_int64().value_unsafe()); return;
+    case element_type::UINT64: *out += std::to_string(value.get_uint64().value_unsafe()); return;
+    case element_type::DOUBLE: tool_calls_detail::append_python_float(value.get_double().value_unsafe(), out); return;
+    case element_type::BOOL: *out += value.get_bool().value_unsafe() ? "true" : "false"; return;
+    case element_type::NULL_VALUE: *out += "null"; return;
+  }
+}
+
+// What mistral-common does with a string that may hold JSON (tool arguments, tool results): the
+// parsed value when it parses, else the string itself, written as json.dumps would.
+inline void append_python_json_or_string(std::string_view text, std::string* out) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element value;
+  const simdjson::padded_string padded(text);
+  if (parser.parse(padded).get(value) == simdjson::SUCCESS) {
+    append_python_json(value, out);
+  } else {
+    tool_calls_detail::append_python_string(text, out);
+  }
+}
+
+// The model's text after [TOOL_CALLS]: a JSON list of {"name", "arguments", "id"?} (one object alone
+// is accepted too). Arguments come back as compact JSON text.
+inline Expected<std::vector<ToolCall>> parse_tool_calls(std::string_view text) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  const simdjson::padded_string padded(text);
+  if (parser.parse(padded).get(root))
+    return make_error(ErrorCode::kFormat, "tool calls: the model's output is not valid JSON: %.80s",
+                      std::string(text).c_str());
+  std::vector<simdjson::dom::element> items;
+  simdjson::dom::array list;
+  if (root.get_array().get(list) == simdjson::SUCCESS) {
+    for (simdjson::dom::element item : list) items.push_back(item);
+  } else {
+    items.push_back(root);
+  }
+  std::vector<ToolCall> calls;
+  for (size_t i = 0; i < items.size(); ++i) {
+    ToolCall call;
+    std::string_view name;
+    if (items[i]["name"].get_string().get(name) || name.empty())
+      return make_error(ErrorCode::kFormat, "tool calls: call %zu has no \"name\"", i);
+    call.name = std::string(name);
+    simdjson::dom::element arguments;
+    if (items[i]["arguments"].get(arguments)) {
+      call.arguments = "{}";
+    } else {
+      std::string_view as_string;
+      if (arguments.get_string().get(as_string) == simdjson::SUCCESS) call.arguments = std::string(as_string);
+      else if (arguments.is_object()) call.arguments = simdjson::minify(arguments);
+      else return make_error(ErrorCode::kFormat, "tool calls: call %zu's \"arguments\" is not an object", i);
+    }
+    std::string_view id;
+    if (items[i]["id"].get_string().get(id) == simdjson::SUCCESS) call.id = std::string(id);
+    calls.push_back(std::move(call));
+  }
+  return calls;
+}
+
+// A call id as vLLM's Mistral parser expects: 9 characters from [a-zA-Z0-9].
+inline std::string make_tool_call_id(Xoshiro256& rng) {
+  static const char kAlphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  std::string id;
+  for (int i = 0; i < 9; ++i) id.push_back(kAlphabet[static_cast<size_t>(rng.next_double() * 62.0) % 62]);
+  return id;
+}
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_TOOL_CALLS_HPP
+// ---- end bora/text/tool_calls.hpp --------------------------------------------------------------------
 
 namespace bora {
 
 enum class ChatTemplate { kMistralV1, kMistralV2, kMistralV3 };
 
 struct ChatMessage {
-  std::string role;  // "system", "user" or "assistant"
+  ChatMessage() = default;
+  ChatMessage(std::string role_name, std::string text) : role(std::move(role_name)), content(std::move(text)) {}
+
+  std::string role;  // "system", "user", "assistant" or "tool"
   std::string content;
+  std::vector<ToolCall> tool_calls;  // an assistant's calls (then content is empty)
+  std::string tool_call_id;          // a tool's result: the call it answers (v3)
+  std::string name;                  // a tool's result: the function's name (v2)
 };
 
 struct ChatTemplateOptions {
   // The conversation ends with a partial assistant message the model should continue: no [EOS]
   // after it (mistral-common's continue_final_message).
   bool continue_final_message = false;
+  // The functions the model may call: a JSON array of {"type": "function", "function": {"name",
+  // "description", "parameters"}} (OpenAI's and mistral-common's shape). Empty: no tools.
+  std::string tools;
 };
 
 inline const char* chat_template_name(ChatTemplate chat_template) {
@@ -10193,9 +10404,42 @@ inline bool has_control_piece(const Vocabulary& vocab, std::string_view piece) {
 }
 
 struct Turn {
-  bool is_user;
+  enum Kind { kUser, kAssistant, kToolCalls, kToolResult };
+  Kind kind;
   std::string content;
+  std::vector<ToolCall> calls;
+  std::string call_id, name;
 };
+
+// The tools list as mistral-common writes it: only type, function.name, description and parameters.
+inline Expected<std::string> tools_json(std::string_view tools) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  simdjson::dom::array list;
+  const simdjson::padded_string padded(tools);
+  if (parser.parse(padded).get(root) || root.get_array().get(list))
+    return make_error(ErrorCode::kInvalidArgument, "tools: expected a JSON array of {\"type\": \"function\", \"function\": {...}}");
+  std::string out = "[";
+  size_t index = 0;
+  for (simdjson::dom::element tool : list) {
+    simdjson::dom::element function;
+    std::string_view name, description;
+    if (tool["function"].get(function) || function["name"].get_string().get(name))
+      return make_error(ErrorCode::kInvalidArgument, "tools[%zu]: expected {\"type\": \"function\", \"function\": {\"name\": ...}}", index);
+    if (index++ > 0) out += ", ";
+    out += "{\"type\": \"function\", \"function\": {\"name\": ";
+    tool_calls_detail::append_python_string(name, &out);
+    out += ", \"description\": ";
+    if (function["description"].get_string().get(description)) description = "";
+    tool_calls_detail::append_python_string(description, &out);
+    out += ", \"parameters\": ";
+    simdjson::dom::element parameters;
+    if (function["parameters"].get(parameters)) out += "{}";
+    else append_python_json(parameters, &out);
+    out += "}}";
+  }
+  return out + "]";
+}
 
 }  // namespace chat_template_detail
 
@@ -10235,21 +10479,24 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
                                                          const ChatTemplateOptions& options = {}) {
   using chat_template_detail::Turn;
   const bool plain_text_inst = chat_template == ChatTemplate::kMistralV1;
+  const bool is_v2 = chat_template == ChatTemplate::kMistralV2;
 
   std::string system_prompt;
   bool has_system_prompt = false;
   std::vector<Turn> turns;
-  // The role of the run being collected: 0 none, 1 user, 2 assistant, 3 system (which ends a run
-  // without contributing a turn, as mistral-common's aggregation does).
+  bool uses_tools = !options.tools.empty();
+  // The role of the run being collected: 0 none, 1 user, 2 assistant text, 3 system (which ends a run
+  // without contributing a turn, as mistral-common's aggregation does), 4 a tool call or result.
   int current_role = 0;
   for (size_t i = 0; i < messages.size(); ++i) {
     const ChatMessage& message = messages[i];
     int role = 0;
     if (message.role == "user") role = 1;
-    else if (message.role == "assistant") role = 2;
+    else if (message.role == "assistant") role = message.tool_calls.empty() ? 2 : 4;
     else if (message.role == "system") role = 3;
+    else if (message.role == "tool") role = 4;
     else {
-      return make_error(ErrorCode::kInvalidArgument, "chat message %zu has role '%s' (expected system, user or assistant)",
+      return make_error(ErrorCode::kInvalidArgument, "chat message %zu has role '%s' (expected system, user, assistant or tool)",
                         i, message.role.c_str());
     }
     if (role == 3) {
@@ -10258,8 +10505,18 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
         system_prompt += message.content;
         has_system_prompt = true;
       }
+    } else if (role == 4) {
+      uses_tools = true;
+      Turn turn{message.role == "tool" ? Turn::kToolResult : Turn::kToolCalls, message.content, message.tool_calls,
+                message.tool_call_id, message.name};
+      if (turn.kind == Turn::kToolCalls && !message.content.empty())
+        return make_error(ErrorCode::kInvalidArgument, "chat message %zu has both content and tool calls", i);
+      if (turn.kind == Turn::kToolResult && message.tool_call_id.empty() && message.name.empty())
+        return make_error(ErrorCode::kInvalidArgument, "chat message %zu (a tool result) has no tool_call_id or name", i);
+      turns.push_back(std::move(turn));
     } else {
-      if (role != current_role) turns.push_back(Turn{role == 1, std::string()});
+      const Turn::Kind kind = role == 1 ? Turn::kUser : Turn::kAssistant;
+      if (role != current_role) turns.push_back(Turn{kind, std::string(), {}, std::string(), std::string()});
       if (!message.content.empty()) {
         std::string& content = turns.back().content;
         if (!content.empty()) content += "\n\n";
@@ -10268,9 +10525,15 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
     }
     current_role = role;
   }
-  if (turns.empty() || !turns.front().is_user) turns.insert(turns.begin(), Turn{true, std::string()});
-  if (options.continue_final_message && turns.back().is_user) {
+  if (turns.empty() || turns.front().kind != Turn::kUser)
+    turns.insert(turns.begin(), Turn{Turn::kUser, std::string(), {}, std::string(), std::string()});
+  if (options.continue_final_message && turns.back().kind != Turn::kAssistant) {
     return make_error(ErrorCode::kInvalidArgument, "continue_final_message needs the conversation to end with an assistant message");
+  }
+  if (uses_tools && plain_text_inst) {
+    return make_error(ErrorCode::kUnsupported,
+                      "chat template mistral-v1 has no tool tokens (Mistral 7B v0.1/v0.2, Mixtral 8x7B v0.1): use "
+                      "constrained output (a JSON schema) for structure with these models");
   }
 
   int32_t begin_inst = -1;
@@ -10287,11 +10550,28 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
   if (tokenizer.bos_id() < 0 || tokenizer.eos_id() < 0) {
     return make_error(ErrorCode::kUnsupported, "the vocabulary has no BOS or EOS token for a chat template");
   }
+  // The tool control tokens, when the conversation needs them.
+  int32_t tool_ids[5] = {-1, -1, -1, -1, -1};
+  static const char* const kToolPieces[5] = {"[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_CALLS]", "[TOOL_RESULTS]",
+                                             "[/TOOL_RESULTS]"};
+  if (uses_tools) {
+    for (int k = 0; k < 5; ++k) {
+      tool_ids[k] = tokenizer.token_to_id(kToolPieces[k]);
+      if (tool_ids[k] < 0 || !tokenizer.is_control(tool_ids[k]))
+        return make_error(ErrorCode::kUnsupported, "this vocabulary has no %s control token for tool calling", kToolPieces[k]);
+    }
+  }
+  std::string available_tools;
+  if (!options.tools.empty()) {
+    auto written = chat_template_detail::tools_json(options.tools);
+    if (!written) return written.error();
+    available_tools = std::move(*written);
+  }
 
   size_t first_user = turns.size();
   size_t last_user = 0;
   for (size_t i = 0; i < turns.size(); ++i) {
-    if (!turns[i].is_user) continue;
+    if (turns[i].kind != Turn::kUser) continue;
     if (first_user == turns.size()) first_user = i;
     last_user = i;
   }
@@ -10300,15 +10580,60 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
   ids.push_back(tokenizer.bos_id());
   for (size_t i = 0; i < turns.size(); ++i) {
     const Turn& turn = turns[i];
-    if (turn.is_user) {
+    if (turn.kind == Turn::kUser) {
       const bool gets_system = has_system_prompt && i == (plain_text_inst ? first_user : last_user);
       const std::string content = gets_system ? system_prompt + "\n\n" + turn.content : turn.content;
       if (plain_text_inst) {
         tokenizer.encode_append("[INST] " + content + " [/INST]", &ids);
       } else {
+        if (i == last_user && !available_tools.empty()) {
+          ids.push_back(tool_ids[0]);
+          tokenizer.encode_append(available_tools, &ids);
+          ids.push_back(tool_ids[1]);
+        }
         ids.push_back(begin_inst);
         tokenizer.encode_append(content, &ids);
         ids.push_back(end_inst);
+      }
+    } else if (turn.kind == Turn::kToolCalls || turn.kind == Turn::kToolResult) {
+      if (is_v2 && i < last_user) continue;  // v2 keeps no tool history before the last user turn
+      std::string json;
+      if (turn.kind == Turn::kToolCalls) {
+        json = "[";
+        for (size_t c = 0; c < turn.calls.size(); ++c) {
+          const ToolCall& call = turn.calls[c];
+          if (c > 0) json += ", ";
+          json += "{\"name\": ";
+          tool_calls_detail::append_python_string(call.name, &json);
+          json += ", \"arguments\": ";
+          append_python_json_or_string(call.arguments, &json);
+          if (!is_v2 && !call.id.empty() && call.id != "null") {
+            json += ", \"id\": ";
+            tool_calls_detail::append_python_string(call.id, &json);
+          }
+          json += "}";
+        }
+        json += "]";
+        ids.push_back(tool_ids[2]);
+        tokenizer.encode_append(json, &ids);
+        ids.push_back(tokenizer.eos_id());
+      } else {
+        if (is_v2) {
+          json = "[{\"name\": ";
+          tool_calls_detail::append_python_string(turn.name, &json);
+          json += ", \"content\": ";
+          append_python_json_or_string(turn.content, &json);
+          json += "}]";
+        } else {
+          json = "{\"content\": ";
+          append_python_json_or_string(turn.content, &json);
+          json += ", \"call_id\": ";
+          tool_calls_detail::append_python_string(turn.call_id, &json);
+          json += "}";
+        }
+        ids.push_back(tool_ids[3]);
+        tokenizer.encode_append(json, &ids);
+        ids.push_back(tool_ids[4]);
       }
     } else {
       if (turn.content.empty()) {
@@ -10333,7 +10658,10 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
 
 namespace bora {
 
-inline Expected<std::vector<ChatMessage>> parse_chat_request(std::string_view json, const std::string& name_for_errors) {
+// `tools` (may be null) receives the request's "tools" array as JSON text, "" when it has none; a
+// request with tools is refused when `tools` is null.
+inline Expected<std::vector<ChatMessage>> parse_chat_request(std::string_view json, const std::string& name_for_errors,
+                                                            std::string* tools = nullptr) {
   const char* name = name_for_errors.c_str();
   simdjson::dom::parser parser;
   simdjson::dom::element root;
@@ -10342,18 +10670,49 @@ inline Expected<std::vector<ChatMessage>> parse_chat_request(std::string_view js
   simdjson::dom::array messages;
   if (root["messages"].get_array().get(messages))
     return make_error(ErrorCode::kFormat, "%s: expected an object with a \"messages\" array", name);
+  if (tools != nullptr) tools->clear();
+  simdjson::dom::array tool_list;
+  if (root["tools"].get_array().get(tool_list) == simdjson::SUCCESS && tool_list.size() > 0) {
+    if (tools == nullptr) return make_error(ErrorCode::kUnsupported, "%s: \"tools\" are not supported here", name);
+    *tools = simdjson::minify(tool_list);
+  }
   std::vector<ChatMessage> out;
   size_t index = 0;
   for (simdjson::dom::element message : messages) {
     std::string_view role, content;
     if (message["role"].get_string().get(role))
       return make_error(ErrorCode::kFormat, "%s: messages[%zu] has no string \"role\"", name, index);
-    if (role != "system" && role != "user" && role != "assistant")
-      return make_error(ErrorCode::kUnsupported, "%s: messages[%zu] has role '%.40s' (system, user or assistant)", name,
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool")
+      return make_error(ErrorCode::kUnsupported, "%s: messages[%zu] has role '%.40s' (system, user, assistant or tool)", name,
                         index, std::string(role).c_str());
-    if (message["content"].get_string().get(content))
-      return make_error(ErrorCode::kFormat, "%s: messages[%zu] has no string \"content\"", name, index);
-    out.push_back(ChatMessage{std::string(role), std::string(content)});
+    ChatMessage parsed{std::string(role), std::string()};
+    simdjson::dom::array calls;
+    if (role == "assistant" && message["tool_calls"].get_array().get(calls) == simdjson::SUCCESS) {
+      for (simdjson::dom::element call : calls) {
+        ToolCall tool_call;
+        std::string_view text;
+        simdjson::dom::element function, arguments;
+        if (call["function"].get(function) || function["name"].get_string().get(text))
+          return make_error(ErrorCode::kFormat, "%s: messages[%zu] has a tool call without function.name", name, index);
+        tool_call.name = std::string(text);
+        if (function["arguments"].get(arguments) == simdjson::SUCCESS) {
+          if (arguments.get_string().get(text) == simdjson::SUCCESS) tool_call.arguments = std::string(text);
+          else tool_call.arguments = simdjson::minify(arguments);
+        }
+        if (call["id"].get_string().get(text) == simdjson::SUCCESS) tool_call.id = std::string(text);
+        parsed.tool_calls.push_back(std::move(tool_call));
+      }
+    }
+    if (message["content"].get_string().get(content)) {
+      const bool may_lack = !parsed.tool_calls.empty();
+      if (!may_lack) return make_error(ErrorCode::kFormat, "%s: messages[%zu] has no string \"content\"", name, index);
+      content = std::string_view();
+    }
+    parsed.content = std::string(content);
+    std::string_view text;
+    if (message["tool_call_id"].get_string().get(text) == simdjson::SUCCESS) parsed.tool_call_id = std::string(text);
+    if (message["name"].get_string().get(text) == simdjson::SUCCESS) parsed.name = std::string(text);
+    out.push_back(std::move(parsed));
     ++index;
   }
   return out;
@@ -10363,6 +10722,1823 @@ inline Expected<std::vector<ChatMessage>> parse_chat_request(std::string_view js
 
 #endif  // BORA_TEXT_CHAT_REQUEST_HPP
 // ---- end bora/text/chat_request.hpp ------------------------------------------------------------------
+// ---- begin bora/text/gbnf.hpp ------------------------------------------------------------------------
+// Why this file exists: llama.cpp's GBNF is the grammar format people already write (and share) for
+// constrained generation; this reads it into a bora Grammar, with errors that give the line and column.
+// Syntax: `name ::= alternatives`, `|`, "literals", [classes] ([^...] negated, a-z ranges), `.` (any
+// character), ( groups ), postfix * + ? {m} {m,} {m,n}, # comments; escapes \n \r \t \\ \" \' \[ \]
+// \xHH \uHHHH \UHHHHHHHH. A rule ends at a newline outside parentheses, unless the next line begins
+// with `|`. The start rule is `root`.
+#ifndef BORA_TEXT_GBNF_HPP
+#define BORA_TEXT_GBNF_HPP
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// ---- begin bora/text/grammar.hpp ---------------------------------------------------------------------
+// Why this file exists: constrained generation takes GBNF files, JSON Schemas and an "any JSON" mode,
+// and all three become this one form: rules of alternatives over byte sets and rule references. It is
+// byte-level (a character class becomes its UTF-8 byte sequences here) because tokens are byte
+// strings, byte-fallback tokens carry half characters, and a byte set is one 256-bit test.
+// GrammarBuilder is how every front end writes rules; build() checks them once (undefined rules, left
+// recursion, size), so the matcher (text/grammar_constraint.hpp) never meets a grammar it can loop on.
+#ifndef BORA_TEXT_GRAMMAR_HPP
+#define BORA_TEXT_GRAMMAR_HPP
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+
+namespace bora {
+
+struct ByteSet {
+  uint64_t words[4] = {0, 0, 0, 0};
+
+  bool has(uint8_t byte) const { return (words[byte >> 6] >> (byte & 63)) & 1u; }
+  void add(uint8_t byte) { words[byte >> 6] |= uint64_t{1} << (byte & 63); }
+  void add_range(uint8_t low, uint8_t high) {
+    for (unsigned b = low; b <= high; ++b) add(static_cast<uint8_t>(b));
+  }
+  bool operator==(const ByteSet& other) const {
+    return words[0] == other.words[0] && words[1] == other.words[1] && words[2] == other.words[2] &&
+           words[3] == other.words[3];
+  }
+};
+
+// One item of an alternative: a byte from a set, or a whole rule.
+struct GrammarSymbol {
+  enum Kind : uint8_t { kBytes, kRule };
+  Kind kind = kBytes;
+  uint32_t index = 0;  // into the byte sets or the rules
+};
+
+// Work and size limits, so a hostile grammar or schema gets an error instead of eating the machine.
+struct GrammarLimits {
+  static constexpr size_t kMaxElements = size_t{1} << 22;
+  static constexpr size_t kMaxRules = size_t{1} << 20;
+  static constexpr int kMaxRepetition = 100000;  // the n of x{m,n}
+};
+
+// A checked grammar, flattened: each rule's alternatives are runs of elements in one array, each run
+// closed by kEnd, so a parse position is one index.
+class Grammar {
+ public:
+  enum class ElementKind : uint8_t { kBytes, kRule, kEnd };
+  struct Element {
+    ElementKind kind;
+    uint32_t index;  // byte set or rule
+  };
+
+  const std::vector<Element>& elements() const { return elements_; }
+  const ByteSet& byte_set(uint32_t index) const { return byte_sets_[index]; }
+  // Where each alternative of `rule` starts in elements().
+  const std::vector<uint32_t>& alternatives(uint32_t rule) const { return alternatives_[rule]; }
+  uint32_t root() const { return root_; }
+  size_t rule_count() const { return names_.size(); }
+  const std::string& rule_name(uint32_t rule) const { return names_[rule]; }
+
+ private:
+  friend class GrammarBuilder;
+  std::vector<Element> elements_;
+  std::vector<ByteSet> byte_sets_;
+  std::vector<std::vector<uint32_t>> alternatives_;
+  std::vector<std::string> names_;
+  uint32_t root_ = 0;
+};
+
+class GrammarBuilder {
+ public:
+  using Sequence = std::vector<GrammarSymbol>;
+  struct CodepointRange {
+    uint32_t first, last;
+  };
+
+  // The rule called `name`, declared on first use (a reference before the definition is fine).
+  uint32_t rule(const std::string& name) {
+    auto found = by_name_.find(name);
+    if (found != by_name_.end()) return found->second;
+    const uint32_t id = static_cast<uint32_t>(rules_.size());
+    rules_.push_back(RuleDraft{name, {}, false});
+    by_name_.emplace(name, id);
+    return id;
+  }
+  // A new rule with a name no user rule has (for the parts front ends make up: repetitions, groups).
+  uint32_t new_rule(const std::string& hint) { return rule(hint + " #" + std::to_string(rules_.size())); }
+  bool is_defined(uint32_t rule) const { return rules_[rule].defined; }
+  const std::string& name(uint32_t rule) const { return rules_[rule].name; }
+  size_t rule_count() const { return rules_.size(); }
+
+  void define(uint32_t rule, std::vector<Sequence> alternatives) {
+    for (const Sequence& s : alternatives) symbol_count_ += s.size() + 1;
+    rules_[rule].alternatives = std::move(alternatives);
+    rules_[rule].defined = true;
+  }
+  // A rule defined on the spot: the alternatives as one symbol.
+  GrammarSymbol choice(const std::string& hint, std::vector<Sequence> alternatives) {
+    if (alternatives.size() == 1 && alternatives[0].size() == 1) return alternatives[0][0];
+    const uint32_t id = new_rule(hint);
+    define(id, std::move(alternatives));
+    return ref(id);
+  }
+  static GrammarSymbol ref(uint32_t rule) { return GrammarSymbol{GrammarSymbol::kRule, rule}; }
+
+  GrammarSymbol bytes(const ByteSet& set) {
+    const std::string key(reinterpret_cast<const char*>(set.words), sizeof(set.words));
+    auto found = set_index_.find(key);
+    if (found != set_index_.end()) return GrammarSymbol{GrammarSymbol::kBytes, found->second};
+    const uint32_t index = static_cast<uint32_t>(byte_sets_.size());
+    byte_sets_.push_back(set);
+    set_index_.emplace(key, index);
+    return GrammarSymbol{GrammarSymbol::kBytes, index};
+  }
+  GrammarSymbol byte_range(uint8_t low, uint8_t high) {
+    ByteSet set;
+    set.add_range(low, high);
+    return bytes(set);
+  }
+  // The UTF-8 bytes of `text`, one symbol each.
+  void append_literal(Sequence* out, std::string_view text) {
+    for (const char c : text) out->push_back(byte_range(static_cast<uint8_t>(c), static_cast<uint8_t>(c)));
+  }
+  Sequence literal(std::string_view text) {
+    Sequence out;
+    append_literal(&out, text);
+    return out;
+  }
+
+  // Any one of `texts`, as a trie of rules (shared prefixes once), so a 10,000-value enum keeps the
+  // matcher's stack sets small.
+  GrammarSymbol literals(const std::string& hint, std::vector<std::string> texts) {
+    std::sort(texts.begin(), texts.end());
+    texts.erase(std::unique(texts.begin(), texts.end()), texts.end());
+    return choice(hint, literal_trie(hint, texts, 0, texts.size(), 0, 0));
+  }
+
+  // One code point from `ranges` (or, negated, any code point outside them), as UTF-8 byte sequences.
+  GrammarSymbol char_class(std::vector<CodepointRange> ranges, bool negated) {
+    std::vector<CodepointRange> set = normalize(std::move(ranges));
+    if (negated) set = complement(set);
+    std::vector<Sequence> alternatives;
+    // ASCII first, merged into one byte set: the common case stays one symbol.
+    ByteSet ascii;
+    bool any_ascii = false;
+    for (const CodepointRange& r : set) {
+      if (r.first > 0x7F) continue;
+      ascii.add_range(static_cast<uint8_t>(r.first), static_cast<uint8_t>(r.last < 0x7F ? r.last : 0x7F));
+      any_ascii = true;
+    }
+    if (any_ascii) alternatives.push_back(Sequence{bytes(ascii)});
+    for (const CodepointRange& r : set) {
+      if (r.last < 0x80) continue;
+      append_utf8_sequences(r.first < 0x80 ? 0x80 : r.first, r.last, &alternatives);
+    }
+    if (alternatives.empty()) {  // an empty class matches nothing: a set no byte is in
+      return bytes(ByteSet());
+    }
+    return choice("class", std::move(alternatives));
+  }
+
+  // item{min,max}; max < 0 means unbounded. Nested optionals (x (x (x)?)?)? keep each step one choice.
+  Expected<GrammarSymbol> repeat(const Sequence& item, int min, int max) {
+    if (min < 0 || (max >= 0 && max < min) || min > GrammarLimits::kMaxRepetition ||
+        max > GrammarLimits::kMaxRepetition) {
+      return make_error(ErrorCode::kUnsupported, "repetition {%d,%d} is outside 0..%d", min, max,
+                        GrammarLimits::kMaxRepetition);
+    }
+    const GrammarSymbol one = choice("item", {item});
+    Sequence sequence(static_cast<size_t>(min), one);
+    if (max < 0) {
+      const uint32_t star = new_rule("star");
+      define(star, {Sequence{one, ref(star)}, Sequence{}});
+      sequence.push_back(ref(star));
+    } else if (max > min) {
+      uint32_t tail = new_rule("opt");
+      define(tail, {Sequence{one}, Sequence{}});
+      for (int i = min + 1; i < max; ++i) {
+        const uint32_t outer = new_rule("opt");
+        define(outer, {Sequence{one, ref(tail)}, Sequence{}});
+        tail = outer;
+      }
+      sequence.push_back(ref(tail));
+    }
+    const uint32_t id = new_rule("repeat");
+    define(id, {std::move(sequence)});
+    return ref(id);
+  }
+
+  // Checks and flattens. `what` starts the error messages ("gbnf", "json schema").
+  Expected<Grammar> build(uint32_t root, const char* what) const {
+    if (rules_.size() > GrammarLimits::kMaxRules || symbol_count_ > GrammarLimits::kMaxElements) {
+      return make_error(ErrorCode::kUnsupported, "%s: the grammar is too large (%zu rules, %zu symbols)", what,
+                        rules_.size(), symbol_count_);
+    }
+    for (const RuleDraft& r : rules_) {
+      if (!r.defined) return make_error(ErrorCode::kInvalidArgument, "%s: rule \"%s\" is used but never defined", what, r.name.c_str());
+    }
+    BORA_RETURN_IF_ERROR(check_left_recursion(what));
+    Grammar grammar;
+    grammar.byte_sets_ = byte_sets_;
+    grammar.root_ = root;
+    grammar.alternatives_.resize(rules_.size());
+    grammar.names_.reserve(rules_.size());
+    grammar.elements_.reserve(symbol_count_);
+    for (size_t r = 0; r < rules_.size(); ++r) {
+      grammar.names_.push_back(rules_[r].name);
+      for (const Sequence& alternative : rules_[r].alternatives) {
+        grammar.alternatives_[r].push_back(static_cast<uint32_t>(grammar.elements_.size()));
+        for (const GrammarSymbol& s : alternative) {
+          grammar.elements_.push_back(Grammar::Element{
+              s.kind == GrammarSymbol::kBytes ? Grammar::ElementKind::kBytes : Grammar::ElementKind::kRule, s.index});
+        }
+        grammar.elements_.push_back(Grammar::Element{Grammar::ElementKind::kEnd, 0});
+      }
+    }
+    return grammar;
+  }
+
+ private:
+  struct RuleDraft {
+    std::string name;
+    std::vector<Sequence> alternatives;
+    bool defined;
+  };
+
+  // Alternatives for texts[begin, end) (sorted, unique) from byte `depth` on.
+  std::vector<Sequence> literal_trie(const std::string& hint, const std::vector<std::string>& texts, size_t begin,
+                                     size_t end, size_t depth, int nesting) {
+    std::vector<Sequence> alternatives;
+    if (nesting > 200) {  // deep branching (a, aa, aaa, ...): plain alternatives for the rest
+      for (size_t i = begin; i < end; ++i) alternatives.push_back(literal(std::string_view(texts[i]).substr(depth)));
+      return alternatives;
+    }
+    size_t i = begin;
+    if (i < end && texts[i].size() == depth) alternatives.push_back(Sequence{}), ++i;  // sorted: the shortest first
+    while (i < end) {
+      size_t j = i + 1;
+      while (j < end && texts[j][depth] == texts[i][depth]) ++j;
+      // The group's common prefix is written at once.
+      size_t common = texts[i].size();
+      for (size_t k = i + 1; k < j; ++k) {
+        size_t c = depth;
+        while (c < common && c < texts[k].size() && texts[k][c] == texts[i][c]) ++c;
+        common = c;
+      }
+      Sequence sequence = literal(std::string_view(texts[i]).substr(depth, common - depth));
+      if (j - i > 1 || texts[i].size() > common) {
+        sequence.push_back(choice(hint, literal_trie(hint, texts, i, j, common, nesting + 1)));
+      }
+      alternatives.push_back(std::move(sequence));
+      i = j;
+    }
+    return alternatives;
+  }
+
+  static std::vector<CodepointRange> normalize(std::vector<CodepointRange> ranges) {
+    std::vector<CodepointRange> out;
+    for (CodepointRange& r : ranges) {
+      if (r.last > 0x10FFFF) r.last = 0x10FFFF;
+      if (r.first <= r.last) out.push_back(r);
+    }
+    for (size_t i = 1; i < out.size(); ++i) {  // insertion sort: classes are short
+      for (size_t j = i; j > 0 && out[j].first < out[j - 1].first; --j) std::swap(out[j], out[j - 1]);
+    }
+    std::vector<CodepointRange> merged;
+    for (const CodepointRange& r : out) {
+      if (!merged.empty() && r.first <= merged.back().last + 1) {
+        if (r.last > merged.back().last) merged.back().last = r.last;
+      } else {
+        merged.push_back(r);
+      }
+    }
+    return merged;
+  }
+
+  static std::vector<CodepointRange> complement(const std::vector<CodepointRange>& sorted) {
+    std::vector<CodepointRange> out;
+    uint32_t next = 0;
+    for (const CodepointRange& r : sorted) {
+      if (r.first > next) out.push_back(CodepointRange{next, r.first - 1});
+      next = r.last + 1;
+    }
+    if (next <= 0x10FFFF) out.push_back(CodepointRange{next, 0x10FFFF});
+    return out;
+  }
+
+  static int utf8_encode(uint32_t cp, uint8_t* out) {
+    if (cp < 0x80) { out[0] = static_cast<uint8_t>(cp); return 1; }
+    if (cp < 0x800) {
+      out[0] = static_cast<uint8_t>(0xC0 | (cp >> 6));
+      out[1] = static_cast<uint8_t>(0x80 | (cp & 0x3F));
+      return 2;
+    }
+    if (cp < 0x10000) {
+      out[0] = static_cast<uint8_t>(0xE0 | (cp >> 12));
+      out[1] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3F));
+      out[2] = static_cast<uint8_t>(0x80 | (cp & 0x3F));
+      return 3;
+    }
+    out[0] = static_cast<uint8_t>(0xF0 | (cp >> 18));
+    out[1] = static_cast<uint8_t>(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = static_cast<uint8_t>(0x80 | (cp & 0x3F));
+    return 4;
+  }
+
+  // Code points first..last (all >= 0x80) as byte-range sequences: split where the encoded length
+  // changes, skip surrogates, then split until every byte position ranges independently.
+  void append_utf8_sequences(uint32_t first, uint32_t last, std::vector<Sequence>* out) {
+    static const uint32_t kLengthEnds[] = {0x7FF, 0xFFFF, 0x10FFFF};
+    if (first <= 0xDFFF && last >= 0xD800) {  // surrogates are not characters
+      if (first < 0xD800) append_utf8_sequences(first, 0xD7FF, out);
+      if (last > 0xDFFF) append_utf8_sequences(0xE000, last, out);
+      return;
+    }
+    for (const uint32_t end : kLengthEnds) {
+      if (first <= end && last > end) {
+        append_utf8_sequences(first, end, out);
+        append_utf8_sequences(end + 1, last, out);
+        return;
+      }
+    }
+    for (int i = 1; i < 4; ++i) {
+      const uint32_t low_mask = (uint32_t{1} << (6 * i)) - 1;
+      if ((first & ~low_mask) != (last & ~low_mask)) {
+        if ((first & low_mask) != 0) {
+          append_utf8_sequences(first, first | low_mask, out);
+          append_utf8_sequences((first | low_mask) + 1, last, out);
+          return;
+        }
+        if ((last & low_mask) != low_mask) {
+          append_utf8_sequences(first, (last & ~low_mask) - 1, out);
+          append_utf8_sequences(last & ~low_mask, last, out);
+          return;
+        }
+      }
+    }
+    uint8_t a[4], b[4];
+    const int n = utf8_encode(first, a);
+    utf8_encode(last, b);
+    Sequence sequence;
+    for (int i = 0; i < n; ++i) sequence.push_back(byte_range(a[i], b[i]));
+    out->push_back(std::move(sequence));
+  }
+
+  // A rule that can start with itself (directly or through rules that may match nothing) would send
+  // a top-down matcher into a loop; refuse it, naming the rule.
+  Status check_left_recursion(const char* what) const {
+    const size_t n = rules_.size();
+    std::vector<uint8_t> nullable(n, 0);
+    for (bool changed = true; changed;) {
+      changed = false;
+      for (size_t r = 0; r < n; ++r) {
+        if (nullable[r]) continue;
+        for (const Sequence& alternative : rules_[r].alternatives) {
+          bool all = true;
+          for (const GrammarSymbol& s : alternative) {
+            if (s.kind == GrammarSymbol::kBytes || !nullable[s.index]) { all = false; break; }
+          }
+          if (all) { nullable[r] = 1; changed = true; break; }
+        }
+      }
+    }
+    std::vector<std::vector<uint32_t>> starts(n);  // rules each rule can begin with
+    for (size_t r = 0; r < n; ++r) {
+      for (const Sequence& alternative : rules_[r].alternatives) {
+        for (const GrammarSymbol& s : alternative) {
+          if (s.kind == GrammarSymbol::kBytes) break;
+          starts[r].push_back(s.index);
+          if (!nullable[s.index]) break;
+        }
+      }
+    }
+    // Iterative depth-first search (grammars from long repetitions are deep).
+    std::vector<uint8_t> color(n, 0);  // 0 new, 1 on the path, 2 done
+    std::vector<std::pair<uint32_t, size_t>> path;
+    for (size_t start = 0; start < n; ++start) {
+      if (color[start]) continue;
+      path.push_back({static_cast<uint32_t>(start), 0});
+      color[start] = 1;
+      while (!path.empty()) {
+        auto& top = path.back();
+        if (top.second == starts[top.first].size()) {
+          color[top.first] = 2;
+          path.pop_back();
+          continue;
+        }
+        const uint32_t next = starts[top.first][top.second++];
+        if (color[next] == 1) {
+          return make_error(ErrorCode::kUnsupported,
+                            "%s: rule \"%s\" is left-recursive (it can begin with itself); write it right-recursive or with * / +",
+                            what, display_name(next).c_str());
+        }
+        if (color[next] == 0) {
+          color[next] = 1;
+          path.push_back({next, 0});
+        }
+      }
+    }
+    return Status();
+  }
+
+  // Made-up rules carry " #" (no user rule name can); errors say what they stand for.
+  std::string display_name(uint32_t rule) const {
+    const std::string& name = rules_[rule].name;
+    const size_t hash = name.find(" #");
+    return hash == std::string::npos ? name : "a group or repetition (" + name + ")";
+  }
+
+  std::vector<RuleDraft> rules_;
+  std::unordered_map<std::string, uint32_t> by_name_;
+  std::vector<ByteSet> byte_sets_;
+  std::unordered_map<std::string, uint32_t> set_index_;  // the set's 32 bytes -> its index
+  size_t symbol_count_ = 0;
+};
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_GRAMMAR_HPP
+// ---- end bora/text/grammar.hpp -----------------------------------------------------------------------
+
+namespace bora {
+
+namespace gbnf_detail {
+
+class Parser {
+ public:
+  explicit Parser(std::string_view text) : text_(text) {}
+
+  Expected<Grammar> parse() {
+    skip_space(true);
+    while (pos_ < text_.size()) {
+      BORA_RETURN_IF_ERROR(parse_rule());
+      skip_space(true);
+    }
+    if (!has_root_) return make_error(ErrorCode::kInvalidArgument, "gbnf: no rule named \"root\" (the start rule)");
+    for (size_t r = 0; r < builder_.rule_count(); ++r) {
+      if (!builder_.is_defined(static_cast<uint32_t>(r))) {
+        const std::string& name = builder_.name(static_cast<uint32_t>(r));
+        return make_error(ErrorCode::kInvalidArgument, "gbnf: rule \"%s\" is used (line %d) but never defined",
+                          name.c_str(), first_use_line(name));
+      }
+    }
+    return builder_.build(builder_.rule("root"), "gbnf");
+  }
+
+ private:
+  static constexpr int kMaxNesting = 128;
+
+  Status parse_rule() {
+    const size_t name_start = pos_;
+    const std::string name = parse_name();
+    if (name.empty()) return fail("expected a rule name");
+    skip_space(false);
+    if (text_.compare(pos_, 3, "::=") != 0) {
+      pos_ = name_start;
+      return fail("expected \"::=\" after the rule name \"" + name + "\"");
+    }
+    pos_ += 3;
+    const uint32_t id = builder_.rule(name);
+    if (builder_.is_defined(id)) {
+      pos_ = name_start;
+      return fail("rule \"" + name + "\" is defined twice");
+    }
+    if (name == "root") has_root_ = true;
+    std::vector<GrammarBuilder::Sequence> alternatives;
+    BORA_RETURN_IF_ERROR(parse_alternatives(&alternatives, 0));
+    builder_.define(id, std::move(alternatives));
+    skip_space(false);
+    if (pos_ < text_.size() && text_[pos_] != '\n' && text_[pos_] != '\r') return fail("unexpected character");
+    return Status();
+  }
+
+  // Alternatives separated by '|'. At nesting 0 a newline ends the rule unless the next line starts with '|'.
+  Status parse_alternatives(std::vector<GrammarBuilder::Sequence>* out, int nesting) {
+    if (nesting > kMaxNesting) return fail("parentheses nested deeper than 128");
+    skip_space(true);  // a rule's body may begin on the next line
+    for (;;) {
+      GrammarBuilder::Sequence sequence;
+      BORA_RETURN_IF_ERROR(parse_sequence(&sequence, nesting));
+      out->push_back(std::move(sequence));
+      const size_t before = pos_;
+      skip_space(true);
+      if (pos_ < text_.size() && text_[pos_] == '|') {
+        ++pos_;
+        skip_space(true);
+        continue;
+      }
+      if (nesting == 0) pos_ = before;  // the newline ends the rule
+      return Status();
+    }
+  }
+
+  Status parse_sequence(GrammarBuilder::Sequence* out, int nesting) {
+    for (;;) {
+      skip_space(nesting > 0);
+      if (pos_ >= text_.size()) return Status();
+      const char c = text_[pos_];
+      const size_t item_start = out->size();
+      if (c == '"') {
+        ++pos_;
+        std::string bytes;
+        while (pos_ < text_.size() && text_[pos_] != '"') {
+          uint32_t cp = 0;
+          BORA_RETURN_IF_ERROR(parse_char(&cp));
+          append_utf8(cp, &bytes);
+        }
+        if (pos_ >= text_.size()) return fail("unterminated string literal");
+        ++pos_;
+        if (bytes.empty()) continue;  // "" matches nothing and is nothing
+        GrammarBuilder::Sequence literal = builder_.literal(bytes);
+        if (literal.size() == 1) out->push_back(literal[0]);
+        else out->push_back(builder_.choice("literal", {std::move(literal)}));
+      } else if (c == '[') {
+        ++pos_;
+        bool negated = false;
+        if (pos_ < text_.size() && text_[pos_] == '^') { negated = true; ++pos_; }
+        std::vector<GrammarBuilder::CodepointRange> ranges;
+        while (pos_ < text_.size() && text_[pos_] != ']') {
+          uint32_t first = 0, last = 0;
+          BORA_RETURN_IF_ERROR(parse_char(&first));
+          last = first;
+          if (pos_ + 1 < text_.size() && text_[pos_] == '-' && text_[pos_ + 1] != ']') {
+            ++pos_;
+            BORA_RETURN_IF_ERROR(parse_char(&last));
+            if (last < first) return fail("character range is backwards");
+          }
+          ranges.push_back(GrammarBuilder::CodepointRange{first, last});
+        }
+        if (pos_ >= text_.size()) return fail("unterminated character class");
+        ++pos_;
+        out->push_back(builder_.char_class(std::move(ranges), negated));
+      } else if (c == '.') {
+        ++pos_;
+        out->push_back(builder_.char_class({}, true));
+      } else if (c == '(') {
+        ++pos_;
+        std::vector<GrammarBuilder::Sequence> group;
+        BORA_RETURN_IF_ERROR(parse_alternatives(&group, nesting + 1));
+        skip_space(true);
+        if (pos_ >= text_.size() || text_[pos_] != ')') return fail("expected ')'");
+        ++pos_;
+        out->push_back(builder_.choice("group", std::move(group)));
+      } else if (is_name_char(c)) {
+        const size_t start = pos_;
+        const std::string name = parse_name();
+        // `name ::=` on this line means we ran into the next rule: the sequence ends before it.
+        const size_t after = pos_;
+        skip_space(false);
+        if (text_.compare(pos_, 3, "::=") == 0) {
+          pos_ = start;
+          return fail("missing newline before the rule \"" + name + "\"");
+        }
+        pos_ = after;
+        if (uses_.size() < 4096) uses_.emplace_back(name, line_of(start));
+        out->push_back(GrammarBuilder::ref(builder_.rule(name)));
+      } else {
+        return Status();  // '|', ')', a newline, or something the caller reports
+      }
+      BORA_RETURN_IF_ERROR(parse_postfix(out, item_start));
+    }
+  }
+
+  Status parse_postfix(GrammarBuilder::Sequence* out, size_t item_start) {
+    if (item_start >= out->size() || pos_ >= text_.size()) return Status();
+    const char c = text_[pos_];
+    int min = 0, max = -1;
+    if (c == '*') { ++pos_; }
+    else if (c == '+') { ++pos_; min = 1; }
+    else if (c == '?') { ++pos_; max = 1; }
+    else if (c == '{') {
+      ++pos_;
+      BORA_RETURN_IF_ERROR(parse_count(&min));
+      max = min;
+      if (pos_ < text_.size() && text_[pos_] == ',') {
+        ++pos_;
+        skip_space(false);
+        max = -1;
+        if (pos_ < text_.size() && text_[pos_] != '}') BORA_RETURN_IF_ERROR(parse_count(&max));
+      }
+      skip_space(false);
+      if (pos_ >= text_.size() || text_[pos_] != '}') return fail("expected '}' to close the repetition");
+      ++pos_;
+    } else {
+      return Status();
+    }
+    const GrammarBuilder::Sequence item(out->begin() + static_cast<std::ptrdiff_t>(item_start), out->end());
+    out->resize(item_start);
+    auto repeated = builder_.repeat(item, min, max);
+    if (!repeated) return fail(repeated.error().str());
+    out->push_back(*repeated);
+    if (pos_ < text_.size() && (text_[pos_] == '*' || text_[pos_] == '+' || text_[pos_] == '?' || text_[pos_] == '{'))
+      return fail("two repetition operators in a row (group the first one in parentheses)");
+    return Status();
+  }
+
+  Status parse_count(int* out) {
+    skip_space(false);
+    long value = 0;
+    const size_t start = pos_;
+    while (pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9') {
+      value = value * 10 + (text_[pos_] - '0');
+      if (value > GrammarLimits::kMaxRepetition) return fail("repetition count too large");
+      ++pos_;
+    }
+    if (pos_ == start) return fail("expected a number in the repetition");
+    skip_space(false);
+    *out = static_cast<int>(value);
+    return Status();
+  }
+
+  // One character of a literal or class, escapes decoded; UTF-8 input is read as one code point.
+  Status parse_char(uint32_t* out) {
+    const uint8_t c = static_cast<uint8_t>(text_[pos_]);
+    if (c == '\\') {
+      if (pos_ + 1 >= text_.size()) return fail("escape at the end of the input");
+      const char e = text_[pos_ + 1];
+      pos_ += 2;
+      switch (e) {
+        case 'n': *out = '\n'; return Status();
+        case 'r': *out = '\r'; return Status();
+        case 't': *out = '\t'; return Status();
+        case '\\': case '"': case '\'': case '[': case ']': case '-': case '^': case '/':
+          *out = static_cast<uint8_t>(e);
+          return Status();
+        case 'x': return parse_hex(2, out);
+        case 'u': return parse_hex(4, out);
+        case 'U': return parse_hex(8, out);
+        default: pos_ -= 2; return fail(std::string("unknown escape \\") + e);
+      }
+    }
+    if (c < 0x80) {
+      ++pos_;
+      *out = c;
+      return Status();
+    }
+    int length = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 0;
+    if (length == 0 || pos_ + static_cast<size_t>(length) > text_.size()) return fail("malformed UTF-8");
+    uint32_t cp = c & (0x7F >> length);
+    for (int i = 1; i < length; ++i) {
+      const uint8_t next = static_cast<uint8_t>(text_[pos_ + static_cast<size_t>(i)]);
+      if ((next & 0xC0) != 0x80) return fail("malformed UTF-8");
+      cp = (cp << 6) | (next & 0x3F);
+    }
+    pos_ += static_cast<size_t>(length);
+    *out = cp;
+    return Status();
+  }
+
+  Status parse_hex(int digits, uint32_t* out) {
+    uint32_t value = 0;
+    for (int i = 0; i < digits; ++i) {
+      if (pos_ >= text_.size()) return fail("short hex escape");
+      const char h = text_[pos_];
+      int v = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+      if (v < 0) return fail("expected a hex digit");
+      value = value * 16 + static_cast<uint32_t>(v);
+      ++pos_;
+    }
+    if (value > 0x10FFFF || (value >= 0xD800 && value <= 0xDFFF)) return fail("escape is not a Unicode character");
+    *out = value;
+    return Status();
+  }
+
+  static void append_utf8(uint32_t cp, std::string* out) {
+    if (cp < 0x80) {
+      out->push_back(static_cast<char>(cp));
+    } else if (cp < 0x800) {
+      out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
+      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    } else if (cp < 0x10000) {
+      out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
+      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    } else {
+      out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
+      out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    }
+  }
+
+  static bool is_name_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  }
+  std::string parse_name() {
+    const size_t start = pos_;
+    while (pos_ < text_.size() && is_name_char(text_[pos_])) ++pos_;
+    return std::string(text_.substr(start, pos_ - start));
+  }
+
+  // Spaces, tabs and comments; newlines too when `newlines`.
+  void skip_space(bool newlines) {
+    while (pos_ < text_.size()) {
+      const char c = text_[pos_];
+      if (c == ' ' || c == '\t' || (newlines && (c == '\n' || c == '\r'))) {
+        ++pos_;
+      } else if (c == '#') {
+        while (pos_ < text_.size() && text_[pos_] != '\n') ++pos_;
+      } else {
+        break;
+      }
+    }
+  }
+
+  int line_of(size_t offset) const {
+    int line = 1;
+    for (size_t i = 0; i < offset && i < text_.size(); ++i) line += text_[i] == '\n';
+    return line;
+  }
+  int first_use_line(const std::string& name) const {
+    for (const auto& use : uses_)
+      if (use.first == name) return use.second;
+    return 0;
+  }
+
+  Error fail(const std::string& what) const {
+    const int line = line_of(pos_);
+    size_t line_start = pos_;
+    while (line_start > 0 && text_[line_start - 1] != '\n') --line_start;
+    return make_error(ErrorCode::kInvalidArgument, "gbnf line %d column %zu: %s", line, pos_ - line_start + 1,
+                      what.c_str());
+  }
+
+  std::string_view text_;
+  size_t pos_ = 0;
+  GrammarBuilder builder_;
+  bool has_root_ = false;
+  std::vector<std::pair<std::string, int>> uses_;  // rule references and their lines, for errors
+};
+
+}  // namespace gbnf_detail
+
+// Reads a GBNF grammar (llama.cpp's format); the error names the line and column, or the rule.
+inline Expected<Grammar> parse_gbnf(std::string_view text) {
+  gbnf_detail::Parser parser(text);
+  return parser.parse();
+}
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_GBNF_HPP
+// ---- end bora/text/gbnf.hpp --------------------------------------------------------------------------
+// ---- begin bora/text/grammar_constraint.hpp ----------------------------------------------------------
+// Why this file exists: a grammar must become, before every sampled token, the set of token ids that
+// keep the output a valid prefix, in tens of microseconds over 32,000 tokens. Three things make it
+// cheap: the vocabulary is one byte trie walked depth-first (a dead byte prunes every token below it);
+// the grammar's pushdown configurations (sets of stacks) are interned into states of a DFA built
+// lazily, so a byte is one table lookup after its first time; and each state's mask is kept, so a
+// string body or a repeated separator costs a copy.
+// GrammarConstraint is compiled once per grammar and vocabulary and shared (it is thread-safe);
+// GrammarMatcher is the per-sequence cursor that SampleParams::constraint creates in each Sampler.
+#ifndef BORA_TEXT_GRAMMAR_CONSTRAINT_HPP
+#define BORA_TEXT_GRAMMAR_CONSTRAINT_HPP
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+
+namespace bora {
+
+class GrammarConstraint {
+ public:
+  // The DFA state no byte leads out of and that is not complete.
+  static constexpr int32_t kDead = 0;
+
+  // Token bytes are what the tokenizer's streaming decoder shows for each token in mid-text ("▁" as a
+  // space, <0xNN> as its byte); control tokens and <unk> are never allowed, EOS only when complete.
+  static Expected<std::shared_ptr<const GrammarConstraint>> create(Grammar grammar, const Tokenizer& tokenizer) {
+    std::shared_ptr<GrammarConstraint> c(new (std::nothrow) GrammarConstraint(std::move(grammar)));
+    if (!c) return make_error(ErrorCode::kOutOfMemory, "grammar constraint: out of memory");
+    c->eos_id_ = tokenizer.eos_id();
+    c->vocab_size_ = tokenizer.vocab_size();
+    c->build_trie(tokenizer);
+    c->initial_ = c->start_state();
+    if (c->initial_ == kDead) return make_error(ErrorCode::kInvalidArgument, "grammar: the root rule matches nothing");
+    return std::shared_ptr<const GrammarConstraint>(std::move(c));
+  }
+
+  const Grammar& grammar() const { return grammar_; }
+  size_t trie_nodes() const { return nodes_.size() - 1; }
+  // DFA states built so far (they grow with the distinct parser configurations generation meets).
+  size_t dfa_states() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return states_.size();
+  }
+  int32_t eos_id() const { return eos_id_; }
+  size_t vocab_size() const { return vocab_size_; }
+  size_t mask_words() const { return (vocab_size_ + 63) / 64; }
+  int32_t initial_state() const { return initial_; }
+
+  bool is_complete(int32_t state) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return states_[static_cast<size_t>(state)].accepting;
+  }
+
+  // The state after `bytes`; kDead when they leave the language.
+  int32_t advance(int32_t state, const uint8_t* bytes, size_t size) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (size_t i = 0; i < size && state != kDead; ++i) state = step(state, bytes[i]);
+    return state;
+  }
+  // The state after a token's bytes; kDead for a token that is never allowed (control, <unk>).
+  int32_t advance_token(int32_t state, int32_t token) const {
+    if (token < 0 || static_cast<size_t>(token) >= vocab_size_) return kDead;
+    const TokenBytes& t = token_bytes_[static_cast<size_t>(token)];
+    if (t.size == 0) return kDead;
+    return advance(state, token_arena_.data() + t.offset, t.size);
+  }
+
+  // Bit i of `bits` (mask_words() words) set when token i may come next in `state`. EOS is allowed
+  // when the state is complete, and also when no token fits (a dead end must still be able to stop).
+  void allowed_tokens(int32_t state, uint64_t* bits) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    State& s = states_[static_cast<size_t>(state)];
+    const size_t words = mask_words();
+    if (s.mask_slot < 0) {
+      if (mask_pool_.size() >= kMaxCachedMasks * words) {  // the cache is only a cache: start over
+        for (State& other : states_) other.mask_slot = -1;
+        mask_pool_.clear();
+      }
+      const size_t slot = mask_pool_.size() / words;
+      mask_pool_.resize(mask_pool_.size() + words, 0);
+      walk_trie(state, mask_pool_.data() + slot * words);
+      states_[static_cast<size_t>(state)].mask_slot = static_cast<int32_t>(slot);
+    }
+    std::memcpy(bits, mask_pool_.data() + static_cast<size_t>(states_[static_cast<size_t>(state)].mask_slot) * words,
+                words * sizeof(uint64_t));
+  }
+
+ private:
+  static constexpr size_t kMaxCachedMasks = 4096;    // 16 MiB of masks for a 32k vocabulary
+  static constexpr size_t kMaxClosureWork = 200000;  // stack expansions per step, for hostile grammars
+
+  struct Stack {
+    uint32_t position;  // an element of grammar_.elements()
+    int32_t parent;     // the frame to return to, -1 at the bottom
+  };
+  struct State {
+    std::vector<int32_t> stacks;  // sorted ids; every top is a byte-set element
+    bool accepting = false;
+    int32_t mask_slot = -1;
+  };
+  struct TrieNode {
+    uint8_t byte;
+    uint16_t depth;       // 1 for a first byte
+    uint32_t subtree_end; // the first node after this one's subtree (preorder)
+    uint32_t token_begin; // tokens ending here: token_ids_[token_begin .. next node's token_begin)
+  };
+  struct TokenBytes {
+    uint32_t offset = 0;
+    uint32_t size = 0;
+  };
+
+  explicit GrammarConstraint(Grammar grammar) : grammar_(std::move(grammar)) {
+    states_.emplace_back();  // kDead
+    transitions_.assign(256, kDead);
+  }
+
+  void build_trie(const Tokenizer& tokenizer) {
+    std::vector<std::pair<std::string, int32_t>> entries;
+    entries.reserve(vocab_size_);
+    token_bytes_.assign(vocab_size_, TokenBytes());
+    for (size_t id = 0; id < vocab_size_; ++id) {
+      const int32_t token = static_cast<int32_t>(id);
+      const int32_t type = tokenizer.token_type(token);
+      if (type == token_type::kControl || type == token_type::kUnknown || type == token_type::kUnused) continue;
+      std::string text = tokenizer.piece_text(token);
+      if (text.empty() || text.size() > 0xFFFF) continue;
+      token_bytes_[id] = TokenBytes{static_cast<uint32_t>(token_arena_.size()), static_cast<uint32_t>(text.size())};
+      token_arena_.insert(token_arena_.end(), text.begin(), text.end());
+      entries.emplace_back(std::move(text), token);
+    }
+    std::sort(entries.begin(), entries.end());
+    // Sorted strings give the trie in preorder: each string shares a prefix with the path so far.
+    std::vector<uint32_t> path;  // node indices from the root down
+    std::string previous;
+    for (const auto& entry : entries) {
+      const std::string& text = entry.first;
+      size_t common = 0;
+      while (common < previous.size() && common < text.size() && previous[common] == text[common]) ++common;
+      while (path.size() > common) {
+        nodes_[path.back()].subtree_end = static_cast<uint32_t>(nodes_.size());
+        path.pop_back();
+      }
+      for (size_t i = common; i < text.size(); ++i) {
+        path.push_back(static_cast<uint32_t>(nodes_.size()));
+        nodes_.push_back(TrieNode{static_cast<uint8_t>(text[i]), static_cast<uint16_t>(i + 1), 0,
+                                  static_cast<uint32_t>(token_ids_.size())});
+      }
+      token_ids_.push_back(entry.second);  // always the node made (or reached) last
+      previous = text;
+      if (text.size() > max_depth_) max_depth_ = text.size();
+    }
+    while (!path.empty()) {
+      nodes_[path.back()].subtree_end = static_cast<uint32_t>(nodes_.size());
+      path.pop_back();
+    }
+    nodes_.push_back(TrieNode{0, 0, 0, static_cast<uint32_t>(token_ids_.size())});  // sentinel
+  }
+
+  // Under mutex_: sets the bits of every token whose bytes the state accepts.
+  void walk_trie(int32_t state, uint64_t* bits) const {
+    std::vector<int32_t>& at_depth = walk_states_;
+    at_depth.assign(max_depth_ + 1, kDead);
+    at_depth[0] = state;
+    const size_t n = nodes_.size() - 1;
+    bool any = false;
+    for (size_t i = 0; i < n;) {
+      const TrieNode& node = nodes_[i];
+      const int32_t from = at_depth[node.depth - 1];
+      int32_t next = transitions_[static_cast<size_t>(from) * 256 + node.byte];
+      if (next < 0) next = compute_transition(from, node.byte);
+      if (next == kDead) {
+        i = node.subtree_end;
+        continue;
+      }
+      at_depth[node.depth] = next;
+      for (uint32_t t = node.token_begin; t < nodes_[i + 1].token_begin; ++t) {
+        const int32_t id = token_ids_[t];
+        bits[id >> 6] |= uint64_t{1} << (id & 63);
+        any = true;
+      }
+      ++i;
+    }
+    if ((states_[static_cast<size_t>(state)].accepting || !any) && eos_id_ >= 0 &&
+        static_cast<size_t>(eos_id_) < vocab_size_) {
+      bits[eos_id_ >> 6] |= uint64_t{1} << (eos_id_ & 63);
+    }
+  }
+
+  // Under mutex_.
+  int32_t step(int32_t state, uint8_t byte) const {
+    const int32_t next = transitions_[static_cast<size_t>(state) * 256 + byte];
+    return next >= 0 ? next : compute_transition(state, byte);
+  }
+
+  int32_t start_state() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    begin_closure();
+    for (const uint32_t alternative : grammar_.alternatives(grammar_.root())) expand(alternative, -1);
+    return finish_closure();
+  }
+
+  // Fills in every byte's transition out of `from` at once: bytes every stack treats alike (the same
+  // stacks accept them) share one closure, so a string body's ~200 bytes cost a handful of closures.
+  int32_t compute_transition(int32_t from, uint8_t byte) const {
+    const std::vector<int32_t> stacks = states_[static_cast<size_t>(from)].stacks;  // states_ may grow
+    const size_t row = static_cast<size_t>(from) * 256;
+    if (stacks.size() > 64) {  // rare: one closure per byte asked for
+      transitions_[row + byte] = closure_on(stacks, byte, ~uint64_t{0});
+      return transitions_[row + byte];
+    }
+    uint64_t signature[256];
+    for (unsigned b = 0; b < 256; ++b) {
+      uint64_t accepted = 0;
+      for (size_t k = 0; k < stacks.size(); ++k) {
+        const Grammar::Element& e = grammar_.elements()[stacks_[static_cast<size_t>(stacks[k])].position];
+        if (grammar_.byte_set(e.index).has(static_cast<uint8_t>(b))) accepted |= uint64_t{1} << k;
+      }
+      signature[b] = accepted;
+    }
+    for (unsigned b = 0; b < 256; ++b) {
+      if (transitions_[row + b] >= 0) continue;
+      if (signature[b] == 0) {
+        transitions_[row + b] = kDead;
+        continue;
+      }
+      const int32_t to = closure_on(stacks, static_cast<uint8_t>(b), signature[b]);
+      for (unsigned other = b; other < 256; ++other) {
+        if (signature[other] == signature[b]) transitions_[row + other] = to;
+      }
+    }
+    return transitions_[row + byte];
+  }
+
+  // The state after `byte` from the stacks selected by `which` (bit k: stacks[k], all when > 64 stacks).
+  int32_t closure_on(const std::vector<int32_t>& stacks, uint8_t byte, uint64_t which) const {
+    begin_closure();
+    for (size_t k = 0; k < stacks.size(); ++k) {
+      if (k < 64 && !((which >> k) & 1u)) continue;
+      const Stack s = stacks_[static_cast<size_t>(stacks[k])];
+      if (grammar_.byte_set(grammar_.elements()[s.position].index).has(byte)) expand(s.position + 1, s.parent);
+    }
+    return finish_closure();
+  }
+
+  void begin_closure() const {
+    closure_out_.clear();
+    closure_accepting_ = false;
+    visited_.clear();
+    work_budget_ = kMaxClosureWork;
+  }
+
+  // Adds every stack reachable from (position, parent) whose top is a byte set, descending into rules
+  // and returning from finished alternatives; an empty stack means the input so far is complete.
+  void expand(uint32_t position, int32_t parent) const {
+    work_.clear();
+    work_.push_back(Stack{position, parent});
+    const std::vector<Grammar::Element>& elements = grammar_.elements();
+    while (!work_.empty()) {
+      const Stack item = work_.back();
+      work_.pop_back();
+      const uint64_t key = (uint64_t{item.position} << 32) | static_cast<uint32_t>(item.parent + 1);
+      if (!visited_.insert(key).second) continue;
+      if (work_budget_ == 0) break;  // bounded work: a truncated set only forbids, never allows more
+      --work_budget_;
+      const Grammar::Element& e = elements[item.position];
+      if (e.kind == Grammar::ElementKind::kBytes) {
+        closure_out_.push_back(intern_stack(item.position, item.parent));
+      } else if (e.kind == Grammar::ElementKind::kEnd) {
+        if (item.parent < 0) {
+          closure_accepting_ = true;
+        } else {
+          work_.push_back(stacks_[static_cast<size_t>(item.parent)]);
+        }
+      } else {
+        // A reference in tail position returns straight to our parent: no frame, so a right-recursive
+        // loop (x*, a string body) keeps the same stacks, hence the same DFA state and cached mask.
+        const int32_t continuation = elements[item.position + 1].kind == Grammar::ElementKind::kEnd
+                                         ? item.parent
+                                         : intern_stack(item.position + 1, item.parent);
+        for (const uint32_t alternative : grammar_.alternatives(e.index)) work_.push_back(Stack{alternative, continuation});
+      }
+    }
+  }
+
+  int32_t finish_closure() const {
+    std::sort(closure_out_.begin(), closure_out_.end());
+    closure_out_.erase(std::unique(closure_out_.begin(), closure_out_.end()), closure_out_.end());
+    if (closure_out_.empty() && !closure_accepting_) return kDead;
+    std::string key(reinterpret_cast<const char*>(closure_out_.data()), closure_out_.size() * sizeof(int32_t));
+    key.push_back(closure_accepting_ ? 1 : 0);
+    auto found = state_ids_.find(key);
+    if (found != state_ids_.end()) return found->second;
+    const int32_t id = static_cast<int32_t>(states_.size());
+    State state;
+    state.stacks = closure_out_;
+    state.accepting = closure_accepting_;
+    states_.push_back(std::move(state));
+    transitions_.resize(transitions_.size() + 256, -1);
+    state_ids_.emplace(std::move(key), id);
+    return id;
+  }
+
+  int32_t intern_stack(uint32_t position, int32_t parent) const {
+    const uint64_t key = (uint64_t{position} << 32) | static_cast<uint32_t>(parent + 1);
+    auto found = stack_ids_.find(key);
+    if (found != stack_ids_.end()) return found->second;
+    const int32_t id = static_cast<int32_t>(stacks_.size());
+    stacks_.push_back(Stack{position, parent});
+    stack_ids_.emplace(key, id);
+    return id;
+  }
+
+  Grammar grammar_;
+  int32_t eos_id_ = -1;
+  size_t vocab_size_ = 0;
+  int32_t initial_ = kDead;
+  // The vocabulary (immutable after create()).
+  std::vector<TrieNode> nodes_;
+  std::vector<int32_t> token_ids_;
+  std::vector<TokenBytes> token_bytes_;
+  std::vector<uint8_t> token_arena_;
+  size_t max_depth_ = 0;
+  // The lazily built DFA and its caches, shared by every matcher, under mutex_.
+  mutable std::mutex mutex_;
+  mutable std::vector<Stack> stacks_;
+  mutable std::unordered_map<uint64_t, int32_t> stack_ids_;
+  mutable std::vector<State> states_;
+  mutable std::unordered_map<std::string, int32_t> state_ids_;
+  mutable std::vector<int32_t> transitions_;  // [state * 256 + byte], -1 until computed
+  mutable std::vector<uint64_t> mask_pool_;
+  mutable std::vector<int32_t> walk_states_;
+  mutable std::vector<Stack> work_;
+  mutable std::unordered_set<uint64_t> visited_;
+  mutable std::vector<int32_t> closure_out_;
+  mutable bool closure_accepting_ = false;
+  mutable size_t work_budget_ = 0;
+};
+
+// One sequence's position in a grammar: which tokens may come next, and the token that came.
+class GrammarMatcher {
+ public:
+  explicit GrammarMatcher(std::shared_ptr<const GrammarConstraint> constraint)
+      : constraint_(std::move(constraint)), state_(constraint_->initial_state()) {}
+
+  void reset() {
+    state_ = constraint_->initial_state();
+    finished_ = false;
+    mask_state_ = -1;
+  }
+
+  // One bit per vocabulary id (see GrammarConstraint::allowed_tokens); after EOS, EOS alone.
+  const std::vector<uint64_t>& allowed_tokens() {
+    if (mask_state_ != state_ || mask_finished_ != finished_) {
+      mask_.assign(constraint_->mask_words(), 0);
+      if (finished_) {
+        set_bit(constraint_->eos_id());
+      } else {
+        constraint_->allowed_tokens(state_, mask_.data());
+      }
+      mask_state_ = state_;
+      mask_finished_ = finished_;
+    }
+    return mask_;
+  }
+  bool is_allowed(int32_t token) {
+    if (token < 0 || static_cast<size_t>(token) >= constraint_->vocab_size()) return false;
+    return (allowed_tokens()[static_cast<size_t>(token) >> 6] >> (token & 63)) & 1u;
+  }
+
+  // Sets every logit the grammar forbids to -infinity (ids past the grammar's vocabulary too).
+  void mask_logits(float* logits, int64_t n_vocab) {
+    const std::vector<uint64_t>& bits = allowed_tokens();
+    const float forbidden = -std::numeric_limits<float>::infinity();
+    const int64_t known = std::min<int64_t>(n_vocab, static_cast<int64_t>(constraint_->vocab_size()));
+    for (int64_t word = 0; word * 64 < known; ++word) {
+      const uint64_t allowed = bits[static_cast<size_t>(word)];
+      if (allowed == ~uint64_t{0}) continue;
+      const int64_t end = std::min<int64_t>(known, word * 64 + 64);
+      for (int64_t id = word * 64; id < end; ++id) {
+        if (!((allowed >> (id & 63)) & 1u)) logits[id] = forbidden;
+      }
+    }
+    for (int64_t id = known; id < n_vocab; ++id) logits[id] = forbidden;
+  }
+
+  // Moves past `token`; false (and nothing changes) when the grammar does not allow it here.
+  bool accept(int32_t token) {
+    if (!is_allowed(token)) return false;
+    if (token == constraint_->eos_id()) {
+      finished_ = true;
+      return true;
+    }
+    state_ = constraint_->advance_token(state_, token);
+    return true;
+  }
+  // Moves past raw text (a forced prefix, or a test); false and nothing changes when it does not fit.
+  bool accept_text(std::string_view text) {
+    if (finished_) return false;
+    const int32_t next = constraint_->advance(state_, reinterpret_cast<const uint8_t*>(text.data()), text.size());
+    if (next == GrammarConstraint::kDead) return false;
+    state_ = next;
+    return true;
+  }
+
+  // The output so far is a complete value (EOS may end it).
+  bool is_complete() const { return finished_ || constraint_->is_complete(state_); }
+  // EOS was accepted.
+  bool is_finished() const { return finished_; }
+  const GrammarConstraint& constraint() const { return *constraint_; }
+
+ private:
+  void set_bit(int32_t id) {
+    if (id >= 0 && static_cast<size_t>(id) < constraint_->vocab_size()) mask_[static_cast<size_t>(id) >> 6] |= uint64_t{1} << (id & 63);
+  }
+
+  std::shared_ptr<const GrammarConstraint> constraint_;
+  int32_t state_;
+  bool finished_ = false;
+  std::vector<uint64_t> mask_;
+  int32_t mask_state_ = -1;
+  bool mask_finished_ = false;
+};
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_GRAMMAR_CONSTRAINT_HPP
+// ---- end bora/text/grammar_constraint.hpp ------------------------------------------------------------
+// ---- begin bora/text/json_schema.hpp -----------------------------------------------------------------
+// Why this file exists: apps describe the JSON they want with a JSON Schema; this compiles the subset
+// people use for structured output into a Grammar, so generation can only produce documents that
+// validate. Whitespace, number lengths and nesting are bounded, so even a random model's output ends.
+// What is generated is stricter than the schema where that keeps the grammar small, never looser:
+// properties come in the schema's order, only the named ones (additionalProperties is never exercised
+// when properties are given), output is compact JSON with bounded whitespace.
+// Anything outside the subset is an error naming the keyword and its JSON pointer, never ignored
+// (annotations such as title, description, default, examples and format are ignored).
+#ifndef BORA_TEXT_JSON_SCHEMA_HPP
+#define BORA_TEXT_JSON_SCHEMA_HPP
+
+#include <simdjson.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+
+namespace bora {
+
+struct JsonGrammarOptions {
+  int max_whitespace = 12;      // whitespace characters between two tokens of the JSON
+  int max_integer_digits = 16;  // also bounds integer minimum/maximum that are absent
+  int max_fraction_digits = 15;
+  int max_exponent_digits = 3;
+  int max_string_length = -1;   // for strings without maxLength; < 0: unbounded
+  int max_members = -1;         // members of objects and items of arrays whose schema sets no bound; < 0: unbounded
+  int max_schema_depth = 64;    // nested schemas (and $ref hops while compiling)
+};
+
+namespace json_schema_detail {
+
+using Sequence = GrammarBuilder::Sequence;
+
+class Compiler {
+ public:
+  explicit Compiler(const JsonGrammarOptions& options) : options_(options) {
+    options_.max_whitespace = std::max(0, std::min(options_.max_whitespace, 1000));
+    options_.max_integer_digits = std::max(1, std::min(options_.max_integer_digits, 18));
+    options_.max_fraction_digits = std::max(1, std::min(options_.max_fraction_digits, 1000));
+    options_.max_exponent_digits = std::max(1, std::min(options_.max_exponent_digits, 4));
+    options_.max_string_length = std::min(options_.max_string_length, GrammarLimits::kMaxRepetition);
+    options_.max_members = std::min(options_.max_members, GrammarLimits::kMaxRepetition);
+  }
+
+  Expected<Grammar> compile_schema(std::string_view schema_text) {
+    const simdjson::padded_string padded(schema_text);
+    if (parser_.parse(padded).get(root_)) return make_error(ErrorCode::kInvalidArgument, "json schema: not valid JSON");
+    auto value = compile(root_, "#", 0);
+    if (!value) return value.error();
+    return finish(*value);
+  }
+
+  Expected<Grammar> compile_any_object() { return finish(any_object()); }
+
+ private:
+  Expected<Grammar> finish(GrammarSymbol value) {
+    const uint32_t root = b_.rule("root");
+    b_.define(root, {Sequence{value}});
+    return b_.build(root, "json schema");
+  }
+
+  static Error unsupported(const std::string& keyword, const std::string& path) {
+    return make_error(ErrorCode::kUnsupported,
+                      "json schema: keyword \"%s\" at %s is not supported (bora supports type, properties, required, "
+                      "additionalProperties, enum, const, items, minItems, maxItems, minLength, maxLength, integer "
+                      "minimum/maximum, anyOf, $ref into $defs)",
+                      keyword.c_str(), path.c_str());
+  }
+  static Error invalid(const std::string& path, const std::string& what) {
+    return make_error(ErrorCode::kInvalidArgument, "json schema: %s: %s", path.c_str(), what.c_str());
+  }
+  static std::string child(const std::string& path, std::string_view key) {
+    std::string out = path + "/";
+    for (const char c : key) {
+      if (c == '~') out += "~0";
+      else if (c == '/') out += "~1";
+      else out += c;
+    }
+    return out;
+  }
+  static bool is_annotation(std::string_view key) {
+    static const char* const kIgnored[] = {"$schema", "$id", "$comment", "title", "description", "default", "examples",
+                                           "format", "deprecated", "readOnly", "writeOnly", "$defs", "definitions",
+                                           "contentMediaType", "contentEncoding"};
+    for (const char* ignored : kIgnored)
+      if (key == ignored) return true;
+    return false;
+  }
+
+  Expected<GrammarSymbol> compile(simdjson::dom::element schema, const std::string& path, int depth) {
+    if (depth > options_.max_schema_depth)
+      return invalid(path, "schemas nested deeper than " + std::to_string(options_.max_schema_depth));
+    bool boolean = false;
+    if (schema.get_bool().get(boolean) == simdjson::SUCCESS) {
+      if (!boolean) return invalid(path, "the schema false matches nothing");
+      return any_value();
+    }
+    simdjson::dom::object object;
+    if (schema.get_object().get(object)) return invalid(path, "a schema must be an object or a boolean");
+    static const char* const kSupported[] = {"type", "properties", "required", "additionalProperties", "enum", "const",
+                                             "items", "minItems", "maxItems", "minLength", "maxLength", "minimum",
+                                             "maximum", "anyOf", "$ref"};
+    std::vector<std::string> keywords;
+    for (auto field : object) {
+      const std::string_view key = field.key;
+      if (is_annotation(key)) continue;
+      bool known = false;
+      for (const char* supported : kSupported) known = known || key == supported;
+      if (!known) return unsupported(std::string(key), path);
+      keywords.emplace_back(key);
+    }
+    auto has = [&](const char* k) {
+      for (const std::string& keyword : keywords)
+        if (keyword == k) return true;
+      return false;
+    };
+    if (has("$ref") || has("anyOf") || has("enum") || has("const")) {
+      const char* lead = has("$ref") ? "$ref" : has("anyOf") ? "anyOf" : has("enum") ? "enum" : "const";
+      for (const std::string& keyword : keywords) {
+        if (keyword != lead && !(keyword == "type" && (std::string(lead) == "enum" || std::string(lead) == "const")))
+          return make_error(ErrorCode::kUnsupported, "json schema: keyword \"%s\" beside \"%s\" at %s is not supported",
+                            keyword.c_str(), lead, path.c_str());
+      }
+      if (has("$ref")) return compile_ref(object, path, depth);
+      if (has("anyOf")) return compile_any_of(object, path, depth);
+      return compile_literals(object, lead, path);
+    }
+    std::vector<std::string> types;
+    simdjson::dom::element type;
+    if (object["type"].get(type) == simdjson::SUCCESS) {
+      std::string_view one;
+      simdjson::dom::array many;
+      if (type.get_string().get(one) == simdjson::SUCCESS) {
+        types.emplace_back(one);
+      } else if (type.get_array().get(many) == simdjson::SUCCESS) {
+        for (simdjson::dom::element t : many) {
+          if (t.get_string().get(one)) return invalid(child(path, "type"), "expected type names");
+          types.emplace_back(one);
+        }
+      } else {
+        return invalid(child(path, "type"), "expected a type name or an array of them");
+      }
+    } else if (has("properties") || has("required") || has("additionalProperties")) {
+      types.emplace_back("object");
+    } else if (has("items") || has("minItems") || has("maxItems")) {
+      types.emplace_back("array");
+    } else if (has("minLength") || has("maxLength")) {
+      types.emplace_back("string");
+    } else if (has("minimum") || has("maximum")) {
+      return make_error(ErrorCode::kUnsupported, "json schema: \"minimum\"/\"maximum\" at %s needs \"type\": \"integer\"",
+                        path.c_str());
+    } else {
+      return any_value();
+    }
+    std::vector<Sequence> alternatives;
+    for (const std::string& t : types) {
+      Expected<GrammarSymbol> symbol = GrammarSymbol();
+      if (t == "object") symbol = compile_object(object, path, depth);
+      else if (t == "array") symbol = compile_array(object, path, depth);
+      else if (t == "string") symbol = compile_string(object, path);
+      else if (t == "integer") symbol = compile_integer(object, path);
+      else if (t == "number") symbol = compile_number(object, path);
+      else if (t == "boolean") symbol = b_.choice("boolean", {b_.literal("true"), b_.literal("false")});
+      else if (t == "null") symbol = b_.choice("null", {b_.literal("null")});
+      else return invalid(child(path, "type"), "unknown type \"" + t + "\"");
+      if (!symbol) return symbol.error();
+      alternatives.push_back(Sequence{*symbol});
+    }
+    return b_.choice("type", std::move(alternatives));
+  }
+
+  Expected<GrammarSymbol> compile_ref(simdjson::dom::object object, const std::string& path, int depth) {
+    std::string_view ref;
+    if (object["$ref"].get_string().get(ref)) return invalid(child(path, "$ref"), "expected a string");
+    const std::string pointer(ref);
+    auto known = ref_rules_.find(pointer);
+    if (known != ref_rules_.end()) return GrammarBuilder::ref(known->second);
+    simdjson::dom::element target;
+    if (pointer == "#") {
+      target = root_;
+    } else if (pointer.compare(0, 2, "#/") == 0) {
+      // JSON pointer, ~1 and ~0 unescaped; only into $defs / definitions.
+      if (pointer.compare(0, 8, "#/$defs/") != 0 && pointer.compare(0, 14, "#/definitions/") != 0)
+        return make_error(ErrorCode::kUnsupported, "json schema: \"$ref\" at %s points to %s (only #/$defs/... is supported)",
+                          path.c_str(), pointer.c_str());
+      target = root_;
+      size_t start = 2;
+      while (start <= pointer.size()) {
+        size_t end = pointer.find('/', start);
+        if (end == std::string::npos) end = pointer.size();
+        std::string token;
+        for (size_t i = start; i < end; ++i) {
+          if (pointer[i] == '~' && i + 1 < end) {
+            token += pointer[i + 1] == '1' ? '/' : '~';
+            ++i;
+          } else {
+            token += pointer[i];
+          }
+        }
+        simdjson::dom::element next;
+        if (target.at_key(token).get(next))
+          return invalid(child(path, "$ref"), "\"" + pointer + "\" does not exist in this schema");
+        target = next;
+        start = end + 1;
+      }
+    } else {
+      return make_error(ErrorCode::kUnsupported, "json schema: \"$ref\" at %s is \"%s\" (only #/$defs/... refs are supported)",
+                        path.c_str(), pointer.c_str());
+    }
+    // Declared before compiling, so recursive schemas refer back to it.
+    const uint32_t rule = b_.rule("$ref:" + pointer);
+    ref_rules_.emplace(pointer, rule);
+    auto body = compile(target, pointer, depth + 1);
+    if (!body) return body.error();
+    b_.define(rule, {Sequence{*body}});
+    return GrammarBuilder::ref(rule);
+  }
+
+  Expected<GrammarSymbol> compile_any_of(simdjson::dom::object object, const std::string& path, int depth) {
+    simdjson::dom::array options;
+    if (object["anyOf"].get_array().get(options) || options.size() == 0)
+      return invalid(child(path, "anyOf"), "expected a non-empty array of schemas");
+    std::vector<Sequence> alternatives;
+    size_t index = 0;
+    for (simdjson::dom::element option : options) {
+      auto symbol = compile(option, child(child(path, "anyOf"), std::to_string(index++)), depth + 1);
+      if (!symbol) return symbol.error();
+      alternatives.push_back(Sequence{*symbol});
+    }
+    return b_.choice("anyOf", std::move(alternatives));
+  }
+
+  // enum / const: the values' compact JSON text, verbatim.
+  Expected<GrammarSymbol> compile_literals(simdjson::dom::object object, const char* keyword, const std::string& path) {
+    std::vector<std::string> texts;
+    if (std::string(keyword) == "const") {
+      simdjson::dom::element value;
+      if (object["const"].get(value)) return invalid(child(path, "const"), "missing value");
+      texts.push_back(simdjson::minify(value));
+    } else {
+      simdjson::dom::array values;
+      if (object["enum"].get_array().get(values) || values.size() == 0)
+        return invalid(child(path, "enum"), "expected a non-empty array");
+      for (simdjson::dom::element value : values) texts.push_back(simdjson::minify(value));
+    }
+    return b_.literals(keyword, std::move(texts));
+  }
+
+  Status read_count(simdjson::dom::object object, const char* keyword, const std::string& path, int64_t* out) {
+    simdjson::dom::element element;
+    if (object[keyword].get(element)) return Status();
+    double value = 0;
+    if (element.get_double().get(value) || value < 0 || value != std::floor(value) || value > GrammarLimits::kMaxRepetition)
+      return invalid(child(path, keyword), "expected an integer in 0.." + std::to_string(GrammarLimits::kMaxRepetition));
+    *out = static_cast<int64_t>(value);
+    return Status();
+  }
+
+  Expected<GrammarSymbol> compile_object(simdjson::dom::object object, const std::string& path, int depth) {
+    simdjson::dom::object properties;
+    const bool has_properties = object["properties"].get_object().get(properties) == simdjson::SUCCESS;
+    if (!has_properties && object["properties"].error() != simdjson::NO_SUCH_FIELD)
+      return invalid(child(path, "properties"), "expected an object");
+    std::vector<std::string> required;
+    simdjson::dom::element required_element;
+    if (object["required"].get(required_element) == simdjson::SUCCESS) {
+      simdjson::dom::array list;
+      if (required_element.get_array().get(list)) return invalid(child(path, "required"), "expected an array of names");
+      for (simdjson::dom::element name : list) {
+        std::string_view text;
+        if (name.get_string().get(text)) return invalid(child(path, "required"), "expected an array of names");
+        required.emplace_back(text);
+      }
+    }
+    simdjson::dom::element additional;
+    const bool has_additional = object["additionalProperties"].get(additional) == simdjson::SUCCESS;
+    bool additional_allowed = true;
+    if (has_additional) {
+      bool flag = true;
+      if (additional.get_bool().get(flag) == simdjson::SUCCESS) additional_allowed = flag;
+    }
+    const GrammarSymbol ws = whitespace();
+
+    if (!has_properties && required.empty()) {
+      if (!additional_allowed) return b_.choice("object", {Sequence{byte('{'), ws, byte('}')}});
+      if (has_additional && additional.is_object()) {
+        auto value = compile(additional, child(path, "additionalProperties"), depth + 1);
+        if (!value) return value.error();
+        return members_object(*value);
+      }
+      return any_object();
+    }
+
+    struct Entry {
+      std::string name;
+      GrammarSymbol value;
+      bool required;
+    };
+    std::vector<Entry> entries;
+    auto is_required = [&](std::string_view name) {
+      for (const std::string& r : required)
+        if (r == name) return true;
+      return false;
+    };
+    if (has_properties) {
+      for (auto field : properties) {
+        auto value = compile(field.value, child(child(path, "properties"), field.key), depth + 1);
+        if (!value) return value.error();
+        entries.push_back(Entry{std::string(field.key), *value, is_required(field.key)});
+      }
+    }
+    for (const std::string& name : required) {
+      bool listed = false;
+      for (const Entry& e : entries) listed = listed || e.name == name;
+      if (listed) continue;
+      if (!additional_allowed)
+        return invalid(child(path, "required"), "\"" + name + "\" is required but not in properties, and additionalProperties is false");
+      GrammarSymbol value = any_value();
+      if (has_additional && additional.is_object()) {
+        auto compiled = compile(additional, child(path, "additionalProperties"), depth + 1);
+        if (!compiled) return compiled.error();
+        value = *compiled;
+      }
+      entries.push_back(Entry{name, value, true});
+    }
+    // first[i]: properties i.. with none written yet; rest[i]: the same after one was (", " first).
+    const size_t n = entries.size();
+    std::vector<uint32_t> first(n + 1), rest(n + 1);
+    for (size_t i = 0; i <= n; ++i) {
+      first[i] = b_.new_rule("properties");
+      rest[i] = b_.new_rule("properties");
+    }
+    b_.define(first[n], {});  // no property left: nothing to start with
+    b_.define(rest[n], {Sequence{}});
+    bool any_required = false;
+    for (size_t i = n; i-- > 0;) {
+      Sequence member = b_.literal(json_string_literal(entries[i].name));
+      member.insert(member.end(), {ws, byte(':'), ws, entries[i].value});
+      const GrammarSymbol kv = b_.choice("member", {member});
+      std::vector<Sequence> first_alternatives{Sequence{kv, GrammarBuilder::ref(rest[i + 1])}};
+      std::vector<Sequence> rest_alternatives{Sequence{ws, byte(','), ws, kv, GrammarBuilder::ref(rest[i + 1])}};
+      if (!entries[i].required) {
+        first_alternatives.push_back(Sequence{GrammarBuilder::ref(first[i + 1])});
+        rest_alternatives.push_back(Sequence{GrammarBuilder::ref(rest[i + 1])});
+      }
+      any_required = any_required || entries[i].required;
+      b_.define(first[i], std::move(first_alternatives));
+      b_.define(rest[i], std::move(rest_alternatives));
+    }
+    const GrammarSymbol body = GrammarBuilder::ref(first[0]);
+    if (any_required) return b_.choice("object", {Sequence{byte('{'), ws, body, ws, byte('}')}});
+    return b_.choice("object", {Sequence{byte('{'), ws, body, ws, byte('}')}, Sequence{byte('{'), ws, byte('}')}});
+  }
+
+  Expected<GrammarSymbol> compile_array(simdjson::dom::object object, const std::string& path, int depth) {
+    GrammarSymbol item = any_value();
+    simdjson::dom::element items;
+    if (object["items"].get(items) == simdjson::SUCCESS) {
+      auto compiled = compile(items, child(path, "items"), depth + 1);
+      if (!compiled) return compiled.error();
+      item = *compiled;
+    }
+    int64_t min = 0, max = -1;
+    BORA_RETURN_IF_ERROR(read_count(object, "minItems", path, &min));
+    BORA_RETURN_IF_ERROR(read_count(object, "maxItems", path, &max));
+    if (max >= 0 && max < min) return invalid(path, "minItems is larger than maxItems");
+    const GrammarSymbol ws = whitespace();
+    if (max < 0 && options_.max_members >= 0) max = std::max<int64_t>(min, options_.max_members);
+    if (max == 0) return b_.choice("array", {Sequence{byte('['), ws, byte(']')}});
+    auto more = b_.repeat(Sequence{ws, byte(','), ws, item}, min > 0 ? static_cast<int>(min - 1) : 0,
+                          max < 0 ? -1 : static_cast<int>(max - 1));
+    if (!more) return invalid(path, more.error().str());
+    const GrammarSymbol list = b_.choice("items", {Sequence{item, *more}});
+    std::vector<Sequence> alternatives{Sequence{byte('['), ws, list, ws, byte(']')}};
+    if (min == 0) alternatives.push_back(Sequence{byte('['), ws, byte(']')});
+    return b_.choice("array", std::move(alternatives));
+  }
+
+  Expected<GrammarSymbol> compile_string(simdjson::dom::object object, const std::string& path) {
+    int64_t min = 0, max = -1;
+    BORA_RETURN_IF_ERROR(read_count(object, "minLength", path, &min));
+    BORA_RETURN_IF_ERROR(read_count(object, "maxLength", path, &max));
+    if (max >= 0 && max < min) return invalid(path, "minLength is larger than maxLength");
+    if (max < 0 && options_.max_string_length >= 0) max = std::max<int64_t>(min, options_.max_string_length);
+    if (min == 0 && (max < 0 || max == options_.max_string_length)) return string_rule();
+    auto body = b_.repeat(Sequence{string_char()}, static_cast<int>(min), static_cast<int>(max));
+    if (!body) return invalid(path, body.error().str());
+    return b_.choice("string", {Sequence{byte('"'), *body, byte('"')}});
+  }
+
+  Expected<GrammarSymbol> compile_number(simdjson::dom::object object, const std::string& path) {
+    for (const char* keyword : {"minimum", "maximum"}) {
+      if (object[keyword].error() != simdjson::NO_SUCH_FIELD)
+        return make_error(ErrorCode::kUnsupported, "json schema: keyword \"%s\" at %s is supported on integers only",
+                          keyword, path.c_str());
+    }
+    return number_rule();
+  }
+
+  Expected<GrammarSymbol> compile_integer(simdjson::dom::object object, const std::string& path) {
+    int64_t limit = 1;
+    for (int i = 0; i < options_.max_integer_digits && i < 18; ++i) limit *= 10;
+    limit -= 1;
+    int64_t low = -limit, high = limit;
+    for (const char* keyword : {"minimum", "maximum"}) {
+      simdjson::dom::element element;
+      if (object[keyword].get(element)) continue;
+      double value = 0;
+      if (element.get_double().get(value) || !std::isfinite(value))
+        return invalid(child(path, keyword), "expected a number");
+      const bool is_min = keyword[1] == 'i';
+      const double rounded = is_min ? std::ceil(value) : std::floor(value);
+      const double clamped = std::max(std::min(rounded, static_cast<double>(limit)), static_cast<double>(-limit));
+      (is_min ? low : high) = static_cast<int64_t>(clamped);
+    }
+    if (low > high) return invalid(path, "no integer lies between minimum and maximum");
+    if (low == -limit && high == limit) return integer_rule();
+    std::vector<Sequence> alternatives;
+    if (low < 0) {
+      const int64_t a = high < 0 ? -high : 1;
+      for (Sequence& s : decimal_range(a, -low)) {
+        s.insert(s.begin(), byte('-'));
+        alternatives.push_back(std::move(s));
+      }
+    }
+    if (high >= 0) {
+      for (Sequence& s : decimal_range(low > 0 ? low : 0, high)) alternatives.push_back(std::move(s));
+    }
+    return b_.choice("integer", std::move(alternatives));
+  }
+
+  // Decimal texts (no leading zeros) of every integer in [low, high], 0 <= low <= high.
+  std::vector<Sequence> decimal_range(int64_t low, int64_t high) {
+    std::vector<Sequence> out;
+    const std::string low_text = std::to_string(low), high_text = std::to_string(high);
+    for (size_t length = low_text.size(); length <= high_text.size(); ++length) {
+      const std::string first = length == low_text.size() ? low_text : "1" + std::string(length - 1, '0');
+      const std::string last = length == high_text.size() ? high_text : std::string(length, '9');
+      same_length_range(first, last, Sequence(), &out);
+    }
+    return out;
+  }
+  void same_length_range(const std::string& low, const std::string& high, Sequence prefix, std::vector<Sequence>* out) {
+    if (low.empty()) {
+      out->push_back(std::move(prefix));
+      return;
+    }
+    const std::string low_rest = low.substr(1), high_rest = high.substr(1);
+    if (low[0] == high[0]) {
+      prefix.push_back(byte(low[0]));
+      same_length_range(low_rest, high_rest, std::move(prefix), out);
+      return;
+    }
+    const std::string zeros(low_rest.size(), '0'), nines(low_rest.size(), '9');
+    if (low_rest == zeros && high_rest == nines) {  // a whole block: [a-b][0-9][0-9]...
+      prefix.push_back(b_.byte_range(static_cast<uint8_t>(low[0]), static_cast<uint8_t>(high[0])));
+      for (size_t i = 0; i < low_rest.size(); ++i) prefix.push_back(b_.byte_range('0', '9'));
+      out->push_back(std::move(prefix));
+      return;
+    }
+    Sequence with_low = prefix;
+    with_low.push_back(byte(low[0]));
+    same_length_range(low_rest, nines, std::move(with_low), out);
+    if (low[0] + 1 <= high[0] - 1) {
+      Sequence middle = prefix;
+      middle.push_back(b_.byte_range(static_cast<uint8_t>(low[0] + 1), static_cast<uint8_t>(high[0] - 1)));
+      for (size_t i = 0; i < low_rest.size(); ++i) middle.push_back(b_.byte_range('0', '9'));
+      out->push_back(std::move(middle));
+    }
+    prefix.push_back(byte(high[0]));
+    same_length_range(zeros, high_rest, std::move(prefix), out);
+  }
+
+  static std::string json_string_literal(const std::string& text) {
+    std::string out = "\"";
+    for (const char c : text) {
+      const unsigned char u = static_cast<unsigned char>(c);
+      if (c == '"' || c == '\\') {
+        out += '\\';
+        out += c;
+      } else if (u < 0x20) {
+        char escaped[8];
+        std::snprintf(escaped, sizeof(escaped), "\\u%04x", u);
+        out += escaped;
+      } else {
+        out += c;
+      }
+    }
+    return out + "\"";
+  }
+
+  GrammarSymbol byte(char c) { return b_.byte_range(static_cast<uint8_t>(c), static_cast<uint8_t>(c)); }
+
+  // The shared pieces, made on first use.
+  GrammarSymbol whitespace() {
+    if (ws_ < 0) {
+      ByteSet set;
+      set.add(' ');
+      set.add('\t');
+      set.add('\n');
+      ws_ = b_.repeat(Sequence{b_.bytes(set)}, 0, options_.max_whitespace)->index;
+    }
+    return GrammarBuilder::ref(static_cast<uint32_t>(ws_));
+  }
+  GrammarSymbol string_char() {
+    if (string_char_ < 0) {
+      const GrammarSymbol plain = b_.char_class({{'"', '"'}, {'\\', '\\'}, {0, 0x1F}}, true);
+      const GrammarSymbol hex = b_.char_class({{'0', '9'}, {'a', 'f'}, {'A', 'F'}}, false);
+      const GrammarSymbol simple = b_.char_class({{'"', '"'}, {'\\', '\\'}, {'/', '/'}, {'b', 'b'}, {'f', 'f'}, {'n', 'n'}, {'r', 'r'}, {'t', 't'}}, false);
+      string_char_ = b_.choice("char", {Sequence{plain}, Sequence{byte('\\'), simple},
+                                        Sequence{byte('\\'), byte('u'), hex, hex, hex, hex}}).index;
+    }
+    return GrammarBuilder::ref(static_cast<uint32_t>(string_char_));
+  }
+  GrammarSymbol string_rule() {
+    if (string_ < 0) {
+      auto body = b_.repeat(Sequence{string_char()}, 0, options_.max_string_length < 0 ? -1 : options_.max_string_length);
+      string_ = b_.choice("string", {Sequence{byte('"'), *body, byte('"')}}).index;
+    }
+    return GrammarBuilder::ref(static_cast<uint32_t>(string_));
+  }
+  GrammarSymbol digits(int min, int max) {
+    auto repeated = b_.repeat(Sequence{b_.byte_range('0', '9')}, min, max);
+    return *repeated;
+  }
+  GrammarSymbol integer_rule() {
+    if (integer_ < 0) {
+      const GrammarSymbol sign = b_.choice("sign", {Sequence{byte('-')}, Sequence{}});
+      const GrammarSymbol magnitude = b_.choice("digits", {Sequence{byte('0')}, Sequence{b_.byte_range('1', '9'),
+                                                          digits(0, std::max(0, options_.max_integer_digits - 1))}});
+      integer_ = b_.choice("integer", {Sequence{sign, magnitude}}).index;
+    }
+    return GrammarBuilder::ref(static_cast<uint32_t>(integer_));
+  }
+  GrammarSymbol number_rule() {
+    if (number_ < 0) {
+      const GrammarSymbol fraction =
+          b_.choice("fraction", {Sequence{byte('.'), digits(1, std::max(1, options_.max_fraction_digits))}, Sequence{}});
+      const GrammarSymbol exponent_sign = b_.choice("sign", {Sequence{byte('-')}, Sequence{byte('+')}, Sequence{}});
+      const GrammarSymbol exponent = b_.choice(
+          "exponent", {Sequence{b_.char_class({{'e', 'e'}, {'E', 'E'}}, false), exponent_sign,
+                                digits(1, std::max(1, options_.max_exponent_digits))},
+                       Sequence{}});
+      number_ = b_.choice("number", {Sequence{integer_rule(), fraction, exponent}}).index;
+    }
+    return GrammarBuilder::ref(static_cast<uint32_t>(number_));
+  }
+  // Any JSON value: one recursive rule set, shared.
+  GrammarSymbol any_value() {
+    if (value_ < 0) {
+      const uint32_t value = b_.new_rule("value");
+      value_ = value;
+      const GrammarSymbol self = GrammarBuilder::ref(value);
+      const GrammarSymbol ws = whitespace();
+      const GrammarSymbol more = *b_.repeat(Sequence{ws, byte(','), ws, self}, 0, more_members());
+      const GrammarSymbol array = b_.choice("array", {Sequence{byte('['), ws, self, more, ws, byte(']')},
+                                                      Sequence{byte('['), ws, byte(']')}});
+      b_.define(value, {Sequence{members_object(self)}, Sequence{array}, Sequence{string_rule()},
+                        Sequence{number_rule()}, b_.literal("true"), b_.literal("false"), b_.literal("null")});
+    }
+    return GrammarBuilder::ref(static_cast<uint32_t>(value_));
+  }
+  GrammarSymbol any_object() {
+    any_value();
+    if (object_ < 0) object_ = members_object(GrammarBuilder::ref(static_cast<uint32_t>(value_))).index;
+    return GrammarBuilder::ref(static_cast<uint32_t>(object_));
+  }
+  // How many members may follow the first in an unbounded container (-1: any number).
+  int more_members() const { return options_.max_members < 0 ? -1 : std::max(0, options_.max_members - 1); }
+  // {"key": value, ...} with any keys and values of one kind.
+  GrammarSymbol members_object(GrammarSymbol value) {
+    const GrammarSymbol ws = whitespace();
+    const GrammarSymbol member = b_.choice("member", {Sequence{string_rule(), ws, byte(':'), ws, value}});
+    const GrammarSymbol more = *b_.repeat(Sequence{ws, byte(','), ws, member}, 0, more_members());
+    const uint32_t rule = b_.new_rule("object");
+    b_.define(rule, {Sequence{byte('{'), ws, member, more, ws, byte('}')}, Sequence{byte('{'), ws, byte('}')}});
+    return GrammarBuilder::ref(rule);
+  }
+
+  JsonGrammarOptions options_;
+  GrammarBuilder b_;
+  simdjson::dom::parser parser_;
+  simdjson::dom::element root_;
+  std::map<std::string, uint32_t> ref_rules_;
+  int64_t ws_ = -1, string_char_ = -1, string_ = -1, integer_ = -1, number_ = -1, value_ = -1, object_ = -1;
+};
+
+}  // namespace json_schema_detail
+
+// The grammar of the JSON documents `schema` (JSON Schema text) accepts; see the top of this file.
+inline Expected<Grammar> json_schema_grammar(std::string_view schema, const JsonGrammarOptions& options = JsonGrammarOptions()) {
+  json_schema_detail::Compiler compiler(options);
+  return compiler.compile_schema(schema);
+}
+
+// Any JSON object (OpenAI's response_format {"type": "json_object"}).
+inline Expected<Grammar> json_object_grammar(const JsonGrammarOptions& options = JsonGrammarOptions()) {
+  json_schema_detail::Compiler compiler(options);
+  return compiler.compile_any_object();
+}
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_JSON_SCHEMA_HPP
+// ---- end bora/text/json_schema.hpp -------------------------------------------------------------------
 // ---- begin bora/text/language_model.hpp --------------------------------------------------------------
 // Why this file exists: the model layer knows weights and the forward pass, text/ knows tokens; an
 // application wants both at once. LanguageModel binds a model's weights to the tokenizer its files
@@ -10407,6 +12583,7 @@ inline Expected<std::vector<ChatMessage>> parse_chat_request(std::string_view js
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <vector>
 
 
@@ -10421,12 +12598,16 @@ struct SampleParams {
   int repeat_last_n = 64;     // how many recent tokens the penalty looks at (< 0: all given)
   uint64_t seed = 0xB0BA;
   int max_tokens = 256;       // for generation loops: how many tokens to produce at most (< 0: no limit)
+  // Structured output: only tokens the grammar allows are sampled, and EOS once the value is complete
+  // (see text/grammar_constraint.hpp). Null: unconstrained.
+  std::shared_ptr<const GrammarConstraint> constraint;
 };
 
 class Sampler {
  public:
   explicit Sampler(const SampleParams& params = SampleParams()) : params_(params), rng_(params.seed) {
     if (params.repeat_last_n > 0) recent_.reserve(static_cast<size_t>(params.repeat_last_n));
+    if (params.constraint) matcher_.reset(new GrammarMatcher(params.constraint));
   }
 
   const SampleParams& params() const { return params_; }
@@ -10434,9 +12615,26 @@ class Sampler {
 
   // Picks the next token. `logits` (n_vocab values) is modified in place by the repetition penalty;
   // `recent_tokens` is the history, oldest first (ids outside the vocabulary are ignored).
-  // Returns -1 only when n_vocab <= 0.
+  // Returns -1 only when n_vocab <= 0. With a constraint, forbidden logits become -infinity and the
+  // grammar moves past the token returned.
   int32_t sample(float* logits, int64_t n_vocab, const std::vector<int32_t>& recent_tokens) {
     if (logits == nullptr || n_vocab <= 0) return -1;
+    if (!matcher_) return sample_unconstrained(logits, n_vocab, recent_tokens);
+    matcher_->mask_logits(logits, n_vocab);
+    const int32_t id = sample_unconstrained(logits, n_vocab, recent_tokens);
+    if (matcher_->accept(id)) return id;
+    // Every allowed logit was -infinity or NaN: end the output rather than break the grammar.
+    const int32_t eos = matcher_->constraint().eos_id();
+    matcher_->accept(eos);
+    return eos;
+  }
+
+  // The grammar's cursor (null without a constraint): is_complete() says whether the output so far is a
+  // whole value.
+  const GrammarMatcher* matcher() const { return matcher_.get(); }
+
+ private:
+  int32_t sample_unconstrained(float* logits, int64_t n_vocab, const std::vector<int32_t>& recent_tokens) {
     apply_repeat_penalty(logits, n_vocab, recent_tokens);
     if (!(params_.temperature > 0.0f)) return argmax(logits, n_vocab);
 
@@ -10459,6 +12657,8 @@ class Sampler {
       std::sort(candidates_.begin(), candidates_.end(), better);
     }
     if (candidates_[0].logit == -std::numeric_limits<float>::infinity()) return candidates_[0].id;
+    // Forbidden candidates (-infinity, e.g. masked by a grammar) never get the rounding remainder below.
+    while (count > 1 && candidates_[count - 1].logit == -std::numeric_limits<float>::infinity()) --count;
 
     // Probabilities of the untempered logits over the candidates left.
     softmax(count, 1.0f);
@@ -10491,7 +12691,6 @@ class Sampler {
     return candidates_[count - 1].id;  // rounding left the total a hair under 1
   }
 
- private:
   struct Candidate {
     float logit;
     int32_t id;
@@ -10539,6 +12738,7 @@ class Sampler {
   Xoshiro256 rng_;
   std::vector<Candidate> candidates_;  // grown once to the vocabulary size, then reused
   std::vector<int32_t> recent_;
+  std::unique_ptr<GrammarMatcher> matcher_;
 };
 
 }  // namespace bora

@@ -30,12 +30,17 @@
 #include "bora/quant/dequantize.hpp"
 #include "bora/text/chat_request.hpp"
 #include "bora/text/chat_template.hpp"
+#include "bora/text/gbnf.hpp"
+#include "bora/text/grammar.hpp"
+#include "bora/text/grammar_constraint.hpp"
+#include "bora/text/json_schema.hpp"
 #include "bora/text/language_model.hpp"
 #include "bora/text/model_tokenizer.hpp"
 #include "bora/text/sampler.hpp"
 #include "bora/text/scheduler.hpp"
 #include "bora/text/session.hpp"
 #include "bora/text/tokenizer.hpp"
+#include "bora/text/tool_calls.hpp"
 
 #endif  // BORA_BORA_HPP
 

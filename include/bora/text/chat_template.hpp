@@ -1,7 +1,7 @@
 // Why this file exists: an instruct model only answers well when the conversation is laid out in the
 // exact tokens it was trained on; this renders messages the way Mistral's own tooling
-// (mistral-common's instruct tokenizers v1, v2 and v3, before tools) does, and picks the version
-// from the model file.
+// (mistral-common's instruct tokenizers v1, v2 and v3, with function calling for v2/v3) does, and
+// picks the version from the model file.
 //
 // The rules, as mistral-common applies them to a chat request:
 //   * system messages are taken out of the conversation and joined with "\n\n" into one system prompt;
@@ -12,13 +12,18 @@
 //   * v2/v3: [BOS], each user turn is the control token [INST] + content + control token [/INST],
 //     the system prompt goes in front of the LAST user message; assistant text loses trailing spaces;
 //   * every assistant turn ends with [EOS], except a final one being continued.
-// A conversation ending with a user turn is a prompt ready for generation.
+// With tools (v2/v3 only; v1 has no tool tokens): [AVAILABLE_TOOLS] json [/AVAILABLE_TOOLS] right before
+// the LAST user turn's [INST]; an assistant's calls are [TOOL_CALLS] json [EOS]; a tool's result is
+// [TOOL_RESULTS] json [/TOOL_RESULTS] (v2 a list of {name, content}, v3 {content, call_id}); v2 drops
+// calls and results older than the last user turn. JSON is spelled as Python's json.dumps (tool_calls.hpp).
+// A conversation ending with a user turn (or a tool result) is a prompt ready for generation.
 #ifndef BORA_TEXT_CHAT_TEMPLATE_HPP
 #define BORA_TEXT_CHAT_TEMPLATE_HPP
 
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "bora/base/expected.hpp"
@@ -26,20 +31,30 @@
 #include "bora/io/model_files.hpp"
 #include "bora/io/vocabulary.hpp"
 #include "bora/text/tokenizer.hpp"
+#include "bora/text/tool_calls.hpp"
 
 namespace bora {
 
 enum class ChatTemplate { kMistralV1, kMistralV2, kMistralV3 };
 
 struct ChatMessage {
-  std::string role;  // "system", "user" or "assistant"
+  ChatMessage() = default;
+  ChatMessage(std::string role_name, std::string text) : role(std::move(role_name)), content(std::move(text)) {}
+
+  std::string role;  // "system", "user", "assistant" or "tool"
   std::string content;
+  std::vector<ToolCall> tool_calls;  // an assistant's calls (then content is empty)
+  std::string tool_call_id;          // a tool's result: the call it answers (v3)
+  std::string name;                  // a tool's result: the function's name (v2)
 };
 
 struct ChatTemplateOptions {
   // The conversation ends with a partial assistant message the model should continue: no [EOS]
   // after it (mistral-common's continue_final_message).
   bool continue_final_message = false;
+  // The functions the model may call: a JSON array of {"type": "function", "function": {"name",
+  // "description", "parameters"}} (OpenAI's and mistral-common's shape). Empty: no tools.
+  std::string tools;
 };
 
 inline const char* chat_template_name(ChatTemplate chat_template) {
@@ -71,9 +86,42 @@ inline bool has_control_piece(const Vocabulary& vocab, std::string_view piece) {
 }
 
 struct Turn {
-  bool is_user;
+  enum Kind { kUser, kAssistant, kToolCalls, kToolResult };
+  Kind kind;
   std::string content;
+  std::vector<ToolCall> calls;
+  std::string call_id, name;
 };
+
+// The tools list as mistral-common writes it: only type, function.name, description and parameters.
+inline Expected<std::string> tools_json(std::string_view tools) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  simdjson::dom::array list;
+  const simdjson::padded_string padded(tools);
+  if (parser.parse(padded).get(root) || root.get_array().get(list))
+    return make_error(ErrorCode::kInvalidArgument, "tools: expected a JSON array of {\"type\": \"function\", \"function\": {...}}");
+  std::string out = "[";
+  size_t index = 0;
+  for (simdjson::dom::element tool : list) {
+    simdjson::dom::element function;
+    std::string_view name, description;
+    if (tool["function"].get(function) || function["name"].get_string().get(name))
+      return make_error(ErrorCode::kInvalidArgument, "tools[%zu]: expected {\"type\": \"function\", \"function\": {\"name\": ...}}", index);
+    if (index++ > 0) out += ", ";
+    out += "{\"type\": \"function\", \"function\": {\"name\": ";
+    tool_calls_detail::append_python_string(name, &out);
+    out += ", \"description\": ";
+    if (function["description"].get_string().get(description)) description = "";
+    tool_calls_detail::append_python_string(description, &out);
+    out += ", \"parameters\": ";
+    simdjson::dom::element parameters;
+    if (function["parameters"].get(parameters)) out += "{}";
+    else append_python_json(parameters, &out);
+    out += "}}";
+  }
+  return out + "]";
+}
 
 }  // namespace chat_template_detail
 
@@ -113,21 +161,24 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
                                                          const ChatTemplateOptions& options = {}) {
   using chat_template_detail::Turn;
   const bool plain_text_inst = chat_template == ChatTemplate::kMistralV1;
+  const bool is_v2 = chat_template == ChatTemplate::kMistralV2;
 
   std::string system_prompt;
   bool has_system_prompt = false;
   std::vector<Turn> turns;
-  // The role of the run being collected: 0 none, 1 user, 2 assistant, 3 system (which ends a run
-  // without contributing a turn, as mistral-common's aggregation does).
+  bool uses_tools = !options.tools.empty();
+  // The role of the run being collected: 0 none, 1 user, 2 assistant text, 3 system (which ends a run
+  // without contributing a turn, as mistral-common's aggregation does), 4 a tool call or result.
   int current_role = 0;
   for (size_t i = 0; i < messages.size(); ++i) {
     const ChatMessage& message = messages[i];
     int role = 0;
     if (message.role == "user") role = 1;
-    else if (message.role == "assistant") role = 2;
+    else if (message.role == "assistant") role = message.tool_calls.empty() ? 2 : 4;
     else if (message.role == "system") role = 3;
+    else if (message.role == "tool") role = 4;
     else {
-      return make_error(ErrorCode::kInvalidArgument, "chat message %zu has role '%s' (expected system, user or assistant)",
+      return make_error(ErrorCode::kInvalidArgument, "chat message %zu has role '%s' (expected system, user, assistant or tool)",
                         i, message.role.c_str());
     }
     if (role == 3) {
@@ -136,8 +187,18 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
         system_prompt += message.content;
         has_system_prompt = true;
       }
+    } else if (role == 4) {
+      uses_tools = true;
+      Turn turn{message.role == "tool" ? Turn::kToolResult : Turn::kToolCalls, message.content, message.tool_calls,
+                message.tool_call_id, message.name};
+      if (turn.kind == Turn::kToolCalls && !message.content.empty())
+        return make_error(ErrorCode::kInvalidArgument, "chat message %zu has both content and tool calls", i);
+      if (turn.kind == Turn::kToolResult && message.tool_call_id.empty() && message.name.empty())
+        return make_error(ErrorCode::kInvalidArgument, "chat message %zu (a tool result) has no tool_call_id or name", i);
+      turns.push_back(std::move(turn));
     } else {
-      if (role != current_role) turns.push_back(Turn{role == 1, std::string()});
+      const Turn::Kind kind = role == 1 ? Turn::kUser : Turn::kAssistant;
+      if (role != current_role) turns.push_back(Turn{kind, std::string(), {}, std::string(), std::string()});
       if (!message.content.empty()) {
         std::string& content = turns.back().content;
         if (!content.empty()) content += "\n\n";
@@ -146,9 +207,15 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
     }
     current_role = role;
   }
-  if (turns.empty() || !turns.front().is_user) turns.insert(turns.begin(), Turn{true, std::string()});
-  if (options.continue_final_message && turns.back().is_user) {
+  if (turns.empty() || turns.front().kind != Turn::kUser)
+    turns.insert(turns.begin(), Turn{Turn::kUser, std::string(), {}, std::string(), std::string()});
+  if (options.continue_final_message && turns.back().kind != Turn::kAssistant) {
     return make_error(ErrorCode::kInvalidArgument, "continue_final_message needs the conversation to end with an assistant message");
+  }
+  if (uses_tools && plain_text_inst) {
+    return make_error(ErrorCode::kUnsupported,
+                      "chat template mistral-v1 has no tool tokens (Mistral 7B v0.1/v0.2, Mixtral 8x7B v0.1): use "
+                      "constrained output (a JSON schema) for structure with these models");
   }
 
   int32_t begin_inst = -1;
@@ -165,11 +232,28 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
   if (tokenizer.bos_id() < 0 || tokenizer.eos_id() < 0) {
     return make_error(ErrorCode::kUnsupported, "the vocabulary has no BOS or EOS token for a chat template");
   }
+  // The tool control tokens, when the conversation needs them.
+  int32_t tool_ids[5] = {-1, -1, -1, -1, -1};
+  static const char* const kToolPieces[5] = {"[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_CALLS]", "[TOOL_RESULTS]",
+                                             "[/TOOL_RESULTS]"};
+  if (uses_tools) {
+    for (int k = 0; k < 5; ++k) {
+      tool_ids[k] = tokenizer.token_to_id(kToolPieces[k]);
+      if (tool_ids[k] < 0 || !tokenizer.is_control(tool_ids[k]))
+        return make_error(ErrorCode::kUnsupported, "this vocabulary has no %s control token for tool calling", kToolPieces[k]);
+    }
+  }
+  std::string available_tools;
+  if (!options.tools.empty()) {
+    auto written = chat_template_detail::tools_json(options.tools);
+    if (!written) return written.error();
+    available_tools = std::move(*written);
+  }
 
   size_t first_user = turns.size();
   size_t last_user = 0;
   for (size_t i = 0; i < turns.size(); ++i) {
-    if (!turns[i].is_user) continue;
+    if (turns[i].kind != Turn::kUser) continue;
     if (first_user == turns.size()) first_user = i;
     last_user = i;
   }
@@ -178,15 +262,60 @@ inline Expected<std::vector<int32_t>> apply_chat_template(const Tokenizer& token
   ids.push_back(tokenizer.bos_id());
   for (size_t i = 0; i < turns.size(); ++i) {
     const Turn& turn = turns[i];
-    if (turn.is_user) {
+    if (turn.kind == Turn::kUser) {
       const bool gets_system = has_system_prompt && i == (plain_text_inst ? first_user : last_user);
       const std::string content = gets_system ? system_prompt + "\n\n" + turn.content : turn.content;
       if (plain_text_inst) {
         tokenizer.encode_append("[INST] " + content + " [/INST]", &ids);
       } else {
+        if (i == last_user && !available_tools.empty()) {
+          ids.push_back(tool_ids[0]);
+          tokenizer.encode_append(available_tools, &ids);
+          ids.push_back(tool_ids[1]);
+        }
         ids.push_back(begin_inst);
         tokenizer.encode_append(content, &ids);
         ids.push_back(end_inst);
+      }
+    } else if (turn.kind == Turn::kToolCalls || turn.kind == Turn::kToolResult) {
+      if (is_v2 && i < last_user) continue;  // v2 keeps no tool history before the last user turn
+      std::string json;
+      if (turn.kind == Turn::kToolCalls) {
+        json = "[";
+        for (size_t c = 0; c < turn.calls.size(); ++c) {
+          const ToolCall& call = turn.calls[c];
+          if (c > 0) json += ", ";
+          json += "{\"name\": ";
+          tool_calls_detail::append_python_string(call.name, &json);
+          json += ", \"arguments\": ";
+          append_python_json_or_string(call.arguments, &json);
+          if (!is_v2 && !call.id.empty() && call.id != "null") {
+            json += ", \"id\": ";
+            tool_calls_detail::append_python_string(call.id, &json);
+          }
+          json += "}";
+        }
+        json += "]";
+        ids.push_back(tool_ids[2]);
+        tokenizer.encode_append(json, &ids);
+        ids.push_back(tokenizer.eos_id());
+      } else {
+        if (is_v2) {
+          json = "[{\"name\": ";
+          tool_calls_detail::append_python_string(turn.name, &json);
+          json += ", \"content\": ";
+          append_python_json_or_string(turn.content, &json);
+          json += "}]";
+        } else {
+          json = "{\"content\": ";
+          append_python_json_or_string(turn.content, &json);
+          json += ", \"call_id\": ";
+          tool_calls_detail::append_python_string(turn.call_id, &json);
+          json += "}";
+        }
+        ids.push_back(tool_ids[3]);
+        tokenizer.encode_append(json, &ids);
+        ids.push_back(tool_ids[4]);
       }
     } else {
       if (turn.content.empty()) {

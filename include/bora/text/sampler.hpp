@@ -11,9 +11,11 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "bora/base/random.hpp"
+#include "bora/text/grammar_constraint.hpp"
 
 namespace bora {
 
@@ -26,12 +28,16 @@ struct SampleParams {
   int repeat_last_n = 64;     // how many recent tokens the penalty looks at (< 0: all given)
   uint64_t seed = 0xB0BA;
   int max_tokens = 256;       // for generation loops: how many tokens to produce at most (< 0: no limit)
+  // Structured output: only tokens the grammar allows are sampled, and EOS once the value is complete
+  // (see text/grammar_constraint.hpp). Null: unconstrained.
+  std::shared_ptr<const GrammarConstraint> constraint;
 };
 
 class Sampler {
  public:
   explicit Sampler(const SampleParams& params = SampleParams()) : params_(params), rng_(params.seed) {
     if (params.repeat_last_n > 0) recent_.reserve(static_cast<size_t>(params.repeat_last_n));
+    if (params.constraint) matcher_.reset(new GrammarMatcher(params.constraint));
   }
 
   const SampleParams& params() const { return params_; }
@@ -39,9 +45,26 @@ class Sampler {
 
   // Picks the next token. `logits` (n_vocab values) is modified in place by the repetition penalty;
   // `recent_tokens` is the history, oldest first (ids outside the vocabulary are ignored).
-  // Returns -1 only when n_vocab <= 0.
+  // Returns -1 only when n_vocab <= 0. With a constraint, forbidden logits become -infinity and the
+  // grammar moves past the token returned.
   int32_t sample(float* logits, int64_t n_vocab, const std::vector<int32_t>& recent_tokens) {
     if (logits == nullptr || n_vocab <= 0) return -1;
+    if (!matcher_) return sample_unconstrained(logits, n_vocab, recent_tokens);
+    matcher_->mask_logits(logits, n_vocab);
+    const int32_t id = sample_unconstrained(logits, n_vocab, recent_tokens);
+    if (matcher_->accept(id)) return id;
+    // Every allowed logit was -infinity or NaN: end the output rather than break the grammar.
+    const int32_t eos = matcher_->constraint().eos_id();
+    matcher_->accept(eos);
+    return eos;
+  }
+
+  // The grammar's cursor (null without a constraint): is_complete() says whether the output so far is a
+  // whole value.
+  const GrammarMatcher* matcher() const { return matcher_.get(); }
+
+ private:
+  int32_t sample_unconstrained(float* logits, int64_t n_vocab, const std::vector<int32_t>& recent_tokens) {
     apply_repeat_penalty(logits, n_vocab, recent_tokens);
     if (!(params_.temperature > 0.0f)) return argmax(logits, n_vocab);
 
@@ -64,6 +87,8 @@ class Sampler {
       std::sort(candidates_.begin(), candidates_.end(), better);
     }
     if (candidates_[0].logit == -std::numeric_limits<float>::infinity()) return candidates_[0].id;
+    // Forbidden candidates (-infinity, e.g. masked by a grammar) never get the rounding remainder below.
+    while (count > 1 && candidates_[count - 1].logit == -std::numeric_limits<float>::infinity()) --count;
 
     // Probabilities of the untempered logits over the candidates left.
     softmax(count, 1.0f);
@@ -96,7 +121,6 @@ class Sampler {
     return candidates_[count - 1].id;  // rounding left the total a hair under 1
   }
 
- private:
   struct Candidate {
     float logit;
     int32_t id;
@@ -144,6 +168,7 @@ class Sampler {
   Xoshiro256 rng_;
   std::vector<Candidate> candidates_;  // grown once to the vocabulary size, then reused
   std::vector<int32_t> recent_;
+  std::unique_ptr<GrammarMatcher> matcher_;
 };
 
 }  // namespace bora
