@@ -91,7 +91,7 @@ HWY_INLINE void AttentionRowsOfToken(const AttentionRows& a, const float* const*
   const int64_t vector_end = Reader::vectors_fit(lanes) ? head_dim / lanes * lanes : 0;
   constexpr float kMinusInfinity = -std::numeric_limits<float>::infinity();
   // Scores, then weights, padded with -inf so whole vectors can run past key_end.
-  HWY_ALIGN float weights[kRows][kAttentionBlockKeys + 16];
+  HWY_ALIGN float weights[kRows][kAttentionBlockKeys + HWY_MAX_BYTES / sizeof(float)];
 
   // Two keys at a time, so the two sums of a row form independent chains.
   const auto score_keys = [&](int64_t j, auto n_keys) {
