@@ -1483,10 +1483,17 @@ struct Q4_0Family : LegacyFamily<Q4_0Family, quant::Q4_0Block, false> {
     }
   }
 
+  // Low nibbles are values 0..15, high nibbles 16..31; both minus 8.
   static HWY_INLINE void DecodeI8(const uint8_t* block, int8_t* w) {
-    for (int j = 0; j < 16; ++j) {
-      w[j] = static_cast<int8_t>((block[2 + j] & 15) - 8);
-      w[j + 16] = static_cast<int8_t>((block[2 + j] >> 4) - 8);
+    const hn::CappedTag<uint8_t, 16> du8;
+    const hn::Rebind<int8_t, decltype(du8)> di8;
+    const size_t lanes = hn::Lanes(du8);
+    const auto low_mask = hn::Set(du8, 15);
+    const auto eight = hn::Set(di8, 8);
+    for (size_t j = 0; j < 16; j += lanes) {
+      const auto packed = hn::LoadU(du8, block + 2 + j);
+      hn::StoreU(hn::Sub(hn::BitCast(di8, hn::And(packed, low_mask)), eight), di8, w + j);
+      hn::StoreU(hn::Sub(hn::BitCast(di8, hn::ShiftRight<4>(packed)), eight), di8, w + 16 + j);
     }
   }
 
@@ -1557,16 +1564,30 @@ HWY_INLINE KQuantHeader UnpackKQuantHeader(const uint8_t* block) {
 }
 
 // The quants of one super-block as unsigned bytes (0..15, or 0..31 with the fifth bit) in natural
-// order: the portable path's decoder.
+// order: the portable path's decoder. Chunk c's 32 bytes hold sub-block 2c in their low nibbles and
+// 2c + 1 in their high ones; Q5_K's fifth bit of value l in sub-block k is bit k of qh[l].
 template <bool kHasHighBit>
 HWY_INLINE void DecodeKQuantU8(const uint8_t* block, uint8_t* u) {
+  const hn::CappedTag<uint8_t, 32> du8;
+  const size_t lanes = hn::Lanes(du8);
   const uint8_t* qh = block + KQuantLayout<kHasHighBit>::kHighBitsOffset;
   const uint8_t* qs = block + KQuantLayout<kHasHighBit>::kQuantsOffset;
-  for (int j = 0; j < 8; ++j) {
-    for (int l = 0; l < 32; ++l) {
-      int q = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 15;
-      if (kHasHighBit) q |= ((qh[l] >> j) & 1) << 4;
-      u[32 * j + l] = static_cast<uint8_t>(q);
+  const auto low_mask = hn::Set(du8, 15);
+  const auto fifth_bit = hn::Set(du8, 16);
+  for (int c = 0; c < 4; ++c) {
+    const auto bit_low = hn::Set(du8, static_cast<uint8_t>(1u << (2 * c)));
+    const auto bit_high = hn::Set(du8, static_cast<uint8_t>(2u << (2 * c)));
+    for (size_t l = 0; l < 32; l += lanes) {
+      const auto packed = hn::LoadU(du8, qs + 32 * c + l);
+      auto low = hn::And(packed, low_mask);
+      auto high = hn::ShiftRight<4>(packed);
+      if (kHasHighBit) {
+        const auto high_bits = hn::LoadU(du8, qh + l);
+        low = hn::Or(low, hn::IfThenElseZero(hn::TestBit(high_bits, bit_low), fifth_bit));
+        high = hn::Or(high, hn::IfThenElseZero(hn::TestBit(high_bits, bit_high), fifth_bit));
+      }
+      hn::StoreU(low, du8, u + 64 * c + l);
+      hn::StoreU(high, du8, u + 64 * c + 32 + l);
     }
   }
 }
@@ -1856,7 +1877,33 @@ namespace HWY_NAMESPACE {
 // Layout (quant/q6_k.hpp): 128 bytes of low nibbles, 64 bytes of 2-bit high parts, 16 int8 scales, f16
 // d. Value q (0..63) stands for d * scale * (q - 32).
 
-// out[t] = dot(row, x[t]) for T activation rows; the portable path decodes with the scalar reference.
+// The 256 values q - 32 (-32..31) of a super-block in natural order: quarter k of half h (values
+// 128h + 32k + l) takes the low (k < 2) or high nibbles of ql[64h + 32(k % 2) + l] and bits 2k, 2k + 1
+// of qh[32h + l] as its top two bits.
+HWY_INLINE void DecodeQ6_KI8(const uint8_t* block, int8_t* w) {
+  const hn::CappedTag<uint8_t, 32> du8;
+  const hn::Rebind<int8_t, decltype(du8)> di8;
+  const size_t lanes = hn::Lanes(du8);
+  const auto low_mask = hn::Set(du8, 15);
+  const auto bias = hn::Set(di8, 32);
+  auto store = [&](decltype(hn::Zero(du8)) q, int at) { hn::StoreU(hn::Sub(hn::BitCast(di8, q), bias), di8, w + at); };
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* ql = block + 64 * h;
+    const uint8_t* qh = block + quant::Q6_KBlock::kHighBitsOffset + 32 * h;
+    for (size_t l = 0; l < 32; l += lanes) {
+      const auto ql0 = hn::LoadU(du8, ql + l);
+      const auto ql1 = hn::LoadU(du8, ql + 32 + l);
+      const auto top = hn::LoadU(du8, qh + l);
+      const int at = 128 * h + static_cast<int>(l);
+      store(hn::Or(hn::And(ql0, low_mask), hn::ShiftLeft<4>(hn::And(top, hn::Set(du8, 0x03)))), at);
+      store(hn::Or(hn::And(ql1, low_mask), hn::ShiftLeft<2>(hn::And(top, hn::Set(du8, 0x0C)))), at + 32);
+      store(hn::Or(hn::ShiftRight<4>(ql0), hn::And(top, hn::Set(du8, 0x30))), at + 64);
+      store(hn::Or(hn::ShiftRight<4>(ql1), hn::ShiftRight<2>(hn::And(top, hn::Set(du8, 0xC0)))), at + 96);
+    }
+  }
+}
+
+// out[t] = dot(row, x[t]) for T activation rows, each super-block decoded once.
 template <int T>
 HWY_INLINE void PortableQ6_KDotQ8(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
   for (int t = 0; t < T; ++t) out[t] = 0.0f;
@@ -1865,7 +1912,7 @@ HWY_INLINE void PortableQ6_KDotQ8(const uint8_t* row, int64_t n, const quant::Q8
     const uint8_t* block = row + s * quant::Q6_KBlock::kBytes;
     const float d = quant::load_f16(block + quant::Q6_KBlock::kScaleOffset);
     const int8_t* scales = reinterpret_cast<const int8_t*>(block + quant::Q6_KBlock::kScalesOffset);
-    for (int i = 0; i < 256; ++i) w[i] = static_cast<int8_t>(quant::q6_k_quant(block, i) - 32);
+    DecodeQ6_KI8(block, w);
     for (int t = 0; t < T; ++t) {
       for (int j = 0; j < 8; ++j) {
         const int64_t b = 8 * s + j;
@@ -6794,7 +6841,8 @@ struct GroupedQueryAttention {
     const int64_t n_parts = partitions_of(c);
     float largest = -std::numeric_limits<float>::infinity();
     for (int64_t p = 0; p < n_parts; ++p) {
-      largest = std::fmax(largest, partition_state(c, partials, g, p)[group * c.head_dim + h]);
+      const float part_max = partition_state(c, partials, g, p)[group * c.head_dim + h];
+      largest = part_max > largest ? part_max : largest;  // a NaN maximum is never larger
     }
     float* out = c.out + head * c.head_dim;
     for (int64_t i = 0; i < c.head_dim; ++i) out[i] = 0.0f;

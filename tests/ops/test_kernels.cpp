@@ -5,6 +5,7 @@
 
 #include <hwy/targets.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -102,7 +103,26 @@ void reference_dot(const float* w, const float* x, int64_t n, double* value, dou
   *tolerance = 1e-6 * magnitude * std::sqrt(double(n)) + 1e-30;
 }
 
+// The names of the Highway targets in `targets`, best first.
+std::string target_names(int64_t targets) {
+  std::string names;
+  for (int64_t left = targets; left != 0; left &= left - 1) {
+    names += std::string(names.empty() ? "" : " ") + hwy::TargetName(left & -left);
+  }
+  return names.empty() ? "none" : names;
+}
+
 }  // namespace
+
+// Every test below runs once per target of the first list; the log says which ones this CPU (or qemu's
+// CPU model) could not run, so a machine that silently tests fewer targets shows it.
+TEST_CASE("the kernel tests name the SIMD targets they run and the ones this CPU lacks") {
+  const int64_t compiled = bora::ops::simd_compiled_targets();
+  const int64_t supported = hwy::SupportedTargets();
+  MESSAGE("SIMD targets tested: " << target_names(compiled & supported));
+  MESSAGE("SIMD targets compiled but not supported by this CPU: " << target_names(compiled & ~supported));
+  CHECK((compiled & supported) != 0);
+}
 
 TEST_CASE("matvec_f32 matches the scalar reference for every weight type and target") {
   for_each_target_and_type(kAllTypes, [](WeightType type) {
@@ -225,7 +245,7 @@ TEST_CASE("softmax is normalized, stable for large inputs and zero for -inf") {
       if (n > 2) x[2] = -std::numeric_limits<float>::infinity();
       const std::vector<float> original = x;
       double max_value = -INFINITY;
-      for (float v : original) max_value = std::fmax(max_value, double(v));
+      for (float v : original) max_value = std::max(max_value, double(v));  // see reference_q8_dot
       double sum = 0;
       for (float v : original) sum += std::exp(double(v) - max_value);
       bora::ops::softmax(x.data(), n);
@@ -480,7 +500,7 @@ TEST_CASE("matvec_q8 equals the dot of the dequantized weights and activations")
     for (int64_t r = 1; r < rows; ++r) {
       const float* w = m.values.data() + r * n;
       double expected = 0, magnitude = 0, quantization_bound = 0, max_w = 0;
-      for (int64_t i = 0; i < n; ++i) max_w = std::fmax(max_w, std::fabs(w[i]));
+      for (int64_t i = 0; i < n; ++i) max_w = std::max(max_w, double(std::fabs(w[i])));  // see reference_q8_dot
       for (int64_t i = 0; i < n; ++i) {
         expected += double(w[i]) * double(x_hat[i]);
         // Offsets (Q4_0's -8, K-quant mins) are applied per block, so partial sums reach a few max|w|.
@@ -603,7 +623,9 @@ TEST_CASE("float weights meet int8 activations without scratch memory as they do
 // mins are applied per block, so partial sums reach a few times max|w| per activation).
 void reference_q8_dot(const float* w, const float* x_hat, int64_t n, double* value, double* tolerance) {
   double sum = 0, max_w = 0, magnitude = 0;
-  for (int64_t i = 0; i < n; ++i) max_w = std::fmax(max_w, std::fabs(w[i]));
+  // std::max, not std::fmax (the same for these finite values): GCC 12 for aarch64 crashes
+  // vectorizing an fmax reduction at -O3 (internal compiler error in vect_transform_reduction).
+  for (int64_t i = 0; i < n; ++i) max_w = std::max(max_w, double(std::fabs(w[i])));
   for (int64_t i = 0; i < n; ++i) {
     sum += double(w[i]) * double(x_hat[i]);
     magnitude += std::fabs(double(x_hat[i])) * 4 * max_w;

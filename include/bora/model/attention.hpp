@@ -250,7 +250,8 @@ struct GroupedQueryAttention {
     const int64_t n_parts = partitions_of(c);
     float largest = -std::numeric_limits<float>::infinity();
     for (int64_t p = 0; p < n_parts; ++p) {
-      largest = std::fmax(largest, partition_state(c, partials, g, p)[group * c.head_dim + h]);
+      const float part_max = partition_state(c, partials, g, p)[group * c.head_dim + h];
+      largest = part_max > largest ? part_max : largest;  // a NaN maximum is never larger
     }
     float* out = c.out + head * c.head_dim;
     for (int64_t i = 0; i < c.head_dim; ++i) out[i] = 0.0f;

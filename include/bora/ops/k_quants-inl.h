@@ -57,16 +57,30 @@ HWY_INLINE KQuantHeader UnpackKQuantHeader(const uint8_t* block) {
 }
 
 // The quants of one super-block as unsigned bytes (0..15, or 0..31 with the fifth bit) in natural
-// order: the portable path's decoder.
+// order: the portable path's decoder. Chunk c's 32 bytes hold sub-block 2c in their low nibbles and
+// 2c + 1 in their high ones; Q5_K's fifth bit of value l in sub-block k is bit k of qh[l].
 template <bool kHasHighBit>
 HWY_INLINE void DecodeKQuantU8(const uint8_t* block, uint8_t* u) {
+  const hn::CappedTag<uint8_t, 32> du8;
+  const size_t lanes = hn::Lanes(du8);
   const uint8_t* qh = block + KQuantLayout<kHasHighBit>::kHighBitsOffset;
   const uint8_t* qs = block + KQuantLayout<kHasHighBit>::kQuantsOffset;
-  for (int j = 0; j < 8; ++j) {
-    for (int l = 0; l < 32; ++l) {
-      int q = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 15;
-      if (kHasHighBit) q |= ((qh[l] >> j) & 1) << 4;
-      u[32 * j + l] = static_cast<uint8_t>(q);
+  const auto low_mask = hn::Set(du8, 15);
+  const auto fifth_bit = hn::Set(du8, 16);
+  for (int c = 0; c < 4; ++c) {
+    const auto bit_low = hn::Set(du8, static_cast<uint8_t>(1u << (2 * c)));
+    const auto bit_high = hn::Set(du8, static_cast<uint8_t>(2u << (2 * c)));
+    for (size_t l = 0; l < 32; l += lanes) {
+      const auto packed = hn::LoadU(du8, qs + 32 * c + l);
+      auto low = hn::And(packed, low_mask);
+      auto high = hn::ShiftRight<4>(packed);
+      if (kHasHighBit) {
+        const auto high_bits = hn::LoadU(du8, qh + l);
+        low = hn::Or(low, hn::IfThenElseZero(hn::TestBit(high_bits, bit_low), fifth_bit));
+        high = hn::Or(high, hn::IfThenElseZero(hn::TestBit(high_bits, bit_high), fifth_bit));
+      }
+      hn::StoreU(low, du8, u + 64 * c + l);
+      hn::StoreU(high, du8, u + 64 * c + 32 + l);
     }
   }
 }

@@ -522,10 +522,17 @@ struct Q4_0Family : LegacyFamily<Q4_0Family, quant::Q4_0Block, false> {
     }
   }
 
+  // Low nibbles are values 0..15, high nibbles 16..31; both minus 8.
   static HWY_INLINE void DecodeI8(const uint8_t* block, int8_t* w) {
-    for (int j = 0; j < 16; ++j) {
-      w[j] = static_cast<int8_t>((block[2 + j] & 15) - 8);
-      w[j + 16] = static_cast<int8_t>((block[2 + j] >> 4) - 8);
+    const hn::CappedTag<uint8_t, 16> du8;
+    const hn::Rebind<int8_t, decltype(du8)> di8;
+    const size_t lanes = hn::Lanes(du8);
+    const auto low_mask = hn::Set(du8, 15);
+    const auto eight = hn::Set(di8, 8);
+    for (size_t j = 0; j < 16; j += lanes) {
+      const auto packed = hn::LoadU(du8, block + 2 + j);
+      hn::StoreU(hn::Sub(hn::BitCast(di8, hn::And(packed, low_mask)), eight), di8, w + j);
+      hn::StoreU(hn::Sub(hn::BitCast(di8, hn::ShiftRight<4>(packed)), eight), di8, w + 16 + j);
     }
   }
 

@@ -30,7 +30,33 @@ namespace HWY_NAMESPACE {
 // Layout (quant/q6_k.hpp): 128 bytes of low nibbles, 64 bytes of 2-bit high parts, 16 int8 scales, f16
 // d. Value q (0..63) stands for d * scale * (q - 32).
 
-// out[t] = dot(row, x[t]) for T activation rows; the portable path decodes with the scalar reference.
+// The 256 values q - 32 (-32..31) of a super-block in natural order: quarter k of half h (values
+// 128h + 32k + l) takes the low (k < 2) or high nibbles of ql[64h + 32(k % 2) + l] and bits 2k, 2k + 1
+// of qh[32h + l] as its top two bits.
+HWY_INLINE void DecodeQ6_KI8(const uint8_t* block, int8_t* w) {
+  const hn::CappedTag<uint8_t, 32> du8;
+  const hn::Rebind<int8_t, decltype(du8)> di8;
+  const size_t lanes = hn::Lanes(du8);
+  const auto low_mask = hn::Set(du8, 15);
+  const auto bias = hn::Set(di8, 32);
+  auto store = [&](decltype(hn::Zero(du8)) q, int at) { hn::StoreU(hn::Sub(hn::BitCast(di8, q), bias), di8, w + at); };
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* ql = block + 64 * h;
+    const uint8_t* qh = block + quant::Q6_KBlock::kHighBitsOffset + 32 * h;
+    for (size_t l = 0; l < 32; l += lanes) {
+      const auto ql0 = hn::LoadU(du8, ql + l);
+      const auto ql1 = hn::LoadU(du8, ql + 32 + l);
+      const auto top = hn::LoadU(du8, qh + l);
+      const int at = 128 * h + static_cast<int>(l);
+      store(hn::Or(hn::And(ql0, low_mask), hn::ShiftLeft<4>(hn::And(top, hn::Set(du8, 0x03)))), at);
+      store(hn::Or(hn::And(ql1, low_mask), hn::ShiftLeft<2>(hn::And(top, hn::Set(du8, 0x0C)))), at + 32);
+      store(hn::Or(hn::ShiftRight<4>(ql0), hn::And(top, hn::Set(du8, 0x30))), at + 64);
+      store(hn::Or(hn::ShiftRight<4>(ql1), hn::ShiftRight<2>(hn::And(top, hn::Set(du8, 0xC0)))), at + 96);
+    }
+  }
+}
+
+// out[t] = dot(row, x[t]) for T activation rows, each super-block decoded once.
 template <int T>
 HWY_INLINE void PortableQ6_KDotQ8(const uint8_t* row, int64_t n, const quant::Q8ActivationRow* x, float* out) {
   for (int t = 0; t < T; ++t) out[t] = 0.0f;
@@ -39,7 +65,7 @@ HWY_INLINE void PortableQ6_KDotQ8(const uint8_t* row, int64_t n, const quant::Q8
     const uint8_t* block = row + s * quant::Q6_KBlock::kBytes;
     const float d = quant::load_f16(block + quant::Q6_KBlock::kScaleOffset);
     const int8_t* scales = reinterpret_cast<const int8_t*>(block + quant::Q6_KBlock::kScalesOffset);
-    for (int i = 0; i < 256; ++i) w[i] = static_cast<int8_t>(quant::q6_k_quant(block, i) - 32);
+    DecodeQ6_KI8(block, w);
     for (int t = 0; t < T; ++t) {
       for (int j = 0; j < 8; ++j) {
         const int64_t b = 8 * s + j;
