@@ -1,7 +1,8 @@
 // Why this file exists: speed claims need a measuring tool people trust; this mirrors llama-bench
 // (same tests, same JSON keys) so bora and llama.cpp can be compared on the same file and threads, and
 // llama-batched-bench (--parallel) for many sequences decoded together.
-#define BORA_IMPLEMENTATION
+// The kernels are compiled once for all examples (examples/shared/bora_implementation.cpp); a program
+// of one file defines BORA_IMPLEMENTATION just before this include instead.
 #include "bora/bora.hpp"
 #include "args.hpp"
 #include "generation_options.hpp"

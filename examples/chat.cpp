@@ -1,6 +1,7 @@
 // Why this file exists: an interactive conversation in the terminal with the model's own chat
 // template; each turn reuses the KV cache of the conversation so far.
-#define BORA_IMPLEMENTATION
+// The kernels are compiled once for all examples (examples/shared/bora_implementation.cpp); a program
+// of one file defines BORA_IMPLEMENTATION just before this include instead.
 #include "bora/bora.hpp"
 
 #include <cstdio>

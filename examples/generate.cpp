@@ -1,7 +1,8 @@
 // Why this file exists: the main job in one small program a user can copy — load a model, give it a
 // prompt (or a chat turn), and stream the generated text to stdout; or give it a file of prompts and
 // get their completions from one batch scheduler, several sequences decoded together.
-#define BORA_IMPLEMENTATION
+// The kernels are compiled once for all examples (examples/shared/bora_implementation.cpp); a program
+// of one file defines BORA_IMPLEMENTATION just before this include instead.
 #include "bora/bora.hpp"
 
 #include <algorithm>

@@ -1,7 +1,8 @@
 // Why this file exists: structured output is only worth having if the token mask costs next to nothing
 // beside a forward pass; this measures it on a real vocabulary (average, p99, worst; cold and cached),
 // and optionally the generation speed of a model with and without the constraint.
-#define BORA_IMPLEMENTATION
+// The kernels are compiled once for all examples (examples/shared/bora_implementation.cpp); a program
+// of one file defines BORA_IMPLEMENTATION just before this include instead.
 #include "bora/bora.hpp"
 
 #include <algorithm>

@@ -1,7 +1,8 @@
 // Why this file exists: the oracle interface. It runs a model over a token sequence and prints
 // each token's log-probability and the perplexity, or dumps raw logits, so correctness checks
 // (ours and anyone's) can drive bora from the command line.
-#define BORA_IMPLEMENTATION
+// The kernels are compiled once for all examples (examples/shared/bora_implementation.cpp); a program
+// of one file defines BORA_IMPLEMENTATION just before this include instead.
 #include "bora/bora.hpp"
 
 #include <algorithm>

@@ -5,7 +5,8 @@
 //
 //   serve -m MODEL [--host 127.0.0.1] [--port 8080] [--parallel N] [--ctx N] [--threads N]
 //         [--api-key KEY] [--max-queue N] [--max-body BYTES] [--model-name NAME]
-#define BORA_IMPLEMENTATION
+// The kernels are compiled once for all examples (examples/shared/bora_implementation.cpp); a program
+// of one file defines BORA_IMPLEMENTATION just before this include instead.
 #include "bora/bora.hpp"
 
 #include <httplib.h>

@@ -1,7 +1,8 @@
 // Why this file exists: shows exactly which token ids bora produces for a text, a file or a chat
 // conversation (and the text for ids), so tokenization can be compared with SentencePiece and
 // mistral-common from the shell.
-#define BORA_IMPLEMENTATION
+// The kernels are compiled once for all examples (examples/shared/bora_implementation.cpp); a program
+// of one file defines BORA_IMPLEMENTATION just before this include instead.
 #include "bora/bora.hpp"
 
 #include <cstdint>

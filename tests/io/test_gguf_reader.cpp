@@ -10,6 +10,7 @@
 #include "../support/gguf_writer.hpp"
 #include "bora/io/gguf.hpp"
 #include "bora/io/safetensors.hpp"
+#include "../support/golden.hpp"
 
 #ifndef BORA_TEST_DATA_DIR
 #define BORA_TEST_DATA_DIR "tests/data"
@@ -17,7 +18,7 @@
 
 namespace {
 
-std::string data_path(const std::string& relative) { return std::string(BORA_TEST_DATA_DIR) + "/" + relative; }
+using bora_test::data_path;
 
 float bf16_to_f32(const uint8_t* p) {
   const uint32_t bits = (static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8) << 16;

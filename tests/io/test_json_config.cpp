@@ -11,6 +11,7 @@
 #include "bora/base/mapped_file.hpp"
 #include "bora/io/gguf.hpp"
 #include "bora/io/json_config.hpp"
+#include "../support/golden.hpp"
 
 #ifndef BORA_TEST_DATA_DIR
 #define BORA_TEST_DATA_DIR "tests/data"
@@ -18,9 +19,9 @@
 
 namespace {
 
-std::string data_path(const std::string& relative) { return std::string(BORA_TEST_DATA_DIR) + "/" + relative; }
+using bora_test::data_path;
 
-std::string read_text(const std::string& relative) {
+std::string read_data_text(const std::string& relative) {
   auto mapped = bora::MappedFile::open(data_path(relative));
   REQUIRE(mapped.has_value());
   return std::string(reinterpret_cast<const char*>(mapped->data()), static_cast<size_t>(mapped->size()));
@@ -92,13 +93,13 @@ std::string params_with(const std::string& key, const std::string& value) {
 }  // namespace
 
 TEST_CASE("config: params.json of the tiny models") {
-  auto mistral = bora::parse_mistral_params(read_text("tiny-mistral/native/params.json"), "params.json");
+  auto mistral = bora::parse_mistral_params(read_data_text("tiny-mistral/native/params.json"), "params.json");
   REQUIRE_MESSAGE(mistral.has_value(), (mistral ? "" : mistral.error().message()));
   check_tiny_mistral_sizes(*mistral);
   CHECK(mistral->rope_pairing == bora::RopePairing::kAdjacent);
   CHECK(mistral->architecture == "mistral");
 
-  auto mixtral = bora::parse_mistral_params(read_text("tiny-mixtral/native/params.json"), "params.json");
+  auto mixtral = bora::parse_mistral_params(read_data_text("tiny-mixtral/native/params.json"), "params.json");
   REQUIRE_MESSAGE(mixtral.has_value(), (mixtral ? "" : mixtral.error().message()));
   check_tiny_mixtral_sizes(*mixtral);
   CHECK(mixtral->rope_pairing == bora::RopePairing::kAdjacent);
@@ -106,14 +107,14 @@ TEST_CASE("config: params.json of the tiny models") {
 }
 
 TEST_CASE("config: HF config.json of the tiny models") {
-  auto mistral = bora::parse_hf_config(read_text("tiny-mistral/hf/config.json"), "config.json");
+  auto mistral = bora::parse_hf_config(read_data_text("tiny-mistral/hf/config.json"), "config.json");
   REQUIRE_MESSAGE(mistral.has_value(), (mistral ? "" : mistral.error().message()));
   check_tiny_mistral_sizes(*mistral);
   CHECK(mistral->context_length == 32768);
   CHECK(mistral->rope_pairing == bora::RopePairing::kHalfSplit);
   CHECK(mistral->architecture == "mistral");
 
-  auto mixtral = bora::parse_hf_config(read_text("tiny-mixtral/hf/config.json"), "config.json");
+  auto mixtral = bora::parse_hf_config(read_data_text("tiny-mixtral/hf/config.json"), "config.json");
   REQUIRE_MESSAGE(mixtral.has_value(), (mixtral ? "" : mixtral.error().message()));
   check_tiny_mixtral_sizes(*mixtral);  // "sliding_window": null -> no window
   CHECK(mixtral->rope_pairing == bora::RopePairing::kHalfSplit);

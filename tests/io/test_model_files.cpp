@@ -16,6 +16,7 @@
 #include "../support/error_text.hpp"
 #include "../support/gguf_writer.hpp"
 #include "bora/io/model_files.hpp"
+#include "../support/golden.hpp"
 
 #ifndef BORA_TEST_DATA_DIR
 #define BORA_TEST_DATA_DIR "tests/data"
@@ -25,7 +26,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string data_path(const std::string& relative) { return std::string(BORA_TEST_DATA_DIR) + "/" + relative; }
+using bora_test::data_path;
 
 using bora_test::contains;
 
@@ -61,7 +62,7 @@ class TempDir {
   std::string path_;
 };
 
-std::string read_text(const std::string& path) {
+std::string read_mapped_text(const std::string& path) {
   auto mapped = bora::MappedFile::open(path);
   REQUIRE(mapped.has_value());
   return std::string(reinterpret_cast<const char*>(mapped->data()), static_cast<size_t>(mapped->size()));
@@ -101,7 +102,7 @@ std::string weight_map_json(const std::vector<std::pair<std::string, std::string
 // tiny-mistral's HF tensors split over two shards with an index, in `dir`.
 void write_sharded_hf(const TempDir& dir, const bora::SafetensorsFile& source,
                       std::vector<std::pair<std::string, std::string>>* map) {
-  dir.write("config.json", read_text(data_path("tiny-mistral/hf/config.json")));
+  dir.write("config.json", read_mapped_text(data_path("tiny-mistral/hf/config.json")));
   const size_t half = source.tensors().size() / 2;
   dir.write("model-00001-of-00002.safetensors", bora_test::build_safetensors(entries_of(source, 0, half)));
   dir.write("model-00002-of-00002.safetensors",
@@ -264,7 +265,7 @@ TEST_CASE("model files: a consolidated folder with several consolidated.NN shard
   auto source = bora::SafetensorsFile::open(data_path("tiny-mixtral/native/consolidated.safetensors"));
   REQUIRE(source.has_value());
   TempDir dir;
-  dir.write("params.json", read_text(data_path("tiny-mixtral/native/params.json")));
+  dir.write("params.json", read_mapped_text(data_path("tiny-mixtral/native/params.json")));
   dir.write("consolidated.00.safetensors", bora_test::build_safetensors(entries_of(*source, 0, 30)));
   dir.write("consolidated.01.safetensors", bora_test::build_safetensors(entries_of(*source, 30, 65)));
   dir.write("notes.txt", "not a shard");
@@ -297,7 +298,7 @@ TEST_CASE("model files: incomplete or broken folders") {
   }
   SUBCASE("config.json without weights") {
     TempDir dir;
-    dir.write("config.json", read_text(data_path("tiny-mistral/hf/config.json")));
+    dir.write("config.json", read_mapped_text(data_path("tiny-mistral/hf/config.json")));
     dir.write("pytorch_model.bin", "x");
     auto model = bora::ModelFiles::open(dir.path());
     REQUIRE_FALSE(model.has_value());
@@ -306,7 +307,7 @@ TEST_CASE("model files: incomplete or broken folders") {
   }
   SUBCASE("params.json without consolidated safetensors") {
     TempDir dir;
-    dir.write("params.json", read_text(data_path("tiny-mistral/native/params.json")));
+    dir.write("params.json", read_mapped_text(data_path("tiny-mistral/native/params.json")));
     dir.write("consolidated.00.pth", "x");
     auto model = bora::ModelFiles::open(dir.path());
     REQUIRE_FALSE(model.has_value());
@@ -322,7 +323,7 @@ TEST_CASE("model files: incomplete or broken folders") {
   }
   SUBCASE("a broken shard names the shard") {
     TempDir dir;
-    dir.write("params.json", read_text(data_path("tiny-mistral/native/params.json")));
+    dir.write("params.json", read_mapped_text(data_path("tiny-mistral/native/params.json")));
     dir.write("consolidated.safetensors", std::string("\x10\0\0\0\0\0\0\0{}", 10));
     auto model = bora::ModelFiles::open(dir.path());
     REQUIRE_FALSE(model.has_value());

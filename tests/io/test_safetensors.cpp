@@ -11,6 +11,7 @@
 #include "../support/gguf_writer.hpp"
 #include "bora/base/mapped_file.hpp"
 #include "bora/io/safetensors.hpp"
+#include "../support/golden.hpp"
 
 #ifndef BORA_TEST_DATA_DIR
 #define BORA_TEST_DATA_DIR "tests/data"
@@ -18,7 +19,7 @@
 
 namespace {
 
-std::string data_path(const std::string& relative) { return std::string(BORA_TEST_DATA_DIR) + "/" + relative; }
+using bora_test::data_path;
 
 bora::Expected<bora::SafetensorsFile> parse_copy(const std::vector<uint8_t>& bytes, const char* name = "bad.safetensors") {
   static std::vector<uint8_t> keep;  // exact-size copy: overreads are heap overflows under ASan

@@ -19,6 +19,9 @@ namespace bora_test {
 
 inline std::string data_path(const std::string& relative) { return std::string(BORA_TEST_DATA_DIR) + "/" + relative; }
 
+// Mistral's tokenizer files and the goldens made from them (tests/data/tokenizer/).
+inline std::string tokenizer_path(const std::string& file) { return data_path("tokenizer/" + file); }
+
 inline std::vector<float> read_floats(const std::string& path) {
   std::vector<float> values;
   FILE* f = std::fopen(path.c_str(), "rb");

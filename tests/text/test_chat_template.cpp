@@ -13,6 +13,7 @@
 
 #include "bora/text/chat_template.hpp"
 #include "bora/text/tokenizer.hpp"
+#include "../support/golden.hpp"
 
 #ifndef BORA_TEST_DATA_DIR
 #define BORA_TEST_DATA_DIR "tests/data"
@@ -20,8 +21,7 @@
 
 namespace {
 
-const std::string kTokenizerDir = std::string(BORA_TEST_DATA_DIR) + "/tokenizer/";
-const std::string kSamples = kTokenizerDir + "chat_samples/no_tools/";
+const std::string kSamples = bora_test::tokenizer_path("chat_samples/no_tools/");
 using Ids = std::vector<int32_t>;
 
 const bora::Tokenizer& tokenizer(const std::string& file) {
@@ -29,7 +29,7 @@ const bora::Tokenizer& tokenizer(const std::string& file) {
   for (auto& entry : cache) {
     if (entry.first == file) return entry.second;
   }
-  bora::Expected<bora::Tokenizer> loaded = bora::Tokenizer::from_file(kTokenizerDir + file);
+  bora::Expected<bora::Tokenizer> loaded = bora::Tokenizer::from_file(bora_test::tokenizer_path(file));
   REQUIRE_MESSAGE(loaded.has_value(), loaded.error().str());
   cache.reserve(4);
   cache.emplace_back(file, std::move(*loaded));

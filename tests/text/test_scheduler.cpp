@@ -17,7 +17,7 @@
 
 namespace {
 
-const bora::LanguageModel& demo_model() { return bora_test::demo_model(); }
+using bora_test::demo_model;
 
 bora::SchedulerParams scheduler_params(int threads) {
   bora::SchedulerParams params;

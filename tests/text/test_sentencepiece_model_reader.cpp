@@ -136,7 +136,7 @@ bora::Tokenizer make_tokenizer(const std::vector<Piece>& pieces, const Flags& fl
   return std::move(*tokenizer);
 }
 
-std::vector<uint8_t> read_all(const std::string& path) {
+std::vector<uint8_t> read_mapped_bytes(const std::string& path) {
   bora::Expected<bora::MappedFile> file = bora::MappedFile::open(path);
   REQUIRE_MESSAGE(file.has_value(), file.error().str());
   return std::vector<uint8_t>(file->data(), file->data() + file->size());
@@ -306,7 +306,7 @@ TEST_CASE("sentencepiece reader: hostile bytes give errors") {
 }
 
 TEST_CASE("sentencepiece reader: the real v1 file cut anywhere is an error or a clean prefix") {
-  const std::vector<uint8_t> full = read_all(kModelV1);
+  const std::vector<uint8_t> full = read_mapped_bytes(kModelV1);
   REQUIRE(full.size() > 1000);
   bora::Expected<bora::Vocabulary> whole = parse(full);
   REQUIRE(whole.has_value());
@@ -353,7 +353,7 @@ TEST_CASE("sentencepiece reader: the real v1 file cut anywhere is an error or a 
 }
 
 TEST_CASE("sentencepiece reader: flipped bytes never crash the reader or the tokenizer") {
-  const std::vector<uint8_t> full = read_all(kModelV3);
+  const std::vector<uint8_t> full = read_mapped_bytes(kModelV3);
   uint64_t state = 0x12345678;
   auto next = [&state]() {
     state = state * 6364136223846793005ull + 1442695040888963407ull;

@@ -22,7 +22,7 @@ std::unique_ptr<bora::LanguageModel> tiny_model() {
   return std::move(*model);
 }
 
-std::vector<uint8_t> read_all(const std::string& path) {
+std::vector<uint8_t> read_file_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
@@ -71,7 +71,7 @@ TEST_CASE("session file: more tokens than a window-less context holds is refused
   REQUIRE(session->save(path));
   // The header is magic[8], fingerprint[8 x i64], weights u64, then n_tokens u64 at byte 80; the
   // tokens follow the 96-byte header. Claim 20 tokens and insert the 17 extra ones.
-  std::vector<uint8_t> bytes = read_all(path);
+  std::vector<uint8_t> bytes = read_file_bytes(path);
   REQUIRE(bytes.size() > 96 + 3 * 4);
   const uint64_t n_tokens = 20;
   std::memcpy(bytes.data() + 80, &n_tokens, sizeof(n_tokens));

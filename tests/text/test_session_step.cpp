@@ -15,7 +15,7 @@
 
 namespace {
 
-const bora::LanguageModel& demo_model() { return bora_test::demo_model(); }
+using bora_test::demo_model;
 
 bora::SampleParams sampled(uint64_t seed, int max_tokens) {
   bora::SampleParams sample;

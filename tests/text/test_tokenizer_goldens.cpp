@@ -17,6 +17,7 @@
 #include "bora/text/tokenizer.hpp"
 #include "bora/text/utf8.hpp"
 #include "bora/io/vocabulary.hpp"
+#include "../support/golden.hpp"
 
 #ifndef BORA_TEST_DATA_DIR
 #define BORA_TEST_DATA_DIR "tests/data"
@@ -24,7 +25,6 @@
 
 namespace {
 
-const std::string kTokenizerDir = std::string(BORA_TEST_DATA_DIR) + "/tokenizer/";
 const std::string kDemoGguf = std::string(BORA_TEST_DATA_DIR) + "/demo-mistral/demo-mistral-Q4_0.gguf";
 
 struct GoldenEncoding {
@@ -98,7 +98,7 @@ const Goldens& goldens() {
   static const Goldens result = [] {
     Goldens g;
     static simdjson::padded_string json;  // the DOM below views into it
-    if (simdjson::padded_string::load(kTokenizerDir + "tokenizer_goldens.json").get(json) != simdjson::SUCCESS) {
+    if (simdjson::padded_string::load(bora_test::tokenizer_path("tokenizer_goldens.json")).get(json) != simdjson::SUCCESS) {
       g.error = "cannot read tokenizer_goldens.json";
       return g;
     }
@@ -173,8 +173,8 @@ const bora::Tokenizer* load_once(const std::string& path) {
   return &cache.back().second;
 }
 
-const bora::Tokenizer* tokenizer_v1() { return load_once(kTokenizerDir + "tokenizer.model.v1"); }
-const bora::Tokenizer* tokenizer_v3() { return load_once(kTokenizerDir + "mistral_instruct_tokenizer_240323.model.v3"); }
+const bora::Tokenizer* tokenizer_v1() { return load_once(bora_test::tokenizer_path("tokenizer.model.v1")); }
+const bora::Tokenizer* tokenizer_v3() { return load_once(bora_test::tokenizer_path("mistral_instruct_tokenizer_240323.model.v3")); }
 const bora::Tokenizer* tokenizer_gguf_v1() { return load_once(kDemoGguf); }
 
 std::string streamed_decode(const bora::Tokenizer& tokenizer, const std::vector<int32_t>& ids, bool* chunks_valid) {
@@ -302,7 +302,7 @@ TEST_CASE("tokenizer goldens: the JSON is there and complete") {
 }
 
 TEST_CASE("tokenizer.model.v1: flags and special pieces as SentencePiece reports them") {
-  bora::Expected<bora::Vocabulary> vocab = bora::load_sentencepiece_model(kTokenizerDir + "tokenizer.model.v1");
+  bora::Expected<bora::Vocabulary> vocab = bora::load_sentencepiece_model(bora_test::tokenizer_path("tokenizer.model.v1"));
   REQUIRE_MESSAGE(vocab.has_value(), vocab.error().str());
   CHECK(vocab->add_dummy_prefix);
   CHECK_FALSE(vocab->remove_extra_whitespaces);
@@ -359,7 +359,7 @@ TEST_CASE("GGUF vocabulary (demo-mistral, real v1 vocabulary): same ids as token
   CHECK(vocab->unk_id == 0);
 
   // Same pieces, scores and types as the .model file.
-  bora::Expected<bora::Vocabulary> model = bora::load_sentencepiece_model(kTokenizerDir + "tokenizer.model.v1");
+  bora::Expected<bora::Vocabulary> model = bora::load_sentencepiece_model(bora_test::tokenizer_path("tokenizer.model.v1"));
   REQUIRE(model.has_value());
   CHECK(vocab->pieces == model->pieces);
   CHECK(vocab->scores == model->scores);

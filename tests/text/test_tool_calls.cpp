@@ -12,10 +12,10 @@
 #include "bora/text/chat_request.hpp"
 #include "bora/text/chat_template.hpp"
 #include "bora/text/tool_calls.hpp"
+#include "../support/golden.hpp"
 
 namespace {
 
-const std::string kTokenizerDir = std::string(BORA_TEST_DATA_DIR) + "/tokenizer/";
 
 std::string read(const std::string& path) {
   simdjson::padded_string text;
@@ -27,7 +27,7 @@ const bora::Tokenizer& tokenizer(const char* file) {
   static std::vector<std::pair<std::string, bora::Tokenizer>> cache;
   for (auto& entry : cache)
     if (entry.first == file) return entry.second;
-  auto loaded = bora::Tokenizer::from_file(kTokenizerDir + file);
+  auto loaded = bora::Tokenizer::from_file(bora_test::tokenizer_path(file));
   REQUIRE(loaded);
   cache.reserve(2);
   cache.emplace_back(file, std::move(*loaded));
@@ -37,7 +37,7 @@ const bora::Tokenizer& v1() { return tokenizer("tokenizer.model.v1"); }
 const bora::Tokenizer& v3() { return tokenizer("mistral_instruct_tokenizer_240323.model.v3"); }
 
 std::vector<int32_t> golden_tokens(const std::string& sample) {
-  const std::string json = read(kTokenizerDir + "chat_samples/" + sample + "/tokens_v3.json");
+  const std::string json = read(bora_test::tokenizer_path(std::string("chat_samples/") + sample + "/tokens_v3.json"));
   simdjson::dom::parser parser;
   simdjson::dom::element root;
   simdjson::dom::array tokens;
@@ -54,7 +54,7 @@ TEST_CASE("chat template v3 with tools: mistral-common's tool samples, token for
   for (const char* sample : {"get_weather_full", "get_weather_no_history", "several_calls"}) {
     CAPTURE(sample);
     std::string tools;
-    auto messages = bora::parse_chat_request(read(kTokenizerDir + "chat_samples/" + sample + "/sample.json"), sample, &tools);
+    auto messages = bora::parse_chat_request(read(bora_test::tokenizer_path(std::string("chat_samples/") + sample + "/sample.json")), sample, &tools);
     REQUIRE_MESSAGE(messages, (messages ? "" : messages.error().str()));
     CHECK_FALSE(tools.empty());
     bora::ChatTemplateOptions options;
@@ -64,7 +64,7 @@ TEST_CASE("chat template v3 with tools: mistral-common's tool samples, token for
     CHECK(*ids == golden_tokens(sample));
     std::string rendered;
     for (const int32_t id : *ids) rendered += v3().piece(id);
-    std::string text = read(kTokenizerDir + "chat_samples/" + sample + "/text_v3.txt");
+    std::string text = read(bora_test::tokenizer_path(std::string("chat_samples/") + sample + "/text_v3.txt"));
     while (!text.empty() && text.back() == '\n') text.pop_back();
     CHECK(rendered == text);
 

@@ -93,29 +93,50 @@ HWY_INLINE void AttentionRowsOfToken(const AttentionRows& a, const float* const*
   // Scores, then weights, padded with -inf so whole vectors can run past key_end.
   HWY_ALIGN float weights[kRows][kAttentionBlockKeys + HWY_MAX_BYTES / sizeof(float)];
 
-  // Two keys at a time, so the two sums of a row form independent chains.
+  // Two keys at a time, so the two sums of a row form independent chains. The sums are named
+  // variables, not arrays: SVE's vectors are sizeless and cannot be array elements.
+  const auto store_scores = [&](int r, int64_t j, int n_keys, const uint8_t* key0, const uint8_t* key1,
+                                hn::Vec<BlockF32> sum0, hn::Vec<BlockF32> sum1) {
+    const uint8_t* key[2] = {key0, key1};
+    const float dot[2] = {hn::GetLane(hn::SumOfLanes(d, sum0)), hn::GetLane(hn::SumOfLanes(d, sum1))};
+    for (int u = 0; u < n_keys; ++u) {
+      float score = dot[u];
+      for (int64_t i = vector_end; i < head_dim; ++i) score += q[r][i] * Reader::value(key[u], i);
+      weights[r][j + u] = score * a.scale;
+    }
+  };
   const auto score_keys = [&](int64_t j, auto n_keys) {
     constexpr int kKeys = decltype(n_keys)::value;
-    const uint8_t* key[kKeys];
-    hn::Vec<BlockF32> sums[kRows][kKeys];
-    for (int u = 0; u < kKeys; ++u) key[u] = keys + (j + u) * key_stride;
-    for (int r = 0; r < kRows; ++r)
-      for (int u = 0; u < kKeys; ++u) sums[r][u] = hn::Zero(d);
+    const uint8_t* key0 = keys + j * key_stride;
+    const uint8_t* key1 = kKeys == 2 ? key0 + key_stride : key0;
+    auto s00 = hn::Zero(d), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00, s31 = s00;
     for (int64_t i = 0; i < vector_end; i += lanes) {
-      hn::Vec<BlockF32> k[kKeys];
-      for (int u = 0; u < kKeys; ++u) k[u] = Reader::load(d, key[u], i);
-      for (int r = 0; r < kRows; ++r) {
-        const auto query = hn::LoadU(d, q[r] + i);
-        for (int u = 0; u < kKeys; ++u) sums[r][u] = hn::MulAdd(query, k[u], sums[r][u]);
+      const auto k0 = Reader::load(d, key0, i);
+      auto k1 = k0;
+      if constexpr (kKeys == 2) k1 = Reader::load(d, key1, i);
+      const auto q0 = hn::LoadU(d, q[0] + i);
+      s00 = hn::MulAdd(q0, k0, s00);
+      if constexpr (kKeys == 2) s01 = hn::MulAdd(q0, k1, s01);
+      if constexpr (kRows > 1) {
+        const auto q1 = hn::LoadU(d, q[1] + i);
+        s10 = hn::MulAdd(q1, k0, s10);
+        if constexpr (kKeys == 2) s11 = hn::MulAdd(q1, k1, s11);
+      }
+      if constexpr (kRows > 2) {
+        const auto q2 = hn::LoadU(d, q[2] + i);
+        s20 = hn::MulAdd(q2, k0, s20);
+        if constexpr (kKeys == 2) s21 = hn::MulAdd(q2, k1, s21);
+      }
+      if constexpr (kRows > 3) {
+        const auto q3 = hn::LoadU(d, q[3] + i);
+        s30 = hn::MulAdd(q3, k0, s30);
+        if constexpr (kKeys == 2) s31 = hn::MulAdd(q3, k1, s31);
       }
     }
-    for (int r = 0; r < kRows; ++r) {
-      for (int u = 0; u < kKeys; ++u) {
-        float score = hn::GetLane(hn::SumOfLanes(d, sums[r][u]));
-        for (int64_t i = vector_end; i < head_dim; ++i) score += q[r][i] * Reader::value(key[u], i);
-        weights[r][j + u] = score * a.scale;
-      }
-    }
+    store_scores(0, j, kKeys, key0, key1, s00, s01);
+    if constexpr (kRows > 1) store_scores(1, j, kKeys, key0, key1, s10, s11);
+    if constexpr (kRows > 2) store_scores(2, j, kKeys, key0, key1, s20, s21);
+    if constexpr (kRows > 3) store_scores(3, j, kKeys, key0, key1, s30, s31);
   };
   int64_t j = key_begin;
   for (; j + 2 <= key_end; j += 2) score_keys(j, std::integral_constant<int, 2>());
@@ -159,26 +180,44 @@ HWY_INLINE void AttentionRowsOfToken(const AttentionRows& a, const float* const*
   }
 
   // Weighted values: keys alternate between two sums per row (independent chains), added at the end.
+  const auto store_row = [&](int r, int64_t i, hn::Vec<BlockF32> even, hn::Vec<BlockF32> odd) {
+    auto block = hn::Add(even, odd);
+    if (!fresh[r]) block = hn::MulAdd(hn::LoadU(d, out[r] + i), hn::Set(d, correction[r]), block);
+    hn::StoreU(block, d, out[r] + i);
+  };
   for (int64_t i = 0; i < vector_end; i += lanes) {
-    hn::Vec<BlockF32> even[kRows], odd[kRows];
-    for (int r = 0; r < kRows; ++r) even[r] = odd[r] = hn::Zero(d);
+    auto even0 = hn::Zero(d), odd0 = even0, even1 = even0, odd1 = even0, even2 = even0, odd2 = even0,
+         even3 = even0, odd3 = even0;
     int64_t k = key_begin;
     for (; k + 2 <= key_end; k += 2) {
       const auto v0 = Reader::load(d, values + k * value_stride, i);
       const auto v1 = Reader::load(d, values + (k + 1) * value_stride, i);
-      for (int r = 0; r < kRows; ++r) {
-        even[r] = hn::MulAdd(hn::Set(d, weights[r][k]), v0, even[r]);
-        odd[r] = hn::MulAdd(hn::Set(d, weights[r][k + 1]), v1, odd[r]);
+      even0 = hn::MulAdd(hn::Set(d, weights[0][k]), v0, even0);
+      odd0 = hn::MulAdd(hn::Set(d, weights[0][k + 1]), v1, odd0);
+      if constexpr (kRows > 1) {
+        even1 = hn::MulAdd(hn::Set(d, weights[1][k]), v0, even1);
+        odd1 = hn::MulAdd(hn::Set(d, weights[1][k + 1]), v1, odd1);
+      }
+      if constexpr (kRows > 2) {
+        even2 = hn::MulAdd(hn::Set(d, weights[2][k]), v0, even2);
+        odd2 = hn::MulAdd(hn::Set(d, weights[2][k + 1]), v1, odd2);
+      }
+      if constexpr (kRows > 3) {
+        even3 = hn::MulAdd(hn::Set(d, weights[3][k]), v0, even3);
+        odd3 = hn::MulAdd(hn::Set(d, weights[3][k + 1]), v1, odd3);
       }
     }
     if (k < key_end) {
       const auto v0 = Reader::load(d, values + k * value_stride, i);
-      for (int r = 0; r < kRows; ++r) even[r] = hn::MulAdd(hn::Set(d, weights[r][k]), v0, even[r]);
+      even0 = hn::MulAdd(hn::Set(d, weights[0][k]), v0, even0);
+      if constexpr (kRows > 1) even1 = hn::MulAdd(hn::Set(d, weights[1][k]), v0, even1);
+      if constexpr (kRows > 2) even2 = hn::MulAdd(hn::Set(d, weights[2][k]), v0, even2);
+      if constexpr (kRows > 3) even3 = hn::MulAdd(hn::Set(d, weights[3][k]), v0, even3);
     }
-    for (int r = 0; r < kRows; ++r) {
-      const auto block = hn::Add(even[r], odd[r]);
-      hn::StoreU(fresh[r] ? block : hn::MulAdd(hn::LoadU(d, out[r] + i), hn::Set(d, correction[r]), block), d, out[r] + i);
-    }
+    store_row(0, i, even0, odd0);
+    if constexpr (kRows > 1) store_row(1, i, even1, odd1);
+    if constexpr (kRows > 2) store_row(2, i, even2, odd2);
+    if constexpr (kRows > 3) store_row(3, i, even3, odd3);
   }
   for (int64_t i = vector_end; i < head_dim; ++i) {
     for (int r = 0; r < kRows; ++r) {
