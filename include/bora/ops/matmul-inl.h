@@ -389,6 +389,10 @@ HWY_INLINE void VnniRows(const uint8_t* data, uint64_t row_bytes, int64_t row, i
     for (int r = 0; r < R; ++r) {
       Family::DecodeUnsigned(data + static_cast<uint64_t>(row + r) * row_bytes + static_cast<uint64_t>(s * Family::kBytes), &w[r]);
     }
+    // The decoded bytes are read back from L1 by broadcast loads, which cost no shuffle: left to
+    // itself the compiler extracts each group of four from registers with two shuffles, which
+    // compete with vpdpbusd for the vector ports.
+    asm volatile("" : : : "memory");
     for (int j = 0; j < kBlocksPerSuper; ++j) {
       const int64_t b = s * kBlocksPerSuper + j;
       const uint8_t* xb = p.q + b * 8 * 4 * kPrefillTokens;
@@ -411,21 +415,27 @@ HWY_INLINE void VnniRows(const uint8_t* data, uint64_t row_bytes, int64_t row, i
   }
 }
 
+// Rows four at a time in tiles of 16, written out per token as one 64-byte line: storing each row's
+// 32 tokens straight into y would touch 32 lines a row apart (y_stride floats) for every four rows.
 template <class Family>
 HWY_INLINE void VnniMatmul(const uint8_t* data, uint64_t row_bytes, int64_t n, const PackedTokens& p,
                            int64_t count, float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
-  constexpr int kRows = 4;
-  float out[kRows][kPrefillTokens];
-  for (int64_t r = row_begin; r < row_end; r += kRows) {
-    const int64_t rows = (row_end - r < kRows) ? row_end - r : kRows;
-    switch (rows) {
-      case 4: VnniRows<Family, 4>(data, row_bytes, r, n, p, out); break;
-      case 3: VnniRows<Family, 3>(data, row_bytes, r, n, p, out); break;
-      case 2: VnniRows<Family, 2>(data, row_bytes, r, n, p, out); break;
-      default: VnniRows<Family, 1>(data, row_bytes, r, n, p, out); break;
+  constexpr int64_t kRows = 4, kTileRows = 16;
+  float out[kTileRows][kPrefillTokens];
+  for (int64_t tile = row_begin; tile < row_end; tile += kTileRows) {
+    const int64_t tile_rows = (row_end - tile < kTileRows) ? row_end - tile : kTileRows;
+    for (int64_t k = 0; k < tile_rows; k += kRows) {
+      const int64_t rows = (tile_rows - k < kRows) ? tile_rows - k : kRows;
+      switch (rows) {
+        case 4: VnniRows<Family, 4>(data, row_bytes, tile + k, n, p, out + k); break;
+        case 3: VnniRows<Family, 3>(data, row_bytes, tile + k, n, p, out + k); break;
+        case 2: VnniRows<Family, 2>(data, row_bytes, tile + k, n, p, out + k); break;
+        default: VnniRows<Family, 1>(data, row_bytes, tile + k, n, p, out + k); break;
+      }
     }
-    for (int64_t k = 0; k < rows; ++k) {
-      for (int64_t t = 0; t < count; ++t) y[t * y_stride + r + k] = out[k][t];
+    for (int64_t t = 0; t < count; ++t) {
+      float* yt = y + t * y_stride + tile;
+      for (int64_t k = 0; k < tile_rows; ++k) yt[k] = out[k][t];
     }
   }
 }
