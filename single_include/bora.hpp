@@ -1440,6 +1440,7 @@ HWY_INLINE bool MatvecQ4_0Windows(const uint8_t* data, uint64_t row_bytes, int64
 //   DotLevels<kLevels>(row, n, x)  one token whose activations come in kLevels levels, one pass
 //   DecodeUnsigned(block, out)     the block for the prefill kernel (DecodedWeights, x86-inl.h), with
 //   kSplitHalves                   whether its two 16-value halves have their own scales
+//   kCommonOffset                  whether every block's offset is the same multiple of its scale
 
 // Q8_0 and Q4_0 differ only in how a block stores its 32 values after the f16 scale: what they
 // share (every kernel but the decoders) lives here once. Derived supplies DecodeF32, DecodeI8 and,
@@ -1451,6 +1452,8 @@ struct LegacyFamily {
 
 #if BORA_OPS_X86_VNNI
   static constexpr bool kSplitHalves = false;
+  static constexpr bool kCommonOffset = true;
+  static constexpr float CommonOffset() { return Derived::kUnsignedOffset; }
   static HWY_INLINE void DecodeUnsigned(const uint8_t* block, DecodedWeights* out) {
     const float d = X86Half(block);
     _mm256_store_si256(reinterpret_cast<__m256i*>(out->u), Derived::UnsignedValues(block));
@@ -1846,6 +1849,7 @@ struct KQuantFamily {
 
 #if BORA_OPS_X86_VNNI
   static constexpr bool kSplitHalves = false;
+  static constexpr bool kCommonOffset = false;
   // u = q; the mins are the offsets (only the first half of each 32-value sub-block is read).
   static HWY_INLINE void DecodeUnsigned(const uint8_t* block, DecodedWeights* out) {
     const KQuantHeader header = UnpackKQuantHeader(block);
@@ -2107,6 +2111,7 @@ struct Q6_KFamily {
 
 #if BORA_OPS_X86_VNNI
   static constexpr bool kSplitHalves = true;
+  static constexpr bool kCommonOffset = false;
   // u = q in 0..63; the "- 32" is the offset 32 * scale of each 16-value half.
   static HWY_INLINE void DecodeUnsigned(const uint8_t* block, DecodedWeights* out) {
     const float d = X86Half(block + quant::Q6_KBlock::kScaleOffset);
@@ -2514,6 +2519,23 @@ HWY_INLINE void VnniScale(const DecodedWeights* w, int half_index, const __m512i
   }
 }
 
+// Legacy blocks (Q8_0, Q4_0) store u = w + c with the same c in every block, so the offset is c times
+// the block's scale, which then factors out: acc += scale * (sum * dx - c * d_sum), two multiply-adds
+// per vector where VnniScale needs a multiply and two.
+template <int R>
+HWY_INLINE void VnniScaleCommonOffset(const DecodedWeights* w, float offset, const __m512i (&sums)[R][2],
+                                      const float* d, const float* d_sum, __m512 (&acc)[R][2]) {
+  const __m512 c = _mm512_set1_ps(offset);
+  const __m512 dx0 = _mm512_loadu_ps(d), dx1 = _mm512_loadu_ps(d + 16);
+  const __m512 cs0 = _mm512_mul_ps(c, _mm512_loadu_ps(d_sum)), cs1 = _mm512_mul_ps(c, _mm512_loadu_ps(d_sum + 16));
+  HWY_UNROLL(4)
+  for (int r = 0; r < R; ++r) {
+    const __m512 s = _mm512_set1_ps(w[r].scale[0]);
+    acc[r][0] = _mm512_fmadd_ps(s, _mm512_fmsub_ps(_mm512_cvtepi32_ps(sums[r][0]), dx0, cs0), acc[r][0]);
+    acc[r][1] = _mm512_fmadd_ps(s, _mm512_fmsub_ps(_mm512_cvtepi32_ps(sums[r][1]), dx1, cs1), acc[r][1]);
+  }
+}
+
 // R consecutive rows starting at `row` against the packed tokens; out[r][t].
 template <class Family, int R>
 HWY_INLINE void VnniRows(const uint8_t* data, uint64_t row_bytes, int64_t row, int64_t n, const PackedTokens& p,
@@ -2529,16 +2551,23 @@ HWY_INLINE void VnniRows(const uint8_t* data, uint64_t row_bytes, int64_t row, i
     for (int r = 0; r < R; ++r) {
       Family::DecodeUnsigned(data + static_cast<uint64_t>(row + r) * row_bytes + static_cast<uint64_t>(s * Family::kBytes), &w[r]);
     }
+    // The decoded bytes are read back from L1 by broadcast loads, which cost no shuffle: left to
+    // itself the compiler extracts each group of four from registers with two shuffles, which
+    // compete with vpdpbusd for the vector ports.
+    asm volatile("" : : : "memory");
     for (int j = 0; j < kBlocksPerSuper; ++j) {
       const int64_t b = s * kBlocksPerSuper + j;
       const uint8_t* xb = p.q + b * 8 * 4 * kPrefillTokens;
       const float* d = p.d + b * kPrefillTokens;
       __m512i sums[R][2];
-      if (Family::kSplitHalves) {
+      if constexpr (Family::kSplitHalves) {
         VnniGroupSums<R>(w, 32 * j, xb, 0, 4, sums);
         VnniScale<R>(w, 2 * j, sums, d, p.d_sum_low + b * kPrefillTokens, acc);
         VnniGroupSums<R>(w, 32 * j, xb, 4, 4, sums);
         VnniScale<R>(w, 2 * j + 1, sums, d, p.d_sum_high + b * kPrefillTokens, acc);
+      } else if constexpr (Family::kCommonOffset) {
+        VnniGroupSums<R>(w, 32 * j, xb, 0, 8, sums);
+        VnniScaleCommonOffset<R>(w, Family::CommonOffset(), sums, d, p.d_sum + b * kPrefillTokens, acc);
       } else {
         VnniGroupSums<R>(w, 32 * j, xb, 0, 8, sums);
         VnniScale<R>(w, 2 * j, sums, d, p.d_sum + b * kPrefillTokens, acc);
@@ -2551,21 +2580,27 @@ HWY_INLINE void VnniRows(const uint8_t* data, uint64_t row_bytes, int64_t row, i
   }
 }
 
+// Rows four at a time in tiles of 16, written out per token as one 64-byte line: storing each row's
+// 32 tokens straight into y would touch 32 lines a row apart (y_stride floats) for every four rows.
 template <class Family>
 HWY_INLINE void VnniMatmul(const uint8_t* data, uint64_t row_bytes, int64_t n, const PackedTokens& p,
                            int64_t count, float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
-  constexpr int kRows = 4;
-  float out[kRows][kPrefillTokens];
-  for (int64_t r = row_begin; r < row_end; r += kRows) {
-    const int64_t rows = (row_end - r < kRows) ? row_end - r : kRows;
-    switch (rows) {
-      case 4: VnniRows<Family, 4>(data, row_bytes, r, n, p, out); break;
-      case 3: VnniRows<Family, 3>(data, row_bytes, r, n, p, out); break;
-      case 2: VnniRows<Family, 2>(data, row_bytes, r, n, p, out); break;
-      default: VnniRows<Family, 1>(data, row_bytes, r, n, p, out); break;
+  constexpr int64_t kRows = 4, kTileRows = 16;
+  float out[kTileRows][kPrefillTokens];
+  for (int64_t tile = row_begin; tile < row_end; tile += kTileRows) {
+    const int64_t tile_rows = (row_end - tile < kTileRows) ? row_end - tile : kTileRows;
+    for (int64_t k = 0; k < tile_rows; k += kRows) {
+      const int64_t rows = (tile_rows - k < kRows) ? tile_rows - k : kRows;
+      switch (rows) {
+        case 4: VnniRows<Family, 4>(data, row_bytes, tile + k, n, p, out + k); break;
+        case 3: VnniRows<Family, 3>(data, row_bytes, tile + k, n, p, out + k); break;
+        case 2: VnniRows<Family, 2>(data, row_bytes, tile + k, n, p, out + k); break;
+        default: VnniRows<Family, 1>(data, row_bytes, tile + k, n, p, out + k); break;
+      }
     }
-    for (int64_t k = 0; k < rows; ++k) {
-      for (int64_t t = 0; t < count; ++t) y[t * y_stride + r + k] = out[k][t];
+    for (int64_t t = 0; t < count; ++t) {
+      float* yt = y + t * y_stride + tile;
+      for (int64_t k = 0; k < tile_rows; ++k) yt[k] = out[k][t];
     }
   }
 }

@@ -300,6 +300,7 @@ struct KQuantFamily {
 
 #if BORA_OPS_X86_VNNI
   static constexpr bool kSplitHalves = false;
+  static constexpr bool kCommonOffset = false;
   // u = q; the mins are the offsets (only the first half of each 32-value sub-block is read).
   static HWY_INLINE void DecodeUnsigned(const uint8_t* block, DecodedWeights* out) {
     const KQuantHeader header = UnpackKQuantHeader(block);

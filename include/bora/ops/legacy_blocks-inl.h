@@ -440,6 +440,7 @@ HWY_INLINE bool MatvecQ4_0Windows(const uint8_t* data, uint64_t row_bytes, int64
 //   DotLevels<kLevels>(row, n, x)  one token whose activations come in kLevels levels, one pass
 //   DecodeUnsigned(block, out)     the block for the prefill kernel (DecodedWeights, x86-inl.h), with
 //   kSplitHalves                   whether its two 16-value halves have their own scales
+//   kCommonOffset                  whether every block's offset is the same multiple of its scale
 
 // Q8_0 and Q4_0 differ only in how a block stores its 32 values after the f16 scale: what they
 // share (every kernel but the decoders) lives here once. Derived supplies DecodeF32, DecodeI8 and,
@@ -451,6 +452,8 @@ struct LegacyFamily {
 
 #if BORA_OPS_X86_VNNI
   static constexpr bool kSplitHalves = false;
+  static constexpr bool kCommonOffset = true;
+  static constexpr float CommonOffset() { return Derived::kUnsignedOffset; }
   static HWY_INLINE void DecodeUnsigned(const uint8_t* block, DecodedWeights* out) {
     const float d = X86Half(block);
     _mm256_store_si256(reinterpret_cast<__m256i*>(out->u), Derived::UnsignedValues(block));

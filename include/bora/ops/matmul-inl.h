@@ -374,6 +374,23 @@ HWY_INLINE void VnniScale(const DecodedWeights* w, int half_index, const __m512i
   }
 }
 
+// Legacy blocks (Q8_0, Q4_0) store u = w + c with the same c in every block, so the offset is c times
+// the block's scale, which then factors out: acc += scale * (sum * dx - c * d_sum), two multiply-adds
+// per vector where VnniScale needs a multiply and two.
+template <int R>
+HWY_INLINE void VnniScaleCommonOffset(const DecodedWeights* w, float offset, const __m512i (&sums)[R][2],
+                                      const float* d, const float* d_sum, __m512 (&acc)[R][2]) {
+  const __m512 c = _mm512_set1_ps(offset);
+  const __m512 dx0 = _mm512_loadu_ps(d), dx1 = _mm512_loadu_ps(d + 16);
+  const __m512 cs0 = _mm512_mul_ps(c, _mm512_loadu_ps(d_sum)), cs1 = _mm512_mul_ps(c, _mm512_loadu_ps(d_sum + 16));
+  HWY_UNROLL(4)
+  for (int r = 0; r < R; ++r) {
+    const __m512 s = _mm512_set1_ps(w[r].scale[0]);
+    acc[r][0] = _mm512_fmadd_ps(s, _mm512_fmsub_ps(_mm512_cvtepi32_ps(sums[r][0]), dx0, cs0), acc[r][0]);
+    acc[r][1] = _mm512_fmadd_ps(s, _mm512_fmsub_ps(_mm512_cvtepi32_ps(sums[r][1]), dx1, cs1), acc[r][1]);
+  }
+}
+
 // R consecutive rows starting at `row` against the packed tokens; out[r][t].
 template <class Family, int R>
 HWY_INLINE void VnniRows(const uint8_t* data, uint64_t row_bytes, int64_t row, int64_t n, const PackedTokens& p,
@@ -398,11 +415,14 @@ HWY_INLINE void VnniRows(const uint8_t* data, uint64_t row_bytes, int64_t row, i
       const uint8_t* xb = p.q + b * 8 * 4 * kPrefillTokens;
       const float* d = p.d + b * kPrefillTokens;
       __m512i sums[R][2];
-      if (Family::kSplitHalves) {
+      if constexpr (Family::kSplitHalves) {
         VnniGroupSums<R>(w, 32 * j, xb, 0, 4, sums);
         VnniScale<R>(w, 2 * j, sums, d, p.d_sum_low + b * kPrefillTokens, acc);
         VnniGroupSums<R>(w, 32 * j, xb, 4, 4, sums);
         VnniScale<R>(w, 2 * j + 1, sums, d, p.d_sum_high + b * kPrefillTokens, acc);
+      } else if constexpr (Family::kCommonOffset) {
+        VnniGroupSums<R>(w, 32 * j, xb, 0, 8, sums);
+        VnniScaleCommonOffset<R>(w, Family::CommonOffset(), sums, d, p.d_sum + b * kPrefillTokens, acc);
       } else {
         VnniGroupSums<R>(w, 32 * j, xb, 0, 8, sums);
         VnniScale<R>(w, 2 * j, sums, d, p.d_sum + b * kPrefillTokens, acc);

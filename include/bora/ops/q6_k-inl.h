@@ -221,6 +221,7 @@ struct Q6_KFamily {
 
 #if BORA_OPS_X86_VNNI
   static constexpr bool kSplitHalves = true;
+  static constexpr bool kCommonOffset = false;
   // u = q in 0..63; the "- 32" is the offset 32 * scale of each 16-value half.
   static HWY_INLINE void DecodeUnsigned(const uint8_t* block, DecodedWeights* out) {
     const float d = X86Half(block + quant::Q6_KBlock::kScaleOffset);
