@@ -44,6 +44,7 @@ void usage() {
                "usage: serve -m MODEL [--host 127.0.0.1] [--port 8080] [--parallel N] [--ctx N] [--threads N]\n"
                "             [--api-key KEY] [--max-queue N] [--max-body BYTES] [--model-name NAME] [--kv-type f16|q8_0|f32]\n"
                "  OpenAI: POST /v1/chat/completions, POST /v1/completions (streamed or not), GET /v1/models\n"
+               "          response_format json_object / json_schema; chat: tools, tool_choice, tool messages\n"
                "  Bedrock (Mistral): POST /model/{modelId}/invoke        GET /health\n"
                "  --port 0        take a free port (the 'listening on' line names it)\n"
                "  --parallel N    sequences generated at once (default 4); --max-queue N more may wait (default 32)\n"
@@ -117,7 +118,7 @@ class Service {
  public:
   Service(const Options& options, const bora::Tokenizer& tokenizer, bora::ChatTemplate chat_template,
           serve::Engine& engine)
-      : options_(options), prompts_(tokenizer, chat_template), engine_(engine),
+      : options_(options), tokenizer_(tokenizer), prompts_(tokenizer, chat_template), engine_(engine),
         started_(static_cast<int64_t>(std::time(nullptr))), random_(std::random_device{}()) {
     char prefix[16];
     std::snprintf(prefix, sizeof(prefix), "%08" PRIx32, static_cast<uint32_t>(random_()));
@@ -266,13 +267,69 @@ class Service {
     return std::string(api == Api::kChat ? "chatcmpl-" : "cmpl-") + suffix;
   }
 
+  // response_format and tools: the constraint sampling is held to, and the token that marks a reply's
+  // calls ([TOOL_CALLS]; -1 when the reply cannot have any).
+  bool prepare_structure(const serve::GenerationRequest& request, bora::SampleParams* sample, int32_t* mark_token,
+                         ApiError* error) {
+    *mark_token = -1;
+    if (request.response_format != serve::ResponseFormat::kText) {
+      auto grammar = request.response_format == serve::ResponseFormat::kJsonObject
+                         ? bora::json_object_grammar()
+                         : bora::json_schema_grammar(request.json_schema);
+      bora::Expected<std::shared_ptr<const bora::GrammarConstraint>> constraint =
+          grammar ? bora::GrammarConstraint::create(std::move(*grammar), tokenizer_)
+                  : bora::Expected<std::shared_ptr<const bora::GrammarConstraint>>(grammar.error());
+      if (!constraint) {
+        *error = serve::invalid_request("'response_format': " + constraint.error().str(), "response_format", "invalid_schema");
+        return false;
+      }
+      sample->constraint = *constraint;
+    }
+    if (request.tools.empty() || request.tool_choice == serve::ToolChoice::kNone) return true;
+    *mark_token = bora::tool_calls_token(tokenizer_);
+    if (prompts_.chat_template() == bora::ChatTemplate::kMistralV1 || *mark_token < 0) {
+      *error = serve::invalid_request(
+          "'tools': this model has no tool tokens (chat template mistral-v1: Mistral 7B v0.1/v0.2, Mixtral 8x7B v0.1); "
+          "function calling needs a model with a v2/v3 tokenizer such as Mistral 7B v0.3. For structured output with "
+          "this model, use response_format json_schema",
+          "tools", "unsupported_parameter");
+      return false;
+    }
+    if (request.tool_choice == serve::ToolChoice::kAuto) return true;  // free to answer or call; parsed if it calls
+    bora::ToolCallGrammarOptions options;
+    if (request.tool_choice == serve::ToolChoice::kNamed) options.only_function = request.tool_choice_name;
+    options.max_calls = request.parallel_tool_calls ? 8 : 1;
+    auto constraint = bora::tool_calls_constraint(request.tools, tokenizer_, options);
+    if (!constraint) {
+      *error = serve::invalid_request("'tools': " + constraint.error().str(), "tools", "invalid_schema");
+      return false;
+    }
+    sample->constraint = *constraint;
+    return true;
+  }
+
+  // The reply's calls: the text after the mark, parsed, each call with a fresh id (9 alphanumeric
+  // characters, as vLLM's Mistral parser expects); `text` keeps what came before. False (nothing
+  // changes) without a mark or when the text after it is not calls.
+  bool split_tool_calls(std::string* text, int64_t mark, std::vector<bora::ToolCall>* calls) {
+    if (mark < 0 || static_cast<size_t>(mark) > text->size()) return false;
+    auto parsed = bora::parse_tool_calls(std::string_view(*text).substr(static_cast<size_t>(mark)));
+    if (!parsed) return false;
+    bora::Xoshiro256 rng(random_seed());
+    for (bora::ToolCall& call : *parsed) call.id = bora::make_tool_call_id(rng);
+    *calls = std::move(*parsed);
+    text->resize(static_cast<size_t>(mark));
+    return true;
+  }
+
   void generate(Api api, const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
     std::string body;
     ApiError error;
     serve::GenerationRequest request;
     std::vector<int32_t> prompt;
+    int32_t mark_token = -1;
     if (!read_body(reader, res, &body, &error) || !serve::parse_generation_request(api, body, &request, &error) ||
-        !prompts_.build(request, &prompt, &error)) {
+        !prepare_structure(request, &request.sample, &mark_token, &error) || !prompts_.build(request, &prompt, &error)) {
       if (error.status == 413) res.set_header("Connection", "close");
       return reply_error(req, res, error);
     }
@@ -293,10 +350,17 @@ class Service {
     // A chat reply is a text of its own: its first piece loses the space SentencePiece puts in front
     // (as Session::chat does), unless it continues an assistant prefix.
     job.starts_text = api == Api::kChat && !request.continue_final_message;
-    if (request.ignore_eos) {
-      const int32_t eos = prompts_.eos_id();
-      job.on_logits = [eos](bora::SequenceId, float* logits, int64_t n_vocab) {
-        if (eos >= 0 && eos < n_vocab) logits[eos] = -std::numeric_limits<float>::infinity();
+    // Tokens the reply may not have: EOS with ignore_eos, [TOOL_CALLS] with tool_choice "none".
+    std::vector<int32_t> forbidden;
+    if (request.ignore_eos) forbidden.push_back(prompts_.eos_id());
+    if (request.tool_choice == serve::ToolChoice::kNone && !request.tools.empty()) {
+      forbidden.push_back(bora::tool_calls_token(tokenizer_));
+    }
+    if (!forbidden.empty()) {
+      job.on_logits = [forbidden](bora::SequenceId, float* logits, int64_t n_vocab) {
+        for (const int32_t id : forbidden) {
+          if (id >= 0 && id < n_vocab) logits[id] = -std::numeric_limits<float>::infinity();
+        }
       };
     }
     // The cache holds the prompt and at most max_tokens more, within --ctx; a reply that reaches the
@@ -304,7 +368,7 @@ class Service {
     const int64_t wanted = job.sample.max_tokens >= 0 ? n_prompt + job.sample.max_tokens : options_.ctx;
     job.n_ctx = std::min(wanted, options_.ctx);
 
-    serve::Engine::Admission admission = engine_.submit(std::move(job));
+    serve::Engine::Admission admission = engine_.submit(std::move(job), mark_token);
     if (admission.refusal != serve::Engine::Refusal::kNone) {
       error = serve::invalid_request(admission.message, api == Api::kChat ? "messages" : "prompt");
       if (admission.refusal == serve::Engine::Refusal::kBusy) {
@@ -321,7 +385,7 @@ class Service {
 
     serve::ResponseHeader header{next_id(api), static_cast<int64_t>(std::time(nullptr)), options_.model_name};
     if (request.stream && api != Api::kBedrock) {
-      return stream(api, res, std::move(header), admission, request.include_usage);
+      return stream(api, res, std::move(header), admission, request.include_usage, mark_token >= 0);
     }
 
     std::string text;
@@ -333,25 +397,32 @@ class Service {
       res.set_content(serve::bedrock_body(text, finish_reason), "application/json");
       return;
     }
+    std::vector<bora::ToolCall> calls;
+    if (mark_token >= 0 && split_tool_calls(&text, admission.completion->mark(), &calls)) finish_reason = "tool_calls";
     const serve::Usage usage{outcome.n_prompt_tokens, outcome.n_generated};
-    res.set_content(serve::completion_body(api, header, text, finish_reason, usage), "application/json");
+    res.set_content(serve::completion_body(api, header, text, finish_reason, usage, calls), "application/json");
   }
 
   // Server-sent events: one `data: {chunk}` per piece of text as the scheduler produces it, then the
   // chunk with finish_reason, the usage chunk when asked, and `data: [DONE]`. A write that fails
-  // (the client left) cancels the sequence.
+  // (the client left) cancels the sequence. With tools, the text after [TOOL_CALLS] is held back and
+  // sent, once it parses, as one chunk of whole tool_calls deltas before the finish_reason chunk.
   struct StreamState {
     Api api;
     serve::ResponseHeader header;
     serve::Engine::Admission admission;
     bool include_usage;
+    bool tools;
     bool started = false;
     bool ended = false;
+    int64_t taken = 0;       // bytes of output taken from the Completion so far
+    std::string calls_text;  // the text after the mark
   };
 
   void stream(Api api, httplib::Response& res, serve::ResponseHeader header, const serve::Engine::Admission& admission,
-              bool include_usage) {
-    auto state = std::make_shared<StreamState>(StreamState{api, std::move(header), admission, include_usage});
+              bool include_usage, bool tools) {
+    auto state = std::make_shared<StreamState>(StreamState{api, std::move(header), admission, include_usage, tools, false,
+                                                           false, 0, std::string()});
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
     engine_.response_opened();
@@ -378,6 +449,15 @@ class Service {
     std::string text;
     serve::Outcome outcome;
     const bool finished = s.admission.completion->wait_for(std::chrono::milliseconds(250), &text, &outcome);
+    const int64_t mark = s.tools ? s.admission.completion->mark() : -1;
+    if (mark >= 0) {  // the mark comes before any text after it, so it splits this piece or a later one
+      const size_t content = static_cast<size_t>(std::max<int64_t>(0, std::min<int64_t>(static_cast<int64_t>(text.size()), mark - s.taken)));
+      s.calls_text += text.substr(content);
+      s.taken += static_cast<int64_t>(text.size());
+      text.resize(content);
+    } else {
+      s.taken += static_cast<int64_t>(text.size());
+    }
     if (!text.empty() && !send(serve::chunk_body(s.api, s.header, nullptr, text, nullptr, s.include_usage))) return false;
     if (!finished) return true;
     s.ended = true;
@@ -386,6 +466,16 @@ class Service {
       if (!send(serve::error_body(error))) return false;
     } else {
       const char* reason = finish_reason_of(outcome.reason);
+      if (mark >= 0) {
+        std::vector<bora::ToolCall> calls;
+        if (split_tool_calls(&s.calls_text, 0, &calls)) {
+          if (!send(serve::tool_calls_chunk_body(s.header, calls, s.include_usage))) return false;
+          reason = "tool_calls";
+        } else if (!s.calls_text.empty() &&
+                   !send(serve::chunk_body(s.api, s.header, nullptr, s.calls_text, nullptr, s.include_usage))) {
+          return false;  // not calls after all: the text is the reply's content
+        }
+      }
       if (!send(serve::chunk_body(s.api, s.header, nullptr, "", reason, s.include_usage))) return false;
       if (s.include_usage &&
           !send(serve::usage_chunk_body(s.api, s.header, serve::Usage{outcome.n_prompt_tokens, outcome.n_generated}))) {
@@ -398,6 +488,7 @@ class Service {
   }
 
   const Options& options_;
+  const bora::Tokenizer& tokenizer_;
   serve::PromptBuilder prompts_;
   serve::Engine& engine_;
   const int64_t started_;

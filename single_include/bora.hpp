@@ -11617,7 +11617,9 @@ inline Expected<Grammar> parse_gbnf(std::string_view text) {
 // cheap: the vocabulary is one byte trie walked depth-first (a dead byte prunes every token below it);
 // the grammar's pushdown configurations (sets of stacks) are interned into states of a DFA built
 // lazily, so a byte is one table lookup after its first time; and each state's mask is kept, so a
-// string body or a repeated separator costs a copy.
+// string body or a repeated separator costs a copy. DFA and masks together stay under a byte budget
+// (GrammarConstraintOptions::max_cache_bytes): past it the cache starts over and matchers replay their
+// own text, so a hostile grammar costs time, never unbounded memory.
 // GrammarConstraint is compiled once per grammar and vocabulary and shared (it is thread-safe);
 // GrammarMatcher is the per-sequence cursor that SampleParams::constraint creates in each Sampler.
 #ifndef BORA_TEXT_GRAMMAR_CONSTRAINT_HPP
@@ -11639,6 +11641,17 @@ inline Expected<Grammar> parse_gbnf(std::string_view text) {
 
 namespace bora {
 
+struct GrammarConstraintOptions {
+  // Tokens forced, in order, before the grammar's text begins; control tokens are allowed here (a
+  // tool call's [TOOL_CALLS]).
+  std::vector<int32_t> leading_tokens;
+  // Upper bound on the lazily built DFA and its cached masks, in bytes. Past it the cache starts
+  // over (matchers replay their own text), so a hostile grammar costs time, never unbounded memory.
+  size_t max_cache_bytes = size_t{128} << 20;
+};
+
+class GrammarMatcher;
+
 class GrammarConstraint {
  public:
   // The DFA state no byte leads out of and that is not complete.
@@ -11646,13 +11659,27 @@ class GrammarConstraint {
 
   // Token bytes are what the tokenizer's streaming decoder shows for each token in mid-text ("▁" as a
   // space, <0xNN> as its byte); control tokens and <unk> are never allowed, EOS only when complete.
-  static Expected<std::shared_ptr<const GrammarConstraint>> create(Grammar grammar, const Tokenizer& tokenizer) {
+  static Expected<std::shared_ptr<const GrammarConstraint>> create(Grammar grammar, const Tokenizer& tokenizer,
+                                                                   const GrammarConstraintOptions& options = {}) {
+    for (const int32_t token : options.leading_tokens) {
+      if (token < 0 || static_cast<size_t>(token) >= tokenizer.vocab_size() || token == tokenizer.eos_id())
+        return make_error(ErrorCode::kInvalidArgument, "grammar constraint: leading token %d is not a usable token", token);
+    }
     std::shared_ptr<GrammarConstraint> c(new (std::nothrow) GrammarConstraint(std::move(grammar)));
     if (!c) return make_error(ErrorCode::kOutOfMemory, "grammar constraint: out of memory");
     c->eos_id_ = tokenizer.eos_id();
     c->vocab_size_ = tokenizer.vocab_size();
+    c->leading_tokens_ = options.leading_tokens;
     c->build_trie(tokenizer);
-    c->initial_ = c->start_state();
+    const size_t mask_bytes = c->mask_words() * sizeof(uint64_t);
+    // A quarter of the budget for masks (at least one), the rest for the DFA.
+    c->max_masks_ = std::max<size_t>(1, std::min(kMaxCachedMasks, options.max_cache_bytes / 4 / mask_bytes));
+    c->max_dfa_bytes_ = std::max<size_t>(options.max_cache_bytes - std::min(options.max_cache_bytes, c->max_masks_ * mask_bytes),
+                                         size_t{64} << 10);
+    {
+      std::lock_guard<std::mutex> lock(c->mutex_);
+      c->initial_ = c->start_state();
+    }
     if (c->initial_ == kDead) return make_error(ErrorCode::kInvalidArgument, "grammar: the root rule matches nothing");
     return std::shared_ptr<const GrammarConstraint>(std::move(c));
   }
@@ -11664,38 +11691,67 @@ class GrammarConstraint {
     std::lock_guard<std::mutex> lock(mutex_);
     return states_.size();
   }
+  // What the DFA and the cached masks hold now, in bytes (an estimate of their heap use), and how
+  // often the cache has started over.
+  size_t cache_bytes() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return dfa_bytes_ + mask_pool_.size() * sizeof(uint64_t);
+  }
+  uint64_t cache_restarts() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return epoch_;
+  }
   int32_t eos_id() const { return eos_id_; }
   size_t vocab_size() const { return vocab_size_; }
   size_t mask_words() const { return (vocab_size_ + 63) / 64; }
-  int32_t initial_state() const { return initial_; }
+  const std::vector<int32_t>& leading_tokens() const { return leading_tokens_; }
 
-  bool is_complete(int32_t state) const {
+ private:
+  friend class GrammarMatcher;
+  static constexpr size_t kMaxCachedMasks = 4096;    // 16 MiB of masks for a 32k vocabulary
+  static constexpr size_t kMaxClosureWork = 200000;  // stack expansions per step, for hostile grammars
+
+  // A matcher's place: a DFA state of cache generation `epoch`. The matcher keeps the bytes it has
+  // accepted, so a cursor from before a restart of the cache is rebuilt by replaying them.
+  struct Cursor {
+    int32_t state = kDead;
+    uint64_t epoch = 0;
+    bool complete = false;
+  };
+
+  Cursor start() const {
     std::lock_guard<std::mutex> lock(mutex_);
-    return states_[static_cast<size_t>(state)].accepting;
+    return Cursor{initial_, epoch_, states_[static_cast<size_t>(initial_)].accepting};
   }
 
-  // The state after `bytes`; kDead when they leave the language.
-  int32_t advance(int32_t state, const uint8_t* bytes, size_t size) const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (size_t i = 0; i < size && state != kDead; ++i) state = step(state, bytes[i]);
-    return state;
-  }
-  // The state after a token's bytes; kDead for a token that is never allowed (control, <unk>).
-  int32_t advance_token(int32_t state, int32_t token) const {
-    if (token < 0 || static_cast<size_t>(token) >= vocab_size_) return kDead;
+  // The bytes a token stands for in the grammar; empty for a token never allowed (control, <unk>).
+  std::string_view token_text(int32_t token) const {
+    if (token < 0 || static_cast<size_t>(token) >= vocab_size_) return std::string_view();
     const TokenBytes& t = token_bytes_[static_cast<size_t>(token)];
-    if (t.size == 0) return kDead;
-    return advance(state, token_arena_.data() + t.offset, t.size);
+    return std::string_view(reinterpret_cast<const char*>(token_arena_.data()) + t.offset, t.size);
   }
 
-  // Bit i of `bits` (mask_words() words) set when token i may come next in `state`. EOS is allowed
-  // when the state is complete, and also when no token fits (a dead end must still be able to stop).
-  void allowed_tokens(int32_t state, uint64_t* bits) const {
+  // Moves the cursor past `bytes`; false (cursor unchanged) when they leave the language.
+  bool advance(Cursor* cursor, const std::string& history, std::string_view bytes) const {
     std::lock_guard<std::mutex> lock(mutex_);
-    State& s = states_[static_cast<size_t>(state)];
+    refresh(cursor, history);
+    int32_t state = cursor->state;
+    for (size_t i = 0; i < bytes.size() && state != kDead; ++i) state = step(state, static_cast<uint8_t>(bytes[i]));
+    if (state == kDead) return false;
+    cursor->state = state;
+    cursor->complete = states_[static_cast<size_t>(state)].accepting;
+    return true;
+  }
+
+  // Bit i of `bits` (mask_words() words) set when token i may come next. EOS is allowed when the state
+  // is complete, and also when no token fits (a dead end must still be able to stop).
+  void allowed_tokens(Cursor* cursor, const std::string& history, uint64_t* bits) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    refresh(cursor, history);
+    const int32_t state = cursor->state;
     const size_t words = mask_words();
-    if (s.mask_slot < 0) {
-      if (mask_pool_.size() >= kMaxCachedMasks * words) {  // the cache is only a cache: start over
+    if (states_[static_cast<size_t>(state)].mask_slot < 0) {
+      if (mask_pool_.size() >= max_masks_ * words) {  // the cache is only a cache: start over
         for (State& other : states_) other.mask_slot = -1;
         mask_pool_.clear();
       }
@@ -11708,9 +11764,31 @@ class GrammarConstraint {
                 words * sizeof(uint64_t));
   }
 
- private:
-  static constexpr size_t kMaxCachedMasks = 4096;    // 16 MiB of masks for a 32k vocabulary
-  static constexpr size_t kMaxClosureWork = 200000;  // stack expansions per step, for hostile grammars
+  // Under mutex_: starts the cache over when it is past its budget, then brings `cursor` into the
+  // current generation by replaying the bytes its matcher accepted.
+  void refresh(Cursor* cursor, const std::string& history) const {
+    if (dfa_bytes_ > max_dfa_bytes_) restart_cache();
+    if (cursor->epoch == epoch_) return;
+    int32_t state = initial_;
+    for (size_t i = 0; i < history.size() && state != kDead; ++i) state = step(state, static_cast<uint8_t>(history[i]));
+    cursor->state = state;
+    cursor->epoch = epoch_;
+    cursor->complete = states_[static_cast<size_t>(state)].accepting;
+  }
+
+  // Under mutex_.
+  void restart_cache() const {
+    states_.resize(1);
+    states_[0].mask_slot = -1;
+    transitions_.assign(256, kDead);
+    stacks_.clear();
+    stack_ids_.clear();
+    state_ids_.clear();
+    mask_pool_.clear();
+    dfa_bytes_ = 0;
+    ++epoch_;
+    initial_ = start_state();
+  }
 
   struct Stack {
     uint32_t position;  // an element of grammar_.elements()
@@ -11815,8 +11893,8 @@ class GrammarConstraint {
     return next >= 0 ? next : compute_transition(state, byte);
   }
 
-  int32_t start_state() {
-    std::lock_guard<std::mutex> lock(mutex_);
+  // Under mutex_.
+  int32_t start_state() const {
     begin_closure();
     for (const uint32_t alternative : grammar_.alternatives(grammar_.root())) expand(alternative, -1);
     return finish_closure();
@@ -11913,6 +11991,10 @@ class GrammarConstraint {
     key.push_back(closure_accepting_ ? 1 : 0);
     auto found = state_ids_.find(key);
     if (found != state_ids_.end()) return found->second;
+    // Past twice the budget within one call (a hostile grammar): no new states, which only forbids;
+    // the next call starts the cache over.
+    if (dfa_bytes_ > 2 * max_dfa_bytes_) return kDead;
+    dfa_bytes_ += 256 * sizeof(int32_t) + sizeof(State) + 2 * key.size() + 96;
     const int32_t id = static_cast<int32_t>(states_.size());
     State state;
     state.stacks = closure_out_;
@@ -11928,6 +12010,7 @@ class GrammarConstraint {
     auto found = stack_ids_.find(key);
     if (found != stack_ids_.end()) return found->second;
     const int32_t id = static_cast<int32_t>(stacks_.size());
+    dfa_bytes_ += sizeof(Stack) + 48;
     stacks_.push_back(Stack{position, parent});
     stack_ids_.emplace(key, id);
     return id;
@@ -11936,7 +12019,9 @@ class GrammarConstraint {
   Grammar grammar_;
   int32_t eos_id_ = -1;
   size_t vocab_size_ = 0;
-  int32_t initial_ = kDead;
+  std::vector<int32_t> leading_tokens_;
+  size_t max_masks_ = kMaxCachedMasks;
+  size_t max_dfa_bytes_ = size_t{96} << 20;
   // The vocabulary (immutable after create()).
   std::vector<TrieNode> nodes_;
   std::vector<int32_t> token_ids_;
@@ -11957,31 +12042,38 @@ class GrammarConstraint {
   mutable std::vector<int32_t> closure_out_;
   mutable bool closure_accepting_ = false;
   mutable size_t work_budget_ = 0;
+  mutable int32_t initial_ = kDead;
+  mutable size_t dfa_bytes_ = 0;
+  mutable uint64_t epoch_ = 0;  // how often the cache started over
 };
 
 // One sequence's position in a grammar: which tokens may come next, and the token that came.
 class GrammarMatcher {
  public:
   explicit GrammarMatcher(std::shared_ptr<const GrammarConstraint> constraint)
-      : constraint_(std::move(constraint)), state_(constraint_->initial_state()) {}
+      : constraint_(std::move(constraint)), cursor_(constraint_->start()) {}
 
   void reset() {
-    state_ = constraint_->initial_state();
+    cursor_ = constraint_->start();
+    history_.clear();
+    leading_done_ = 0;
     finished_ = false;
-    mask_state_ = -1;
+    mask_valid_ = false;
   }
 
-  // One bit per vocabulary id (see GrammarConstraint::allowed_tokens); after EOS, EOS alone.
+  // One bit per vocabulary id: the leading token due, else what the grammar allows (EOS when the
+  // value is complete); after EOS, EOS alone.
   const std::vector<uint64_t>& allowed_tokens() {
-    if (mask_state_ != state_ || mask_finished_ != finished_) {
+    if (!mask_valid_) {
       mask_.assign(constraint_->mask_words(), 0);
       if (finished_) {
         set_bit(constraint_->eos_id());
+      } else if (leading_done_ < constraint_->leading_tokens().size()) {
+        set_bit(constraint_->leading_tokens()[leading_done_]);
       } else {
-        constraint_->allowed_tokens(state_, mask_.data());
+        constraint_->allowed_tokens(&cursor_, history_, mask_.data());
       }
-      mask_state_ = state_;
-      mask_finished_ = finished_;
+      mask_valid_ = true;
     }
     return mask_;
   }
@@ -12011,37 +12103,50 @@ class GrammarMatcher {
     if (!is_allowed(token)) return false;
     if (token == constraint_->eos_id()) {
       finished_ = true;
+      mask_valid_ = false;
       return true;
     }
-    state_ = constraint_->advance_token(state_, token);
-    return true;
+    if (leading_done_ < constraint_->leading_tokens().size()) {
+      ++leading_done_;
+      mask_valid_ = false;
+      return true;
+    }
+    return move_past(constraint_->token_text(token));
   }
-  // Moves past raw text (a forced prefix, or a test); false and nothing changes when it does not fit.
+  // Moves past raw text (a test, or text the caller forces); false and nothing changes when it does
+  // not fit, or while leading tokens are due.
   bool accept_text(std::string_view text) {
-    if (finished_) return false;
-    const int32_t next = constraint_->advance(state_, reinterpret_cast<const uint8_t*>(text.data()), text.size());
-    if (next == GrammarConstraint::kDead) return false;
-    state_ = next;
-    return true;
+    if (finished_ || leading_done_ < constraint_->leading_tokens().size()) return false;
+    return move_past(text);
   }
 
   // The output so far is a complete value (EOS may end it).
-  bool is_complete() const { return finished_ || constraint_->is_complete(state_); }
+  bool is_complete() const {
+    return finished_ || (leading_done_ == constraint_->leading_tokens().size() && cursor_.complete);
+  }
   // EOS was accepted.
   bool is_finished() const { return finished_; }
   const GrammarConstraint& constraint() const { return *constraint_; }
 
  private:
+  bool move_past(std::string_view bytes) {
+    const GrammarConstraint::Cursor before = cursor_;
+    if (!constraint_->advance(&cursor_, history_, bytes)) return false;
+    history_.append(bytes.data(), bytes.size());
+    if (cursor_.state != before.state || cursor_.epoch != before.epoch) mask_valid_ = false;
+    return true;
+  }
   void set_bit(int32_t id) {
     if (id >= 0 && static_cast<size_t>(id) < constraint_->vocab_size()) mask_[static_cast<size_t>(id) >> 6] |= uint64_t{1} << (id & 63);
   }
 
   std::shared_ptr<const GrammarConstraint> constraint_;
-  int32_t state_;
+  GrammarConstraint::Cursor cursor_;
+  std::string history_;  // every byte accepted (replayed if the constraint's cache starts over)
+  size_t leading_done_ = 0;
   bool finished_ = false;
   std::vector<uint64_t> mask_;
-  int32_t mask_state_ = -1;
-  bool mask_finished_ = false;
+  bool mask_valid_ = false;
 };
 
 }  // namespace bora
@@ -12079,7 +12184,7 @@ struct JsonGrammarOptions {
   int max_whitespace = 12;      // whitespace characters between two tokens of the JSON
   int max_integer_digits = 16;  // also bounds integer minimum/maximum that are absent
   int max_fraction_digits = 15;
-  int max_exponent_digits = 3;
+  int max_exponent_digits = 2;  // 2: every number fits a double (parsers such as simdjson reject 1e721)
   int max_string_length = -1;   // for strings without maxLength; < 0: unbounded
   int max_members = -1;         // members of objects and items of arrays whose schema sets no bound; < 0: unbounded
   int max_schema_depth = 64;    // nested schemas (and $ref hops while compiling)
@@ -12110,12 +12215,23 @@ class Compiler {
 
   Expected<Grammar> compile_any_object() { return finish(any_object()); }
 
- private:
+  // Compiles `schema`, an element of a document the caller keeps alive, as one value inside a larger
+  // grammar (tool calls embed each tool's parameters); its $refs resolve within it, apart from other
+  // schemas compiled under another `scope`.
+  Expected<GrammarSymbol> compile_embedded(simdjson::dom::element schema, const std::string& scope) {
+    root_ = schema;
+    ref_scope_ = scope;
+    return compile(schema, "#", 0);
+  }
+  GrammarBuilder& builder() { return b_; }
+
   Expected<Grammar> finish(GrammarSymbol value) {
     const uint32_t root = b_.rule("root");
     b_.define(root, {Sequence{value}});
     return b_.build(root, "json schema");
   }
+
+ private:
 
   static Error unsupported(const std::string& keyword, const std::string& path) {
     return make_error(ErrorCode::kUnsupported,
@@ -12231,7 +12347,7 @@ class Compiler {
     std::string_view ref;
     if (object["$ref"].get_string().get(ref)) return invalid(child(path, "$ref"), "expected a string");
     const std::string pointer(ref);
-    auto known = ref_rules_.find(pointer);
+    auto known = ref_rules_.find(ref_scope_ + pointer);
     if (known != ref_rules_.end()) return GrammarBuilder::ref(known->second);
     simdjson::dom::element target;
     if (pointer == "#") {
@@ -12266,8 +12382,8 @@ class Compiler {
                         path.c_str(), pointer.c_str());
     }
     // Declared before compiling, so recursive schemas refer back to it.
-    const uint32_t rule = b_.rule("$ref:" + pointer);
-    ref_rules_.emplace(pointer, rule);
+    const uint32_t rule = b_.rule("$ref:" + ref_scope_ + pointer);
+    ref_rules_.emplace(ref_scope_ + pointer, rule);
     auto body = compile(target, pointer, depth + 1);
     if (!body) return body.error();
     b_.define(rule, {Sequence{*body}});
@@ -12549,6 +12665,7 @@ class Compiler {
 
   GrammarSymbol byte(char c) { return b_.byte_range(static_cast<uint8_t>(c), static_cast<uint8_t>(c)); }
 
+ public:
   // The shared pieces, made on first use.
   GrammarSymbol whitespace() {
     if (ws_ < 0) {
@@ -12623,6 +12740,7 @@ class Compiler {
     if (object_ < 0) object_ = members_object(GrammarBuilder::ref(static_cast<uint32_t>(value_))).index;
     return GrammarBuilder::ref(static_cast<uint32_t>(object_));
   }
+ private:
   // How many members may follow the first in an unbounded container (-1: any number).
   int more_members() const { return options_.max_members < 0 ? -1 : std::max(0, options_.max_members - 1); }
   // {"key": value, ...} with any keys and values of one kind.
@@ -12639,7 +12757,8 @@ class Compiler {
   GrammarBuilder b_;
   simdjson::dom::parser parser_;
   simdjson::dom::element root_;
-  std::map<std::string, uint32_t> ref_rules_;
+  std::map<std::string, uint32_t> ref_rules_;  // by scope + pointer
+  std::string ref_scope_;
   int64_t ws_ = -1, string_char_ = -1, string_ = -1, integer_ = -1, number_ = -1, value_ = -1, object_ = -1;
 };
 
@@ -13028,9 +13147,12 @@ class Session {
 
   // Renders the whole conversation with the chat template; reuses the cache for the part that
   // is unchanged since the last call, prefills the rest and generates the assistant's reply.
+  // `options.tools` offers functions (v2/v3 templates); a reply that calls them begins with the
+  // [TOOL_CALLS] token (GenerationStep::token shows it; its text is the calls' JSON).
   Expected<GenerationResult> chat(const std::vector<ChatMessage>& messages, const SampleParams& sample,
-                                  const StreamCallback& on_piece, const std::vector<std::string>& stop = {}) {
-    BORA_RETURN_IF_ERROR(begin_chat(messages, sample, stop));
+                                  const StreamCallback& on_piece, const std::vector<std::string>& stop = {},
+                                  const ChatTemplateOptions& options = {}) {
+    BORA_RETURN_IF_ERROR(begin_chat(messages, sample, stop, options));
     return run_generation(on_piece);
   }
 
@@ -13057,11 +13179,11 @@ class Session {
   }
 
   Status begin_chat(const std::vector<ChatMessage>& messages, const SampleParams& sample,
-                    const std::vector<std::string>& stop = {}) {
+                    const std::vector<std::string>& stop = {}, const ChatTemplateOptions& options = {}) {
     generation_.reset();
     const Tokenizer* tokenizer = tokenizer_;
     if (tokenizer == nullptr) return no_tokenizer();
-    auto ids = apply_chat_template(*tokenizer, chat_template(), messages);
+    auto ids = apply_chat_template(*tokenizer, chat_template(), messages, options);
     if (!ids) return ids.error();
     size_t common = 0;
     while (common < tokens_.size() && common < ids->size() && tokens_[common] == (*ids)[common]) ++common;
@@ -13322,6 +13444,9 @@ struct Request {
   std::function<bool(SequenceId, std::string_view piece)> on_piece;
   // The logits each token is sampled from, before sampling; they may be changed (a grammar mask).
   std::function<void(SequenceId, float* logits, int64_t n_vocab)> on_logits;
+  // Each token sampled (EOS too), before its text is published: control tokens such as [TOOL_CALLS]
+  // have no text, so this is where they show.
+  std::function<void(SequenceId, int32_t token)> on_token;
 };
 
 enum class SequenceState { kQueued, kPrefilling, kGenerating, kFinished };
@@ -13684,6 +13809,7 @@ class Scheduler {
     if (slot->request.on_logits) slot->request.on_logits(slot->id, slot->last_logits.data(), vocab);
     const int32_t next = slot->sampler.sample(slot->last_logits.data(), vocab, slot->history);
     slot->needs_sample = false;
+    if (slot->request.on_token) slot->request.on_token(slot->id, next);
     if (tokenizer_ != nullptr && next == tokenizer_->eos_id()) {
       out.text = flush_text(slot);
       out.finished = true;
@@ -13891,6 +14017,134 @@ inline Expected<std::unique_ptr<LanguageModel>> load_any(const std::string& path
 
 #endif  // BORA_TEXT_LANGUAGE_MODEL_HPP
 // ---- end bora/text/language_model.hpp ----------------------------------------------------------------
+// ---- begin bora/text/tool_call_constraint.hpp --------------------------------------------------------
+// Why this file exists: with tool_choice "any"/"required" or a named function, an app must get calls
+// it can run, not text that merely looks like them. This turns the tools' parameter schemas into one
+// grammar, `[{"name": "<a tool>", "arguments": <that tool's parameters>}, ...]`, and a constraint that
+// forces the model's [TOOL_CALLS] control token first (when its vocabulary has one), so the output
+// always parses with parse_tool_calls() and every call's arguments validate against its own schema.
+// Models without tool tokens (v1) get the JSON array alone: structure through the grammar only.
+#ifndef BORA_TEXT_TOOL_CALL_CONSTRAINT_HPP
+#define BORA_TEXT_TOOL_CALL_CONSTRAINT_HPP
+
+#include <simdjson.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+
+namespace bora {
+
+struct ToolCallGrammarOptions {
+  std::string only_function;  // a named tool_choice: calls of this function only; "" = any of the tools
+  int max_calls = 8;          // calls in one reply (OpenAI's parallel_tool_calls: false is 1)
+  JsonGrammarOptions json;    // whitespace and number bounds inside the arguments
+};
+
+// A function name as OpenAI accepts it (and as the grammar can spell without escapes).
+inline bool is_valid_function_name(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (const char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// The grammar of a reply's calls (the text after [TOOL_CALLS]): an optional space, then a JSON array
+// of 1..max_calls objects {"name", "arguments"} in that order, as Mistral's models write them.
+// `tools` is OpenAI's list [{"type": "function", "function": {"name", "description", "parameters"}}];
+// errors name the tool and the schema keyword.
+inline Expected<Grammar> tool_calls_grammar(std::string_view tools, const ToolCallGrammarOptions& options = {}) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  simdjson::dom::array list;
+  const simdjson::padded_string padded(tools);
+  if (parser.parse(padded).get(root) || root.get_array().get(list))
+    return make_error(ErrorCode::kInvalidArgument, "tools: expected a JSON array of {\"type\": \"function\", \"function\": {...}}");
+  if (options.max_calls < 1 || options.max_calls > 1000)
+    return make_error(ErrorCode::kInvalidArgument, "tool calls: max_calls %d is outside 1..1000", options.max_calls);
+  json_schema_detail::Compiler compiler(options.json);
+  GrammarBuilder& b = compiler.builder();
+  using Sequence = GrammarBuilder::Sequence;
+  auto byte = [&](char c) { return b.byte_range(static_cast<uint8_t>(c), static_cast<uint8_t>(c)); };
+  const GrammarSymbol ws = compiler.whitespace();
+  std::vector<Sequence> calls;
+  bool found_only = options.only_function.empty();
+  size_t index = 0;
+  for (simdjson::dom::element tool : list) {
+    const std::string where = "tools[" + std::to_string(index++) + "]";
+    simdjson::dom::element function;
+    std::string_view name;
+    if (tool["function"].get(function) || function["name"].get_string().get(name))
+      return make_error(ErrorCode::kInvalidArgument, "%s: expected {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                        where.c_str());
+    if (!is_valid_function_name(name))
+      return make_error(ErrorCode::kInvalidArgument, "%s: function name '%.64s' must be 1 to 64 of a-z, A-Z, 0-9, _ and -",
+                        where.c_str(), std::string(name).c_str());
+    if (!options.only_function.empty() && name != options.only_function) continue;
+    found_only = true;
+    simdjson::dom::element parameters;
+    GrammarSymbol arguments;
+    simdjson::dom::object parameter_object;
+    const bool absent = function["parameters"].get(parameters) != simdjson::SUCCESS || parameters.is_null() ||
+                        (parameters.get_object().get(parameter_object) == simdjson::SUCCESS && parameter_object.size() == 0);
+    if (absent) {
+      arguments = compiler.any_object();
+    } else {
+      auto compiled = compiler.compile_embedded(parameters, where);
+      if (!compiled)
+        return make_error(compiled.error().code(), "%s (%s) parameters: %s", where.c_str(), std::string(name).c_str(),
+                          compiled.error().message());
+      arguments = *compiled;
+    }
+    Sequence call{byte('{'), ws};
+    b.append_literal(&call, "\"name\"");
+    call.insert(call.end(), {ws, byte(':'), ws});
+    b.append_literal(&call, "\"" + std::string(name) + "\"");
+    call.insert(call.end(), {ws, byte(','), ws});
+    b.append_literal(&call, "\"arguments\"");
+    call.insert(call.end(), {ws, byte(':'), ws, arguments, ws, byte('}')});
+    calls.push_back(std::move(call));
+  }
+  if (!found_only)
+    return make_error(ErrorCode::kInvalidArgument, "tool choice names function '%s', which is not among the tools",
+                      options.only_function.c_str());
+  if (calls.empty()) return make_error(ErrorCode::kInvalidArgument, "tools: the list is empty");
+  const GrammarSymbol call = b.choice("call", std::move(calls));
+  auto more = b.repeat(Sequence{ws, byte(','), ws, call}, 0, options.max_calls - 1);
+  if (!more) return more.error();
+  const GrammarSymbol space = b.choice("space", {Sequence{byte(' ')}, Sequence{}});
+  const GrammarSymbol array = b.choice("calls", {Sequence{space, byte('['), ws, call, *more, ws, byte(']')}});
+  return compiler.finish(array);
+}
+
+// The [TOOL_CALLS] control token's id, or -1 when the vocabulary has none (v1).
+inline int32_t tool_calls_token(const Tokenizer& tokenizer) {
+  const int32_t id = tokenizer.token_to_id("[TOOL_CALLS]");
+  return id >= 0 && tokenizer.is_control(id) ? id : -1;
+}
+
+// The constraint for SampleParams::constraint: [TOOL_CALLS] (when the vocabulary has it), then the
+// calls of tool_calls_grammar(), then EOS. The reply's text is the JSON list for parse_tool_calls().
+inline Expected<std::shared_ptr<const GrammarConstraint>> tool_calls_constraint(std::string_view tools,
+                                                                                const Tokenizer& tokenizer,
+                                                                                const ToolCallGrammarOptions& options = {}) {
+  auto grammar = tool_calls_grammar(tools, options);
+  if (!grammar) return grammar.error();
+  GrammarConstraintOptions constraint_options;
+  const int32_t leading = tool_calls_token(tokenizer);
+  if (leading >= 0) constraint_options.leading_tokens.push_back(leading);
+  return GrammarConstraint::create(std::move(*grammar), tokenizer, constraint_options);
+}
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_TOOL_CALL_CONSTRAINT_HPP
+// ---- end bora/text/tool_call_constraint.hpp ----------------------------------------------------------
 
 #endif  // BORA_BORA_HPP
 

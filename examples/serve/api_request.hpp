@@ -1,8 +1,9 @@
 // Why this file exists: a request body is untrusted JSON from any client. This reads the three
 // request shapes examples/serve answers (OpenAI chat completions, OpenAI completions, Bedrock's
-// InvokeModel for Mistral) with simdjson into one GenerationRequest, checking every field's type and
-// range, so a wrong type, an unknown role, a bad number or a malformed string becomes a 400 that
-// names the field, never a crash or a silently ignored mistake.
+// InvokeModel for Mistral) with simdjson into one GenerationRequest, response_format, tools and tool
+// messages included, checking every field's type and range, so a wrong type, an unknown role, a bad
+// number or a malformed string becomes a 400 that names the field, never a crash or a silently
+// ignored mistake.
 #ifndef BORA_EXAMPLES_SERVE_API_REQUEST_HPP
 #define BORA_EXAMPLES_SERVE_API_REQUEST_HPP
 
@@ -43,6 +44,11 @@ constexpr const char kMistralSafetyPrompt[] =
     "Always assist with care, respect, and truth. Respond with utmost utility yet securely. Avoid harmful, "
     "unethical, prejudiced, or negative content. Ensure replies promote fairness and positivity.";
 
+// OpenAI's tool_choice; Mistral's "any" is kRequired.
+enum class ToolChoice { kNone, kAuto, kRequired, kNamed };
+// OpenAI's response_format.
+enum class ResponseFormat { kText, kJsonObject, kJsonSchema };
+
 struct GenerationRequest {
   Api api = Api::kChat;
   std::vector<bora::ChatMessage> messages;  // kChat
@@ -58,6 +64,12 @@ struct GenerationRequest {
   bool stream = false;
   bool include_usage = false;
   bool ignore_eos = false;  // vLLM's extra: generate max_tokens whatever the model says (benchmarks)
+  ResponseFormat response_format = ResponseFormat::kText;
+  std::string json_schema;  // kJsonSchema: the schema's JSON text
+  std::string tools;        // kChat: the tools' JSON array as given, "" without tools
+  ToolChoice tool_choice = ToolChoice::kAuto;
+  std::string tool_choice_name;  // kNamed
+  bool parallel_tool_calls = true;
 };
 
 namespace request_detail {
@@ -233,6 +245,129 @@ inline bool read_content(simdjson::dom::element content, const std::string& wher
   return true;
 }
 
+// An assistant message's calls: [{"id", "type": "function", "function": {"name", "arguments": string}}].
+inline bool read_tool_calls(Fields& fields, const std::string& where, std::vector<bora::ToolCall>* out, ApiError* error) {
+  auto value = fields.get("tool_calls");
+  if (!value) return true;
+  simdjson::dom::array calls;
+  const std::string field = where + ".tool_calls";
+  auto bad = [&](const std::string& why) {
+    *error = invalid_request(field + why, field, "invalid_type");
+    return false;
+  };
+  if (value->get_array().get(calls)) return bad(" must be a list of calls");
+  for (simdjson::dom::element call : calls) {
+    bora::ToolCall parsed;
+    std::string_view text, type;
+    simdjson::dom::element function, arguments;
+    if (call["type"].get_string().get(type) == simdjson::SUCCESS && type != "function")
+      return bad(": only calls of \"type\": \"function\" are supported");
+    if (call["function"].get(function) || function["name"].get_string().get(text) || !is_valid_utf8(text))
+      return bad(": each call needs function.name");
+    parsed.name = std::string(text);
+    if (function["arguments"].get(arguments) == simdjson::SUCCESS) {
+      if (arguments.get_string().get(text) == simdjson::SUCCESS) {
+        if (!is_valid_utf8(text)) return bad(": function.arguments is not valid UTF-8");
+        parsed.arguments = std::string(text);
+      } else if (arguments.is_object()) {
+        parsed.arguments = simdjson::minify(arguments);
+      } else {
+        return bad(": function.arguments must be a JSON string");
+      }
+    }
+    if (call["id"].get_string().get(text) == simdjson::SUCCESS) parsed.id = std::string(text);
+    out->push_back(std::move(parsed));
+  }
+  return true;
+}
+
+// "tools": [{"type": "function", "function": {"name", "description"?, "parameters"?}}], kept as JSON text;
+// "tool_choice" and "parallel_tool_calls".
+inline bool read_tools(Fields& fields, GenerationRequest* out, ApiError* error) {
+  std::vector<std::string> names;
+  if (auto value = fields.get("tools")) {
+    simdjson::dom::array tools;
+    if (value->get_array().get(tools)) return fields.fail("tools", "a list of {\"type\": \"function\", \"function\": {...}}");
+    size_t index = 0;
+    for (simdjson::dom::element tool : tools) {
+      const std::string where = "tools[" + std::to_string(index++) + "]";
+      std::string_view type, name, description;
+      simdjson::dom::element function, parameters;
+      auto bad = [&](const std::string& why) {
+        *error = invalid_request(where + why, "tools", "invalid_type");
+        return false;
+      };
+      if (tool["type"].get_string().get(type) || type != "function") return bad(".type must be \"function\"");
+      if (tool["function"].get(function) || !function.is_object()) return bad(".function must be an object");
+      if (function["name"].get_string().get(name) || !bora::is_valid_function_name(name))
+        return bad(".function.name must be 1 to 64 of a-z, A-Z, 0-9, _ and -");
+      if (function["description"].get(parameters) == simdjson::SUCCESS && !parameters.is_null() &&
+          parameters.get_string().get(description))
+        return bad(".function.description must be a string");
+      if (function["parameters"].get(parameters) == simdjson::SUCCESS && !parameters.is_null() && !parameters.is_object())
+        return bad(".function.parameters must be a JSON Schema object");
+      for (const std::string& seen : names) {
+        if (seen == name) return bad(": the name '" + seen + "' is given twice");
+      }
+      names.emplace_back(name);
+    }
+    if (tools.size() > 0) out->tools = simdjson::minify(tools);
+  }
+  if (!fields.boolean("parallel_tool_calls", &out->parallel_tool_calls)) return false;
+  auto choice = fields.get("tool_choice");
+  if (!choice) return true;
+  std::string_view text;
+  simdjson::dom::element function;
+  if (choice->get_string().get(text) == simdjson::SUCCESS) {
+    if (text == "none") out->tool_choice = ToolChoice::kNone;
+    else if (text == "auto") out->tool_choice = ToolChoice::kAuto;
+    else if (text == "required" || text == "any") out->tool_choice = ToolChoice::kRequired;
+    else return fields.fail("tool_choice", "\"none\", \"auto\", \"required\", \"any\" or {\"type\": \"function\", \"function\": {\"name\": ...}}");
+  } else if ((*choice)["function"].get(function) == simdjson::SUCCESS && function["name"].get_string().get(text) == simdjson::SUCCESS) {
+    out->tool_choice = ToolChoice::kNamed;
+    out->tool_choice_name = std::string(text);
+    bool known = false;
+    for (const std::string& name : names) known = known || name == text;
+    if (!known) {
+      *error = invalid_request("'tool_choice' names function '" + std::string(text.substr(0, 64)) + "', which is not in 'tools'",
+                               "tool_choice");
+      return false;
+    }
+  } else {
+    return fields.fail("tool_choice", "\"none\", \"auto\", \"required\", \"any\" or {\"type\": \"function\", \"function\": {\"name\": ...}}");
+  }
+  if (out->tools.empty() && (out->tool_choice == ToolChoice::kRequired || out->tool_choice == ToolChoice::kNamed)) {
+    *error = invalid_request("'tool_choice' asks for a tool call, but the request has no 'tools'", "tool_choice");
+    return false;
+  }
+  return true;
+}
+
+// "response_format": {"type": "text"}, {"type": "json_object"} or {"type": "json_schema", "json_schema": {"schema": ...}}.
+inline bool read_response_format(Fields& fields, GenerationRequest* out, ApiError* error) {
+  auto format = fields.get("response_format");
+  if (!format) return true;
+  std::string_view type;
+  auto bad = [&](const std::string& why) {
+    *error = invalid_request("'response_format' " + why, "response_format", "invalid_type");
+    return false;
+  };
+  if ((*format)["type"].get_string().get(type))
+    return bad("must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": {\"schema\": ...}}");
+  if (type == "text") return true;
+  if (type == "json_object") {
+    out->response_format = ResponseFormat::kJsonObject;
+    return true;
+  }
+  if (type != "json_schema") return bad("has type '" + std::string(type.substr(0, 40)) + "' (text, json_object or json_schema)");
+  simdjson::dom::element schema;
+  if ((*format)["json_schema"]["schema"].get(schema) || !(schema.is_object() || schema.is_bool()))
+    return bad("of type json_schema needs json_schema.schema, a JSON Schema object");
+  out->response_format = ResponseFormat::kJsonSchema;
+  out->json_schema = simdjson::minify(schema);
+  return true;
+}
+
 inline bool read_messages(simdjson::dom::object root, GenerationRequest* out, ApiError* error) {
   simdjson::dom::array messages;
   simdjson::dom::element value;
@@ -261,24 +396,48 @@ inline bool read_messages(simdjson::dom::object root, GenerationRequest* out, Ap
     }
     std::string chat_role(role);
     if (role == "developer") chat_role = "system";  // OpenAI's newer name for the system role
-    if (chat_role != "system" && chat_role != "user" && chat_role != "assistant") {
-      const bool known = role == "tool" || role == "function";
+    if (chat_role != "system" && chat_role != "user" && chat_role != "assistant" && chat_role != "tool") {
+      const bool known = role == "function";
       std::string shown(role.substr(0, 40));
       *error = invalid_request(where + " has role '" + shown + "'" +
-                                   (known ? ": tool messages are not supported yet" : ": expected system, user or assistant"),
+                                   (known ? ": the legacy 'function' role is not supported (use 'tool')"
+                                          : ": expected system, user, assistant or tool"),
                                where, known ? "unsupported_role" : "invalid_role");
       return false;
     }
     Fields message_fields(fields, error);
-    if (!message_fields.neutral("tool_calls")) return false;
     bool prefix = false;
     if (!message_fields.boolean("prefix", &prefix)) return false;
     bora::ChatMessage chat{chat_role, std::string()};
+    if (chat_role == "assistant") {
+      if (!read_tool_calls(message_fields, where, &chat.tool_calls, error)) return false;
+    } else if (!message_fields.neutral("tool_calls")) {
+      return false;
+    }
     if (auto content = message_fields.get("content")) {
       if (!read_content(*content, where, &chat.content, error)) return false;
     } else if (chat_role != "assistant") {
       *error = invalid_request(where + " has no content", where);
       return false;
+    }
+    if (!chat.tool_calls.empty() && !chat.content.empty()) {
+      *error = invalid_request(where + ": an assistant message with tool_calls must have no content", where);
+      return false;
+    }
+    if (chat_role == "tool") {
+      if (!message_fields.string("tool_call_id", &chat.tool_call_id)) return false;
+      if (chat.tool_call_id.empty()) {
+        *error = invalid_request(where + ": a tool message needs the tool_call_id of the call it answers", where,
+                                 "missing_tool_call_id");
+        return false;
+      }
+      // The v2 template names the function a result came from: the call with this id says which.
+      for (const bora::ChatMessage& earlier : out->messages) {
+        for (const bora::ToolCall& call : earlier.tool_calls) {
+          if (call.id == chat.tool_call_id) chat.name = call.name;
+        }
+      }
+      if (!message_fields.string("name", &chat.name)) return false;
     }
     if (prefix && chat_role != "assistant") {
       *error = invalid_request(where + ": only an assistant message can be a prefix", where);
@@ -291,9 +450,9 @@ inline bool read_messages(simdjson::dom::object root, GenerationRequest* out, Ap
     out->messages.push_back(std::move(chat));
   }
   if (last_role == "assistant") {
-    if (!last_is_prefix || out->messages.back().role != "assistant") {
-      *error = invalid_request("the last message must be from the user (or an assistant message with \"prefix\": true)",
-                               "messages");
+    if (!last_is_prefix || out->messages.back().role != "assistant" || !out->messages.back().tool_calls.empty()) {
+      *error = invalid_request(
+          "the last message must be from the user or a tool (or an assistant message with \"prefix\": true)", "messages");
       return false;
     }
     if (out->messages.back().content.empty()) {
@@ -435,18 +594,18 @@ inline bool parse_generation_request(Api api, std::string_view body, GenerationR
     if (!option_fields.boolean("include_usage", &out->include_usage)) return false;
   }
   // Accepted only as "off" until this server implements them.
-  for (const char* name : {"presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "logit_bias", "tools",
-                           "functions", "echo", "suffix"}) {
+  for (const char* name : {"presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "logit_bias", "functions",
+                           "echo", "suffix"}) {
     if (!fields.neutral(name)) return false;
   }
   if (!fields.neutral("best_of", 1)) return false;
-  if (auto format = fields.get("response_format")) {
-    std::string_view type;
-    if ((*format)["type"].get_string().get(type) || type != "text") {
-      *error = invalid_request("'response_format' other than {\"type\": \"text\"} is not supported yet", "response_format",
-                               "unsupported_parameter");
-      return false;
-    }
+  if (!request_detail::read_response_format(fields, out, error)) return false;
+  if (api != Api::kChat) return fields.neutral("tools") && fields.neutral("tool_choice");
+  if (!request_detail::read_tools(fields, out, error)) return false;
+  if (out->response_format != ResponseFormat::kText && !out->tools.empty() && out->tool_choice != ToolChoice::kNone) {
+    *error = invalid_request("'response_format' json_object/json_schema cannot be combined with 'tools' unless 'tool_choice' is \"none\"",
+                             "response_format");
+    return false;
   }
   return true;
 }

@@ -1,12 +1,14 @@
 // Why this file exists: the bodies examples/serve answers with, in the exact shapes the official
-// clients parse (OpenAI's and Mistral's SDKs validate them field by field): chat completions and
-// their streamed chunks, completions, the model list, errors, and Bedrock's InvokeModel output.
+// clients parse (OpenAI's and Mistral's SDKs validate them field by field): chat completions (tool
+// calls included) and their streamed chunks, completions, the model list, errors, and Bedrock's
+// InvokeModel output.
 #ifndef BORA_EXAMPLES_SERVE_API_RESPONSE_HPP
 #define BORA_EXAMPLES_SERVE_API_RESPONSE_HPP
 
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "api_request.hpp"
 #include "json_writer.hpp"
@@ -53,16 +55,35 @@ inline std::string error_body(const ApiError& error) {
   return w.take();
 }
 
-// The whole answer of a request that was not streamed.
+// message.tool_calls / delta.tool_calls: [{"index"?, "id", "type": "function", "function": {"name",
+// "arguments"}}], arguments as a JSON string.
+inline void write_tool_calls(JsonWriter& w, const std::vector<bora::ToolCall>& calls, bool with_index) {
+  w.key("tool_calls").array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    w.object();
+    if (with_index) w.key("index").integer(static_cast<int64_t>(i));
+    w.key("id").string(calls[i].id).key("type").string("function");
+    w.key("function").object().key("name").string(calls[i].name).key("arguments").string(calls[i].arguments).end();
+    w.end();
+  }
+  w.end();
+}
+
+// The whole answer of a request that was not streamed. With tool calls, a chat message's content is
+// null unless the model wrote text before them.
 inline std::string completion_body(Api api, const ResponseHeader& header, const std::string& text,
-                                   const char* finish_reason, const Usage& usage) {
+                                   const char* finish_reason, const Usage& usage,
+                                   const std::vector<bora::ToolCall>& calls = {}) {
   JsonWriter w;
   w.object();
   write_header(w, header, api == Api::kChat ? "chat.completion" : "text_completion");
   w.key("choices").array().object();
   w.key("index").integer(0);
   if (api == Api::kChat) {
-    w.key("message").object().key("role").string("assistant").key("content").string(text).end();
+    w.key("message").object().key("role").string("assistant").key("content");
+    if (calls.empty() || !text.empty()) w.string(text); else w.null();
+    if (!calls.empty()) write_tool_calls(w, calls, false);
+    w.end();
   } else {
     w.key("text").string(text);
   }
@@ -95,6 +116,25 @@ inline std::string chunk_body(Api api, const ResponseHeader& header, const char*
   w.key("logprobs").null();
   w.key("finish_reason");
   if (finish_reason != nullptr) w.string(finish_reason); else w.null();
+  w.end().end();
+  if (with_usage_null) w.key("usage").null();
+  w.end();
+  return w.take();
+}
+
+// A chat stream's chunk carrying the reply's tool calls, each whole (sent once they have parsed).
+inline std::string tool_calls_chunk_body(const ResponseHeader& header, const std::vector<bora::ToolCall>& calls,
+                                         bool with_usage_null) {
+  JsonWriter w;
+  w.object();
+  write_header(w, header, "chat.completion.chunk");
+  w.key("choices").array().object();
+  w.key("index").integer(0);
+  w.key("delta").object();
+  write_tool_calls(w, calls, true);
+  w.end();
+  w.key("logprobs").null();
+  w.key("finish_reason").null();
   w.end().end();
   if (with_usage_null) w.key("usage").null();
   w.end();

@@ -41,6 +41,13 @@ class Completion {
     return finished_;
   }
 
+  // Where in the whole output the marked token came (Engine::submit's mark_token: [TOOL_CALLS]), as
+  // a byte offset; -1 until it has. Text before it is content, text after it the calls' JSON.
+  int64_t mark() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return mark_;
+  }
+
   // Waits for the end and returns all the text not taken yet.
   void wait_until_finished(std::string* text, Outcome* outcome) {
     std::unique_lock<std::mutex> lock(mutex_);
@@ -58,8 +65,15 @@ class Completion {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       text_ += text;
+      appended_ += static_cast<int64_t>(text.size());
     }
     ready_.notify_all();
+  }
+  // On the stepping thread, before the marked token's own text (none: it is a control token) and
+  // after all text sampled before it was appended.
+  void set_mark() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (mark_ < 0) mark_ = appended_;
   }
   void finish(const Outcome& outcome) {
     {
@@ -70,9 +84,11 @@ class Completion {
     ready_.notify_all();
   }
 
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable ready_;
   std::string text_;
+  int64_t appended_ = 0;  // bytes of text appended so far
+  int64_t mark_ = -1;
   bool finished_ = false;
   Outcome outcome_;
   std::string failure_;  // set by the engine (under its own lock) when a whole step failed
@@ -92,9 +108,18 @@ class Engine {
   Engine(bora::Scheduler& scheduler, size_t capacity) : scheduler_(scheduler), capacity_(capacity) {}
 
   // Queues a request (any thread). Refused when full (kBusy), shutting down (kStopping), or when
-  // the scheduler rejects it (kInvalid, e.g. a token outside the vocabulary).
-  Admission submit(bora::Request request) {
+  // the scheduler rejects it (kInvalid, e.g. a token outside the vocabulary). When the sequence
+  // samples `mark_token` (>= 0), its Completion records where (Completion::mark()).
+  Admission submit(bora::Request request, int32_t mark_token = -1) {
     Admission admission;
+    auto completion = std::make_shared<Completion>();
+    if (mark_token >= 0) {
+      std::weak_ptr<Completion> weak = completion;
+      request.on_token = [weak, mark_token](bora::SequenceId, int32_t token) {
+        if (token != mark_token) return;
+        if (auto alive = weak.lock()) alive->set_mark();
+      };
+    }
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) {
       admission.refusal = Refusal::kStopping;
@@ -113,7 +138,7 @@ class Engine {
       return admission;
     }
     admission.id = *id;
-    admission.completion = std::make_shared<Completion>();
+    admission.completion = std::move(completion);
     active_[*id] = admission.completion;
     wake_.notify_all();
     return admission;

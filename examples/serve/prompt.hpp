@@ -44,6 +44,8 @@ class PromptBuilder {
     if (request.api == Api::kChat) {
       bora::ChatTemplateOptions options;
       options.continue_final_message = request.continue_final_message;
+      // tool_choice "none": the model is not shown the tools (history with calls still renders).
+      if (request.tool_choice != ToolChoice::kNone) options.tools = request.tools;
       auto rendered = bora::apply_chat_template(tokenizer_, chat_template_, request.messages, options);
       if (!rendered) {
         *error = invalid_request(rendered.error().str(), "messages");

@@ -40,6 +40,7 @@
 #include "bora/text/scheduler.hpp"
 #include "bora/text/session.hpp"
 #include "bora/text/tokenizer.hpp"
+#include "bora/text/tool_call_constraint.hpp"
 #include "bora/text/tool_calls.hpp"
 
 #endif  // BORA_BORA_HPP

@@ -221,6 +221,106 @@ async function testOpenAI() {
   return { model, seededText: a.choices[0].message.content, greedyChat: chat };
 }
 
+// An independent check of the schema used below (not the server's engine): true when valid.
+function validNpc(value) {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const keys = Object.keys(value);
+  if (!keys.every((k) => ['name', 'hp', 'mood', 'items'].includes(k))) return false;
+  if (typeof value.name !== 'string' || [...value.name].length > 8) return false;
+  if (!Number.isInteger(value.hp) || value.hp < 0 || value.hp > 100) return false;
+  if (!['calm', 'angry'].includes(value.mood)) return false;
+  if ('items' in value && (!Array.isArray(value.items) || value.items.length > 2 || !value.items.every((i) => typeof i === 'boolean'))) return false;
+  return true;
+}
+
+async function testStructuredOutput({ model }) {
+  const openai = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: API_KEY, maxRetries: 0, timeout: 60000 });
+  const schema = {
+    type: 'object',
+    properties: {
+      name: { type: 'string', maxLength: 8 },
+      hp: { type: 'integer', minimum: 0, maximum: 100 },
+      mood: { enum: ['calm', 'angry'] },
+      items: { type: 'array', items: { type: 'boolean' }, maxItems: 2 },
+    },
+    required: ['name', 'hp', 'mood'],
+    additionalProperties: false,
+  };
+  const response_format = { type: 'json_schema', json_schema: { name: 'npc', schema, strict: true } };
+  for (let seed = 0; seed < 6; seed++) {
+    const reply = await openai.chat.completions.create({
+      model, messages: user('Describe the guard as JSON.'), response_format, temperature: 1, seed, max_tokens: 400,
+    });
+    const { content } = reply.choices[0].message;
+    assert.equal(reply.choices[0].finish_reason, 'stop', `seed ${seed}: ${content}`);
+    assert.ok(validNpc(JSON.parse(content)), `seed ${seed}: ${content} follows the schema`);
+  }
+  const stream = await openai.chat.completions.create({
+    model, messages: user('Describe the guard as JSON.'), response_format, temperature: 1, seed: 99, max_tokens: 400, stream: true,
+  });
+  let streamed = '';
+  for await (const chunk of stream) streamed += chunk.choices[0]?.delta?.content ?? '';
+  assert.ok(validNpc(JSON.parse(streamed)), `streamed: ${streamed}`);
+  // Any object: strings are unbounded, so a random model may run out of tokens; every reply that ends
+  // by itself is one JSON object.
+  let finishedObjects = 0;
+  for (let seed = 0; seed < 6; seed++) {
+    const anyObject = await openai.chat.completions.create({
+      model, messages: user('JSON please.'), response_format: { type: 'json_object' }, temperature: 1, seed, max_tokens: 300,
+    });
+    if (anyObject.choices[0].finish_reason !== 'stop') continue;
+    const parsed = JSON.parse(anyObject.choices[0].message.content);
+    assert.ok(typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed), 'json_object: an object');
+    finishedObjects++;
+  }
+  assert.ok(finishedObjects > 0, 'json_object: some replies end by themselves');
+  const completion = await openai.completions.create({
+    model, prompt: 'NPC:', response_format, temperature: 1, seed: 3, max_tokens: 400,
+  });
+  assert.ok(validNpc(JSON.parse(completion.choices[0].text)), `completion: ${completion.choices[0].text}`);
+  passed('openai: response_format json_schema (8 replies, streamed and not, chat and completion) and json_object validate');
+
+  // The demo model has a v1 tokenizer (no tool tokens): tools are a clear 400 naming 'tools'.
+  const tools = [{
+    type: 'function',
+    function: { name: 'get_weather', description: 'Weather in a city', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } },
+  }];
+  const refusals = [
+    [{ tools }, 'tools', 'v1 model with tools'],
+    [{ tools, tool_choice: 'required' }, 'tools', 'v1 model with tool_choice required'],
+    [{ tools, tool_choice: { type: 'function', function: { name: 'fly' } } }, 'tool_choice', 'a tool_choice naming no tool'],
+    [{ tool_choice: 'required' }, 'tool_choice', 'tool_choice without tools'],
+    [{ tools: [{ type: 'function', function: { name: 'bad name' } }] }, 'tools', 'a bad function name'],
+    [{ tools, response_format }, 'response_format', 'response_format beside tools'],
+    [{ response_format: { type: 'json_schema', json_schema: { schema: { type: 'string', pattern: 'a+' } } } }, 'response_format', 'an unsupported schema keyword'],
+    [{ response_format: { type: 'xml' } }, 'response_format', 'an unknown response_format'],
+  ];
+  for (const [extra, param, what] of refusals) {
+    let error = null;
+    try {
+      await openai.chat.completions.create({ model, messages: user('Weather in Paris?'), max_tokens: 8, ...extra });
+    } catch (e) {
+      error = e;
+    }
+    assert.ok(error, `${what}: refused`);
+    assert.equal(error.status, 400, `${what}: ${error.message}`);
+    assert.equal(error.param, param, `${what}: param ${error.param} (${error.message})`);
+  }
+  const v1Error = await request(chatUrl(), { body: JSON.stringify({ messages: user('x'), tools }) });
+  assert.ok(JSON.parse(v1Error.body).error.message.includes('no tool tokens'), 'the v1 refusal says why');
+  // tool_choice "none" ignores the tools; a conversation with tool messages on a v1 model is refused.
+  const none = await openai.chat.completions.create({ model, messages: user('Hi'), tools, tool_choice: 'none', max_tokens: 8 });
+  assert.equal(none.object, 'chat.completion');
+  const history = [
+    ...user('Weather in Paris?'),
+    { role: 'assistant', content: null, tool_calls: [{ id: 'abcDEF123', type: 'function', function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
+    { role: 'tool', tool_call_id: 'abcDEF123', content: '{"temperature": 22}' },
+  ];
+  const historyError = expectError(await request(chatUrl(), { body: JSON.stringify({ messages: history, max_tokens: 8 }) }), 400, 'tool history on v1');
+  assert.equal(historyError.param, 'messages');
+  passed(`openai: ${refusals.length + 1} tool and response_format refusals name their param; tool_choice none is accepted`);
+}
+
 async function testMistral({ model, seededText }) {
   const mistral = new Mistral({ apiKey: API_KEY, serverURL: server.url, retryConfig: { strategy: 'none' } });
   const reply = await mistral.chat.complete({ model, messages: user('Say something.'), maxTokens: 24, temperature: 0.9, randomSeed: 1234 });
@@ -372,7 +472,8 @@ async function testBadRequests() {
     ['empty body', '', 'invalid_json'],
     ['messages not a list', JSON.stringify({ messages: 'hi' }), 'invalid_type'],
     ['unknown role', JSON.stringify({ messages: [{ role: 'wizard', content: 'x' }] }), 'invalid_role'],
-    ['tool role', JSON.stringify({ messages: [{ role: 'tool', content: 'x' }] }), 'unsupported_role'],
+    ['tool message without tool_call_id', JSON.stringify({ messages: [{ role: 'tool', content: 'x' }] }), 'missing_tool_call_id'],
+    ['legacy function role', JSON.stringify({ messages: [{ role: 'function', content: 'x' }] }), 'unsupported_role'],
     ['content a number', JSON.stringify({ messages: [{ role: 'user', content: 5 }] }), 'invalid_type'],
     ['temperature a string', JSON.stringify({ messages: user('x'), temperature: 'hot' }), 'invalid_type'],
     ['temperature out of range', JSON.stringify({ messages: user('x'), temperature: 7 }), 'invalid_type'],
@@ -520,6 +621,7 @@ async function main() {
   try {
     await testHealthAndAuth();
     const openai = await testOpenAI();
+    await testStructuredOutput(openai);
     await testMistral(openai);
     await testBedrock(openai);
     await testBadRequests();

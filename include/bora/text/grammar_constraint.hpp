@@ -3,7 +3,9 @@
 // cheap: the vocabulary is one byte trie walked depth-first (a dead byte prunes every token below it);
 // the grammar's pushdown configurations (sets of stacks) are interned into states of a DFA built
 // lazily, so a byte is one table lookup after its first time; and each state's mask is kept, so a
-// string body or a repeated separator costs a copy.
+// string body or a repeated separator costs a copy. DFA and masks together stay under a byte budget
+// (GrammarConstraintOptions::max_cache_bytes): past it the cache starts over and matchers replay their
+// own text, so a hostile grammar costs time, never unbounded memory.
 // GrammarConstraint is compiled once per grammar and vocabulary and shared (it is thread-safe);
 // GrammarMatcher is the per-sequence cursor that SampleParams::constraint creates in each Sampler.
 #ifndef BORA_TEXT_GRAMMAR_CONSTRAINT_HPP
@@ -28,6 +30,17 @@
 
 namespace bora {
 
+struct GrammarConstraintOptions {
+  // Tokens forced, in order, before the grammar's text begins; control tokens are allowed here (a
+  // tool call's [TOOL_CALLS]).
+  std::vector<int32_t> leading_tokens;
+  // Upper bound on the lazily built DFA and its cached masks, in bytes. Past it the cache starts
+  // over (matchers replay their own text), so a hostile grammar costs time, never unbounded memory.
+  size_t max_cache_bytes = size_t{128} << 20;
+};
+
+class GrammarMatcher;
+
 class GrammarConstraint {
  public:
   // The DFA state no byte leads out of and that is not complete.
@@ -35,13 +48,27 @@ class GrammarConstraint {
 
   // Token bytes are what the tokenizer's streaming decoder shows for each token in mid-text ("▁" as a
   // space, <0xNN> as its byte); control tokens and <unk> are never allowed, EOS only when complete.
-  static Expected<std::shared_ptr<const GrammarConstraint>> create(Grammar grammar, const Tokenizer& tokenizer) {
+  static Expected<std::shared_ptr<const GrammarConstraint>> create(Grammar grammar, const Tokenizer& tokenizer,
+                                                                   const GrammarConstraintOptions& options = {}) {
+    for (const int32_t token : options.leading_tokens) {
+      if (token < 0 || static_cast<size_t>(token) >= tokenizer.vocab_size() || token == tokenizer.eos_id())
+        return make_error(ErrorCode::kInvalidArgument, "grammar constraint: leading token %d is not a usable token", token);
+    }
     std::shared_ptr<GrammarConstraint> c(new (std::nothrow) GrammarConstraint(std::move(grammar)));
     if (!c) return make_error(ErrorCode::kOutOfMemory, "grammar constraint: out of memory");
     c->eos_id_ = tokenizer.eos_id();
     c->vocab_size_ = tokenizer.vocab_size();
+    c->leading_tokens_ = options.leading_tokens;
     c->build_trie(tokenizer);
-    c->initial_ = c->start_state();
+    const size_t mask_bytes = c->mask_words() * sizeof(uint64_t);
+    // A quarter of the budget for masks (at least one), the rest for the DFA.
+    c->max_masks_ = std::max<size_t>(1, std::min(kMaxCachedMasks, options.max_cache_bytes / 4 / mask_bytes));
+    c->max_dfa_bytes_ = std::max<size_t>(options.max_cache_bytes - std::min(options.max_cache_bytes, c->max_masks_ * mask_bytes),
+                                         size_t{64} << 10);
+    {
+      std::lock_guard<std::mutex> lock(c->mutex_);
+      c->initial_ = c->start_state();
+    }
     if (c->initial_ == kDead) return make_error(ErrorCode::kInvalidArgument, "grammar: the root rule matches nothing");
     return std::shared_ptr<const GrammarConstraint>(std::move(c));
   }
@@ -53,38 +80,67 @@ class GrammarConstraint {
     std::lock_guard<std::mutex> lock(mutex_);
     return states_.size();
   }
+  // What the DFA and the cached masks hold now, in bytes (an estimate of their heap use), and how
+  // often the cache has started over.
+  size_t cache_bytes() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return dfa_bytes_ + mask_pool_.size() * sizeof(uint64_t);
+  }
+  uint64_t cache_restarts() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return epoch_;
+  }
   int32_t eos_id() const { return eos_id_; }
   size_t vocab_size() const { return vocab_size_; }
   size_t mask_words() const { return (vocab_size_ + 63) / 64; }
-  int32_t initial_state() const { return initial_; }
+  const std::vector<int32_t>& leading_tokens() const { return leading_tokens_; }
 
-  bool is_complete(int32_t state) const {
+ private:
+  friend class GrammarMatcher;
+  static constexpr size_t kMaxCachedMasks = 4096;    // 16 MiB of masks for a 32k vocabulary
+  static constexpr size_t kMaxClosureWork = 200000;  // stack expansions per step, for hostile grammars
+
+  // A matcher's place: a DFA state of cache generation `epoch`. The matcher keeps the bytes it has
+  // accepted, so a cursor from before a restart of the cache is rebuilt by replaying them.
+  struct Cursor {
+    int32_t state = kDead;
+    uint64_t epoch = 0;
+    bool complete = false;
+  };
+
+  Cursor start() const {
     std::lock_guard<std::mutex> lock(mutex_);
-    return states_[static_cast<size_t>(state)].accepting;
+    return Cursor{initial_, epoch_, states_[static_cast<size_t>(initial_)].accepting};
   }
 
-  // The state after `bytes`; kDead when they leave the language.
-  int32_t advance(int32_t state, const uint8_t* bytes, size_t size) const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (size_t i = 0; i < size && state != kDead; ++i) state = step(state, bytes[i]);
-    return state;
-  }
-  // The state after a token's bytes; kDead for a token that is never allowed (control, <unk>).
-  int32_t advance_token(int32_t state, int32_t token) const {
-    if (token < 0 || static_cast<size_t>(token) >= vocab_size_) return kDead;
+  // The bytes a token stands for in the grammar; empty for a token never allowed (control, <unk>).
+  std::string_view token_text(int32_t token) const {
+    if (token < 0 || static_cast<size_t>(token) >= vocab_size_) return std::string_view();
     const TokenBytes& t = token_bytes_[static_cast<size_t>(token)];
-    if (t.size == 0) return kDead;
-    return advance(state, token_arena_.data() + t.offset, t.size);
+    return std::string_view(reinterpret_cast<const char*>(token_arena_.data()) + t.offset, t.size);
   }
 
-  // Bit i of `bits` (mask_words() words) set when token i may come next in `state`. EOS is allowed
-  // when the state is complete, and also when no token fits (a dead end must still be able to stop).
-  void allowed_tokens(int32_t state, uint64_t* bits) const {
+  // Moves the cursor past `bytes`; false (cursor unchanged) when they leave the language.
+  bool advance(Cursor* cursor, const std::string& history, std::string_view bytes) const {
     std::lock_guard<std::mutex> lock(mutex_);
-    State& s = states_[static_cast<size_t>(state)];
+    refresh(cursor, history);
+    int32_t state = cursor->state;
+    for (size_t i = 0; i < bytes.size() && state != kDead; ++i) state = step(state, static_cast<uint8_t>(bytes[i]));
+    if (state == kDead) return false;
+    cursor->state = state;
+    cursor->complete = states_[static_cast<size_t>(state)].accepting;
+    return true;
+  }
+
+  // Bit i of `bits` (mask_words() words) set when token i may come next. EOS is allowed when the state
+  // is complete, and also when no token fits (a dead end must still be able to stop).
+  void allowed_tokens(Cursor* cursor, const std::string& history, uint64_t* bits) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    refresh(cursor, history);
+    const int32_t state = cursor->state;
     const size_t words = mask_words();
-    if (s.mask_slot < 0) {
-      if (mask_pool_.size() >= kMaxCachedMasks * words) {  // the cache is only a cache: start over
+    if (states_[static_cast<size_t>(state)].mask_slot < 0) {
+      if (mask_pool_.size() >= max_masks_ * words) {  // the cache is only a cache: start over
         for (State& other : states_) other.mask_slot = -1;
         mask_pool_.clear();
       }
@@ -97,9 +153,31 @@ class GrammarConstraint {
                 words * sizeof(uint64_t));
   }
 
- private:
-  static constexpr size_t kMaxCachedMasks = 4096;    // 16 MiB of masks for a 32k vocabulary
-  static constexpr size_t kMaxClosureWork = 200000;  // stack expansions per step, for hostile grammars
+  // Under mutex_: starts the cache over when it is past its budget, then brings `cursor` into the
+  // current generation by replaying the bytes its matcher accepted.
+  void refresh(Cursor* cursor, const std::string& history) const {
+    if (dfa_bytes_ > max_dfa_bytes_) restart_cache();
+    if (cursor->epoch == epoch_) return;
+    int32_t state = initial_;
+    for (size_t i = 0; i < history.size() && state != kDead; ++i) state = step(state, static_cast<uint8_t>(history[i]));
+    cursor->state = state;
+    cursor->epoch = epoch_;
+    cursor->complete = states_[static_cast<size_t>(state)].accepting;
+  }
+
+  // Under mutex_.
+  void restart_cache() const {
+    states_.resize(1);
+    states_[0].mask_slot = -1;
+    transitions_.assign(256, kDead);
+    stacks_.clear();
+    stack_ids_.clear();
+    state_ids_.clear();
+    mask_pool_.clear();
+    dfa_bytes_ = 0;
+    ++epoch_;
+    initial_ = start_state();
+  }
 
   struct Stack {
     uint32_t position;  // an element of grammar_.elements()
@@ -204,8 +282,8 @@ class GrammarConstraint {
     return next >= 0 ? next : compute_transition(state, byte);
   }
 
-  int32_t start_state() {
-    std::lock_guard<std::mutex> lock(mutex_);
+  // Under mutex_.
+  int32_t start_state() const {
     begin_closure();
     for (const uint32_t alternative : grammar_.alternatives(grammar_.root())) expand(alternative, -1);
     return finish_closure();
@@ -302,6 +380,10 @@ class GrammarConstraint {
     key.push_back(closure_accepting_ ? 1 : 0);
     auto found = state_ids_.find(key);
     if (found != state_ids_.end()) return found->second;
+    // Past twice the budget within one call (a hostile grammar): no new states, which only forbids;
+    // the next call starts the cache over.
+    if (dfa_bytes_ > 2 * max_dfa_bytes_) return kDead;
+    dfa_bytes_ += 256 * sizeof(int32_t) + sizeof(State) + 2 * key.size() + 96;
     const int32_t id = static_cast<int32_t>(states_.size());
     State state;
     state.stacks = closure_out_;
@@ -317,6 +399,7 @@ class GrammarConstraint {
     auto found = stack_ids_.find(key);
     if (found != stack_ids_.end()) return found->second;
     const int32_t id = static_cast<int32_t>(stacks_.size());
+    dfa_bytes_ += sizeof(Stack) + 48;
     stacks_.push_back(Stack{position, parent});
     stack_ids_.emplace(key, id);
     return id;
@@ -325,7 +408,9 @@ class GrammarConstraint {
   Grammar grammar_;
   int32_t eos_id_ = -1;
   size_t vocab_size_ = 0;
-  int32_t initial_ = kDead;
+  std::vector<int32_t> leading_tokens_;
+  size_t max_masks_ = kMaxCachedMasks;
+  size_t max_dfa_bytes_ = size_t{96} << 20;
   // The vocabulary (immutable after create()).
   std::vector<TrieNode> nodes_;
   std::vector<int32_t> token_ids_;
@@ -346,31 +431,38 @@ class GrammarConstraint {
   mutable std::vector<int32_t> closure_out_;
   mutable bool closure_accepting_ = false;
   mutable size_t work_budget_ = 0;
+  mutable int32_t initial_ = kDead;
+  mutable size_t dfa_bytes_ = 0;
+  mutable uint64_t epoch_ = 0;  // how often the cache started over
 };
 
 // One sequence's position in a grammar: which tokens may come next, and the token that came.
 class GrammarMatcher {
  public:
   explicit GrammarMatcher(std::shared_ptr<const GrammarConstraint> constraint)
-      : constraint_(std::move(constraint)), state_(constraint_->initial_state()) {}
+      : constraint_(std::move(constraint)), cursor_(constraint_->start()) {}
 
   void reset() {
-    state_ = constraint_->initial_state();
+    cursor_ = constraint_->start();
+    history_.clear();
+    leading_done_ = 0;
     finished_ = false;
-    mask_state_ = -1;
+    mask_valid_ = false;
   }
 
-  // One bit per vocabulary id (see GrammarConstraint::allowed_tokens); after EOS, EOS alone.
+  // One bit per vocabulary id: the leading token due, else what the grammar allows (EOS when the
+  // value is complete); after EOS, EOS alone.
   const std::vector<uint64_t>& allowed_tokens() {
-    if (mask_state_ != state_ || mask_finished_ != finished_) {
+    if (!mask_valid_) {
       mask_.assign(constraint_->mask_words(), 0);
       if (finished_) {
         set_bit(constraint_->eos_id());
+      } else if (leading_done_ < constraint_->leading_tokens().size()) {
+        set_bit(constraint_->leading_tokens()[leading_done_]);
       } else {
-        constraint_->allowed_tokens(state_, mask_.data());
+        constraint_->allowed_tokens(&cursor_, history_, mask_.data());
       }
-      mask_state_ = state_;
-      mask_finished_ = finished_;
+      mask_valid_ = true;
     }
     return mask_;
   }
@@ -400,37 +492,50 @@ class GrammarMatcher {
     if (!is_allowed(token)) return false;
     if (token == constraint_->eos_id()) {
       finished_ = true;
+      mask_valid_ = false;
       return true;
     }
-    state_ = constraint_->advance_token(state_, token);
-    return true;
+    if (leading_done_ < constraint_->leading_tokens().size()) {
+      ++leading_done_;
+      mask_valid_ = false;
+      return true;
+    }
+    return move_past(constraint_->token_text(token));
   }
-  // Moves past raw text (a forced prefix, or a test); false and nothing changes when it does not fit.
+  // Moves past raw text (a test, or text the caller forces); false and nothing changes when it does
+  // not fit, or while leading tokens are due.
   bool accept_text(std::string_view text) {
-    if (finished_) return false;
-    const int32_t next = constraint_->advance(state_, reinterpret_cast<const uint8_t*>(text.data()), text.size());
-    if (next == GrammarConstraint::kDead) return false;
-    state_ = next;
-    return true;
+    if (finished_ || leading_done_ < constraint_->leading_tokens().size()) return false;
+    return move_past(text);
   }
 
   // The output so far is a complete value (EOS may end it).
-  bool is_complete() const { return finished_ || constraint_->is_complete(state_); }
+  bool is_complete() const {
+    return finished_ || (leading_done_ == constraint_->leading_tokens().size() && cursor_.complete);
+  }
   // EOS was accepted.
   bool is_finished() const { return finished_; }
   const GrammarConstraint& constraint() const { return *constraint_; }
 
  private:
+  bool move_past(std::string_view bytes) {
+    const GrammarConstraint::Cursor before = cursor_;
+    if (!constraint_->advance(&cursor_, history_, bytes)) return false;
+    history_.append(bytes.data(), bytes.size());
+    if (cursor_.state != before.state || cursor_.epoch != before.epoch) mask_valid_ = false;
+    return true;
+  }
   void set_bit(int32_t id) {
     if (id >= 0 && static_cast<size_t>(id) < constraint_->vocab_size()) mask_[static_cast<size_t>(id) >> 6] |= uint64_t{1} << (id & 63);
   }
 
   std::shared_ptr<const GrammarConstraint> constraint_;
-  int32_t state_;
+  GrammarConstraint::Cursor cursor_;
+  std::string history_;  // every byte accepted (replayed if the constraint's cache starts over)
+  size_t leading_done_ = 0;
   bool finished_ = false;
   std::vector<uint64_t> mask_;
-  int32_t mask_state_ = -1;
-  bool mask_finished_ = false;
+  bool mask_valid_ = false;
 };
 
 }  // namespace bora

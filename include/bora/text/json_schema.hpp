@@ -30,7 +30,7 @@ struct JsonGrammarOptions {
   int max_whitespace = 12;      // whitespace characters between two tokens of the JSON
   int max_integer_digits = 16;  // also bounds integer minimum/maximum that are absent
   int max_fraction_digits = 15;
-  int max_exponent_digits = 3;
+  int max_exponent_digits = 2;  // 2: every number fits a double (parsers such as simdjson reject 1e721)
   int max_string_length = -1;   // for strings without maxLength; < 0: unbounded
   int max_members = -1;         // members of objects and items of arrays whose schema sets no bound; < 0: unbounded
   int max_schema_depth = 64;    // nested schemas (and $ref hops while compiling)
@@ -61,12 +61,23 @@ class Compiler {
 
   Expected<Grammar> compile_any_object() { return finish(any_object()); }
 
- private:
+  // Compiles `schema`, an element of a document the caller keeps alive, as one value inside a larger
+  // grammar (tool calls embed each tool's parameters); its $refs resolve within it, apart from other
+  // schemas compiled under another `scope`.
+  Expected<GrammarSymbol> compile_embedded(simdjson::dom::element schema, const std::string& scope) {
+    root_ = schema;
+    ref_scope_ = scope;
+    return compile(schema, "#", 0);
+  }
+  GrammarBuilder& builder() { return b_; }
+
   Expected<Grammar> finish(GrammarSymbol value) {
     const uint32_t root = b_.rule("root");
     b_.define(root, {Sequence{value}});
     return b_.build(root, "json schema");
   }
+
+ private:
 
   static Error unsupported(const std::string& keyword, const std::string& path) {
     return make_error(ErrorCode::kUnsupported,
@@ -182,7 +193,7 @@ class Compiler {
     std::string_view ref;
     if (object["$ref"].get_string().get(ref)) return invalid(child(path, "$ref"), "expected a string");
     const std::string pointer(ref);
-    auto known = ref_rules_.find(pointer);
+    auto known = ref_rules_.find(ref_scope_ + pointer);
     if (known != ref_rules_.end()) return GrammarBuilder::ref(known->second);
     simdjson::dom::element target;
     if (pointer == "#") {
@@ -217,8 +228,8 @@ class Compiler {
                         path.c_str(), pointer.c_str());
     }
     // Declared before compiling, so recursive schemas refer back to it.
-    const uint32_t rule = b_.rule("$ref:" + pointer);
-    ref_rules_.emplace(pointer, rule);
+    const uint32_t rule = b_.rule("$ref:" + ref_scope_ + pointer);
+    ref_rules_.emplace(ref_scope_ + pointer, rule);
     auto body = compile(target, pointer, depth + 1);
     if (!body) return body.error();
     b_.define(rule, {Sequence{*body}});
@@ -500,6 +511,7 @@ class Compiler {
 
   GrammarSymbol byte(char c) { return b_.byte_range(static_cast<uint8_t>(c), static_cast<uint8_t>(c)); }
 
+ public:
   // The shared pieces, made on first use.
   GrammarSymbol whitespace() {
     if (ws_ < 0) {
@@ -574,6 +586,7 @@ class Compiler {
     if (object_ < 0) object_ = members_object(GrammarBuilder::ref(static_cast<uint32_t>(value_))).index;
     return GrammarBuilder::ref(static_cast<uint32_t>(object_));
   }
+ private:
   // How many members may follow the first in an unbounded container (-1: any number).
   int more_members() const { return options_.max_members < 0 ? -1 : std::max(0, options_.max_members - 1); }
   // {"key": value, ...} with any keys and values of one kind.
@@ -590,7 +603,8 @@ class Compiler {
   GrammarBuilder b_;
   simdjson::dom::parser parser_;
   simdjson::dom::element root_;
-  std::map<std::string, uint32_t> ref_rules_;
+  std::map<std::string, uint32_t> ref_rules_;  // by scope + pointer
+  std::string ref_scope_;
   int64_t ws_ = -1, string_char_ = -1, string_ = -1, integer_ = -1, number_ = -1, value_ = -1, object_ = -1;
 };
 

@@ -55,6 +55,9 @@ struct Request {
   std::function<bool(SequenceId, std::string_view piece)> on_piece;
   // The logits each token is sampled from, before sampling; they may be changed (a grammar mask).
   std::function<void(SequenceId, float* logits, int64_t n_vocab)> on_logits;
+  // Each token sampled (EOS too), before its text is published: control tokens such as [TOOL_CALLS]
+  // have no text, so this is where they show.
+  std::function<void(SequenceId, int32_t token)> on_token;
 };
 
 enum class SequenceState { kQueued, kPrefilling, kGenerating, kFinished };
@@ -417,6 +420,7 @@ class Scheduler {
     if (slot->request.on_logits) slot->request.on_logits(slot->id, slot->last_logits.data(), vocab);
     const int32_t next = slot->sampler.sample(slot->last_logits.data(), vocab, slot->history);
     slot->needs_sample = false;
+    if (slot->request.on_token) slot->request.on_token(slot->id, next);
     if (tokenizer_ != nullptr && next == tokenizer_->eos_id()) {
       out.text = flush_text(slot);
       out.finished = true;

@@ -102,9 +102,12 @@ class Session {
 
   // Renders the whole conversation with the chat template; reuses the cache for the part that
   // is unchanged since the last call, prefills the rest and generates the assistant's reply.
+  // `options.tools` offers functions (v2/v3 templates); a reply that calls them begins with the
+  // [TOOL_CALLS] token (GenerationStep::token shows it; its text is the calls' JSON).
   Expected<GenerationResult> chat(const std::vector<ChatMessage>& messages, const SampleParams& sample,
-                                  const StreamCallback& on_piece, const std::vector<std::string>& stop = {}) {
-    BORA_RETURN_IF_ERROR(begin_chat(messages, sample, stop));
+                                  const StreamCallback& on_piece, const std::vector<std::string>& stop = {},
+                                  const ChatTemplateOptions& options = {}) {
+    BORA_RETURN_IF_ERROR(begin_chat(messages, sample, stop, options));
     return run_generation(on_piece);
   }
 
@@ -131,11 +134,11 @@ class Session {
   }
 
   Status begin_chat(const std::vector<ChatMessage>& messages, const SampleParams& sample,
-                    const std::vector<std::string>& stop = {}) {
+                    const std::vector<std::string>& stop = {}, const ChatTemplateOptions& options = {}) {
     generation_.reset();
     const Tokenizer* tokenizer = tokenizer_;
     if (tokenizer == nullptr) return no_tokenizer();
-    auto ids = apply_chat_template(*tokenizer, chat_template(), messages);
+    auto ids = apply_chat_template(*tokenizer, chat_template(), messages, options);
     if (!ids) return ids.error();
     size_t common = 0;
     while (common < tokens_.size() && common < ids->size() && tokens_[common] == (*ids)[common]) ++common;
