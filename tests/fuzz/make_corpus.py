@@ -247,6 +247,78 @@ def chat_request_seeds():
           '{"messages":[{"role":"assistant","content":"x"},{"role":"tool","content":"y"}]}')
 
 
+# ---- JSON schemas and GBNF grammars (the grammar compilers) ------------------------------------
+def json_schema_seeds():
+    write("json_schema", "object.json", json.dumps({
+        "type": "object", "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 8},
+            "age": {"type": "integer", "minimum": -5, "maximum": 130},
+            "score": {"type": "number"}, "ok": {"type": "boolean"}, "none": {"type": "null"},
+            "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3}},
+        "required": ["name", "age"], "additionalProperties": False}))
+    write("json_schema", "ref-anyof-enum.json", json.dumps({
+        "$defs": {"leaf": {"enum": ["a", 1, None, True, {"k": [1, 2]}]},
+                  "tree": {"anyOf": [{"$ref": "#/$defs/leaf"}, {"type": "array", "items": {"$ref": "#/$defs/tree"}}]}},
+        "$ref": "#/$defs/tree"}))
+    write("json_schema", "const-oneof.json", json.dumps({
+        "oneOf": [{"const": "caf\u00e9 \"q\" \\"}, {"type": ["integer", "string"]}],
+        "description": "annotations are ignored", "title": "t"}))
+    write("json_schema", "any.json", "{}")
+    write("json_schema", "unsupported.json", '{"type":"string","pattern":"^a+$","allOf":[{}]}')
+
+
+def gbnf_seeds():
+    write("gbnf", "arithmetic.gbnf", (
+        "# arithmetic, right-recursive\n"
+        "root   ::= expr\n"
+        "expr   ::= term ((\"+\" | \"-\") term)*\n"
+        "term   ::= factor ((\"*\" | \"/\") factor)*\n"
+        "factor ::= number | \"(\" expr \")\"\n"
+        "number ::= [0-9]+ (\".\" [0-9]{1,3})?\n"))
+    write("gbnf", "json-ish.gbnf", (
+        "root ::= object\n"
+        "object ::= \"{\" ws ( string \":\" ws value (\",\" ws string \":\" ws value)* )? \"}\" ws\n"
+        "value ::= object | array | string | [0-9]+ | (\"true\" | \"false\" | \"null\") ws\n"
+        "array ::= \"[\" ws ( value (\",\" ws value)* )? \"]\" ws\n"
+        "string ::= \"\\\"\" ( [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" [\"\\\\/bfnrt] )* \"\\\"\" ws\n"
+        "ws ::= [ \\t\\n]{0,4}\n"))
+    write("gbnf", "escapes-and-counts.gbnf",
+          'root ::= "caf\\u00e9" [\\x41-\\x5A]{2,4} "\\U0001F999"? x* [^a-z] \n'
+          'x ::= ("a" | "\\n" | "\\t")\n')
+    write("gbnf", "left-recursion.gbnf", "root ::= root \"a\" | \"b\"\n")
+    write("gbnf", "undefined-rule.gbnf", "root ::= missing\n")
+
+
+# ---- serve request bodies (OpenAI chat/completions, Bedrock) ----------------------------------
+def serve_request_seeds():
+    write("serve_request", "chat-stream.json", json.dumps({
+        "model": "demo", "messages": [{"role": "system", "content": "Be brief."},
+                                      {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+        "max_tokens": 8, "temperature": 0.7, "top_p": 0.9, "seed": 42, "stop": ["\n", "END"],
+        "stream": True, "stream_options": {"include_usage": True}}))
+    write("serve_request", "chat-tools.json", json.dumps({
+        "model": "demo", "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "abcDEF123", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "abcDEF123", "name": "get_weather", "content": "22C"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
+                   "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}],
+        "tool_choice": "auto", "parallel_tool_calls": False}))
+    write("serve_request", "chat-json-schema.json", json.dumps({
+        "messages": [{"role": "user", "content": "Give JSON"}, {"role": "assistant", "content": "{", "prefix": True}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "strict": True, "schema": {
+            "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}},
+        "max_completion_tokens": 16, "safe_prompt": True, "random_seed": 7}))
+    write("serve_request", "completion-tokens.json", json.dumps({
+        "model": "demo", "prompt": [1, 733, 16289, 28793], "max_tokens": 4, "n": 1, "echo": False,
+        "logprobs": None, "ignore_eos": True, "response_format": {"type": "json_object"}}))
+    write("serve_request", "bedrock.json", json.dumps({
+        "prompt": "<s>[INST] Hello [/INST]", "max_tokens": 8, "temperature": 0.5, "top_p": 0.9, "top_k": 50,
+        "stop": ["</s>"]}))
+    write("serve_request", "bad-types.json", '{"messages":[{"role":"robot","content":1}],"max_tokens":-3,"n":2}')
+
+
 # ---- Ollama manifests (input = name line + manifest) ---------------------------------------------
 def ollama_seeds():
     hex_digest = "0123456789abcdef" * 4  # the blob the fuzz target creates
@@ -280,6 +352,9 @@ def main():
     chat_request_seeds()
     ollama_seeds()
     tokenizer_seeds()
+    json_schema_seeds()
+    gbnf_seeds()
+    serve_request_seeds()
 
 
 if __name__ == "__main__":
