@@ -44,7 +44,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   for (const bora::ChatMessage& message : *messages) {
-    BORA_FUZZ_CHECK(message.role == "system" || message.role == "user" || message.role == "assistant");
+    BORA_FUZZ_CHECK(message.role == "system" || message.role == "user" || message.role == "assistant" ||
+                    message.role == "tool");
   }
   render(v1, bora::ChatTemplate::kMistralV1, *messages);
   render(v3, bora::ChatTemplate::kMistralV2, *messages);
