@@ -48,7 +48,8 @@ void usage() {
                "      once per step of N tokens, which for a mixture of experts is optimistic)\n"
                "  --parallel N1,N2,...  for each count N, N sequences at once as llama-batched-bench does: a pp row times\n"
                "      every sequence processing -p tokens (in steps of at most 2048 tokens, each sequence an equal\n"
-               "      share), a tg row -n steps of one token for each sequence from an empty context; t/s is the\n"
+               "      share), a tg row -n steps of one token for each sequence after each has processed the -p\n"
+               "      tokens (untimed, as llama-batched-bench's -npp: rows named 'tg32 @ d128'); t/s is the\n"
                "      aggregate over all sequences, and rows gain an n_parallel column (JSON key)\n"
                "  --peak  for each thread count, measures the int8 x int8 multiply-accumulates per second the cores reach\n"
                "      with the instruction the int8 weight kernels use (vpdpbusd with AVX-512 VNNI), from registers, on\n"
@@ -419,7 +420,9 @@ int main(int argc, char** argv) {
       }
       for (int n_parallel : parallel) {
         for (int p : prompts) if (p > 0 && !run_batched(n_parallel, p, 0, depth)) return 1;
-        for (int n : gens) if (n > 0 && !run_batched(n_parallel, 0, n, depth)) return 1;
+        // Each sequence decodes after its prompt, as llama-batched-bench's generation does.
+        for (int p : prompts)
+          for (int n : gens) if (n > 0 && !run_batched(n_parallel, 0, n, depth + p)) return 1;
       }
     }
   }
