@@ -124,6 +124,14 @@ TEST_CASE("the kernel tests name the SIMD targets they run and the ones this CPU
   CHECK((compiled & supported) != 0);
 }
 
+TEST_CASE("int8_dot_peak runs its int8 multiply-accumulate loop on every target and reports a positive rate") {
+  for_each_target([] {
+    const double macs_per_second = bora::ops::int8_dot_peak(0.002);
+    CHECK(std::isfinite(macs_per_second));
+    CHECK(macs_per_second > 0.0);
+  });
+}
+
 TEST_CASE("matvec_f32 matches the scalar reference for every weight type and target") {
   for_each_target_and_type(kAllTypes, [](WeightType type) {
     const int64_t n = row_length_for(type), rows = 13;

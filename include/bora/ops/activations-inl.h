@@ -100,7 +100,7 @@ inline void QuantizeResidualQ8Kernel(const float* x, const uint8_t* hi, int64_t 
 
 // ---- integer products ----------------------------------------------------------------------------
 
-#if HWY_TARGET == HWY_SVE || HWY_TARGET == HWY_SVE2 || HWY_TARGET == HWY_SVE_256 || HWY_TARGET == HWY_SVE2_128
+#if BORA_OPS_SVE
 // SVE: SDOT (part of every SVE core) sums four int8 products per 32-bit lane, at any vector length;
 // lanes past `count` load as zero.
 HWY_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int count) {

@@ -1,8 +1,8 @@
 // Why this file exists: how fast can this core multiply int8 by int8 at all? Prompt processing and
 // batched decoding are bounded by that rate rather than by memory, so examples/bench measures it
 // (ops::int8_dot_peak) to say how much of it they reach. The kernel issues the same instruction the
-// int8 weight kernels are built on for the target (vpdpbusd with VNNI, maddubs + madd on AVX2, widening
-// int16 multiply-adds elsewhere), from registers only. Compiled once per target (toggle guard).
+// int8 weight kernels are built on for the target (vpdpbusd with VNNI, maddubs + madd on AVX2, SDOT on
+// SVE, widening int16 multiply-adds elsewhere), from registers only. Compiled once per target (toggle guard).
 
 #include <cstdint>
 
@@ -24,7 +24,7 @@ namespace bora {
 namespace ops {
 namespace HWY_NAMESPACE {
 
-#if !BORA_OPS_X86_INT8 && HWY_TARGET != HWY_SCALAR
+#if !BORA_OPS_X86_INT8 && !BORA_OPS_SVE && HWY_TARGET != HWY_SCALAR
 // One widening multiply-add on a chain whose own sum is its next multiplicand, so the compiler can
 // neither hoist the product out of the loop nor share it between chains.
 template <class D32, class V16>
@@ -78,6 +78,26 @@ inline int64_t Int8DotPeakKernel(int64_t rounds, int32_t seed, uint32_t* checksu
   for (uint32_t lane : lanes) sum += lane;
   *checksum = sum;
   return rounds * kChains * 32;
+#elif BORA_OPS_SVE
+  // SDOT, as the SVE DotI8 does: four products per 32-bit lane, twelve named chains (scalable
+  // vectors cannot live in arrays), each chain's sum reinterpreted as its next int8 input.
+  const svint8_t b = svdup_n_s8(static_cast<int8_t>(seed | 1));
+  svint32_t s0 = svdup_n_s32(seed), s1 = svdup_n_s32(seed + 1), s2 = svdup_n_s32(seed + 2), s3 = svdup_n_s32(seed + 3);
+  svint32_t s4 = svdup_n_s32(seed + 4), s5 = svdup_n_s32(seed + 5), s6 = svdup_n_s32(seed + 6);
+  svint32_t s7 = svdup_n_s32(seed + 7), s8 = svdup_n_s32(seed + 8), s9 = svdup_n_s32(seed + 9);
+  svint32_t s10 = svdup_n_s32(seed + 10), s11 = svdup_n_s32(seed + 11);
+  auto step = [&b](svint32_t sum) { return svdot_s32(sum, svreinterpret_s8_s32(sum), b); };
+  for (int64_t r = 0; r < rounds; ++r) {
+    s0 = step(s0); s1 = step(s1); s2 = step(s2); s3 = step(s3); s4 = step(s4); s5 = step(s5);
+    s6 = step(s6); s7 = step(s7); s8 = step(s8); s9 = step(s9); s10 = step(s10); s11 = step(s11);
+  }
+  const svint32_t total = svadd_s32_x(svptrue_b32(), svadd_s32_x(svptrue_b32(), svadd_s32_x(svptrue_b32(), s0, s1),
+                                                                 svadd_s32_x(svptrue_b32(), s2, s3)),
+                                      svadd_s32_x(svptrue_b32(), svadd_s32_x(svptrue_b32(), s4, s5),
+                                                  svadd_s32_x(svptrue_b32(), s6, s7)));
+  const svint32_t rest = svadd_s32_x(svptrue_b32(), svadd_s32_x(svptrue_b32(), s8, s9), svadd_s32_x(svptrue_b32(), s10, s11));
+  *checksum = static_cast<uint32_t>(svaddv_s32(svptrue_b32(), svadd_s32_x(svptrue_b32(), total, rest)));
+  return rounds * 12 * static_cast<int64_t>(svcntb());
 #elif HWY_TARGET == HWY_SCALAR
   // No vectors (and no int16 lanes the size of an int32 one to feed back): one product per chain step.
   constexpr int kChains = 12;

@@ -25,6 +25,13 @@
 #else
 #define BORA_OPS_X86_VNNI 0
 #endif
+// Arm SVE in any of Highway's variants: SDOT (four int8 products per 32-bit lane) is part of them all.
+#undef BORA_OPS_SVE
+#if HWY_TARGET == HWY_SVE || HWY_TARGET == HWY_SVE2 || HWY_TARGET == HWY_SVE_256 || HWY_TARGET == HWY_SVE2_128
+#define BORA_OPS_SVE 1
+#else
+#define BORA_OPS_SVE 0
+#endif
 
 // Use BORA_OPS_BEFORE_NAMESPACE() / BORA_OPS_AFTER_NAMESPACE() where Highway code would use
 // HWY_BEFORE_NAMESPACE() / HWY_AFTER_NAMESPACE().
