@@ -74,6 +74,17 @@
 #else
 #define BORA_OPS_SVE 0
 #endif
+// Arm NEON with Armv8.2's dot product (SDOT): 1 when the compiler may assume it (-march=armv8.2-a+dotprod,
+// Apple cores), 2 when it is detected at run time (GCC on Linux, whose Highway NEON target assumes only
+// Armv8.0, as a Cortex-A53 or A72 has), 0 otherwise.
+#undef BORA_OPS_NEON_DOTPROD
+#if HWY_TARGET == HWY_NEON && HWY_ARCH_ARM_A64 && defined(__ARM_FEATURE_DOTPROD)
+#define BORA_OPS_NEON_DOTPROD 1
+#elif HWY_TARGET == HWY_NEON && HWY_ARCH_ARM_A64 && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+#define BORA_OPS_NEON_DOTPROD 2
+#else
+#define BORA_OPS_NEON_DOTPROD 0
+#endif
 
 // Use BORA_OPS_BEFORE_NAMESPACE() / BORA_OPS_AFTER_NAMESPACE() where Highway code would use
 // HWY_BEFORE_NAMESPACE() / HWY_AFTER_NAMESPACE().
@@ -755,11 +766,17 @@ BORA_OPS_AFTER_NAMESPACE();
 // ---- begin bora/ops/activations-inl.h ----------------------------------------------------------------
 // Why this file exists: the int8 activations of the fast path (layout in quant/q8_activations.hpp):
 // quantizing a row in one or two levels, and the integer products every weight family's int8 kernels
-// build on (portable, AVX2, and 512-bit VNNI with both levels at once). Compiled once per target.
+// build on (portable, SDOT on SVE and dot-product NEON, AVX2, and 512-bit VNNI with both levels at once).
+// Compiled once per target.
 
 #include <cstddef>
 #include <cstdint>
 
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>  // HWCAP_ASIMDDP: the dot product, for NEON kernels that detect it at run time
+#include <sys/auxv.h>
+#endif
 
 #if defined(BORA_OPS_ACTIVATIONS_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef BORA_OPS_ACTIVATIONS_INL_H_
@@ -866,7 +883,7 @@ HWY_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int count) {
 }
 #else
 // Portable: weights decoded to int8, products widened to int16 and summed pairwise.
-HWY_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int count) {
+HWY_INLINE int32_t WidenedDotI8(const int8_t* a, const int8_t* b, int count) {
   const hn::CappedTag<int16_t, 16> d16;
   const hn::Rebind<int8_t, decltype(d16)> d8;
   const hn::Repartition<int32_t, decltype(d16)> d32;
@@ -878,6 +895,41 @@ HWY_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int count) {
     sum0 = hn::ReorderWidenMulAccumulate(d32, va, vb, sum0, sum1);
   }
   return hn::GetLane(hn::SumOfLanes(d32, hn::RearrangeToOddPlusEven(sum0, sum1)));
+}
+
+#if BORA_OPS_NEON_DOTPROD
+// NEON with SDOT: four int8 products per 32-bit lane, 16 values per instruction (count a multiple of 16).
+// (Compiled for Armv8.2 + dot product only when the CPU is checked before each call.)
+#if BORA_OPS_NEON_DOTPROD == 2
+#pragma GCC push_options
+#pragma GCC target("arch=armv8.2-a+dotprod")
+#endif
+inline int32_t NeonDotprodI8(const int8_t* a, const int8_t* b, int count) {
+  int32x4_t sum = vdupq_n_s32(0);
+  for (int i = 0; i < count; i += 16) sum = vdotq_s32(sum, vld1q_s8(a + i), vld1q_s8(b + i));
+  return vaddvq_s32(sum);
+}
+#if BORA_OPS_NEON_DOTPROD == 2
+#pragma GCC pop_options
+#endif
+#endif
+
+#if BORA_OPS_NEON_DOTPROD == 2
+HWY_INLINE bool CpuHasDotprod() {
+  static const bool has = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+  return has;
+}
+#endif
+
+// What the weight kernels call: SDOT where the core has it, else the widening products. Either way the
+// integer sum is exact, so every target gives the same result.
+HWY_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int count) {
+#if BORA_OPS_NEON_DOTPROD == 1
+  if (count % 16 == 0) return NeonDotprodI8(a, b, count);
+#elif BORA_OPS_NEON_DOTPROD == 2
+  if (count % 16 == 0 && CpuHasDotprod()) return NeonDotprodI8(a, b, count);
+#endif
+  return WidenedDotI8(a, b, count);
 }
 #endif
 
@@ -2687,7 +2739,8 @@ BORA_OPS_AFTER_NAMESPACE();
 // batched decoding are bounded by that rate rather than by memory, so examples/bench measures it
 // (ops::int8_dot_peak) to say how much of it they reach. The kernel issues the same instruction the
 // int8 weight kernels are built on for the target (vpdpbusd with VNNI, maddubs + madd on AVX2, SDOT on
-// SVE, widening int16 multiply-adds elsewhere), from registers only. Compiled once per target (toggle guard).
+// SVE, widening int16 multiply-adds elsewhere, NEON included, whose kernels use SDOT where the core has
+// it), from registers only. Compiled once per target (toggle guard).
 
 #include <cstdint>
 

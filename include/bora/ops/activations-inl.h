@@ -1,11 +1,17 @@
 // Why this file exists: the int8 activations of the fast path (layout in quant/q8_activations.hpp):
 // quantizing a row in one or two levels, and the integer products every weight family's int8 kernels
-// build on (portable, AVX2, and 512-bit VNNI with both levels at once). Compiled once per target.
+// build on (portable, SDOT on SVE and dot-product NEON, AVX2, and 512-bit VNNI with both levels at once).
+// Compiled once per target.
 
 #include <cstddef>
 #include <cstdint>
 
 #include "bora/quant/q8_activations.hpp"
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>  // HWCAP_ASIMDDP: the dot product, for NEON kernels that detect it at run time
+#include <sys/auxv.h>
+#endif
 
 #if defined(BORA_OPS_ACTIVATIONS_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef BORA_OPS_ACTIVATIONS_INL_H_
@@ -114,7 +120,7 @@ HWY_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int count) {
 }
 #else
 // Portable: weights decoded to int8, products widened to int16 and summed pairwise.
-HWY_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int count) {
+HWY_INLINE int32_t WidenedDotI8(const int8_t* a, const int8_t* b, int count) {
   const hn::CappedTag<int16_t, 16> d16;
   const hn::Rebind<int8_t, decltype(d16)> d8;
   const hn::Repartition<int32_t, decltype(d16)> d32;
@@ -126,6 +132,41 @@ HWY_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int count) {
     sum0 = hn::ReorderWidenMulAccumulate(d32, va, vb, sum0, sum1);
   }
   return hn::GetLane(hn::SumOfLanes(d32, hn::RearrangeToOddPlusEven(sum0, sum1)));
+}
+
+#if BORA_OPS_NEON_DOTPROD
+// NEON with SDOT: four int8 products per 32-bit lane, 16 values per instruction (count a multiple of 16).
+// (Compiled for Armv8.2 + dot product only when the CPU is checked before each call.)
+#if BORA_OPS_NEON_DOTPROD == 2
+#pragma GCC push_options
+#pragma GCC target("arch=armv8.2-a+dotprod")
+#endif
+inline int32_t NeonDotprodI8(const int8_t* a, const int8_t* b, int count) {
+  int32x4_t sum = vdupq_n_s32(0);
+  for (int i = 0; i < count; i += 16) sum = vdotq_s32(sum, vld1q_s8(a + i), vld1q_s8(b + i));
+  return vaddvq_s32(sum);
+}
+#if BORA_OPS_NEON_DOTPROD == 2
+#pragma GCC pop_options
+#endif
+#endif
+
+#if BORA_OPS_NEON_DOTPROD == 2
+HWY_INLINE bool CpuHasDotprod() {
+  static const bool has = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+  return has;
+}
+#endif
+
+// What the weight kernels call: SDOT where the core has it, else the widening products. Either way the
+// integer sum is exact, so every target gives the same result.
+HWY_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int count) {
+#if BORA_OPS_NEON_DOTPROD == 1
+  if (count % 16 == 0) return NeonDotprodI8(a, b, count);
+#elif BORA_OPS_NEON_DOTPROD == 2
+  if (count % 16 == 0 && CpuHasDotprod()) return NeonDotprodI8(a, b, count);
+#endif
+  return WidenedDotI8(a, b, count);
 }
 #endif
 

@@ -2,7 +2,8 @@
 // batched decoding are bounded by that rate rather than by memory, so examples/bench measures it
 // (ops::int8_dot_peak) to say how much of it they reach. The kernel issues the same instruction the
 // int8 weight kernels are built on for the target (vpdpbusd with VNNI, maddubs + madd on AVX2, SDOT on
-// SVE, widening int16 multiply-adds elsewhere), from registers only. Compiled once per target (toggle guard).
+// SVE, widening int16 multiply-adds elsewhere, NEON included, whose kernels use SDOT where the core has
+// it), from registers only. Compiled once per target (toggle guard).
 
 #include <cstdint>
 

@@ -32,6 +32,17 @@
 #else
 #define BORA_OPS_SVE 0
 #endif
+// Arm NEON with Armv8.2's dot product (SDOT): 1 when the compiler may assume it (-march=armv8.2-a+dotprod,
+// Apple cores), 2 when it is detected at run time (GCC on Linux, whose Highway NEON target assumes only
+// Armv8.0, as a Cortex-A53 or A72 has), 0 otherwise.
+#undef BORA_OPS_NEON_DOTPROD
+#if HWY_TARGET == HWY_NEON && HWY_ARCH_ARM_A64 && defined(__ARM_FEATURE_DOTPROD)
+#define BORA_OPS_NEON_DOTPROD 1
+#elif HWY_TARGET == HWY_NEON && HWY_ARCH_ARM_A64 && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+#define BORA_OPS_NEON_DOTPROD 2
+#else
+#define BORA_OPS_NEON_DOTPROD 0
+#endif
 
 // Use BORA_OPS_BEFORE_NAMESPACE() / BORA_OPS_AFTER_NAMESPACE() where Highway code would use
 // HWY_BEFORE_NAMESPACE() / HWY_AFTER_NAMESPACE().
