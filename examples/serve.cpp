@@ -267,6 +267,13 @@ class Service {
     return std::string(api == Api::kChat ? "chatcmpl-" : "cmpl-") + suffix;
   }
 
+  // Every request's constraint walks the same vocabulary trie, built once (not per request).
+  bora::GrammarConstraintOptions constraint_options() const {
+    bora::GrammarConstraintOptions options;
+    options.vocabulary = vocabulary_;
+    return options;
+  }
+
   // response_format and tools: the constraint sampling is held to, and the token that marks a reply's
   // calls ([TOOL_CALLS]; -1 when the reply cannot have any).
   bool prepare_structure(const serve::GenerationRequest& request, bora::SampleParams* sample, int32_t* mark_token,
@@ -277,7 +284,7 @@ class Service {
                          ? bora::json_object_grammar()
                          : bora::json_schema_grammar(request.json_schema);
       bora::Expected<std::shared_ptr<const bora::GrammarConstraint>> constraint =
-          grammar ? bora::GrammarConstraint::create(std::move(*grammar), tokenizer_)
+          grammar ? bora::GrammarConstraint::create(std::move(*grammar), tokenizer_, constraint_options())
                   : bora::Expected<std::shared_ptr<const bora::GrammarConstraint>>(grammar.error());
       if (!constraint) {
         *error = serve::invalid_request("'response_format': " + constraint.error().str(), "response_format", "invalid_schema");
@@ -299,7 +306,7 @@ class Service {
     bora::ToolCallGrammarOptions options;
     if (request.tool_choice == serve::ToolChoice::kNamed) options.only_function = request.tool_choice_name;
     options.max_calls = request.parallel_tool_calls ? 8 : 1;
-    auto constraint = bora::tool_calls_constraint(request.tools, tokenizer_, options);
+    auto constraint = bora::tool_calls_constraint(request.tools, tokenizer_, options, vocabulary_);
     if (!constraint) {
       *error = serve::invalid_request("'tools': " + constraint.error().str(), "tools", "invalid_schema");
       return false;
@@ -489,6 +496,7 @@ class Service {
 
   const Options& options_;
   const bora::Tokenizer& tokenizer_;
+  const std::shared_ptr<const bora::VocabularyTrie> vocabulary_ = bora::VocabularyTrie::build(tokenizer_);
   serve::PromptBuilder prompts_;
   serve::Engine& engine_;
   const int64_t started_;

@@ -11732,6 +11732,120 @@ inline Expected<Grammar> parse_gbnf(std::string_view text) {
 #include <utility>
 #include <vector>
 
+// ---- begin bora/text/vocabulary_trie.hpp -------------------------------------------------------------
+// Why this file exists: every grammar constraint walks the vocabulary as one byte trie, and building it
+// (every piece's text, sorted) costs milliseconds, far more than compiling a small grammar. A
+// VocabularyTrie is built once per tokenizer and shared, read-only, by every GrammarConstraint made
+// with it (GrammarConstraintOptions::vocabulary), as a server does for each request's schema.
+#ifndef BORA_TEXT_VOCABULARY_TRIE_HPP
+#define BORA_TEXT_VOCABULARY_TRIE_HPP
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+
+namespace bora {
+
+class VocabularyTrie {
+ public:
+  struct Node {
+    uint8_t byte;
+    uint16_t depth;        // 1 for a first byte
+    uint32_t subtree_end;  // the first node after this one's subtree (preorder)
+    uint32_t token_begin;  // tokens ending here: token_ids()[token_begin .. next node's token_begin)
+  };
+
+  // Token bytes are what the tokenizer's streaming decoder shows for each token in mid-text ("▁" as a
+  // space, <0xNN> as its byte); control tokens, <unk> and unused ones have none and are never in the trie.
+  // Null only when memory runs out.
+  static std::shared_ptr<const VocabularyTrie> build(const Tokenizer& tokenizer) {
+    std::shared_ptr<VocabularyTrie> trie(new (std::nothrow) VocabularyTrie());
+    if (!trie) return nullptr;
+    trie->eos_id_ = tokenizer.eos_id();
+    trie->vocab_size_ = tokenizer.vocab_size();
+    std::vector<std::pair<std::string, int32_t>> entries;
+    entries.reserve(trie->vocab_size_);
+    trie->token_bytes_.assign(trie->vocab_size_, TokenBytes());
+    for (size_t id = 0; id < trie->vocab_size_; ++id) {
+      const int32_t token = static_cast<int32_t>(id);
+      const int32_t type = tokenizer.token_type(token);
+      if (type == token_type::kControl || type == token_type::kUnknown || type == token_type::kUnused) continue;
+      std::string text = tokenizer.piece_text(token);
+      if (text.empty() || text.size() > 0xFFFF) continue;
+      trie->token_bytes_[id] = TokenBytes{static_cast<uint32_t>(trie->arena_.size()), static_cast<uint32_t>(text.size())};
+      trie->arena_.insert(trie->arena_.end(), text.begin(), text.end());
+      entries.emplace_back(std::move(text), token);
+    }
+    std::sort(entries.begin(), entries.end());
+    // Sorted strings give the trie in preorder: each string shares a prefix with the path so far.
+    std::vector<uint32_t> path;  // node indices from the root down
+    std::string previous;
+    std::vector<Node>& nodes = trie->nodes_;
+    for (const auto& entry : entries) {
+      const std::string& text = entry.first;
+      size_t common = 0;
+      while (common < previous.size() && common < text.size() && previous[common] == text[common]) ++common;
+      while (path.size() > common) {
+        nodes[path.back()].subtree_end = static_cast<uint32_t>(nodes.size());
+        path.pop_back();
+      }
+      for (size_t i = common; i < text.size(); ++i) {
+        path.push_back(static_cast<uint32_t>(nodes.size()));
+        nodes.push_back(Node{static_cast<uint8_t>(text[i]), static_cast<uint16_t>(i + 1), 0,
+                             static_cast<uint32_t>(trie->token_ids_.size())});
+      }
+      trie->token_ids_.push_back(entry.second);  // always the node made (or reached) last
+      previous = text;
+      if (text.size() > trie->max_depth_) trie->max_depth_ = text.size();
+    }
+    while (!path.empty()) {
+      nodes[path.back()].subtree_end = static_cast<uint32_t>(nodes.size());
+      path.pop_back();
+    }
+    nodes.push_back(Node{0, 0, 0, static_cast<uint32_t>(trie->token_ids_.size())});  // sentinel
+    return trie;
+  }
+
+  // Preorder nodes and a sentinel last (its token_begin ends the last node's tokens).
+  const std::vector<Node>& nodes() const { return nodes_; }
+  const std::vector<int32_t>& token_ids() const { return token_ids_; }
+  size_t max_depth() const { return max_depth_; }
+  int32_t eos_id() const { return eos_id_; }
+  size_t vocab_size() const { return vocab_size_; }
+
+  // The bytes a token stands for; empty for a token never allowed (control, <unk>, out of range).
+  std::string_view token_text(int32_t token) const {
+    if (token < 0 || static_cast<size_t>(token) >= vocab_size_) return std::string_view();
+    const TokenBytes& t = token_bytes_[static_cast<size_t>(token)];
+    return std::string_view(reinterpret_cast<const char*>(arena_.data()) + t.offset, t.size);
+  }
+
+ private:
+  struct TokenBytes {
+    uint32_t offset = 0;
+    uint32_t size = 0;
+  };
+  VocabularyTrie() = default;
+
+  std::vector<Node> nodes_;
+  std::vector<int32_t> token_ids_;
+  std::vector<TokenBytes> token_bytes_;
+  std::vector<uint8_t> arena_;
+  size_t max_depth_ = 0;
+  int32_t eos_id_ = -1;
+  size_t vocab_size_ = 0;
+};
+
+}  // namespace bora
+
+#endif  // BORA_TEXT_VOCABULARY_TRIE_HPP
+// ---- end bora/text/vocabulary_trie.hpp ---------------------------------------------------------------
 
 namespace bora {
 
@@ -11742,6 +11856,9 @@ struct GrammarConstraintOptions {
   // Upper bound on the lazily built DFA and its cached masks, in bytes. Past it the cache starts
   // over (matchers replay their own text), so a hostile grammar costs time, never unbounded memory.
   size_t max_cache_bytes = size_t{128} << 20;
+  // The tokenizer's vocabulary as a trie (VocabularyTrie::build), shared by every constraint made with
+  // it; null builds one for this constraint alone (milliseconds for a 32k vocabulary).
+  std::shared_ptr<const VocabularyTrie> vocabulary;
 };
 
 class GrammarMatcher;
@@ -11759,12 +11876,19 @@ class GrammarConstraint {
       if (token < 0 || static_cast<size_t>(token) >= tokenizer.vocab_size() || token == tokenizer.eos_id())
         return make_error(ErrorCode::kInvalidArgument, "grammar constraint: leading token %d is not a usable token", token);
     }
+    std::shared_ptr<const VocabularyTrie> vocabulary =
+        options.vocabulary != nullptr ? options.vocabulary : VocabularyTrie::build(tokenizer);
+    if (!vocabulary) return make_error(ErrorCode::kOutOfMemory, "grammar constraint: out of memory");
+    if (vocabulary->vocab_size() != tokenizer.vocab_size() || vocabulary->eos_id() != tokenizer.eos_id())
+      return make_error(ErrorCode::kInvalidArgument,
+                        "grammar constraint: the vocabulary trie (%zu tokens) was built from another tokenizer (%zu)",
+                        vocabulary->vocab_size(), tokenizer.vocab_size());
     std::shared_ptr<GrammarConstraint> c(new (std::nothrow) GrammarConstraint(std::move(grammar)));
     if (!c) return make_error(ErrorCode::kOutOfMemory, "grammar constraint: out of memory");
-    c->eos_id_ = tokenizer.eos_id();
-    c->vocab_size_ = tokenizer.vocab_size();
+    c->vocab_ = std::move(vocabulary);
+    c->eos_id_ = c->vocab_->eos_id();
+    c->vocab_size_ = c->vocab_->vocab_size();
     c->leading_tokens_ = options.leading_tokens;
-    c->build_trie(tokenizer);
     const size_t mask_bytes = c->mask_words() * sizeof(uint64_t);
     // A quarter of the budget for masks (at least one), the rest for the DFA.
     c->max_masks_ = std::max<size_t>(1, std::min(kMaxCachedMasks, options.max_cache_bytes / 4 / mask_bytes));
@@ -11779,7 +11903,7 @@ class GrammarConstraint {
   }
 
   const Grammar& grammar() const { return grammar_; }
-  size_t trie_nodes() const { return nodes_.size() - 1; }
+  size_t trie_nodes() const { return vocab_->nodes().size() - 1; }
   // DFA states built so far (they grow with the distinct parser configurations generation meets).
   size_t dfa_states() const {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -11819,11 +11943,7 @@ class GrammarConstraint {
   }
 
   // The bytes a token stands for in the grammar; empty for a token never allowed (control, <unk>).
-  std::string_view token_text(int32_t token) const {
-    if (token < 0 || static_cast<size_t>(token) >= vocab_size_) return std::string_view();
-    const TokenBytes& t = token_bytes_[static_cast<size_t>(token)];
-    return std::string_view(reinterpret_cast<const char*>(token_arena_.data()) + t.offset, t.size);
-  }
+  std::string_view token_text(int32_t token) const { return vocab_->token_text(token); }
 
   // Moves the cursor past `bytes`; false (cursor unchanged) when they leave the language.
   bool advance(Cursor* cursor, const std::string& history, std::string_view bytes) const {
@@ -11893,73 +12013,22 @@ class GrammarConstraint {
     bool accepting = false;
     int32_t mask_slot = -1;
   };
-  struct TrieNode {
-    uint8_t byte;
-    uint16_t depth;       // 1 for a first byte
-    uint32_t subtree_end; // the first node after this one's subtree (preorder)
-    uint32_t token_begin; // tokens ending here: token_ids_[token_begin .. next node's token_begin)
-  };
-  struct TokenBytes {
-    uint32_t offset = 0;
-    uint32_t size = 0;
-  };
-
   explicit GrammarConstraint(Grammar grammar) : grammar_(std::move(grammar)) {
     states_.emplace_back();  // kDead
     transitions_.assign(256, kDead);
   }
 
-  void build_trie(const Tokenizer& tokenizer) {
-    std::vector<std::pair<std::string, int32_t>> entries;
-    entries.reserve(vocab_size_);
-    token_bytes_.assign(vocab_size_, TokenBytes());
-    for (size_t id = 0; id < vocab_size_; ++id) {
-      const int32_t token = static_cast<int32_t>(id);
-      const int32_t type = tokenizer.token_type(token);
-      if (type == token_type::kControl || type == token_type::kUnknown || type == token_type::kUnused) continue;
-      std::string text = tokenizer.piece_text(token);
-      if (text.empty() || text.size() > 0xFFFF) continue;
-      token_bytes_[id] = TokenBytes{static_cast<uint32_t>(token_arena_.size()), static_cast<uint32_t>(text.size())};
-      token_arena_.insert(token_arena_.end(), text.begin(), text.end());
-      entries.emplace_back(std::move(text), token);
-    }
-    std::sort(entries.begin(), entries.end());
-    // Sorted strings give the trie in preorder: each string shares a prefix with the path so far.
-    std::vector<uint32_t> path;  // node indices from the root down
-    std::string previous;
-    for (const auto& entry : entries) {
-      const std::string& text = entry.first;
-      size_t common = 0;
-      while (common < previous.size() && common < text.size() && previous[common] == text[common]) ++common;
-      while (path.size() > common) {
-        nodes_[path.back()].subtree_end = static_cast<uint32_t>(nodes_.size());
-        path.pop_back();
-      }
-      for (size_t i = common; i < text.size(); ++i) {
-        path.push_back(static_cast<uint32_t>(nodes_.size()));
-        nodes_.push_back(TrieNode{static_cast<uint8_t>(text[i]), static_cast<uint16_t>(i + 1), 0,
-                                  static_cast<uint32_t>(token_ids_.size())});
-      }
-      token_ids_.push_back(entry.second);  // always the node made (or reached) last
-      previous = text;
-      if (text.size() > max_depth_) max_depth_ = text.size();
-    }
-    while (!path.empty()) {
-      nodes_[path.back()].subtree_end = static_cast<uint32_t>(nodes_.size());
-      path.pop_back();
-    }
-    nodes_.push_back(TrieNode{0, 0, 0, static_cast<uint32_t>(token_ids_.size())});  // sentinel
-  }
-
   // Under mutex_: sets the bits of every token whose bytes the state accepts.
   void walk_trie(int32_t state, uint64_t* bits) const {
     std::vector<int32_t>& at_depth = walk_states_;
-    at_depth.assign(max_depth_ + 1, kDead);
+    const std::vector<VocabularyTrie::Node>& nodes = vocab_->nodes();
+    const std::vector<int32_t>& token_ids = vocab_->token_ids();
+    at_depth.assign(vocab_->max_depth() + 1, kDead);
     at_depth[0] = state;
-    const size_t n = nodes_.size() - 1;
+    const size_t n = nodes.size() - 1;
     bool any = false;
     for (size_t i = 0; i < n;) {
-      const TrieNode& node = nodes_[i];
+      const VocabularyTrie::Node& node = nodes[i];
       const int32_t from = at_depth[node.depth - 1];
       int32_t next = transitions_[static_cast<size_t>(from) * 256 + node.byte];
       if (next < 0) next = compute_transition(from, node.byte);
@@ -11968,8 +12037,8 @@ class GrammarConstraint {
         continue;
       }
       at_depth[node.depth] = next;
-      for (uint32_t t = node.token_begin; t < nodes_[i + 1].token_begin; ++t) {
-        const int32_t id = token_ids_[t];
+      for (uint32_t t = node.token_begin; t < nodes[i + 1].token_begin; ++t) {
+        const int32_t id = token_ids[t];
         bits[id >> 6] |= uint64_t{1} << (id & 63);
         any = true;
       }
@@ -12116,12 +12185,8 @@ class GrammarConstraint {
   std::vector<int32_t> leading_tokens_;
   size_t max_masks_ = kMaxCachedMasks;
   size_t max_dfa_bytes_ = size_t{96} << 20;
-  // The vocabulary (immutable after create()).
-  std::vector<TrieNode> nodes_;
-  std::vector<int32_t> token_ids_;
-  std::vector<TokenBytes> token_bytes_;
-  std::vector<uint8_t> token_arena_;
-  size_t max_depth_ = 0;
+  // The vocabulary, shared with other constraints (immutable).
+  std::shared_ptr<const VocabularyTrie> vocab_;
   // The lazily built DFA and its caches, shared by every matcher, under mutex_.
   mutable std::mutex mutex_;
   mutable std::vector<Stack> stacks_;
@@ -14224,12 +14289,14 @@ inline int32_t tool_calls_token(const Tokenizer& tokenizer) {
 
 // The constraint for SampleParams::constraint: [TOOL_CALLS] (when the vocabulary has it), then the
 // calls of tool_calls_grammar(), then EOS. The reply's text is the JSON list for parse_tool_calls().
-inline Expected<std::shared_ptr<const GrammarConstraint>> tool_calls_constraint(std::string_view tools,
-                                                                                const Tokenizer& tokenizer,
-                                                                                const ToolCallGrammarOptions& options = {}) {
+// `vocabulary`: the tokenizer's shared VocabularyTrie, or null to build one.
+inline Expected<std::shared_ptr<const GrammarConstraint>> tool_calls_constraint(
+    std::string_view tools, const Tokenizer& tokenizer, const ToolCallGrammarOptions& options = {},
+    std::shared_ptr<const VocabularyTrie> vocabulary = nullptr) {
   auto grammar = tool_calls_grammar(tools, options);
   if (!grammar) return grammar.error();
   GrammarConstraintOptions constraint_options;
+  constraint_options.vocabulary = std::move(vocabulary);
   const int32_t leading = tool_calls_token(tokenizer);
   if (leading >= 0) constraint_options.leading_tokens.push_back(leading);
   return GrammarConstraint::create(std::move(*grammar), tokenizer, constraint_options);

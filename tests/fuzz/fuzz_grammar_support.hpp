@@ -13,6 +13,7 @@
 #include "bora/text/grammar.hpp"
 #include "bora/text/grammar_constraint.hpp"
 #include "bora/text/tokenizer.hpp"
+#include "bora/text/vocabulary_trie.hpp"
 #include "fuzz_support.hpp"
 
 namespace bora_fuzz {
@@ -24,6 +25,16 @@ inline const bora::Tokenizer& grammar_tokenizer() {
     return new bora::Tokenizer(std::move(*loaded));  // lives as long as the process
   }();
   return *tokenizer;
+}
+
+// Its vocabulary trie, built once: every input's constraint shares it, as serve's requests do.
+inline const std::shared_ptr<const bora::VocabularyTrie>& grammar_vocabulary() {
+  static const std::shared_ptr<const bora::VocabularyTrie> vocabulary = [] {
+    auto built = bora::VocabularyTrie::build(grammar_tokenizer());
+    BORA_FUZZ_REQUIRE_SETUP(built != nullptr);
+    return built;
+  }();
+  return vocabulary;
 }
 
 // The allowed token ids in `bits`, the `choice`-th modulo their count (so the input steers which), or -1.
@@ -41,6 +52,7 @@ inline int32_t pick_allowed(const std::vector<uint64_t>& bits, uint8_t choice) {
 inline void drive_matcher(bora::Grammar grammar, std::string_view input) {
   bora::GrammarConstraintOptions options;
   options.max_cache_bytes = size_t{1} << 20;
+  options.vocabulary = grammar_vocabulary();
   auto constraint = bora::GrammarConstraint::create(std::move(grammar), grammar_tokenizer(), options);
   if (!constraint) {
     BORA_FUZZ_CHECK(!constraint.error().str().empty());

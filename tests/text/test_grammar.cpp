@@ -14,6 +14,7 @@
 #include "bora/text/grammar_constraint.hpp"
 #include "bora/text/json_schema.hpp"
 #include "../support/demo_model.hpp"
+#include "../support/golden.hpp"
 
 namespace {
 
@@ -234,4 +235,37 @@ TEST_CASE("the trie walk's mask equals each token's bytes run through the gramma
     CHECK(mismatches == 0);
     CHECK(allowed > 0);
   }
+}
+
+TEST_CASE("constraints sharing one vocabulary trie allow what constraints with their own allow") {
+  const bora::Tokenizer& tokenizer = demo_tokenizer();
+  const std::shared_ptr<const bora::VocabularyTrie> vocabulary = bora::VocabularyTrie::build(tokenizer);
+  REQUIRE(vocabulary != nullptr);
+  bora::GrammarConstraintOptions shared;
+  shared.vocabulary = vocabulary;
+  for (const char* schema : {R"({"type":"object","properties":{"say":{"type":"string"}},"required":["say"]})",
+                             R"({"type":"array","items":{"type":"integer"},"maxItems":3})"}) {
+    CAPTURE(schema);
+    auto own = bora::GrammarConstraint::create(*bora::json_schema_grammar(schema), tokenizer);
+    auto with_shared = bora::GrammarConstraint::create(*bora::json_schema_grammar(schema), tokenizer, shared);
+    REQUIRE(own);
+    REQUIRE(with_shared);
+    CHECK((*with_shared)->trie_nodes() == (*own)->trie_nodes());
+    bora::GrammarMatcher a(*own), b(*with_shared);
+    for (const char* text : {"", "{\"say\": \"hi", "[1, 2"}) {
+      CAPTURE(text);
+      const bool took = a.accept_text(text);
+      CHECK(b.accept_text(text) == took);
+      if (took) CHECK(a.allowed_tokens() == b.allowed_tokens());
+    }
+  }
+  // A trie is tied to its tokenizer: one built from another vocabulary is refused with a message.
+  auto other = bora::Tokenizer::from_file(bora_test::tokenizer_path("mistral_instruct_tokenizer_240323.model.v3"));
+  REQUIRE(other);
+  REQUIRE(other->vocab_size() != tokenizer.vocab_size());
+  bora::GrammarConstraintOptions foreign;
+  foreign.vocabulary = bora::VocabularyTrie::build(*other);
+  auto refused = bora::GrammarConstraint::create(*bora::json_object_grammar(), tokenizer, foreign);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().str().find("another tokenizer") != std::string::npos);
 }

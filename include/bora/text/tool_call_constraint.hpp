@@ -115,12 +115,14 @@ inline int32_t tool_calls_token(const Tokenizer& tokenizer) {
 
 // The constraint for SampleParams::constraint: [TOOL_CALLS] (when the vocabulary has it), then the
 // calls of tool_calls_grammar(), then EOS. The reply's text is the JSON list for parse_tool_calls().
-inline Expected<std::shared_ptr<const GrammarConstraint>> tool_calls_constraint(std::string_view tools,
-                                                                                const Tokenizer& tokenizer,
-                                                                                const ToolCallGrammarOptions& options = {}) {
+// `vocabulary`: the tokenizer's shared VocabularyTrie, or null to build one.
+inline Expected<std::shared_ptr<const GrammarConstraint>> tool_calls_constraint(
+    std::string_view tools, const Tokenizer& tokenizer, const ToolCallGrammarOptions& options = {},
+    std::shared_ptr<const VocabularyTrie> vocabulary = nullptr) {
   auto grammar = tool_calls_grammar(tools, options);
   if (!grammar) return grammar.error();
   GrammarConstraintOptions constraint_options;
+  constraint_options.vocabulary = std::move(vocabulary);
   const int32_t leading = tool_calls_token(tokenizer);
   if (leading >= 0) constraint_options.leading_tokens.push_back(leading);
   return GrammarConstraint::create(std::move(*grammar), tokenizer, constraint_options);
