@@ -1500,6 +1500,114 @@ HWY_INLINE bool MatvecQ4_0Windows(const uint8_t* data, uint64_t row_bytes, int64
   return true;
 }
 
+// ---- 512-bit VNNI over row tiles (quant/row_tiles.hpp) ---------------------------------------------
+// Sixteen rows in the sixteen lanes: four activation bytes broadcast to every lane meet four values of
+// each row in one vpdpbusd, so a token's block sums land one row per lane with no horizontal adds, and
+// every step per (row, token) is the prefill kernel's: acc = fma(scale, sum * dx - c * d_sum, acc)
+// block after block (VnniScaleCommonOffset). A product is therefore bit-identical whether its token
+// is decoded alone, with others, or in a prompt.
+
+// u[g] = values 4g .. 4g + 3 of the tile block's 16 rows as unsigned bytes (Q4_0: the nibble; Q8_0:
+// w + 128).
+template <bool kIsQ8>
+HWY_INLINE void X512TileValues(const uint8_t* tile, __m512i (&u)[8]) {
+  if (kIsQ8) {
+    HWY_UNROLL(8)
+    for (int g = 0; g < 8; ++g) u[g] = _mm512_xor_si512(_mm512_loadu_si512(tile + 32 + 64 * g), _mm512_set1_epi8(-128));
+    return;
+  }
+  const __m512i nibble = _mm512_set1_epi8(15);
+  HWY_UNROLL(4)
+  for (int k = 0; k < 4; ++k) {  // byte j of a row: value j in the low nibble, j + 16 in the high one
+    const __m512i packed = _mm512_loadu_si512(tile + 32 + 64 * k);
+    u[k] = _mm512_and_si512(packed, nibble);
+    u[4 + k] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), nibble);
+  }
+}
+
+// One tile (its first tile block at `tile`) against T tokens, each with kLevels activation levels:
+// acc[t] lane i = row i's product with token t.
+template <bool kIsQ8, int kLevels, int T>
+HWY_INLINE void X512TileDot(const uint8_t* tile, int64_t blocks, const quant::Q8ActivationRow* const* x,
+                            __m512 (&acc)[T]) {
+  constexpr int kBytes = kIsQ8 ? 34 : 18;
+  const __m512 offset = _mm512_set1_ps(kIsQ8 ? 128.0f : 8.0f);
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* block = tile + b * 16 * kBytes;
+    const __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
+    __m512i u[8];
+    X512TileValues<kIsQ8>(block, u);
+    __m512i sums[T];
+    HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) sums[t] = _mm512_setzero_si512();
+    for (int level = 0; level < kLevels; ++level) {
+      if (level == 1) {  // as X512DotLevels: 256 * first level + second, in the second level's units
+        HWY_UNROLL(8)
+        for (int t = 0; t < T; ++t) sums[t] = _mm512_slli_epi32(sums[t], 8);
+      }
+      HWY_UNROLL(8)
+      for (int g = 0; g < 8; ++g) {
+        HWY_UNROLL(8)
+        for (int t = 0; t < T; ++t) {
+          int32_t four;
+          std::memcpy(&four, x[t][level].q + 32 * b + 4 * g, 4);
+          sums[t] = _mm512_dpbusd_epi32(sums[t], u[g], _mm512_set1_epi32(four));
+        }
+      }
+    }
+    HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) {
+      const quant::Q8ActivationRow* levels = x[t];
+      const __m512 dx = _mm512_set1_ps(X512LevelScales<kLevels>(levels)[b]);
+      const __m512 d_sum = kLevels == 2 ? _mm512_set1_ps(levels[0].d_sum[b] + levels[1].d_sum[b])
+                                        : _mm512_set1_ps(levels[0].d_sum[b]);
+      const __m512 step = _mm512_fmsub_ps(_mm512_cvtepi32_ps(sums[t]), dx, _mm512_mul_ps(offset, d_sum));
+      acc[t] = _mm512_fmadd_ps(scale, step, acc[t]);
+    }
+  }
+}
+
+// Tokens [first, first + T) against one tile, written to y[t] for the rows in `lanes`.
+template <bool kIsQ8, int kLevels, int T>
+HWY_INLINE void X512TileTokens(const uint8_t* tile, int64_t blocks, const quant::Q8ActivationRow* const* x,
+                               float* const* y, int64_t tile_row, __mmask16 lanes) {
+  __m512 acc[T];
+  X512TileDot<kIsQ8, kLevels, T>(tile, blocks, x, acc);
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y[t] + tile_row, lanes, acc[t]);
+}
+
+// y[t][r] for rows [row_begin, row_end) of a tiled matrix and n_tokens tokens (x[t]: kLevels levels).
+// Every tile meets the tokens eight at a time while it sits in L1/L2, so the weights come from memory
+// once for all of them; a thread's range may start or end inside a tile (its other lanes are computed
+// and not stored).
+template <bool kIsQ8, int kLevels>
+HWY_INLINE void X512TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
+                                  int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
+  constexpr int64_t kBytes = kIsQ8 ? 34 : 18;
+  const int64_t blocks = n / 32;
+  const int64_t tile_bytes = 16 * blocks * kBytes;
+  for (int64_t tile_row = row_begin - row_begin % 16; tile_row < row_end; tile_row += 16) {
+    const uint8_t* tile = data + tile_row / 16 * tile_bytes;
+    const int64_t first = row_begin > tile_row ? row_begin - tile_row : 0;
+    const int64_t last = row_end - tile_row < 16 ? row_end - tile_row : 16;
+    const __mmask16 lanes = static_cast<__mmask16>(((1u << last) - 1u) & ~((1u << first) - 1u));
+    int64_t t = 0;
+    for (; t + 8 <= n_tokens; t += 8) X512TileTokens<kIsQ8, kLevels, 8>(tile, blocks, x + t, y + t, tile_row, lanes);
+    if (t + 4 <= n_tokens) {
+      X512TileTokens<kIsQ8, kLevels, 4>(tile, blocks, x + t, y + t, tile_row, lanes);
+      t += 4;
+    }
+    if (t + 2 <= n_tokens) {
+      X512TileTokens<kIsQ8, kLevels, 2>(tile, blocks, x + t, y + t, tile_row, lanes);
+      t += 2;
+    }
+    if (t < n_tokens) X512TileTokens<kIsQ8, kLevels, 1>(tile, blocks, x + t, y + t, tile_row, lanes);
+  }
+}
+
 #endif  // BORA_OPS_X86_VNNI
 
 // ---- the families ---------------------------------------------------------------------------------
@@ -2514,6 +2622,43 @@ inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t 
   }
 }
 
+// Whether this target's kernels want Q4_0 / Q8_0 matrices in row tiles (the loader asks once).
+inline bool PrefersRowTilesKernel() { return BORA_OPS_X86_VNNI != 0; }
+
+// Products of a matrix in row tiles (quant/row_tiles.hpp), for every token count: decoding one
+// sequence (xq_lo for the two-level activations, or null), several at once, or a prompt. With 512-bit
+// VNNI the tile kernel computes each (row, token) as the prefill kernel does, so results do not
+// depend on how many tokens come together. (On other targets, met when the CPU is not the one the
+// model was loaded for, implementation.hpp untiles the rows for their usual kernels.)
+inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n, const uint8_t* const* xq_hi,
+                                const uint8_t* const* xq_lo, int64_t n_tokens, float* const* y, int64_t row_begin,
+                                int64_t row_end) {
+#if BORA_OPS_X86_VNNI
+  constexpr int64_t kChunk = kernels::kTiledTokens;
+  quant::Q8ActivationRow views[kChunk][2];
+  const quant::Q8ActivationRow* levels[kChunk];
+  for (int64_t first = 0; first < n_tokens; first += kChunk) {
+    const int64_t count = n_tokens - first < kChunk ? n_tokens - first : kChunk;
+    for (int64_t t = 0; t < count; ++t) {
+      views[t][0] = quant::q8_activation_view(xq_hi[first + t], n);
+      if (xq_lo != nullptr) views[t][1] = quant::q8_activation_view(xq_lo[first + t], n);
+      levels[t] = views[t];
+    }
+    const bool q8 = type == WeightType::kQ8_0;
+    if (xq_lo != nullptr) {
+      if (q8) X512TiledProducts<true, 2>(data, n, levels, count, y + first, row_begin, row_end);
+      else X512TiledProducts<false, 2>(data, n, levels, count, y + first, row_begin, row_end);
+    } else {
+      if (q8) X512TiledProducts<true, 1>(data, n, levels, count, y + first, row_begin, row_end);
+      else X512TiledProducts<false, 1>(data, n, levels, count, y + first, row_begin, row_end);
+    }
+  }
+#else
+  // Never called: implementation.hpp untiles the rows for the kernels of other targets.
+  (void)type, (void)data, (void)n, (void)xq_hi, (void)xq_lo, (void)n_tokens, (void)y, (void)row_begin, (void)row_end;
+#endif
+}
+
 #if BORA_OPS_X86_VNNI
 // Prefill with VNNI. kPrefillTokens tokens are packed transposed: for every block of 32 values and
 // every group of four values, 32 tokens x 4 bytes (two 512-bit registers of 16 tokens). Four weight
@@ -3210,6 +3355,8 @@ class MappedFile {
   }
 
   const uint8_t* data() const { return data_; }
+  // The bytes when they were read into private memory (this object's to rewrite), else null.
+  uint8_t* writable_data() { return writable_ ? const_cast<uint8_t*>(data_) : nullptr; }
   uint64_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
@@ -3241,6 +3388,7 @@ class MappedFile {
     }
     data_ = static_cast<const uint8_t*>(buffer);
     owned_ = true;
+    writable_ = true;
     if (!progress.report(0, size_)) return cancelled(0);
     uint64_t done = 0;
     while (done < size_) {
@@ -3262,6 +3410,7 @@ class MappedFile {
     madvise(address, size_, MADV_HUGEPAGE);
 #endif
     data_ = static_cast<const uint8_t*>(address);
+    writable_ = true;
     const int fd = in.fd();
     // Two threads each read half in 64 MiB chunks; only this thread calls the progress callback, and
     // the helper stops at its next chunk once the callback has said stop.
@@ -3306,6 +3455,7 @@ class MappedFile {
     std::swap(size_, other.size_);
     std::swap(path_, other.path_);
     std::swap(owned_, other.owned_);
+    std::swap(writable_, other.writable_);
   }
   void release() {
     if (data_ == nullptr) return;
@@ -3323,6 +3473,7 @@ class MappedFile {
   uint64_t size_ = 0;
   std::string path_;
   bool owned_ = false;  // Windows: VirtualAlloc'd copy rather than a view
+  bool writable_ = false;  // read into private memory allocated writable
 };
 
 }  // namespace bora
@@ -3923,6 +4074,9 @@ struct TensorView {
   int64_t ne[4] = {1, 1, 1, 1};
   const uint8_t* data = nullptr;  // points into a mapped file (or a buffer the loader owns)
   uint64_t bytes = 0;
+  // Q4_0 / Q8_0 rows regrouped 16 at a time for the VNNI kernels (quant/row_tiles.hpp): row(r) does not
+  // apply, the ops functions read either layout.
+  bool row_tiles = false;
 
   int64_t row_length() const { return ne[0]; }
   int64_t rows() const { return ne[1] * ne[2] * ne[3]; }
@@ -4228,6 +4382,14 @@ class GgufFile {
   const TensorView* find_tensor(std::string_view name) const {
     auto it = tensor_index_.find(std::string(name));
     return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
+  }
+
+  // A tensor whose bytes and view may be rewritten (the loader regroups rows, quant/row_tiles.hpp):
+  // only when the file was read into private memory; null otherwise.
+  TensorView* writable_tensor(std::string_view name) {
+    auto it = tensor_index_.find(std::string(name));
+    if (it == tensor_index_.end() || !mapping_ || mapping_->writable_data() == nullptr) return nullptr;
+    return &tensors_[it->second];
   }
 
  private:
@@ -5558,6 +5720,9 @@ class ModelFiles {
     return it == index_.end() ? nullptr : it->second;
   }
 
+  // A GGUF tensor the loader may rewrite in place (GgufFile::writable_tensor), or null.
+  TensorView* writable_tensor(std::string_view name) { return gguf_ ? gguf_->writable_tensor(name) : nullptr; }
+
   // In file order (shard by shard).
   std::vector<std::string> tensor_names() const {
     std::vector<std::string> names;
@@ -6761,6 +6926,9 @@ void matvec_q8_float_weights_unbuffered(const TensorView& w, const uint8_t* xq_h
 // for several tokens.
 void matvec_q8_tokens(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo, int64_t n_tokens,
                       float* const* y, int64_t row_begin, int64_t row_end);
+// Whether this CPU's kernels read Q4_0 / Q8_0 matrices fastest in row tiles (quant/row_tiles.hpp): the
+// loader then regroups them (TensorView::row_tiles). Every function here reads either layout.
+bool prefers_row_tiles();
 // Token t's quantized row starts at xq + t * q8_row_bytes(w.row_length()); y as in matmul_f32.
 void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
                int64_t row_begin, int64_t row_end);
@@ -7438,6 +7606,8 @@ inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const
 #define BORA_MODEL_WEIGHTS_HPP
 
 #include <cstdint>
+#include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -8067,6 +8237,83 @@ inline void quantize_row(WeightType type, const float* src, uint8_t* dst, int64_
 
 #endif  // BORA_QUANT_DEQUANTIZE_HPP
 // ---- end bora/quant/dequantize.hpp -------------------------------------------------------------------
+// ---- begin bora/quant/row_tiles.hpp ------------------------------------------------------------------
+// Why this file exists: the 512-bit VNNI kernels put one weight row in each of 16 lanes, so a Q4_0 or
+// Q8_0 matrix they read is regrouped at load into tiles of 16 rows (same bytes, other order); this is
+// that layout, its regrouping and the way back to ordinary rows, as plain byte moves.
+#ifndef BORA_QUANT_ROW_TILES_HPP
+#define BORA_QUANT_ROW_TILES_HPP
+
+#include <cstdint>
+#include <cstring>
+
+
+namespace bora {
+namespace quant {
+
+// Layout of a tiled matrix: rows 16r .. 16r + 15 take the bytes that 16 ordinary rows take, block
+// after block. A tile block holds, for block b of its 16 rows, the 16 f16 scales (row i's at 2i),
+// then the rows' value bytes four at a time: bytes 4g .. 4g + 3 of row i's values at 32 + 64g + 4i.
+// So one 64-byte load gives four values of each of the 16 rows, one row per 32-bit lane.
+constexpr int64_t kTileRows = 16;
+
+// The types and shapes that can be tiled: blocks of one f16 scale and whole 4-byte groups of values.
+inline bool row_tiles_apply(WeightType type, int64_t rows) {
+  return (type == WeightType::kQ4_0 || type == WeightType::kQ8_0) && rows > 0 && rows % kTileRows == 0;
+}
+
+// Bytes of one block of one row (type as in row_tiles_apply).
+inline int64_t tile_block_bytes(WeightType type) { return type == WeightType::kQ4_0 ? 18 : 34; }
+
+// The tile block holding block `block` of row `row`, in a tiled matrix of `blocks` blocks per row.
+inline const uint8_t* tile_block(WeightType type, const uint8_t* data, int64_t blocks, int64_t row, int64_t block) {
+  const int64_t block_bytes = tile_block_bytes(type);
+  return data + ((row / kTileRows) * blocks + block) * kTileRows * block_bytes;
+}
+
+// Rebuilds block `block` of row `row` of a tiled matrix in its ordinary layout (block_bytes bytes).
+inline void untile_block(WeightType type, const uint8_t* data, int64_t blocks, int64_t row, int64_t block,
+                         uint8_t* out) {
+  const int64_t groups = (tile_block_bytes(type) - 2) / 4;
+  const uint8_t* tile = tile_block(type, data, blocks, row, block);
+  const int64_t lane = row % kTileRows;
+  std::memcpy(out, tile + 2 * lane, 2);
+  for (int64_t g = 0; g < groups; ++g) std::memcpy(out + 2 + 4 * g, tile + 2 * kTileRows + 64 * g + 4 * lane, 4);
+}
+
+// Rows [first, first + count) of a tiled matrix with `n` values per row, in the ordinary layout.
+inline void untile_rows(WeightType type, const uint8_t* data, int64_t n, int64_t first, int64_t count, uint8_t* out) {
+  const int64_t block_bytes = tile_block_bytes(type), blocks = n / 32;
+  for (int64_t r = 0; r < count; ++r)
+    for (int64_t b = 0; b < blocks; ++b)
+      untile_block(type, data, blocks, first + r, b, out + (r * blocks + b) * block_bytes);
+}
+
+// Regroups a whole matrix (rows a multiple of 16) in place; `scratch` holds 16 rows' bytes.
+inline void tile_rows_in_place(WeightType type, uint8_t* data, int64_t n, int64_t rows, uint8_t* scratch) {
+  const int64_t block_bytes = tile_block_bytes(type), blocks = n / 32;
+  const int64_t groups = (block_bytes - 2) / 4;
+  const int64_t tile_bytes = kTileRows * blocks * block_bytes;
+  for (int64_t tile = 0; tile < rows / kTileRows; ++tile) {
+    uint8_t* out = data + tile * tile_bytes;
+    std::memcpy(scratch, out, static_cast<size_t>(tile_bytes));
+    for (int64_t b = 0; b < blocks; ++b) {
+      uint8_t* tile_block_out = out + b * kTileRows * block_bytes;
+      for (int64_t lane = 0; lane < kTileRows; ++lane) {
+        const uint8_t* block = scratch + (lane * blocks + b) * block_bytes;
+        std::memcpy(tile_block_out + 2 * lane, block, 2);
+        for (int64_t g = 0; g < groups; ++g)
+          std::memcpy(tile_block_out + 2 * kTileRows + 64 * g + 4 * lane, block + 2 + 4 * g, 4);
+      }
+    }
+  }
+}
+
+}  // namespace quant
+}  // namespace bora
+
+#endif  // BORA_QUANT_ROW_TILES_HPP
+// ---- end bora/quant/row_tiles.hpp --------------------------------------------------------------------
 
 namespace bora {
 
@@ -8252,6 +8499,30 @@ inline Expected<std::vector<TensorView>> bind_experts(const ModelFiles& files, c
 }
 
 }  // namespace detail
+
+// Regroups every Q4_0 / Q8_0 matrix of a GGUF read into private memory into row tiles
+// (quant/row_tiles.hpp) when this CPU's kernels prefer them: same bytes, no copy. The embedding table
+// stays as it is (its rows are looked up one at a time); stacked experts are tiled whole, each
+// expert's rows being a multiple of 16 so that slicing still works. Returns the count tiled.
+inline int64_t tile_matrix_rows(ModelFiles& files) {
+  if (files.format() != ModelFormat::kGguf || !ops::prefers_row_tiles()) return 0;
+  const std::string embedding = detail::TensorNames{files.format()}.embedding();
+  int64_t tiled = 0;
+  for (const std::string& name : files.tensor_names()) {
+    TensorView* t = files.writable_tensor(name);
+    if (t == nullptr || name == embedding || t->n_dims < 2 || t->row_tiles ||
+        !quant::row_tiles_apply(t->type, t->ne[1]) || t->row_length() % 32 != 0) {
+      continue;
+    }
+    const uint64_t tile_bytes = quant::kTileRows * t->row_bytes();
+    std::unique_ptr<uint8_t[]> scratch(new (std::nothrow) uint8_t[tile_bytes]);
+    if (!scratch) return tiled;  // out of memory: the rest keep the ordinary layout
+    quant::tile_rows_in_place(t->type, const_cast<uint8_t*>(t->data), t->row_length(), t->rows(), scratch.get());
+    t->row_tiles = true;
+    ++tiled;
+  }
+  return tiled;
+}
 
 // Binds every tensor the configuration calls for; the first missing or misshapen one is the error.
 inline Expected<ModelWeights> bind_weights(const ModelFiles& files) {
@@ -8779,6 +9050,7 @@ class Transformer final : public Model {
     }
     if (params.progress_callback && !params.progress_callback(0.5f, params.progress_user_data))
       return make_error(ErrorCode::kCancelled, "%s: loading cancelled", files.path().c_str());
+    tile_matrix_rows(files);
     auto weights = bind_weights(files);
     if (!weights) return weights.error();
     std::unique_ptr<Transformer> model(new Transformer(std::move(files), std::move(*weights)));
@@ -14359,6 +14631,9 @@ inline int64_t prefill_scratch_bytes(int64_t n) { return kPrefillTokens * n + 4 
 // The decode kernels' scratch for rows of n values: the Q4_0 window layout of two activation levels
 // (low and high nibble copies, 18 bytes per 32 values each).
 inline int64_t decode_scratch_bytes(int64_t n) { return 2 * 2 * (n / 32) * 18; }
+// Tokens the row-tile kernels sweep a matrix with at once: each 16-row tile is read from memory once
+// per this many tokens of a prompt.
+constexpr int64_t kTiledTokens = 64;
 
 }  // namespace kernels
 }  // namespace ops
@@ -14416,6 +14691,8 @@ HWY_EXPORT(MatvecQ8TwoLevelKernel);
 HWY_EXPORT(MatmulQ8Kernel);
 HWY_EXPORT(MatvecQ8TokensKernel);
 HWY_EXPORT(Int8DotPeakKernel);
+HWY_EXPORT(PrefersRowTilesKernel);
+HWY_EXPORT(MatvecQ8TiledKernel);
 
 namespace detail {
 
@@ -14438,11 +14715,62 @@ T* thread_scratch(size_t count) {
 struct DequantizedRows {};         // matmul_f32: kernels::kMatmulTileRows weight rows as f32
 struct DequantizedActivations {};  // the int8 fast path meeting float weights: activations as f32
 struct PackedActivations {};       // int8 activations repacked for the VNNI kernels (prefill, Q4_0 decode)
+struct UntiledRows {};             // 16 rows of a row-tiled matrix in the ordinary layout
+
+// Runs compute(tile, tile_row, first, last) for each 16-row tile of the row-tiled w that meets
+// [row_begin, row_end): `tile` is an ordinary view of those 16 rows (a per-thread copy), of which rows
+// [first, last) are wanted. Without memory for the copy, each wanted row is computed block by block,
+// store(t, r, sum of block_dot(block, t, b)) (summed in another order: only when memory runs out).
+template <class Compute, class BlockDot, class Store>
+void for_each_untiled_tile(const TensorView& w, int64_t row_begin, int64_t row_end, int64_t n_tokens,
+                           const Compute& compute, const BlockDot& block_dot, const Store& store) {
+  const int64_t n = w.row_length();
+  TensorView tile = w;
+  tile.row_tiles = false;
+  tile.n_dims = 2;
+  tile.ne[1] = quant::kTileRows;
+  tile.ne[2] = tile.ne[3] = 1;
+  tile.bytes = quant::kTileRows * w.row_bytes();
+  uint8_t* rows = thread_scratch<UntiledRows, uint8_t>(static_cast<size_t>(tile.bytes));
+  for (int64_t tile_row = row_begin - row_begin % quant::kTileRows; tile_row < row_end; tile_row += quant::kTileRows) {
+    const int64_t first = row_begin > tile_row ? row_begin - tile_row : 0;
+    const int64_t last = row_end - tile_row < quant::kTileRows ? row_end - tile_row : quant::kTileRows;
+    if (rows != nullptr) {
+      quant::untile_rows(w.type, w.data, n, tile_row, quant::kTileRows, rows);
+      tile.data = rows;
+      compute(tile, tile_row, first, last);
+      continue;
+    }
+    uint8_t block[64];
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      for (int64_t r = tile_row + first; r < tile_row + last; ++r) {
+        float sum = 0.0f;
+        for (int64_t b = 0; b < n / 32; ++b) {
+          quant::untile_block(w.type, w.data, n / 32, r, b, block);
+          sum += block_dot(block, t, b);
+        }
+        store(t, r, sum);
+      }
+    }
+  }
+}
 
 }  // namespace detail
 
 void matvec_f32(const TensorView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin) return;
+  if (w.row_tiles) {
+    detail::for_each_untiled_tile(
+        w, row_begin, row_end, 1,
+        [&](const TensorView& tile, int64_t tile_row, int64_t first, int64_t last) {
+          matvec_f32(tile, x, y + tile_row, first, last);
+        },
+        [&](const uint8_t* block, int64_t, int64_t b) {
+          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x + 32 * b, 32);
+        },
+        [&](int64_t, int64_t r, float sum) { y[r] = sum; });
+    return;
+  }
   HWY_DYNAMIC_DISPATCH(MatvecKernel)(w.type, w.data, w.row_bytes(), w.row_length(), x, y, row_begin,
                                      row_end);
 }
@@ -14451,6 +14779,18 @@ void matmul_f32(const TensorView& w, const float* x, int64_t n_tokens, float* y,
                 int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin || n_tokens <= 0) return;
   const int64_t n = w.row_length();
+  if (w.row_tiles) {
+    detail::for_each_untiled_tile(
+        w, row_begin, row_end, n_tokens,
+        [&](const TensorView& tile, int64_t tile_row, int64_t first, int64_t last) {
+          matmul_f32(tile, x, n_tokens, y + tile_row, y_stride, first, last);
+        },
+        [&](const uint8_t* block, int64_t t, int64_t b) {
+          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x + t * n + 32 * b, 32);
+        },
+        [&](int64_t t, int64_t r, float sum) { y[t * y_stride + r] = sum; });
+    return;
+  }
   const uint64_t row_bytes = w.row_bytes();
   float* scratch =
       detail::thread_scratch<detail::DequantizedRows, float>(static_cast<size_t>(kernels::kMatmulTileRows * n));
@@ -14589,6 +14929,46 @@ void matvec_q8_float_weights_unbuffered(const TensorView& w, const uint8_t* xq_h
   }
 }
 
+bool prefers_row_tiles() { return HWY_DYNAMIC_DISPATCH(PrefersRowTilesKernel)(); }
+
+namespace detail {
+
+// Products of a row-tiled matrix with n_tokens int8 tokens (two levels where xq_lo is not null): the
+// tile kernel where the target has one, else each tile untiled and handed to matvec_q8_tokens.
+inline void tiled_q8_products(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo,
+                              int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
+  if (prefers_row_tiles()) {
+    HWY_DYNAMIC_DISPATCH(MatvecQ8TiledKernel)(w.type, w.data, w.row_length(), xq_hi, xq_lo, n_tokens, y, row_begin,
+                                              row_end);
+    return;
+  }
+  const int64_t n = w.row_length();
+  constexpr int64_t kChunk = 16;
+  float* shifted[kChunk];
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += kChunk) {
+    const int64_t count = std::min(kChunk, n_tokens - t0);
+    for_each_untiled_tile(
+        w, row_begin, row_end, count,
+        [&](const TensorView& tile, int64_t tile_row, int64_t first, int64_t last) {
+          for (int64_t t = 0; t < count; ++t) shifted[t] = y[t0 + t] + tile_row;
+          matvec_q8_tokens(tile, xq_hi + t0, xq_lo == nullptr ? nullptr : xq_lo + t0, count, shifted, first, last);
+        },
+        [&](const uint8_t* block, int64_t t, int64_t b) {
+          float x[32];
+          const quant::Q8ActivationRow hi = quant::q8_activation_view(xq_hi[t0 + t], n);
+          for (int i = 0; i < 32; ++i) x[i] = hi.d[b] * static_cast<float>(hi.q[32 * b + i]);
+          if (xq_lo != nullptr) {
+            const quant::Q8ActivationRow lo = quant::q8_activation_view(xq_lo[t0 + t], n);
+            for (int i = 0; i < 32; ++i) x[i] += lo.d[b] * static_cast<float>(lo.q[32 * b + i]);
+          }
+          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x, 32);
+        },
+        [&](int64_t t, int64_t r, float sum) { y[t0 + t][r] = sum; });
+  }
+}
+
+}  // namespace detail
+
 void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end) {
   matmul_q8(w, xq, 1, y, 0, row_begin, row_end);
 }
@@ -14596,6 +14976,7 @@ void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_beg
 void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, float* y,
                          int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin) return;
+  if (w.row_tiles) return detail::tiled_q8_products(w, &xq_hi, &xq_lo, 1, &y, row_begin, row_end);
   if (is_float_weight_type(w.type)) {  // no integer products to share: one f32 pass over hi + lo
     const int64_t n = w.row_length();
     float* x = detail::thread_scratch<detail::DequantizedActivations, float>(static_cast<size_t>(2 * n));
@@ -14616,6 +14997,7 @@ void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_
 void matvec_q8_tokens(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo, int64_t n_tokens,
                       float* const* y, int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin || n_tokens <= 0) return;
+  if (w.row_tiles) return detail::tiled_q8_products(w, xq_hi, xq_lo, n_tokens, y, row_begin, row_end);
   if (is_float_weight_type(w.type)) {  // the f32 kernels, one token at a time, as alone
     for (int64_t t = 0; t < n_tokens; ++t) {
       if (xq_lo != nullptr) matvec_q8_two_level(w, xq_hi[t], xq_lo[t], y[t], row_begin, row_end);
@@ -14635,6 +15017,19 @@ void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* 
                int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin || n_tokens <= 0) return;
   const int64_t n = w.row_length();
+  if (w.row_tiles) {  // pointers to kTiledTokens tokens at a time: one sweep of the tiles each
+    const uint8_t* xq_tokens[kernels::kTiledTokens];
+    float* y_tokens[kernels::kTiledTokens];
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kernels::kTiledTokens) {
+      const int64_t count = std::min(kernels::kTiledTokens, n_tokens - t0);
+      for (int64_t t = 0; t < count; ++t) {
+        xq_tokens[t] = xq + (t0 + t) * q8_row_bytes(n);
+        y_tokens[t] = y + (t0 + t) * y_stride;
+      }
+      detail::tiled_q8_products(w, xq_tokens, nullptr, count, y_tokens, row_begin, row_end);
+    }
+    return;
+  }
   if (!is_float_weight_type(w.type)) {
     if (n_tokens == 1) {
       uint8_t* scratch = detail::thread_scratch<detail::PackedActivations, uint8_t>(

@@ -5,6 +5,8 @@
 // tests/text/test_scheduler.cpp checks the scheduler built on it.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -191,4 +193,50 @@ TEST_CASE("a cloned sequence continues exactly as the original would") {
   REQUIRE((*model)->forward_batch((*ctx)->workspace(), &segment, 1));
   CHECK(same_bits(original, forked));
   CHECK((*copy)->n_past() == 13);
+}
+
+TEST_CASE("a Q4_0 or Q8_0 model read into memory is regrouped in row tiles where the CPU prefers them") {
+  // Mapped files stay as they are; both layouts compute the same products up to the order of f32 sums.
+  for (const char* file : {"tiny-mistral/tiny-mistral-Q4_0.gguf", "tiny-mixtral/tiny-mixtral-Q8_0.gguf"}) {
+    CAPTURE(file);
+    bora::LoadParams mapped_params;
+    mapped_params.use_mmap = true;
+    auto read = bora::load_any_model(bora_test::data_path(file));
+    auto mapped = bora::load_any_model(bora_test::data_path(file), mapped_params);
+    REQUIRE(read);
+    REQUIRE(mapped);
+    int64_t tiled = 0, matrices = 0;
+    for (const std::string& name : (*read)->files().tensor_names()) {
+      const bora::TensorView* t = (*read)->files().find_tensor(name);
+      CHECK_FALSE((*mapped)->files().find_tensor(name)->row_tiles);
+      if (t->n_dims < 2 || name == "token_embd.weight") {
+        CHECK_FALSE(t->row_tiles);
+        continue;
+      }
+      matrices += bora::quant::row_tiles_apply(t->type, t->ne[1]);
+      tiled += t->row_tiles;
+    }
+    CHECK(tiled == (bora::ops::prefers_row_tiles() ? matrices : 0));
+    const int64_t vocab = (*read)->config().vocab_size;
+    const std::vector<int32_t> prompt = some_tokens(9, 3, vocab);
+    Script script{prompt, {6, 1, 1, 1}, 64};
+    const std::vector<float> from_read = run(**read, {script}, 1, false, -1);
+    const std::vector<float> from_mapped = run(**mapped, {script}, 1, false, -1);
+    REQUIRE(from_read.size() == from_mapped.size());
+    // The layouts round their f32 sums in other orders, and a product that moves by one rounding can
+    // move an int8 activation of the next layer by a step: so they differ by up to the fast path's
+    // own error (its distance from the exact path), and the tiles are no further from the exact path.
+    const std::vector<float> exact = run(**mapped, {script}, 1, true, -1);
+    auto distance = [](const std::vector<float>& a, const std::vector<float>& b) {
+      float worst = 0.0f;
+      for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(a[i] - b[i]));
+      return worst;
+    };
+    const float layouts = distance(from_read, from_mapped), fast_path = distance(from_mapped, exact);
+    const float read_error = distance(from_read, exact);
+    CAPTURE(fast_path);
+    CAPTURE(read_error);
+    CHECK(layouts <= fast_path);
+    CHECK(read_error <= 1.25f * fast_path);
+  }
 }

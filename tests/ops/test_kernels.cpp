@@ -19,6 +19,7 @@
 #include "bora/ops/ops.hpp"
 #include "bora/quant/dequantize.hpp"
 #include "bora/quant/q8_activations.hpp"
+#include "bora/quant/row_tiles.hpp"
 #include "../support/simd_targets.hpp"
 
 namespace {
@@ -698,6 +699,95 @@ TEST_CASE("every row's result is bit-identical whatever row range computes it") 
         for (size_t k = 0; k + 1 < sizeof(cuts) / sizeof(cuts[0]); ++k) run(cuts[k], cuts[k + 1], &pieces);
         CHECK(pieces == whole);
       }
+    }
+  });
+}
+
+namespace {
+
+// m's rows regrouped into row tiles (quant/row_tiles.hpp), as the loader does with a model's matrices.
+TestMatrix tiled_copy(const TestMatrix& m) {
+  TestMatrix tiled = m;
+  const uint64_t tile_bytes = bora::quant::kTileRows * m.view.row_bytes();
+  std::vector<uint8_t> scratch(static_cast<size_t>(tile_bytes));
+  bora::quant::tile_rows_in_place(m.view.type, tiled.bytes.data() + 1, m.view.row_length(), m.view.rows(),
+                                  scratch.data());
+  tiled.view.data = tiled.bytes.data() + 1;
+  tiled.view.row_tiles = true;
+  return tiled;
+}
+
+}  // namespace
+
+TEST_CASE("a row-tiled matrix gives every product bit for bit as the prefill kernel or the target's own kernels do") {
+  // With 512-bit VNNI the tile kernel computes each (row, token) as the prefill kernel does, so a token's
+  // products are the same decoded alone, batched or in a prompt; on other targets the tiles are read
+  // back into ordinary rows for the usual kernels. Either way every function of ops.hpp reads both
+  // layouts, and a range of rows may start and end inside a tile.
+  const WeightType kTileTypes[] = {WeightType::kQ4_0, WeightType::kQ8_0};
+  for_each_target_and_type(kTileTypes, [](WeightType type) {
+    for (int64_t n : {int64_t{96}, int64_t{1024}}) {
+      CAPTURE(n);
+      const int64_t rows = 48, begin = 3, end = 45, n_tokens = 17, stride = bora::ops::q8_row_bytes(n);
+      const TestMatrix plain = make_matrix(type, n, rows, 900u + static_cast<uint32_t>(n));
+      const TestMatrix tiled = tiled_copy(plain);
+      const std::vector<float> x = random_floats(static_cast<size_t>(n * n_tokens), 93);
+      const std::vector<uint8_t> hi = quantize_tokens(x, n, n_tokens);
+      std::vector<uint8_t> lo(hi.size());
+      for (int64_t t = 0; t < n_tokens; ++t)
+        bora::ops::quantize_residual_q8(x.data() + t * n, hi.data() + t * stride, n, lo.data() + t * stride);
+      const float sentinel = 4242.0f;
+      auto fresh = [&] { return std::vector<float>(static_cast<size_t>(rows * n_tokens), sentinel); };
+
+      // A prompt: the packed prefill kernel on the ordinary rows is the reference where tiles are preferred.
+      std::vector<float> prompt_plain = fresh(), prompt_tiled = fresh();
+      bora::ops::matmul_q8(plain.view, hi.data(), n_tokens, prompt_plain.data(), rows, begin, end);
+      bora::ops::matmul_q8(tiled.view, hi.data(), n_tokens, prompt_tiled.data(), rows, begin, end);
+      if (bora::ops::prefers_row_tiles()) {
+        CHECK(prompt_tiled == prompt_plain);
+      } else {
+        for (size_t i = 0; i < prompt_plain.size(); ++i)
+          CHECK(std::fabs(prompt_tiled[i] - prompt_plain[i]) <= 1e-5f * (1.0f + std::fabs(prompt_plain[i])));
+      }
+
+      for (bool two_level : {false, true}) {
+        CAPTURE(two_level);
+        for (int64_t count : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{9}, n_tokens}) {
+          CAPTURE(count);
+          std::vector<float> together_plain = fresh(), together_tiled = fresh();
+          std::vector<const uint8_t*> hi_rows, lo_rows;
+          std::vector<float*> out_plain, out_tiled;
+          for (int64_t t = 0; t < count; ++t) {
+            hi_rows.push_back(hi.data() + t * stride);
+            lo_rows.push_back(lo.data() + t * stride);
+            out_plain.push_back(together_plain.data() + t * rows);
+            out_tiled.push_back(together_tiled.data() + t * rows);
+          }
+          const uint8_t* const* lo_arg = two_level ? lo_rows.data() : nullptr;
+          bora::ops::matvec_q8_tokens(plain.view, hi_rows.data(), lo_arg, count, out_plain.data(), begin, end);
+          bora::ops::matvec_q8_tokens(tiled.view, hi_rows.data(), lo_arg, count, out_tiled.data(), begin, end);
+          const std::vector<float>& reference = bora::ops::prefers_row_tiles() && !two_level ? prompt_plain : together_plain;
+          int differ = 0, near = 0;
+          for (int64_t i = 0; i < count * rows; ++i) {
+            const size_t k = static_cast<size_t>(i);
+            differ += std::memcmp(&together_tiled[k], &reference[k], sizeof(float)) != 0;
+            near += std::fabs(together_tiled[k] - together_plain[k]) <= 1e-4f * (1.0f + std::fabs(together_plain[k]));
+          }
+          // Two levels: the tile kernel sums the same integers per block, scaled in its own order.
+          if (bora::ops::prefers_row_tiles() && two_level) CHECK(near == count * rows);
+          else CHECK(differ == 0);
+        }
+      }
+
+      // The exact path dequantizes the same values from either layout.
+      std::vector<float> exact_plain = fresh(), exact_tiled = fresh();
+      bora::ops::matmul_f32(plain.view, x.data(), n_tokens, exact_plain.data(), rows, begin, end);
+      bora::ops::matmul_f32(tiled.view, x.data(), n_tokens, exact_tiled.data(), rows, begin, end);
+      CHECK(exact_tiled == exact_plain);
+      std::vector<float> one_plain(static_cast<size_t>(rows), sentinel), one_tiled = one_plain;
+      bora::ops::matvec_f32(plain.view, x.data(), one_plain.data(), begin, end);
+      bora::ops::matvec_f32(tiled.view, x.data(), one_tiled.data(), begin, end);
+      CHECK(one_tiled == one_plain);
     }
   });
 }

@@ -14,6 +14,7 @@
 
 #include "bora/ops/ops.hpp"
 #include "bora/quant/dequantize.hpp"
+#include "bora/quant/row_tiles.hpp"
 
 #ifndef BORA_TEST_DATA_DIR
 #define BORA_TEST_DATA_DIR "tests/data"
@@ -473,5 +474,40 @@ TEST_CASE("real blocks from the tiny models decode to the independent decoder's 
         }
       }
     }
+  }
+}
+
+TEST_CASE("row tiles put row i's scale at 2i and its value bytes 4g..4g+3 at 32 + 64g + 4i, and untile back") {
+  for (WeightType type : {WeightType::kQ4_0, WeightType::kQ8_0}) {
+    CAPTURE(bora::weight_type_name(type));
+    const int64_t n = 96, rows = 32, blocks = n / 32, block_bytes = quant::tile_block_bytes(type);
+    uint64_t row_bytes = 0;
+    REQUIRE(bora::weight_row_bytes(type, n, &row_bytes));
+    std::vector<uint8_t> original(static_cast<size_t>(row_bytes * rows));
+    std::mt19937 rng(7);
+    for (uint8_t& byte : original) byte = static_cast<uint8_t>(rng());
+    std::vector<uint8_t> tiled = original, scratch(static_cast<size_t>(16 * row_bytes));
+    CHECK(quant::row_tiles_apply(type, rows));
+    CHECK_FALSE(quant::row_tiles_apply(type, rows + 8));
+    CHECK_FALSE(quant::row_tiles_apply(WeightType::kQ4_K, rows));
+    quant::tile_rows_in_place(type, tiled.data(), n, rows, scratch.data());
+    CHECK(tiled != original);
+    int misplaced = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        const uint8_t* block = original.data() + r * row_bytes + b * block_bytes;
+        const uint8_t* tile = tiled.data() + ((r / 16) * blocks + b) * 16 * block_bytes;
+        misplaced += std::memcmp(tile + 2 * (r % 16), block, 2) != 0;
+        for (int64_t g = 0; g < (block_bytes - 2) / 4; ++g)
+          misplaced += std::memcmp(tile + 32 + 64 * g + 4 * (r % 16), block + 2 + 4 * g, 4) != 0;
+      }
+    }
+    CHECK(misplaced == 0);
+    std::vector<uint8_t> back(original.size());
+    quant::untile_rows(type, tiled.data(), n, 0, rows, back.data());
+    CHECK(back == original);
+    std::vector<uint8_t> some(static_cast<size_t>(3 * row_bytes));
+    quant::untile_rows(type, tiled.data(), n, 14, 3, some.data());  // across a tile's edge
+    CHECK(std::memcmp(some.data(), original.data() + 14 * row_bytes, some.size()) == 0);
   }
 }

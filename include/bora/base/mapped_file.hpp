@@ -118,6 +118,8 @@ class MappedFile {
   }
 
   const uint8_t* data() const { return data_; }
+  // The bytes when they were read into private memory (this object's to rewrite), else null.
+  uint8_t* writable_data() { return writable_ ? const_cast<uint8_t*>(data_) : nullptr; }
   uint64_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
@@ -149,6 +151,7 @@ class MappedFile {
     }
     data_ = static_cast<const uint8_t*>(buffer);
     owned_ = true;
+    writable_ = true;
     if (!progress.report(0, size_)) return cancelled(0);
     uint64_t done = 0;
     while (done < size_) {
@@ -170,6 +173,7 @@ class MappedFile {
     madvise(address, size_, MADV_HUGEPAGE);
 #endif
     data_ = static_cast<const uint8_t*>(address);
+    writable_ = true;
     const int fd = in.fd();
     // Two threads each read half in 64 MiB chunks; only this thread calls the progress callback, and
     // the helper stops at its next chunk once the callback has said stop.
@@ -214,6 +218,7 @@ class MappedFile {
     std::swap(size_, other.size_);
     std::swap(path_, other.path_);
     std::swap(owned_, other.owned_);
+    std::swap(writable_, other.writable_);
   }
   void release() {
     if (data_ == nullptr) return;
@@ -231,6 +236,7 @@ class MappedFile {
   uint64_t size_ = 0;
   std::string path_;
   bool owned_ = false;  // Windows: VirtualAlloc'd copy rather than a view
+  bool writable_ = false;  // read into private memory allocated writable
 };
 
 }  // namespace bora

@@ -313,6 +313,14 @@ class GgufFile {
     return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
   }
 
+  // A tensor whose bytes and view may be rewritten (the loader regroups rows, quant/row_tiles.hpp):
+  // only when the file was read into private memory; null otherwise.
+  TensorView* writable_tensor(std::string_view name) {
+    auto it = tensor_index_.find(std::string(name));
+    if (it == tensor_index_.end() || !mapping_ || mapping_->writable_data() == nullptr) return nullptr;
+    return &tensors_[it->second];
+  }
+
  private:
   GgufFile() = default;
 

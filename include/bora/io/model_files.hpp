@@ -120,6 +120,9 @@ class ModelFiles {
     return it == index_.end() ? nullptr : it->second;
   }
 
+  // A GGUF tensor the loader may rewrite in place (GgufFile::writable_tensor), or null.
+  TensorView* writable_tensor(std::string_view name) { return gguf_ ? gguf_->writable_tensor(name) : nullptr; }
+
   // In file order (shard by shard).
   std::vector<std::string> tensor_names() const {
     std::vector<std::string> names;

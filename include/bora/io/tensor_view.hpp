@@ -19,6 +19,9 @@ struct TensorView {
   int64_t ne[4] = {1, 1, 1, 1};
   const uint8_t* data = nullptr;  // points into a mapped file (or a buffer the loader owns)
   uint64_t bytes = 0;
+  // Q4_0 / Q8_0 rows regrouped 16 at a time for the VNNI kernels (quant/row_tiles.hpp): row(r) does not
+  // apply, the ops functions read either layout.
+  bool row_tiles = false;
 
   int64_t row_length() const { return ne[0]; }
   int64_t rows() const { return ne[1] * ne[2] * ne[3]; }

@@ -216,6 +216,7 @@ class Transformer final : public Model {
     }
     if (params.progress_callback && !params.progress_callback(0.5f, params.progress_user_data))
       return make_error(ErrorCode::kCancelled, "%s: loading cancelled", files.path().c_str());
+    tile_matrix_rows(files);
     auto weights = bind_weights(files);
     if (!weights) return weights.error();
     std::unique_ptr<Transformer> model(new Transformer(std::move(files), std::move(*weights)));

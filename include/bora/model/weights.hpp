@@ -5,6 +5,8 @@
 #define BORA_MODEL_WEIGHTS_HPP
 
 #include <cstdint>
+#include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -12,7 +14,9 @@
 #include "bora/io/model_config.hpp"
 #include "bora/io/model_files.hpp"
 #include "bora/io/tensor_view.hpp"
+#include "bora/ops/ops.hpp"
 #include "bora/quant/dequantize.hpp"
+#include "bora/quant/row_tiles.hpp"
 
 namespace bora {
 
@@ -198,6 +202,30 @@ inline Expected<std::vector<TensorView>> bind_experts(const ModelFiles& files, c
 }
 
 }  // namespace detail
+
+// Regroups every Q4_0 / Q8_0 matrix of a GGUF read into private memory into row tiles
+// (quant/row_tiles.hpp) when this CPU's kernels prefer them: same bytes, no copy. The embedding table
+// stays as it is (its rows are looked up one at a time); stacked experts are tiled whole, each
+// expert's rows being a multiple of 16 so that slicing still works. Returns the count tiled.
+inline int64_t tile_matrix_rows(ModelFiles& files) {
+  if (files.format() != ModelFormat::kGguf || !ops::prefers_row_tiles()) return 0;
+  const std::string embedding = detail::TensorNames{files.format()}.embedding();
+  int64_t tiled = 0;
+  for (const std::string& name : files.tensor_names()) {
+    TensorView* t = files.writable_tensor(name);
+    if (t == nullptr || name == embedding || t->n_dims < 2 || t->row_tiles ||
+        !quant::row_tiles_apply(t->type, t->ne[1]) || t->row_length() % 32 != 0) {
+      continue;
+    }
+    const uint64_t tile_bytes = quant::kTileRows * t->row_bytes();
+    std::unique_ptr<uint8_t[]> scratch(new (std::nothrow) uint8_t[tile_bytes]);
+    if (!scratch) return tiled;  // out of memory: the rest keep the ordinary layout
+    quant::tile_rows_in_place(t->type, const_cast<uint8_t*>(t->data), t->row_length(), t->rows(), scratch.get());
+    t->row_tiles = true;
+    ++tiled;
+  }
+  return tiled;
+}
 
 // Binds every tensor the configuration calls for; the first missing or misshapen one is the error.
 inline Expected<ModelWeights> bind_weights(const ModelFiles& files) {

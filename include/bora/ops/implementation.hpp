@@ -26,6 +26,7 @@
 #include "bora/io/tensor_view.hpp"
 #include "bora/ops/ops.hpp"
 #include "bora/ops/scratch_sizes.hpp"
+#include "bora/quant/row_tiles.hpp"
 
 // The single-header build points this at itself; the multi-header build uses the kernels file.
 #ifndef BORA_KERNELS_INCLUDE
@@ -66,6 +67,8 @@ HWY_EXPORT(MatvecQ8TwoLevelKernel);
 HWY_EXPORT(MatmulQ8Kernel);
 HWY_EXPORT(MatvecQ8TokensKernel);
 HWY_EXPORT(Int8DotPeakKernel);
+HWY_EXPORT(PrefersRowTilesKernel);
+HWY_EXPORT(MatvecQ8TiledKernel);
 
 namespace detail {
 
@@ -88,11 +91,62 @@ T* thread_scratch(size_t count) {
 struct DequantizedRows {};         // matmul_f32: kernels::kMatmulTileRows weight rows as f32
 struct DequantizedActivations {};  // the int8 fast path meeting float weights: activations as f32
 struct PackedActivations {};       // int8 activations repacked for the VNNI kernels (prefill, Q4_0 decode)
+struct UntiledRows {};             // 16 rows of a row-tiled matrix in the ordinary layout
+
+// Runs compute(tile, tile_row, first, last) for each 16-row tile of the row-tiled w that meets
+// [row_begin, row_end): `tile` is an ordinary view of those 16 rows (a per-thread copy), of which rows
+// [first, last) are wanted. Without memory for the copy, each wanted row is computed block by block,
+// store(t, r, sum of block_dot(block, t, b)) (summed in another order: only when memory runs out).
+template <class Compute, class BlockDot, class Store>
+void for_each_untiled_tile(const TensorView& w, int64_t row_begin, int64_t row_end, int64_t n_tokens,
+                           const Compute& compute, const BlockDot& block_dot, const Store& store) {
+  const int64_t n = w.row_length();
+  TensorView tile = w;
+  tile.row_tiles = false;
+  tile.n_dims = 2;
+  tile.ne[1] = quant::kTileRows;
+  tile.ne[2] = tile.ne[3] = 1;
+  tile.bytes = quant::kTileRows * w.row_bytes();
+  uint8_t* rows = thread_scratch<UntiledRows, uint8_t>(static_cast<size_t>(tile.bytes));
+  for (int64_t tile_row = row_begin - row_begin % quant::kTileRows; tile_row < row_end; tile_row += quant::kTileRows) {
+    const int64_t first = row_begin > tile_row ? row_begin - tile_row : 0;
+    const int64_t last = row_end - tile_row < quant::kTileRows ? row_end - tile_row : quant::kTileRows;
+    if (rows != nullptr) {
+      quant::untile_rows(w.type, w.data, n, tile_row, quant::kTileRows, rows);
+      tile.data = rows;
+      compute(tile, tile_row, first, last);
+      continue;
+    }
+    uint8_t block[64];
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      for (int64_t r = tile_row + first; r < tile_row + last; ++r) {
+        float sum = 0.0f;
+        for (int64_t b = 0; b < n / 32; ++b) {
+          quant::untile_block(w.type, w.data, n / 32, r, b, block);
+          sum += block_dot(block, t, b);
+        }
+        store(t, r, sum);
+      }
+    }
+  }
+}
 
 }  // namespace detail
 
 void matvec_f32(const TensorView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin) return;
+  if (w.row_tiles) {
+    detail::for_each_untiled_tile(
+        w, row_begin, row_end, 1,
+        [&](const TensorView& tile, int64_t tile_row, int64_t first, int64_t last) {
+          matvec_f32(tile, x, y + tile_row, first, last);
+        },
+        [&](const uint8_t* block, int64_t, int64_t b) {
+          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x + 32 * b, 32);
+        },
+        [&](int64_t, int64_t r, float sum) { y[r] = sum; });
+    return;
+  }
   HWY_DYNAMIC_DISPATCH(MatvecKernel)(w.type, w.data, w.row_bytes(), w.row_length(), x, y, row_begin,
                                      row_end);
 }
@@ -101,6 +155,18 @@ void matmul_f32(const TensorView& w, const float* x, int64_t n_tokens, float* y,
                 int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin || n_tokens <= 0) return;
   const int64_t n = w.row_length();
+  if (w.row_tiles) {
+    detail::for_each_untiled_tile(
+        w, row_begin, row_end, n_tokens,
+        [&](const TensorView& tile, int64_t tile_row, int64_t first, int64_t last) {
+          matmul_f32(tile, x, n_tokens, y + tile_row, y_stride, first, last);
+        },
+        [&](const uint8_t* block, int64_t t, int64_t b) {
+          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x + t * n + 32 * b, 32);
+        },
+        [&](int64_t t, int64_t r, float sum) { y[t * y_stride + r] = sum; });
+    return;
+  }
   const uint64_t row_bytes = w.row_bytes();
   float* scratch =
       detail::thread_scratch<detail::DequantizedRows, float>(static_cast<size_t>(kernels::kMatmulTileRows * n));
@@ -239,6 +305,46 @@ void matvec_q8_float_weights_unbuffered(const TensorView& w, const uint8_t* xq_h
   }
 }
 
+bool prefers_row_tiles() { return HWY_DYNAMIC_DISPATCH(PrefersRowTilesKernel)(); }
+
+namespace detail {
+
+// Products of a row-tiled matrix with n_tokens int8 tokens (two levels where xq_lo is not null): the
+// tile kernel where the target has one, else each tile untiled and handed to matvec_q8_tokens.
+inline void tiled_q8_products(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo,
+                              int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
+  if (prefers_row_tiles()) {
+    HWY_DYNAMIC_DISPATCH(MatvecQ8TiledKernel)(w.type, w.data, w.row_length(), xq_hi, xq_lo, n_tokens, y, row_begin,
+                                              row_end);
+    return;
+  }
+  const int64_t n = w.row_length();
+  constexpr int64_t kChunk = 16;
+  float* shifted[kChunk];
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += kChunk) {
+    const int64_t count = std::min(kChunk, n_tokens - t0);
+    for_each_untiled_tile(
+        w, row_begin, row_end, count,
+        [&](const TensorView& tile, int64_t tile_row, int64_t first, int64_t last) {
+          for (int64_t t = 0; t < count; ++t) shifted[t] = y[t0 + t] + tile_row;
+          matvec_q8_tokens(tile, xq_hi + t0, xq_lo == nullptr ? nullptr : xq_lo + t0, count, shifted, first, last);
+        },
+        [&](const uint8_t* block, int64_t t, int64_t b) {
+          float x[32];
+          const quant::Q8ActivationRow hi = quant::q8_activation_view(xq_hi[t0 + t], n);
+          for (int i = 0; i < 32; ++i) x[i] = hi.d[b] * static_cast<float>(hi.q[32 * b + i]);
+          if (xq_lo != nullptr) {
+            const quant::Q8ActivationRow lo = quant::q8_activation_view(xq_lo[t0 + t], n);
+            for (int i = 0; i < 32; ++i) x[i] += lo.d[b] * static_cast<float>(lo.q[32 * b + i]);
+          }
+          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x, 32);
+        },
+        [&](int64_t t, int64_t r, float sum) { y[t0 + t][r] = sum; });
+  }
+}
+
+}  // namespace detail
+
 void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_begin, int64_t row_end) {
   matmul_q8(w, xq, 1, y, 0, row_begin, row_end);
 }
@@ -246,6 +352,7 @@ void matvec_q8(const TensorView& w, const uint8_t* xq, float* y, int64_t row_beg
 void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, float* y,
                          int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin) return;
+  if (w.row_tiles) return detail::tiled_q8_products(w, &xq_hi, &xq_lo, 1, &y, row_begin, row_end);
   if (is_float_weight_type(w.type)) {  // no integer products to share: one f32 pass over hi + lo
     const int64_t n = w.row_length();
     float* x = detail::thread_scratch<detail::DequantizedActivations, float>(static_cast<size_t>(2 * n));
@@ -266,6 +373,7 @@ void matvec_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_
 void matvec_q8_tokens(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo, int64_t n_tokens,
                       float* const* y, int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin || n_tokens <= 0) return;
+  if (w.row_tiles) return detail::tiled_q8_products(w, xq_hi, xq_lo, n_tokens, y, row_begin, row_end);
   if (is_float_weight_type(w.type)) {  // the f32 kernels, one token at a time, as alone
     for (int64_t t = 0; t < n_tokens; ++t) {
       if (xq_lo != nullptr) matvec_q8_two_level(w, xq_hi[t], xq_lo[t], y[t], row_begin, row_end);
@@ -285,6 +393,19 @@ void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* 
                int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin || n_tokens <= 0) return;
   const int64_t n = w.row_length();
+  if (w.row_tiles) {  // pointers to kTiledTokens tokens at a time: one sweep of the tiles each
+    const uint8_t* xq_tokens[kernels::kTiledTokens];
+    float* y_tokens[kernels::kTiledTokens];
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kernels::kTiledTokens) {
+      const int64_t count = std::min(kernels::kTiledTokens, n_tokens - t0);
+      for (int64_t t = 0; t < count; ++t) {
+        xq_tokens[t] = xq + (t0 + t) * q8_row_bytes(n);
+        y_tokens[t] = y + (t0 + t) * y_stride;
+      }
+      detail::tiled_q8_products(w, xq_tokens, nullptr, count, y_tokens, row_begin, row_end);
+    }
+    return;
+  }
   if (!is_float_weight_type(w.type)) {
     if (n_tokens == 1) {
       uint8_t* scratch = detail::thread_scratch<detail::PackedActivations, uint8_t>(

@@ -427,6 +427,114 @@ HWY_INLINE bool MatvecQ4_0Windows(const uint8_t* data, uint64_t row_bytes, int64
   return true;
 }
 
+// ---- 512-bit VNNI over row tiles (quant/row_tiles.hpp) ---------------------------------------------
+// Sixteen rows in the sixteen lanes: four activation bytes broadcast to every lane meet four values of
+// each row in one vpdpbusd, so a token's block sums land one row per lane with no horizontal adds, and
+// every step per (row, token) is the prefill kernel's: acc = fma(scale, sum * dx - c * d_sum, acc)
+// block after block (VnniScaleCommonOffset). A product is therefore bit-identical whether its token
+// is decoded alone, with others, or in a prompt.
+
+// u[g] = values 4g .. 4g + 3 of the tile block's 16 rows as unsigned bytes (Q4_0: the nibble; Q8_0:
+// w + 128).
+template <bool kIsQ8>
+HWY_INLINE void X512TileValues(const uint8_t* tile, __m512i (&u)[8]) {
+  if (kIsQ8) {
+    HWY_UNROLL(8)
+    for (int g = 0; g < 8; ++g) u[g] = _mm512_xor_si512(_mm512_loadu_si512(tile + 32 + 64 * g), _mm512_set1_epi8(-128));
+    return;
+  }
+  const __m512i nibble = _mm512_set1_epi8(15);
+  HWY_UNROLL(4)
+  for (int k = 0; k < 4; ++k) {  // byte j of a row: value j in the low nibble, j + 16 in the high one
+    const __m512i packed = _mm512_loadu_si512(tile + 32 + 64 * k);
+    u[k] = _mm512_and_si512(packed, nibble);
+    u[4 + k] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), nibble);
+  }
+}
+
+// One tile (its first tile block at `tile`) against T tokens, each with kLevels activation levels:
+// acc[t] lane i = row i's product with token t.
+template <bool kIsQ8, int kLevels, int T>
+HWY_INLINE void X512TileDot(const uint8_t* tile, int64_t blocks, const quant::Q8ActivationRow* const* x,
+                            __m512 (&acc)[T]) {
+  constexpr int kBytes = kIsQ8 ? 34 : 18;
+  const __m512 offset = _mm512_set1_ps(kIsQ8 ? 128.0f : 8.0f);
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* block = tile + b * 16 * kBytes;
+    const __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
+    __m512i u[8];
+    X512TileValues<kIsQ8>(block, u);
+    __m512i sums[T];
+    HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) sums[t] = _mm512_setzero_si512();
+    for (int level = 0; level < kLevels; ++level) {
+      if (level == 1) {  // as X512DotLevels: 256 * first level + second, in the second level's units
+        HWY_UNROLL(8)
+        for (int t = 0; t < T; ++t) sums[t] = _mm512_slli_epi32(sums[t], 8);
+      }
+      HWY_UNROLL(8)
+      for (int g = 0; g < 8; ++g) {
+        HWY_UNROLL(8)
+        for (int t = 0; t < T; ++t) {
+          int32_t four;
+          std::memcpy(&four, x[t][level].q + 32 * b + 4 * g, 4);
+          sums[t] = _mm512_dpbusd_epi32(sums[t], u[g], _mm512_set1_epi32(four));
+        }
+      }
+    }
+    HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) {
+      const quant::Q8ActivationRow* levels = x[t];
+      const __m512 dx = _mm512_set1_ps(X512LevelScales<kLevels>(levels)[b]);
+      const __m512 d_sum = kLevels == 2 ? _mm512_set1_ps(levels[0].d_sum[b] + levels[1].d_sum[b])
+                                        : _mm512_set1_ps(levels[0].d_sum[b]);
+      const __m512 step = _mm512_fmsub_ps(_mm512_cvtepi32_ps(sums[t]), dx, _mm512_mul_ps(offset, d_sum));
+      acc[t] = _mm512_fmadd_ps(scale, step, acc[t]);
+    }
+  }
+}
+
+// Tokens [first, first + T) against one tile, written to y[t] for the rows in `lanes`.
+template <bool kIsQ8, int kLevels, int T>
+HWY_INLINE void X512TileTokens(const uint8_t* tile, int64_t blocks, const quant::Q8ActivationRow* const* x,
+                               float* const* y, int64_t tile_row, __mmask16 lanes) {
+  __m512 acc[T];
+  X512TileDot<kIsQ8, kLevels, T>(tile, blocks, x, acc);
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y[t] + tile_row, lanes, acc[t]);
+}
+
+// y[t][r] for rows [row_begin, row_end) of a tiled matrix and n_tokens tokens (x[t]: kLevels levels).
+// Every tile meets the tokens eight at a time while it sits in L1/L2, so the weights come from memory
+// once for all of them; a thread's range may start or end inside a tile (its other lanes are computed
+// and not stored).
+template <bool kIsQ8, int kLevels>
+HWY_INLINE void X512TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
+                                  int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
+  constexpr int64_t kBytes = kIsQ8 ? 34 : 18;
+  const int64_t blocks = n / 32;
+  const int64_t tile_bytes = 16 * blocks * kBytes;
+  for (int64_t tile_row = row_begin - row_begin % 16; tile_row < row_end; tile_row += 16) {
+    const uint8_t* tile = data + tile_row / 16 * tile_bytes;
+    const int64_t first = row_begin > tile_row ? row_begin - tile_row : 0;
+    const int64_t last = row_end - tile_row < 16 ? row_end - tile_row : 16;
+    const __mmask16 lanes = static_cast<__mmask16>(((1u << last) - 1u) & ~((1u << first) - 1u));
+    int64_t t = 0;
+    for (; t + 8 <= n_tokens; t += 8) X512TileTokens<kIsQ8, kLevels, 8>(tile, blocks, x + t, y + t, tile_row, lanes);
+    if (t + 4 <= n_tokens) {
+      X512TileTokens<kIsQ8, kLevels, 4>(tile, blocks, x + t, y + t, tile_row, lanes);
+      t += 4;
+    }
+    if (t + 2 <= n_tokens) {
+      X512TileTokens<kIsQ8, kLevels, 2>(tile, blocks, x + t, y + t, tile_row, lanes);
+      t += 2;
+    }
+    if (t < n_tokens) X512TileTokens<kIsQ8, kLevels, 1>(tile, blocks, x + t, y + t, tile_row, lanes);
+  }
+}
+
 #endif  // BORA_OPS_X86_VNNI
 
 // ---- the families ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 
 #include "bora/ops/scratch_sizes.hpp"
 #include "bora/quant/q8_activations.hpp"
+#include "bora/quant/row_tiles.hpp"
 #include "bora/quant/weight_type.hpp"
 
 #if defined(BORA_OPS_MATMUL_INL_H_) == defined(HWY_TARGET_TOGGLE)
@@ -294,6 +295,43 @@ inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t 
       }
     }
   }
+}
+
+// Whether this target's kernels want Q4_0 / Q8_0 matrices in row tiles (the loader asks once).
+inline bool PrefersRowTilesKernel() { return BORA_OPS_X86_VNNI != 0; }
+
+// Products of a matrix in row tiles (quant/row_tiles.hpp), for every token count: decoding one
+// sequence (xq_lo for the two-level activations, or null), several at once, or a prompt. With 512-bit
+// VNNI the tile kernel computes each (row, token) as the prefill kernel does, so results do not
+// depend on how many tokens come together. (On other targets, met when the CPU is not the one the
+// model was loaded for, implementation.hpp untiles the rows for their usual kernels.)
+inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n, const uint8_t* const* xq_hi,
+                                const uint8_t* const* xq_lo, int64_t n_tokens, float* const* y, int64_t row_begin,
+                                int64_t row_end) {
+#if BORA_OPS_X86_VNNI
+  constexpr int64_t kChunk = kernels::kTiledTokens;
+  quant::Q8ActivationRow views[kChunk][2];
+  const quant::Q8ActivationRow* levels[kChunk];
+  for (int64_t first = 0; first < n_tokens; first += kChunk) {
+    const int64_t count = n_tokens - first < kChunk ? n_tokens - first : kChunk;
+    for (int64_t t = 0; t < count; ++t) {
+      views[t][0] = quant::q8_activation_view(xq_hi[first + t], n);
+      if (xq_lo != nullptr) views[t][1] = quant::q8_activation_view(xq_lo[first + t], n);
+      levels[t] = views[t];
+    }
+    const bool q8 = type == WeightType::kQ8_0;
+    if (xq_lo != nullptr) {
+      if (q8) X512TiledProducts<true, 2>(data, n, levels, count, y + first, row_begin, row_end);
+      else X512TiledProducts<false, 2>(data, n, levels, count, y + first, row_begin, row_end);
+    } else {
+      if (q8) X512TiledProducts<true, 1>(data, n, levels, count, y + first, row_begin, row_end);
+      else X512TiledProducts<false, 1>(data, n, levels, count, y + first, row_begin, row_end);
+    }
+  }
+#else
+  // Never called: implementation.hpp untiles the rows for the kernels of other targets.
+  (void)type, (void)data, (void)n, (void)xq_hi, (void)xq_lo, (void)n_tokens, (void)y, (void)row_begin, (void)row_end;
+#endif
 }
 
 #if BORA_OPS_X86_VNNI

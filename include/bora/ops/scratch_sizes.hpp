@@ -19,6 +19,9 @@ inline int64_t prefill_scratch_bytes(int64_t n) { return kPrefillTokens * n + 4 
 // The decode kernels' scratch for rows of n values: the Q4_0 window layout of two activation levels
 // (low and high nibble copies, 18 bytes per 32 values each).
 inline int64_t decode_scratch_bytes(int64_t n) { return 2 * 2 * (n / 32) * 18; }
+// Tokens the row-tile kernels sweep a matrix with at once: each 16-row tile is read from memory once
+// per this many tokens of a prompt.
+constexpr int64_t kTiledTokens = 64;
 
 }  // namespace kernels
 }  // namespace ops
