@@ -454,15 +454,19 @@ HWY_INLINE void X512TileValues(const uint8_t* tile, __m512i (&u)[8]) {
 
 // One tile (its first tile block at `tile`) against T tokens, each with kLevels activation levels:
 // acc[t] lane i = row i's product with token t.
+// With `next` (the next tile, or null) each block also prefetches the same block of the next tile, so
+// memory streams it in while this one computes (without, the first pass over a tile waits on memory
+// at every block; measured 3.7 -> x.x ms for 8 tokens x w1 of 7B Q4_0 on one core).
 template <bool kIsQ8, int kLevels, int T>
-HWY_INLINE void X512TileDot(const uint8_t* tile, int64_t blocks, const quant::Q8ActivationRow* const* x,
-                            __m512 (&acc)[T]) {
+HWY_INLINE void X512TileDot(const uint8_t* tile, const uint8_t* next, int64_t blocks,
+                            const quant::Q8ActivationRow* const* x, __m512 (&acc)[T]) {
   constexpr int kBytes = kIsQ8 ? 34 : 18;
   const __m512 offset = _mm512_set1_ps(kIsQ8 ? 128.0f : 8.0f);
   HWY_UNROLL(8)
   for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* block = tile + b * 16 * kBytes;
+    if (next != nullptr) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(next - tile));
     const __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
     __m512i u[8];
     X512TileValues<kIsQ8>(block, u);
@@ -498,10 +502,11 @@ HWY_INLINE void X512TileDot(const uint8_t* tile, int64_t blocks, const quant::Q8
 
 // Tokens [first, first + T) against one tile, written to y[t] for the rows in `lanes`.
 template <bool kIsQ8, int kLevels, int T>
-HWY_INLINE void X512TileTokens(const uint8_t* tile, int64_t blocks, const quant::Q8ActivationRow* const* x,
-                               float* const* y, int64_t tile_row, __mmask16 lanes) {
+HWY_INLINE void X512TileTokens(const uint8_t* tile, const uint8_t* next, int64_t blocks,
+                               const quant::Q8ActivationRow* const* x, float* const* y, int64_t tile_row,
+                               __mmask16 lanes) {
   __m512 acc[T];
-  X512TileDot<kIsQ8, kLevels, T>(tile, blocks, x, acc);
+  X512TileDot<kIsQ8, kLevels, T>(tile, next, blocks, x, acc);
   HWY_UNROLL(8)
   for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y[t] + tile_row, lanes, acc[t]);
 }
@@ -521,17 +526,23 @@ HWY_INLINE void X512TiledProducts(const uint8_t* data, int64_t n, const quant::Q
     const int64_t first = row_begin > tile_row ? row_begin - tile_row : 0;
     const int64_t last = row_end - tile_row < 16 ? row_end - tile_row : 16;
     const __mmask16 lanes = static_cast<__mmask16>(((1u << last) - 1u) & ~((1u << first) - 1u));
+    // With several tokens the first pass over a tile prefetches the next one (one token computes too
+    // little per block to need it: the hardware prefetcher keeps up, and measured faster without).
+    const uint8_t* next = n_tokens > 1 && tile_row + 16 < row_end ? tile + tile_bytes : nullptr;
     int64_t t = 0;
-    for (; t + 8 <= n_tokens; t += 8) X512TileTokens<kIsQ8, kLevels, 8>(tile, blocks, x + t, y + t, tile_row, lanes);
+    for (; t + 8 <= n_tokens; t += 8, next = nullptr)
+      X512TileTokens<kIsQ8, kLevels, 8>(tile, next, blocks, x + t, y + t, tile_row, lanes);
     if (t + 4 <= n_tokens) {
-      X512TileTokens<kIsQ8, kLevels, 4>(tile, blocks, x + t, y + t, tile_row, lanes);
+      X512TileTokens<kIsQ8, kLevels, 4>(tile, next, blocks, x + t, y + t, tile_row, lanes);
       t += 4;
+      next = nullptr;
     }
     if (t + 2 <= n_tokens) {
-      X512TileTokens<kIsQ8, kLevels, 2>(tile, blocks, x + t, y + t, tile_row, lanes);
+      X512TileTokens<kIsQ8, kLevels, 2>(tile, next, blocks, x + t, y + t, tile_row, lanes);
       t += 2;
+      next = nullptr;
     }
-    if (t < n_tokens) X512TileTokens<kIsQ8, kLevels, 1>(tile, blocks, x + t, y + t, tile_row, lanes);
+    if (t < n_tokens) X512TileTokens<kIsQ8, kLevels, 1>(tile, next, blocks, x + t, y + t, tile_row, lanes);
   }
 }
 
