@@ -461,6 +461,7 @@ template <bool kIsQ8, int kLevels, int T>
 HWY_INLINE void X512TileDot(const uint8_t* tile, const uint8_t* next, int64_t blocks,
                             const quant::Q8ActivationRow* const* x, __m512 (&acc)[T]) {
   constexpr int kBytes = kIsQ8 ? 34 : 18;
+  constexpr int kChains = T == 1 ? 4 : T == 2 ? 2 : 1;
   const __m512 offset = _mm512_set1_ps(kIsQ8 ? 128.0f : 8.0f);
   HWY_UNROLL(8)
   for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
@@ -470,22 +471,29 @@ HWY_INLINE void X512TileDot(const uint8_t* tile, const uint8_t* next, int64_t bl
     const __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
     __m512i u[8];
     X512TileValues<kIsQ8>(block, u);
+    // A block's integer sum per token; with few tokens split over several independent chains of
+    // vpdpbusd (each waits on the one before), which integer addition joins exactly.
     __m512i sums[T];
-    HWY_UNROLL(8)
-    for (int t = 0; t < T; ++t) sums[t] = _mm512_setzero_si512();
     for (int level = 0; level < kLevels; ++level) {
-      if (level == 1) {  // as X512DotLevels: 256 * first level + second, in the second level's units
-        HWY_UNROLL(8)
-        for (int t = 0; t < T; ++t) sums[t] = _mm512_slli_epi32(sums[t], 8);
-      }
+      __m512i chains[kChains][T];
+      HWY_UNROLL(8)
+      for (int t = 0; t < T; ++t)
+        for (int c = 0; c < kChains; ++c) chains[c][t] = _mm512_setzero_si512();
       HWY_UNROLL(8)
       for (int g = 0; g < 8; ++g) {
         HWY_UNROLL(8)
         for (int t = 0; t < T; ++t) {
           int32_t four;
           std::memcpy(&four, x[t][level].q + 32 * b + 4 * g, 4);
-          sums[t] = _mm512_dpbusd_epi32(sums[t], u[g], _mm512_set1_epi32(four));
+          chains[g % kChains][t] = _mm512_dpbusd_epi32(chains[g % kChains][t], u[g], _mm512_set1_epi32(four));
         }
+      }
+      HWY_UNROLL(8)
+      for (int t = 0; t < T; ++t) {
+        __m512i total = chains[0][t];
+        for (int c = 1; c < kChains; ++c) total = _mm512_add_epi32(total, chains[c][t]);
+        // Two levels as X512DotLevels: 256 * first level + second, in the second level's units.
+        sums[t] = level == 0 ? total : _mm512_add_epi32(_mm512_slli_epi32(sums[t], 8), total);
       }
     }
     HWY_UNROLL(8)
