@@ -2599,6 +2599,26 @@ inline void MatvecQ8TwoLevelKernel(WeightType type, const uint8_t* data, uint64_
   });
 }
 
+#if BORA_OPS_X86_VNNI
+// Calls visit(levels, first, count) for the tokens kChunk at a time: levels[t] holds token first + t's
+// activation levels (its second only where xq_lo is not null).
+template <int64_t kChunk, class Visit>
+HWY_INLINE void ForTokenChunks(const uint8_t* const* xq_hi, const uint8_t* const* xq_lo, int64_t n_tokens, int64_t n,
+                               const Visit& visit) {
+  quant::Q8ActivationRow views[kChunk][2];
+  const quant::Q8ActivationRow* levels[kChunk];
+  for (int64_t first = 0; first < n_tokens; first += kChunk) {
+    const int64_t count = n_tokens - first < kChunk ? n_tokens - first : kChunk;
+    for (int64_t t = 0; t < count; ++t) {
+      views[t][0] = quant::q8_activation_view(xq_hi[first + t], n);
+      if (xq_lo != nullptr) views[t][1] = quant::q8_activation_view(xq_lo[first + t], n);
+      levels[t] = views[t];
+    }
+    visit(levels, first, count);
+  }
+}
+#endif
+
 // Several tokens, each computed exactly as MatvecQ8Kernel (xq_lo null) or MatvecQ8TwoLevelKernel
 // computes it alone, so a decoding sequence's products do not depend on its batch mates; where a
 // kernel takes several tokens at once (the Q4_0 window kernel), each weight row is decoded once for
@@ -2608,22 +2628,14 @@ inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t 
                                  float* const* y, int64_t row_begin, int64_t row_end, uint8_t* scratch) {
 #if BORA_OPS_X86_VNNI
   if (type == WeightType::kQ4_0 && n % kQ4_0WindowValues == 0 && scratch != nullptr) {
-    constexpr int64_t kChunk = 16;
-    quant::Q8ActivationRow views[kChunk][2];
-    const quant::Q8ActivationRow* levels[kChunk];
-    for (int64_t first = 0; first < n_tokens; first += kChunk) {
-      const int64_t count = n_tokens - first < kChunk ? n_tokens - first : kChunk;
-      for (int64_t t = 0; t < count; ++t) {
-        views[t][0] = quant::q8_activation_view(xq_hi[first + t], n);
-        if (xq_lo != nullptr) views[t][1] = quant::q8_activation_view(xq_lo[first + t], n);
-        levels[t] = views[t];
-      }
+    ForTokenChunks<16>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels, int64_t first,
+                                                      int64_t count) {
       if (xq_lo != nullptr) {
         MatvecQ4_0Windows<2>(data, row_bytes, n, levels, count, y + first, row_begin, row_end, scratch);
       } else {
         MatvecQ4_0Windows<1>(data, row_bytes, n, levels, count, y + first, row_begin, row_end, scratch);
       }
-    }
+    });
     return;
   }
 #endif
@@ -2653,17 +2665,9 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
                                 const uint8_t* const* xq_lo, int64_t n_tokens, float* const* y, int64_t row_begin,
                                 int64_t row_end) {
 #if BORA_OPS_X86_VNNI
-  constexpr int64_t kChunk = kernels::kTiledTokens;
-  quant::Q8ActivationRow views[kChunk][2];
-  const quant::Q8ActivationRow* levels[kChunk];
-  for (int64_t first = 0; first < n_tokens; first += kChunk) {
-    const int64_t count = n_tokens - first < kChunk ? n_tokens - first : kChunk;
-    for (int64_t t = 0; t < count; ++t) {
-      views[t][0] = quant::q8_activation_view(xq_hi[first + t], n);
-      if (xq_lo != nullptr) views[t][1] = quant::q8_activation_view(xq_lo[first + t], n);
-      levels[t] = views[t];
-    }
-    const bool q8 = type == WeightType::kQ8_0;
+  const bool q8 = type == WeightType::kQ8_0;
+  ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
+                                                                       int64_t first, int64_t count) {
     if (xq_lo != nullptr) {
       if (q8) X512TiledProducts<true, 2>(data, n, levels, count, y + first, row_begin, row_end);
       else X512TiledProducts<false, 2>(data, n, levels, count, y + first, row_begin, row_end);
@@ -2671,7 +2675,7 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
       if (q8) X512TiledProducts<true, 1>(data, n, levels, count, y + first, row_begin, row_end);
       else X512TiledProducts<false, 1>(data, n, levels, count, y + first, row_begin, row_end);
     }
-  }
+  });
 #else
   // Never called: implementation.hpp untiles the rows for the kernels of other targets.
   (void)type, (void)data, (void)n, (void)xq_hi, (void)xq_lo, (void)n_tokens, (void)y, (void)row_begin, (void)row_end;
