@@ -24,6 +24,7 @@
 //   vector-inl.h         small f32 vector kernels, f16 conversions
 //   attention-inl.h      query rows against cached keys and values, online softmax
 //   activations-inl.h    int8 activation quantization and the integer products built on it
+//   row_tiles-inl.h      what the kernels over row tiles share (512-bit VNNI)
 //   float_weights-inl.h  F32, F16, BF16 rows
 //   legacy_blocks-inl.h  Q8_0 and Q4_0
 //   k_quants-inl.h       Q4_K and Q5_K
@@ -992,6 +993,132 @@ BORA_OPS_AFTER_NAMESPACE();
 
 #endif  // BORA_OPS_ACTIVATIONS_INL_H_ toggle
 // ---- end bora/ops/activations-inl.h ------------------------------------------------------------------
+// ---- begin bora/ops/row_tiles-inl.h ------------------------------------------------------------------
+// Why this file exists: with 512-bit VNNI every matrix in row tiles (quant/row_tiles.hpp) is read by
+// one kernel for every token count. What all tiled formats share lives here: a block's integer sums
+// for several tokens, and the sweep over tiles and tokens; each family supplies the dot product of
+// its own tile blocks (legacy_blocks-inl.h, k_quants-inl.h). Compiled once per target (toggle guard).
+
+#include <cstdint>
+#include <cstring>
+
+
+#if defined(BORA_OPS_ROW_TILES_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef BORA_OPS_ROW_TILES_INL_H_
+#undef BORA_OPS_ROW_TILES_INL_H_
+#else
+#define BORA_OPS_ROW_TILES_INL_H_
+#endif
+
+#include <hwy/highway.h>
+
+
+#if BORA_OPS_X86_VNNI
+BORA_OPS_BEFORE_NAMESPACE();
+namespace bora {
+namespace ops {
+namespace HWY_NAMESPACE {
+
+// sums[t] lane i = the integer dot product of 32 values of row i (u[g]: values 4g .. 4g + 3 as unsigned
+// bytes, one row per 32-bit lane) with token t's activations q[first, first + 32); with two levels
+// 256 * first level + second, in the second level's units (as X512DotLevels). Four activation bytes
+// broadcast to every lane meet four values of each row in one vpdpbusd. With few tokens the chain of
+// vpdpbusd (each waits on the one before) is split in several, which integer addition joins exactly.
+template <int kLevels, int T>
+HWY_INLINE void X512TileSums(const __m512i (&u)[8], const quant::Q8ActivationRow* const* x, int64_t first,
+                             __m512i (&sums)[T]) {
+  constexpr int kChains = T == 1 ? 4 : T == 2 ? 2 : 1;
+  for (int level = 0; level < kLevels; ++level) {
+    __m512i chains[kChains][T];
+    HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t)
+      for (int c = 0; c < kChains; ++c) chains[c][t] = _mm512_setzero_si512();
+    HWY_UNROLL(8)
+    for (int g = 0; g < 8; ++g) {
+      HWY_UNROLL(8)
+      for (int t = 0; t < T; ++t) {
+        int32_t four;
+        std::memcpy(&four, x[t][level].q + first + 4 * g, 4);
+        chains[g % kChains][t] = _mm512_dpbusd_epi32(chains[g % kChains][t], u[g], _mm512_set1_epi32(four));
+      }
+    }
+    HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) {
+      __m512i total = chains[0][t];
+      for (int c = 1; c < kChains; ++c) total = _mm512_add_epi32(total, chains[c][t]);
+      sums[t] = level == 0 ? total : _mm512_add_epi32(_mm512_slli_epi32(sums[t], 8), total);
+    }
+  }
+}
+
+// The activation scale and d * sum(q) of token `levels` for its block b, broadcast (both levels summed).
+template <int kLevels>
+HWY_INLINE __m512 X512TokenScale(const quant::Q8ActivationRow* levels, int64_t b) {
+  return _mm512_set1_ps(X512LevelScales<kLevels>(levels)[b]);
+}
+template <int kLevels>
+HWY_INLINE __m512 X512TokenScaledSum(const quant::Q8ActivationRow* levels, int64_t b) {
+  return kLevels == 2 ? _mm512_set1_ps(levels[0].d_sum[b] + levels[1].d_sum[b]) : _mm512_set1_ps(levels[0].d_sum[b]);
+}
+
+// Tokens [t, t + T) against one tile, written to y for the rows in `lanes` (see X512TiledProducts).
+template <class Tiles, int kLevels, int T>
+HWY_INLINE void X512TileTokens(const uint8_t* tile, int64_t ahead, int64_t blocks,
+                               const quant::Q8ActivationRow* const* x, float* const* y, int64_t tile_row,
+                               __mmask16 lanes) {
+  __m512 acc[T];
+  Tiles::template Dot<kLevels, T>(tile, ahead, blocks, x, acc);
+  HWY_UNROLL(8)
+  for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y[t] + tile_row, lanes, acc[t]);
+}
+
+// y[t][r] for rows [row_begin, row_end) of a tiled matrix and n_tokens tokens (x[t]: kLevels levels).
+// Tiles supplies kValues and kBytes (per block of one row), kAheadAlone (how far one token prefetches)
+// and Dot<kLevels, T>(tile, ahead, blocks, x, acc): acc[t] lane i = row i's product with token t,
+// prefetching each block's bytes `ahead` bytes further on (0: none).
+// Every tile meets the tokens eight at a time while it sits in L1/L2, so the weights come from memory
+// once for all of them; a thread's range may start or end inside a tile (its other lanes are computed
+// and not stored).
+template <class Tiles, int kLevels>
+HWY_INLINE void X512TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
+                                  int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
+  const int64_t blocks = n / Tiles::kValues;
+  const int64_t tile_bytes = 16 * blocks * Tiles::kBytes;
+  for (int64_t tile_row = row_begin - row_begin % 16; tile_row < row_end; tile_row += 16) {
+    const uint8_t* tile = data + tile_row / 16 * tile_bytes;
+    const int64_t first = row_begin > tile_row ? row_begin - tile_row : 0;
+    const int64_t last = row_end - tile_row < 16 ? row_end - tile_row : 16;
+    const __mmask16 lanes = static_cast<__mmask16>(((1u << last) - 1u) & ~((1u << first) - 1u));
+    // With several tokens the first pass over a tile prefetches the next tile: the later passes find
+    // it in L2. One token streams through the tiles once, prefetching Tiles::kAheadAlone bytes ahead
+    // (Q4_0: none, the hardware prefetcher keeps up and measured faster without; Q4_K's larger
+    // blocks wait on memory without, and prefetching a whole tile ahead evicts them from L1).
+    int64_t ahead = n_tokens > 1 ? (tile_row + 16 < row_end ? tile_bytes : 0) : Tiles::kAheadAlone;
+    int64_t t = 0;
+    for (; t + 8 <= n_tokens; t += 8, ahead = 0)
+      X512TileTokens<Tiles, kLevels, 8>(tile, ahead, blocks, x + t, y + t, tile_row, lanes);
+    if (t + 4 <= n_tokens) {
+      X512TileTokens<Tiles, kLevels, 4>(tile, ahead, blocks, x + t, y + t, tile_row, lanes);
+      t += 4;
+      ahead = 0;
+    }
+    if (t + 2 <= n_tokens) {
+      X512TileTokens<Tiles, kLevels, 2>(tile, ahead, blocks, x + t, y + t, tile_row, lanes);
+      t += 2;
+      ahead = 0;
+    }
+    if (t < n_tokens) X512TileTokens<Tiles, kLevels, 1>(tile, ahead, blocks, x + t, y + t, tile_row, lanes);
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace ops
+}  // namespace bora
+BORA_OPS_AFTER_NAMESPACE();
+#endif  // BORA_OPS_X86_VNNI
+
+#endif  // BORA_OPS_ROW_TILES_INL_H_ toggle
+// ---- end bora/ops/row_tiles-inl.h --------------------------------------------------------------------
 // ---- begin bora/ops/float_weights-inl.h --------------------------------------------------------------
 // Why this file exists: weight rows stored as floats (F32, F16, BF16): decoding a row to f32 and
 // dotting one with f32 activations. Such rows gain nothing from int8 activations, so the fast path
@@ -1526,106 +1653,40 @@ HWY_INLINE void X512TileValues(const uint8_t* tile, __m512i (&u)[8]) {
 }
 
 // One tile (its first tile block at `tile`) against T tokens, each with kLevels activation levels:
-// acc[t] lane i = row i's product with token t.
-// With `next` (the next tile, or null) each block also prefetches the same block of the next tile, so
-// memory streams it in while this one computes (without, the first pass over a tile waits on memory
-// at every block; measured 3.7 -> x.x ms for 8 tokens x w1 of 7B Q4_0 on one core).
-template <bool kIsQ8, int kLevels, int T>
-HWY_INLINE void X512TileDot(const uint8_t* tile, const uint8_t* next, int64_t blocks,
-                            const quant::Q8ActivationRow* const* x, __m512 (&acc)[T]) {
-  constexpr int kBytes = kIsQ8 ? 34 : 18;
-  constexpr int kChains = T == 1 ? 4 : T == 2 ? 2 : 1;
-  const __m512 offset = _mm512_set1_ps(kIsQ8 ? 128.0f : 8.0f);
-  HWY_UNROLL(8)
-  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* block = tile + b * 16 * kBytes;
-    if (next != nullptr) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(next - tile));
-    const __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
-    __m512i u[8];
-    X512TileValues<kIsQ8>(block, u);
-    // A block's integer sum per token; with few tokens split over several independent chains of
-    // vpdpbusd (each waits on the one before), which integer addition joins exactly.
-    __m512i sums[T];
-    for (int level = 0; level < kLevels; ++level) {
-      __m512i chains[kChains][T];
-      HWY_UNROLL(8)
-      for (int t = 0; t < T; ++t)
-        for (int c = 0; c < kChains; ++c) chains[c][t] = _mm512_setzero_si512();
-      HWY_UNROLL(8)
-      for (int g = 0; g < 8; ++g) {
-        HWY_UNROLL(8)
-        for (int t = 0; t < T; ++t) {
-          int32_t four;
-          std::memcpy(&four, x[t][level].q + 32 * b + 4 * g, 4);
-          chains[g % kChains][t] = _mm512_dpbusd_epi32(chains[g % kChains][t], u[g], _mm512_set1_epi32(four));
-        }
-      }
+// acc[t] lane i = row i's product with token t (the Tiles interface of X512TiledProducts).
+// With `ahead` not 0 each block also prefetches the bytes `ahead` further on (with several tokens the
+// same block of the next tile), so memory streams them in while this one computes (without, the first
+// pass over a tile waits on memory at every block; measured 3.7 -> 2.4 ms for 8 tokens x w1 of 7B Q4_0
+// on one core).
+template <bool kIsQ8>
+struct X512LegacyTiles {
+  static constexpr int kValues = 32;
+  static constexpr int kBytes = kIsQ8 ? 34 : 18;
+  static constexpr int64_t kAheadAlone = 0;
+
+  template <int kLevels, int T>
+  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t blocks,
+                             const quant::Q8ActivationRow* const* x, __m512 (&acc)[T]) {
+    const __m512 offset = _mm512_set1_ps(kIsQ8 ? 128.0f : 8.0f);
+    HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* block = tile + b * 16 * kBytes;
+      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
+      const __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
+      __m512i u[8];
+      X512TileValues<kIsQ8>(block, u);
+      __m512i sums[T];
+      X512TileSums<kLevels, T>(u, x, 32 * b, sums);
       HWY_UNROLL(8)
       for (int t = 0; t < T; ++t) {
-        __m512i total = chains[0][t];
-        for (int c = 1; c < kChains; ++c) total = _mm512_add_epi32(total, chains[c][t]);
-        // Two levels as X512DotLevels: 256 * first level + second, in the second level's units.
-        sums[t] = level == 0 ? total : _mm512_add_epi32(_mm512_slli_epi32(sums[t], 8), total);
+        const __m512 step = _mm512_fmsub_ps(_mm512_cvtepi32_ps(sums[t]), X512TokenScale<kLevels>(x[t], b),
+                                            _mm512_mul_ps(offset, X512TokenScaledSum<kLevels>(x[t], b)));
+        acc[t] = _mm512_fmadd_ps(scale, step, acc[t]);
       }
     }
-    HWY_UNROLL(8)
-    for (int t = 0; t < T; ++t) {
-      const quant::Q8ActivationRow* levels = x[t];
-      const __m512 dx = _mm512_set1_ps(X512LevelScales<kLevels>(levels)[b]);
-      const __m512 d_sum = kLevels == 2 ? _mm512_set1_ps(levels[0].d_sum[b] + levels[1].d_sum[b])
-                                        : _mm512_set1_ps(levels[0].d_sum[b]);
-      const __m512 step = _mm512_fmsub_ps(_mm512_cvtepi32_ps(sums[t]), dx, _mm512_mul_ps(offset, d_sum));
-      acc[t] = _mm512_fmadd_ps(scale, step, acc[t]);
-    }
   }
-}
-
-// Tokens [first, first + T) against one tile, written to y[t] for the rows in `lanes`.
-template <bool kIsQ8, int kLevels, int T>
-HWY_INLINE void X512TileTokens(const uint8_t* tile, const uint8_t* next, int64_t blocks,
-                               const quant::Q8ActivationRow* const* x, float* const* y, int64_t tile_row,
-                               __mmask16 lanes) {
-  __m512 acc[T];
-  X512TileDot<kIsQ8, kLevels, T>(tile, next, blocks, x, acc);
-  HWY_UNROLL(8)
-  for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y[t] + tile_row, lanes, acc[t]);
-}
-
-// y[t][r] for rows [row_begin, row_end) of a tiled matrix and n_tokens tokens (x[t]: kLevels levels).
-// Every tile meets the tokens eight at a time while it sits in L1/L2, so the weights come from memory
-// once for all of them; a thread's range may start or end inside a tile (its other lanes are computed
-// and not stored).
-template <bool kIsQ8, int kLevels>
-HWY_INLINE void X512TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
-                                  int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
-  constexpr int64_t kBytes = kIsQ8 ? 34 : 18;
-  const int64_t blocks = n / 32;
-  const int64_t tile_bytes = 16 * blocks * kBytes;
-  for (int64_t tile_row = row_begin - row_begin % 16; tile_row < row_end; tile_row += 16) {
-    const uint8_t* tile = data + tile_row / 16 * tile_bytes;
-    const int64_t first = row_begin > tile_row ? row_begin - tile_row : 0;
-    const int64_t last = row_end - tile_row < 16 ? row_end - tile_row : 16;
-    const __mmask16 lanes = static_cast<__mmask16>(((1u << last) - 1u) & ~((1u << first) - 1u));
-    // With several tokens the first pass over a tile prefetches the next one (one token computes too
-    // little per block to need it: the hardware prefetcher keeps up, and measured faster without).
-    const uint8_t* next = n_tokens > 1 && tile_row + 16 < row_end ? tile + tile_bytes : nullptr;
-    int64_t t = 0;
-    for (; t + 8 <= n_tokens; t += 8, next = nullptr)
-      X512TileTokens<kIsQ8, kLevels, 8>(tile, next, blocks, x + t, y + t, tile_row, lanes);
-    if (t + 4 <= n_tokens) {
-      X512TileTokens<kIsQ8, kLevels, 4>(tile, next, blocks, x + t, y + t, tile_row, lanes);
-      t += 4;
-      next = nullptr;
-    }
-    if (t + 2 <= n_tokens) {
-      X512TileTokens<kIsQ8, kLevels, 2>(tile, next, blocks, x + t, y + t, tile_row, lanes);
-      t += 2;
-      next = nullptr;
-    }
-    if (t < n_tokens) X512TileTokens<kIsQ8, kLevels, 1>(tile, next, blocks, x + t, y + t, tile_row, lanes);
-  }
-}
+};
 
 #endif  // BORA_OPS_X86_VNNI
 
@@ -2001,6 +2062,78 @@ HWY_INLINE float X512RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) - X86Sum(_mm512_extractf32x8_ps(mins_acc, 1));
 }
+
+// ---- 512-bit VNNI over row tiles (Q4_K; quant/row_tiles.hpp) ---------------------------------------
+// A tile super-block holds 16 rows' d, then their dmin (f16 each), then byte k of their 12 packed
+// scale bytes as 16 bytes each, then their quants four bytes per row per 64-byte vector (group 8c + g:
+// bytes 32c + 4g .. 32c + 4g + 3, values 4g .. 4g + 3 of sub-block 2c in the low nibbles and of 2c + 1
+// in the high ones). Per (row, token) and 32-value sub-block j, whatever the number of tokens, the
+// prefill kernel's steps (VnniScale): acc = fma(sum, d * sc_j * dx, acc) - dmin * m_j * d_sum, so a
+// token's products are the same decoded alone, in a batch or in a prompt.
+
+// The sub-blocks' scales (d * sc) and mins (dmin * m) of a tile super-block's 16 rows, one vector each,
+// unpacked as quant::unpack_k_scales_mins does, sixteen rows at a time.
+HWY_INLINE void X512KTileScalesMins(const uint8_t* block, float (*scales)[16], float (*mins)[16]) {
+  const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
+  const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 32)));
+  __m128i packed[12];
+  for (int k = 0; k < 12; ++k) packed[k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 64 + 16 * k));
+  const __m128i low6 = _mm_set1_epi8(63), low4 = _mm_set1_epi8(15), top2 = _mm_set1_epi8(0x30);
+  auto store = [](__m512 factor, __m128i bytes, float* out) {
+    _mm512_store_ps(out, _mm512_mul_ps(factor, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes))));
+  };
+  for (int j = 0; j < 4; ++j) {
+    store(d, _mm_and_si128(packed[j], low6), scales[j]);
+    store(dmin, _mm_and_si128(packed[j + 4], low6), mins[j]);
+    // The top two bits of bytes j and j + 4 become bits 4..5 of scale and min j + 4.
+    store(d, _mm_or_si128(_mm_and_si128(packed[j + 8], low4), _mm_and_si128(_mm_srli_epi16(packed[j], 2), top2)),
+          scales[j + 4]);
+    store(dmin,
+          _mm_or_si128(_mm_and_si128(_mm_srli_epi16(packed[j + 8], 4), low4),
+                       _mm_and_si128(_mm_srli_epi16(packed[j + 4], 2), top2)),
+          mins[j + 4]);
+  }
+}
+
+struct X512Q4_KTiles {
+  static constexpr int kValues = 256;
+  static constexpr int kBytes = quant::Q4_KBlock::kBytes;
+  static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
+
+  template <int kLevels, int T>
+  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t supers,
+                             const quant::Q8ActivationRow* const* x, __m512 (&acc)[T]) {
+    const __m512i nibble = _mm512_set1_epi8(15);
+    HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    HWY_ALIGN float scales[8][16];
+    HWY_ALIGN float mins[8][16];
+    for (int64_t s = 0; s < supers; ++s) {
+      const uint8_t* block = tile + s * 16 * kBytes;
+      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
+      X512KTileScalesMins(block, scales, mins);
+      const uint8_t* quants = block + 16 * quant::Q4_KBlock::kQuantsOffset;
+      for (int j = 0; j < 8; ++j) {
+        __m512i u[8];
+        HWY_UNROLL(8)
+        for (int g = 0; g < 8; ++g) {
+          const __m512i packed = _mm512_loadu_si512(quants + 64 * (8 * (j / 2) + g));
+          u[g] = _mm512_and_si512(j % 2 == 0 ? packed : _mm512_srli_epi16(packed, 4), nibble);
+        }
+        const int64_t b = 8 * s + j;
+        __m512i sums[T];
+        X512TileSums<kLevels, T>(u, x, 32 * b, sums);
+        const __m512 scale = _mm512_load_ps(scales[j]), min = _mm512_load_ps(mins[j]);
+        HWY_UNROLL(8)
+        for (int t = 0; t < T; ++t) {
+          const __m512 step = _mm512_mul_ps(scale, X512TokenScale<kLevels>(x[t], b));
+          acc[t] = _mm512_fnmadd_ps(min, X512TokenScaledSum<kLevels>(x[t], b),
+                                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[t]), step, acc[t]));
+        }
+      }
+    }
+  }
+};
 
 #endif  // BORA_OPS_X86_VNNI
 
@@ -2653,7 +2786,7 @@ inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t 
   }
 }
 
-// Whether this target's kernels want Q4_0 / Q8_0 matrices in row tiles (the loader asks once).
+// Whether this target's kernels want Q4_0 / Q8_0 / Q4_K matrices in row tiles (the loader asks once).
 inline bool PrefersRowTilesKernel() { return BORA_OPS_X86_VNNI != 0; }
 
 // Products of a matrix in row tiles (quant/row_tiles.hpp), for every token count: decoding one
@@ -2665,17 +2798,20 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
                                 const uint8_t* const* xq_lo, int64_t n_tokens, float* const* y, int64_t row_begin,
                                 int64_t row_end) {
 #if BORA_OPS_X86_VNNI
-  const bool q8 = type == WeightType::kQ8_0;
-  ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
-                                                                       int64_t first, int64_t count) {
-    if (xq_lo != nullptr) {
-      if (q8) X512TiledProducts<true, 2>(data, n, levels, count, y + first, row_begin, row_end);
-      else X512TiledProducts<false, 2>(data, n, levels, count, y + first, row_begin, row_end);
-    } else {
-      if (q8) X512TiledProducts<true, 1>(data, n, levels, count, y + first, row_begin, row_end);
-      else X512TiledProducts<false, 1>(data, n, levels, count, y + first, row_begin, row_end);
-    }
-  });
+  auto products = [&](auto tiles) {
+    using Tiles = decltype(tiles);
+    ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
+                                                                         int64_t first, int64_t count) {
+      if (xq_lo != nullptr) X512TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end);
+      else X512TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end);
+    });
+  };
+  switch (type) {
+    case WeightType::kQ8_0: return products(X512LegacyTiles<true>());
+    case WeightType::kQ4_0: return products(X512LegacyTiles<false>());
+    case WeightType::kQ4_K: return products(X512Q4_KTiles());
+    default: return;  // never tiled (quant::row_tiles_apply)
+  }
 #else
   // Never called: implementation.hpp untiles the rows for the kernels of other targets.
   (void)type, (void)data, (void)n, (void)xq_hi, (void)xq_lo, (void)n_tokens, (void)y, (void)row_begin, (void)row_end;
@@ -6949,7 +7085,7 @@ void matvec_q8_float_weights_unbuffered(const TensorView& w, const uint8_t* xq_h
 // for several tokens.
 void matvec_q8_tokens(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo, int64_t n_tokens,
                       float* const* y, int64_t row_begin, int64_t row_end);
-// Whether this CPU's kernels read Q4_0 / Q8_0 matrices fastest in row tiles (quant/row_tiles.hpp): the
+// Whether this CPU's kernels read Q4_0 / Q8_0 / Q4_K matrices fastest in row tiles (quant/row_tiles.hpp): the
 // loader then regroups them (TensorView::row_tiles). Every function here reads either layout.
 bool prefers_row_tiles();
 // Token t's quantized row starts at xq + t * q8_row_bytes(w.row_length()); y as in matmul_f32.
@@ -8261,8 +8397,8 @@ inline void quantize_row(WeightType type, const float* src, uint8_t* dst, int64_
 #endif  // BORA_QUANT_DEQUANTIZE_HPP
 // ---- end bora/quant/dequantize.hpp -------------------------------------------------------------------
 // ---- begin bora/quant/row_tiles.hpp ------------------------------------------------------------------
-// Why this file exists: the 512-bit VNNI kernels put one weight row in each of 16 lanes, so a Q4_0 or
-// Q8_0 matrix they read is regrouped at load into tiles of 16 rows (same bytes, other order); this is
+// Why this file exists: the 512-bit VNNI kernels put one weight row in each of 16 lanes, so a Q4_0,
+// Q8_0 or Q4_K matrix they read is regrouped at load into tiles of 16 rows (same bytes, other order); this is
 // that layout, its regrouping and the way back to ordinary rows, as plain byte moves.
 #ifndef BORA_QUANT_ROW_TILES_HPP
 #define BORA_QUANT_ROW_TILES_HPP
@@ -8275,18 +8411,37 @@ namespace bora {
 namespace quant {
 
 // Layout of a tiled matrix: rows 16r .. 16r + 15 take the bytes that 16 ordinary rows take, block
-// after block. A tile block holds, for block b of its 16 rows, the 16 f16 scales (row i's at 2i),
-// then the rows' value bytes four at a time: bytes 4g .. 4g + 3 of row i's values at 32 + 64g + 4i.
-// So one 64-byte load gives four values of each of the 16 rows, one row per 32-bit lane.
+// after block. A tile block holds block b of its 16 rows: first their headers (the scales), field by
+// field: each f16 field as 16 values (row i's at 2i), each one-byte field as 16 bytes (row i's at i);
+// then the rows' value bytes four at a time: bytes 4g .. 4g + 3 of row i's values at
+// 16 * header + 64g + 4i. So one 64-byte load gives four value bytes of each of the 16 rows, one row
+// per 32-bit lane, and one load gives a scale field of all 16 rows.
+//   Q4_0, Q8_0: header = f16 d;  Q4_K: header = f16 d, f16 dmin, 12 bytes of packed scales and mins.
 constexpr int64_t kTileRows = 16;
 
-// The types and shapes that can be tiled: blocks of one f16 scale and whole 4-byte groups of values.
+struct TileFormat {
+  int64_t values;       // per block of one row (0: the type is never tiled)
+  int64_t bytes;        // per block of one row
+  int64_t header;       // leading bytes of a block that hold its scales
+  int64_t half_fields;  // how many of them are f16 fields; the rest are one-byte fields
+};
+
+inline TileFormat tile_format(WeightType type) {
+  switch (type) {
+    case WeightType::kQ4_0: return {32, 18, 2, 1};
+    case WeightType::kQ8_0: return {32, 34, 2, 1};
+    case WeightType::kQ4_K: return {256, 144, 16, 2};
+    default: return {0, 0, 0, 0};
+  }
+}
+
+// The types and shapes that can be tiled: whole tiles of rows of whole blocks.
 inline bool row_tiles_apply(WeightType type, int64_t rows) {
-  return (type == WeightType::kQ4_0 || type == WeightType::kQ8_0) && rows > 0 && rows % kTileRows == 0;
+  return tile_format(type).values > 0 && rows > 0 && rows % kTileRows == 0;
 }
 
 // Bytes of one block of one row (type as in row_tiles_apply).
-inline int64_t tile_block_bytes(WeightType type) { return type == WeightType::kQ4_0 ? 18 : 34; }
+inline int64_t tile_block_bytes(WeightType type) { return tile_format(type).bytes; }
 
 // The tile block holding block `block` of row `row`, in a tiled matrix of `blocks` blocks per row.
 inline const uint8_t* tile_block(WeightType type, const uint8_t* data, int64_t blocks, int64_t row, int64_t block) {
@@ -8294,39 +8449,61 @@ inline const uint8_t* tile_block(WeightType type, const uint8_t* data, int64_t b
   return data + ((row / kTileRows) * blocks + block) * kTileRows * block_bytes;
 }
 
+// Calls piece(ordinary, tiled, count) for each run of bytes of one row's block: `count` bytes at offset
+// `ordinary` of the block sit at offset `tiled` of the tile block, in lane `lane`.
+template <class Piece>
+inline void for_each_tile_piece(const TileFormat& f, int64_t lane, const Piece& piece) {
+  const size_t row = static_cast<size_t>(lane), tile_rows = static_cast<size_t>(kTileRows);
+  const size_t half_fields = static_cast<size_t>(f.half_fields), header = static_cast<size_t>(f.header);
+  const size_t groups = f.bytes > f.header ? static_cast<size_t>(f.bytes - f.header) / 4 : 0;
+  for (size_t k = 0; k < half_fields; ++k) piece(2 * k, 2 * tile_rows * k + 2 * row, size_t{2});
+  for (size_t k = 2 * half_fields; k < header; ++k)
+    piece(k, 2 * tile_rows * half_fields + tile_rows * (k - 2 * half_fields) + row, size_t{1});
+  for (size_t g = 0; g < groups; ++g) piece(header + 4 * g, tile_rows * header + 64 * g + 4 * row, size_t{4});
+}
+
 // Rebuilds block `block` of row `row` of a tiled matrix in its ordinary layout (block_bytes bytes).
+// (GCC 12, inlining this into a caller's fixed-size buffer for every weight type at once, warns of
+// writes at negative offsets that no type's format can produce.)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstringop-overflow"
+#endif
 inline void untile_block(WeightType type, const uint8_t* data, int64_t blocks, int64_t row, int64_t block,
                          uint8_t* out) {
-  const int64_t groups = (tile_block_bytes(type) - 2) / 4;
   const uint8_t* tile = tile_block(type, data, blocks, row, block);
-  const int64_t lane = row % kTileRows;
-  std::memcpy(out, tile + 2 * lane, 2);
-  for (int64_t g = 0; g < groups; ++g) std::memcpy(out + 2 + 4 * g, tile + 2 * kTileRows + 64 * g + 4 * lane, 4);
+  for_each_tile_piece(tile_format(type), row % kTileRows,
+                      [&](size_t ordinary, size_t tiled, size_t count) {
+                        for (size_t i = 0; i < count; ++i) out[ordinary + i] = tile[tiled + i];
+                      });
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 // Rows [first, first + count) of a tiled matrix with `n` values per row, in the ordinary layout.
 inline void untile_rows(WeightType type, const uint8_t* data, int64_t n, int64_t first, int64_t count, uint8_t* out) {
-  const int64_t block_bytes = tile_block_bytes(type), blocks = n / 32;
+  const TileFormat f = tile_format(type);
+  const int64_t blocks = n / f.values;
   for (int64_t r = 0; r < count; ++r)
-    for (int64_t b = 0; b < blocks; ++b)
-      untile_block(type, data, blocks, first + r, b, out + (r * blocks + b) * block_bytes);
+    for (int64_t b = 0; b < blocks; ++b) untile_block(type, data, blocks, first + r, b, out + (r * blocks + b) * f.bytes);
 }
 
 // Regroups a whole matrix (rows a multiple of 16) in place; `scratch` holds 16 rows' bytes.
 inline void tile_rows_in_place(WeightType type, uint8_t* data, int64_t n, int64_t rows, uint8_t* scratch) {
-  const int64_t block_bytes = tile_block_bytes(type), blocks = n / 32;
-  const int64_t groups = (block_bytes - 2) / 4;
-  const int64_t tile_bytes = kTileRows * blocks * block_bytes;
+  const TileFormat f = tile_format(type);
+  const int64_t blocks = n / f.values;
+  const int64_t tile_bytes = kTileRows * blocks * f.bytes;
   for (int64_t tile = 0; tile < rows / kTileRows; ++tile) {
     uint8_t* out = data + tile * tile_bytes;
     std::memcpy(scratch, out, static_cast<size_t>(tile_bytes));
     for (int64_t b = 0; b < blocks; ++b) {
-      uint8_t* tile_block_out = out + b * kTileRows * block_bytes;
+      uint8_t* tile_block_out = out + b * kTileRows * f.bytes;
       for (int64_t lane = 0; lane < kTileRows; ++lane) {
-        const uint8_t* block = scratch + (lane * blocks + b) * block_bytes;
-        std::memcpy(tile_block_out + 2 * lane, block, 2);
-        for (int64_t g = 0; g < groups; ++g)
-          std::memcpy(tile_block_out + 2 * kTileRows + 64 * g + 4 * lane, block + 2 + 4 * g, 4);
+        const uint8_t* block = scratch + (lane * blocks + b) * f.bytes;
+        for_each_tile_piece(f, lane, [&](size_t ordinary, size_t tiled, size_t count) {
+          for (size_t i = 0; i < count; ++i) tile_block_out[tiled + i] = block[ordinary + i];
+        });
       }
     }
   }
@@ -8523,7 +8700,7 @@ inline Expected<std::vector<TensorView>> bind_experts(const ModelFiles& files, c
 
 }  // namespace detail
 
-// Regroups every Q4_0 / Q8_0 matrix of a GGUF read into private memory into row tiles
+// Regroups every Q4_0 / Q8_0 / Q4_K matrix of a GGUF read into private memory into row tiles
 // (quant/row_tiles.hpp) when this CPU's kernels prefer them: same bytes, no copy. The embedding table
 // stays as it is (its rows are looked up one at a time); stacked experts are tiled whole, each
 // expert's rows being a multiple of 16 so that slicing still works. Returns the count tiled.
@@ -8534,7 +8711,8 @@ inline int64_t tile_matrix_rows(ModelFiles& files) {
   for (const std::string& name : files.tensor_names()) {
     TensorView* t = files.writable_tensor(name);
     if (t == nullptr || name == embedding || t->n_dims < 2 || t->row_tiles ||
-        !quant::row_tiles_apply(t->type, t->ne[1]) || t->row_length() % 32 != 0) {
+        !quant::row_tiles_apply(t->type, t->ne[1]) ||
+        t->row_length() % quant::tile_format(t->type).values != 0) {
       continue;
     }
     const uint64_t tile_bytes = quant::kTileRows * t->row_bytes();
@@ -11342,7 +11520,12 @@ class GrammarBuilder {
     return id;
   }
   // A new rule with a name no user rule has (for the parts front ends make up: repetitions, groups).
-  uint32_t new_rule(const std::string& hint) { return rule(hint + " #" + std::to_string(rules_.size())); }
+  // Never looked up by name, so it stays out of by_name_: x{0,100000} makes 100,000 of them.
+  uint32_t new_rule(const std::string& hint) {
+    const uint32_t id = static_cast<uint32_t>(rules_.size());
+    rules_.push_back(RuleDraft{hint + " #" + std::to_string(id), {}, false});
+    return id;
+  }
   bool is_defined(uint32_t rule) const { return rules_[rule].defined; }
   const std::string& name(uint32_t rule) const { return rules_[rule].name; }
   size_t rule_count() const { return rules_.size(); }
@@ -14743,7 +14926,8 @@ struct UntiledRows {};             // 16 rows of a row-tiled matrix in the ordin
 // Runs compute(tile, tile_row, first, last) for each 16-row tile of the row-tiled w that meets
 // [row_begin, row_end): `tile` is an ordinary view of those 16 rows (a per-thread copy), of which rows
 // [first, last) are wanted. Without memory for the copy, each wanted row is computed block by block,
-// store(t, r, sum of block_dot(block, t, b)) (summed in another order: only when memory runs out).
+// store(t, r, sum of block_dot(block, t, b)) (summed in another order: only when memory runs out), where
+// block b holds values [b * values, (b + 1) * values), values = quant::tile_format(w.type).values.
 template <class Compute, class BlockDot, class Store>
 void for_each_untiled_tile(const TensorView& w, int64_t row_begin, int64_t row_end, int64_t n_tokens,
                            const Compute& compute, const BlockDot& block_dot, const Store& store) {
@@ -14764,12 +14948,13 @@ void for_each_untiled_tile(const TensorView& w, int64_t row_begin, int64_t row_e
       compute(tile, tile_row, first, last);
       continue;
     }
-    uint8_t block[64];
+    uint8_t block[256];  // the largest tiled block
+    const int64_t blocks = n / quant::tile_format(w.type).values;
     for (int64_t t = 0; t < n_tokens; ++t) {
       for (int64_t r = tile_row + first; r < tile_row + last; ++r) {
         float sum = 0.0f;
-        for (int64_t b = 0; b < n / 32; ++b) {
-          quant::untile_block(w.type, w.data, n / 32, r, b, block);
+        for (int64_t b = 0; b < blocks; ++b) {
+          quant::untile_block(w.type, w.data, blocks, r, b, block);
           sum += block_dot(block, t, b);
         }
         store(t, r, sum);
@@ -14789,7 +14974,8 @@ void matvec_f32(const TensorView& w, const float* x, float* y, int64_t row_begin
           matvec_f32(tile, x, y + tile_row, first, last);
         },
         [&](const uint8_t* block, int64_t, int64_t b) {
-          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x + 32 * b, 32);
+          const int64_t values = quant::tile_format(w.type).values;
+          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x + values * b, values);
         },
         [&](int64_t, int64_t r, float sum) { y[r] = sum; });
     return;
@@ -14809,7 +14995,8 @@ void matmul_f32(const TensorView& w, const float* x, int64_t n_tokens, float* y,
           matmul_f32(tile, x, n_tokens, y + tile_row, y_stride, first, last);
         },
         [&](const uint8_t* block, int64_t t, int64_t b) {
-          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x + t * n + 32 * b, 32);
+          const int64_t values = quant::tile_format(w.type).values;
+          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x + t * n + values * b, values);
         },
         [&](int64_t t, int64_t r, float sum) { y[t * y_stride + r] = sum; });
     return;
@@ -14977,14 +15164,15 @@ inline void tiled_q8_products(const TensorView& w, const uint8_t* const* xq_hi, 
           matvec_q8_tokens(tile, xq_hi + t0, xq_lo == nullptr ? nullptr : xq_lo + t0, count, shifted, first, last);
         },
         [&](const uint8_t* block, int64_t t, int64_t b) {
-          float x[32];
+          float x[256];  // the largest tiled block's values
+          const int64_t values = quant::tile_format(w.type).values;
           const quant::Q8ActivationRow hi = quant::q8_activation_view(xq_hi[t0 + t], n);
-          for (int i = 0; i < 32; ++i) x[i] = hi.d[b] * static_cast<float>(hi.q[32 * b + i]);
+          for (int64_t i = values * b; i < values * (b + 1); ++i) x[i - values * b] = hi.d[i / 32] * static_cast<float>(hi.q[i]);
           if (xq_lo != nullptr) {
             const quant::Q8ActivationRow lo = quant::q8_activation_view(xq_lo[t0 + t], n);
-            for (int i = 0; i < 32; ++i) x[i] += lo.d[b] * static_cast<float>(lo.q[32 * b + i]);
+            for (int64_t i = values * b; i < values * (b + 1); ++i) x[i - values * b] += lo.d[i / 32] * static_cast<float>(lo.q[i]);
           }
-          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x, 32);
+          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x, values);
         },
         [&](int64_t t, int64_t r, float sum) { y[t0 + t][r] = sum; });
   }

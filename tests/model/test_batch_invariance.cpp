@@ -195,9 +195,10 @@ TEST_CASE("a cloned sequence continues exactly as the original would") {
   CHECK((*copy)->n_past() == 13);
 }
 
-TEST_CASE("a Q4_0 or Q8_0 model read into memory is regrouped in row tiles where the CPU prefers them") {
+TEST_CASE("a Q4_0, Q8_0 or Q4_K model read into memory is regrouped in row tiles where the CPU prefers them") {
   // Mapped files stay as they are; both layouts compute the same products up to the order of f32 sums.
-  for (const char* file : {"tiny-mistral/tiny-mistral-Q4_0.gguf", "tiny-mixtral/tiny-mixtral-Q8_0.gguf"}) {
+  for (const char* file : {"tiny-mistral/tiny-mistral-Q4_0.gguf", "tiny-mixtral/tiny-mixtral-Q8_0.gguf",
+                           "tiny-mistral/tiny-mistral-Q4_K_M.gguf", "tiny-mixtral/tiny-mixtral-Q4_K.gguf"}) {
     CAPTURE(file);
     bora::LoadParams mapped_params;
     mapped_params.use_mmap = true;
@@ -216,6 +217,7 @@ TEST_CASE("a Q4_0 or Q8_0 model read into memory is regrouped in row tiles where
       matrices += bora::quant::row_tiles_apply(t->type, t->ne[1]);
       tiled += t->row_tiles;
     }
+    CHECK(matrices > 0);
     CHECK(tiled == (bora::ops::prefers_row_tiles() ? matrices : 0));
     const int64_t vocab = (*read)->config().vocab_size;
     const std::vector<int32_t> prompt = some_tokens(9, 3, vocab);

@@ -724,9 +724,9 @@ TEST_CASE("a row-tiled matrix gives every product bit for bit as the prefill ker
   // products are the same decoded alone, batched or in a prompt; on other targets the tiles are read
   // back into ordinary rows for the usual kernels. Either way every function of ops.hpp reads both
   // layouts, and a range of rows may start and end inside a tile.
-  const WeightType kTileTypes[] = {WeightType::kQ4_0, WeightType::kQ8_0};
+  const WeightType kTileTypes[] = {WeightType::kQ4_0, WeightType::kQ8_0, WeightType::kQ4_K};
   for_each_target_and_type(kTileTypes, [](WeightType type) {
-    for (int64_t n : {int64_t{96}, int64_t{1024}}) {
+    for (int64_t n : {3 * bora::quant::tile_format(type).values, int64_t{1024}}) {
       CAPTURE(n);
       const int64_t rows = 48, begin = 3, end = 45, n_tokens = 17, stride = bora::ops::q8_row_bytes(n);
       const TestMatrix plain = make_matrix(type, n, rows, 900u + static_cast<uint32_t>(n));

@@ -477,29 +477,33 @@ TEST_CASE("real blocks from the tiny models decode to the independent decoder's 
   }
 }
 
-TEST_CASE("row tiles put row i's scale at 2i and its value bytes 4g..4g+3 at 32 + 64g + 4i, and untile back") {
-  for (WeightType type : {WeightType::kQ4_0, WeightType::kQ8_0}) {
+TEST_CASE("row tiles put row i's f16 header fields at 32k + 2i, byte fields at 16k + i and value bytes 4g..4g+3 at 16 * header + 64g + 4i, and untile back") {
+  for (WeightType type : {WeightType::kQ4_0, WeightType::kQ8_0, WeightType::kQ4_K}) {
     CAPTURE(bora::weight_type_name(type));
-    const int64_t n = 96, rows = 32, blocks = n / 32, block_bytes = quant::tile_block_bytes(type);
+    const quant::TileFormat f = quant::tile_format(type);
+    const int64_t n = 3 * f.values, rows = 32, blocks = 3, block_bytes = quant::tile_block_bytes(type);
     uint64_t row_bytes = 0;
     REQUIRE(bora::weight_row_bytes(type, n, &row_bytes));
+    REQUIRE(static_cast<int64_t>(row_bytes) == blocks * block_bytes);
     std::vector<uint8_t> original(static_cast<size_t>(row_bytes * rows));
     std::mt19937 rng(7);
     for (uint8_t& byte : original) byte = static_cast<uint8_t>(rng());
     std::vector<uint8_t> tiled = original, scratch(static_cast<size_t>(16 * row_bytes));
     CHECK(quant::row_tiles_apply(type, rows));
     CHECK_FALSE(quant::row_tiles_apply(type, rows + 8));
-    CHECK_FALSE(quant::row_tiles_apply(WeightType::kQ4_K, rows));
     quant::tile_rows_in_place(type, tiled.data(), n, rows, scratch.data());
     CHECK(tiled != original);
     int misplaced = 0;
     for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = r % 16;
       for (int64_t b = 0; b < blocks; ++b) {
         const uint8_t* block = original.data() + r * row_bytes + b * block_bytes;
         const uint8_t* tile = tiled.data() + ((r / 16) * blocks + b) * 16 * block_bytes;
-        misplaced += std::memcmp(tile + 2 * (r % 16), block, 2) != 0;
-        for (int64_t g = 0; g < (block_bytes - 2) / 4; ++g)
-          misplaced += std::memcmp(tile + 32 + 64 * g + 4 * (r % 16), block + 2 + 4 * g, 4) != 0;
+        for (int64_t k = 0; k < f.half_fields; ++k) misplaced += std::memcmp(tile + 32 * k + 2 * i, block + 2 * k, 2) != 0;
+        for (int64_t k = 0; k < f.header - 2 * f.half_fields; ++k)
+          misplaced += tile[32 * f.half_fields + 16 * k + i] != block[2 * f.half_fields + k];
+        for (int64_t g = 0; g < (block_bytes - f.header) / 4; ++g)
+          misplaced += std::memcmp(tile + 16 * f.header + 64 * g + 4 * i, block + f.header + 4 * g, 4) != 0;
       }
     }
     CHECK(misplaced == 0);
@@ -510,4 +514,6 @@ TEST_CASE("row tiles put row i's scale at 2i and its value bytes 4g..4g+3 at 32 
     quant::untile_rows(type, tiled.data(), n, 14, 3, some.data());  // across a tile's edge
     CHECK(std::memcmp(some.data(), original.data() + 14 * row_bytes, some.size()) == 0);
   }
+  CHECK_FALSE(quant::row_tiles_apply(WeightType::kQ6_K, 32));
+  CHECK_FALSE(quant::row_tiles_apply(WeightType::kF16, 32));
 }

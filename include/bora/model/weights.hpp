@@ -203,7 +203,7 @@ inline Expected<std::vector<TensorView>> bind_experts(const ModelFiles& files, c
 
 }  // namespace detail
 
-// Regroups every Q4_0 / Q8_0 matrix of a GGUF read into private memory into row tiles
+// Regroups every Q4_0 / Q8_0 / Q4_K matrix of a GGUF read into private memory into row tiles
 // (quant/row_tiles.hpp) when this CPU's kernels prefer them: same bytes, no copy. The embedding table
 // stays as it is (its rows are looked up one at a time); stacked experts are tiled whole, each
 // expert's rows being a multiple of 16 so that slicing still works. Returns the count tiled.
@@ -214,7 +214,8 @@ inline int64_t tile_matrix_rows(ModelFiles& files) {
   for (const std::string& name : files.tensor_names()) {
     TensorView* t = files.writable_tensor(name);
     if (t == nullptr || name == embedding || t->n_dims < 2 || t->row_tiles ||
-        !quant::row_tiles_apply(t->type, t->ne[1]) || t->row_length() % 32 != 0) {
+        !quant::row_tiles_apply(t->type, t->ne[1]) ||
+        t->row_length() % quant::tile_format(t->type).values != 0) {
       continue;
     }
     const uint64_t tile_bytes = quant::kTileRows * t->row_bytes();

@@ -96,7 +96,8 @@ struct UntiledRows {};             // 16 rows of a row-tiled matrix in the ordin
 // Runs compute(tile, tile_row, first, last) for each 16-row tile of the row-tiled w that meets
 // [row_begin, row_end): `tile` is an ordinary view of those 16 rows (a per-thread copy), of which rows
 // [first, last) are wanted. Without memory for the copy, each wanted row is computed block by block,
-// store(t, r, sum of block_dot(block, t, b)) (summed in another order: only when memory runs out).
+// store(t, r, sum of block_dot(block, t, b)) (summed in another order: only when memory runs out), where
+// block b holds values [b * values, (b + 1) * values), values = quant::tile_format(w.type).values.
 template <class Compute, class BlockDot, class Store>
 void for_each_untiled_tile(const TensorView& w, int64_t row_begin, int64_t row_end, int64_t n_tokens,
                            const Compute& compute, const BlockDot& block_dot, const Store& store) {
@@ -117,12 +118,13 @@ void for_each_untiled_tile(const TensorView& w, int64_t row_begin, int64_t row_e
       compute(tile, tile_row, first, last);
       continue;
     }
-    uint8_t block[64];
+    uint8_t block[256];  // the largest tiled block
+    const int64_t blocks = n / quant::tile_format(w.type).values;
     for (int64_t t = 0; t < n_tokens; ++t) {
       for (int64_t r = tile_row + first; r < tile_row + last; ++r) {
         float sum = 0.0f;
-        for (int64_t b = 0; b < n / 32; ++b) {
-          quant::untile_block(w.type, w.data, n / 32, r, b, block);
+        for (int64_t b = 0; b < blocks; ++b) {
+          quant::untile_block(w.type, w.data, blocks, r, b, block);
           sum += block_dot(block, t, b);
         }
         store(t, r, sum);
@@ -142,7 +144,8 @@ void matvec_f32(const TensorView& w, const float* x, float* y, int64_t row_begin
           matvec_f32(tile, x, y + tile_row, first, last);
         },
         [&](const uint8_t* block, int64_t, int64_t b) {
-          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x + 32 * b, 32);
+          const int64_t values = quant::tile_format(w.type).values;
+          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x + values * b, values);
         },
         [&](int64_t, int64_t r, float sum) { y[r] = sum; });
     return;
@@ -162,7 +165,8 @@ void matmul_f32(const TensorView& w, const float* x, int64_t n_tokens, float* y,
           matmul_f32(tile, x, n_tokens, y + tile_row, y_stride, first, last);
         },
         [&](const uint8_t* block, int64_t t, int64_t b) {
-          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x + t * n + 32 * b, 32);
+          const int64_t values = quant::tile_format(w.type).values;
+          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x + t * n + values * b, values);
         },
         [&](int64_t t, int64_t r, float sum) { y[t * y_stride + r] = sum; });
     return;
@@ -330,14 +334,15 @@ inline void tiled_q8_products(const TensorView& w, const uint8_t* const* xq_hi, 
           matvec_q8_tokens(tile, xq_hi + t0, xq_lo == nullptr ? nullptr : xq_lo + t0, count, shifted, first, last);
         },
         [&](const uint8_t* block, int64_t t, int64_t b) {
-          float x[32];
+          float x[256];  // the largest tiled block's values
+          const int64_t values = quant::tile_format(w.type).values;
           const quant::Q8ActivationRow hi = quant::q8_activation_view(xq_hi[t0 + t], n);
-          for (int i = 0; i < 32; ++i) x[i] = hi.d[b] * static_cast<float>(hi.q[32 * b + i]);
+          for (int64_t i = values * b; i < values * (b + 1); ++i) x[i - values * b] = hi.d[i / 32] * static_cast<float>(hi.q[i]);
           if (xq_lo != nullptr) {
             const quant::Q8ActivationRow lo = quant::q8_activation_view(xq_lo[t0 + t], n);
-            for (int i = 0; i < 32; ++i) x[i] += lo.d[b] * static_cast<float>(lo.q[32 * b + i]);
+            for (int64_t i = values * b; i < values * (b + 1); ++i) x[i - values * b] += lo.d[i / 32] * static_cast<float>(lo.q[i]);
           }
-          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x, 32);
+          return HWY_DYNAMIC_DISPATCH(RowDotKernel)(w.type, block, x, values);
         },
         [&](int64_t t, int64_t r, float sum) { y[t0 + t][r] = sum; });
   }

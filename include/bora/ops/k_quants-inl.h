@@ -22,6 +22,7 @@
 #include <hwy/highway.h>
 
 #include "bora/ops/activations-inl.h"
+#include "bora/ops/row_tiles-inl.h"
 #include "bora/ops/target-inl.h"
 #include "bora/ops/x86-inl.h"
 
@@ -252,6 +253,78 @@ HWY_INLINE float X512RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) - X86Sum(_mm512_extractf32x8_ps(mins_acc, 1));
 }
+
+// ---- 512-bit VNNI over row tiles (Q4_K; quant/row_tiles.hpp) ---------------------------------------
+// A tile super-block holds 16 rows' d, then their dmin (f16 each), then byte k of their 12 packed
+// scale bytes as 16 bytes each, then their quants four bytes per row per 64-byte vector (group 8c + g:
+// bytes 32c + 4g .. 32c + 4g + 3, values 4g .. 4g + 3 of sub-block 2c in the low nibbles and of 2c + 1
+// in the high ones). Per (row, token) and 32-value sub-block j, whatever the number of tokens, the
+// prefill kernel's steps (VnniScale): acc = fma(sum, d * sc_j * dx, acc) - dmin * m_j * d_sum, so a
+// token's products are the same decoded alone, in a batch or in a prompt.
+
+// The sub-blocks' scales (d * sc) and mins (dmin * m) of a tile super-block's 16 rows, one vector each,
+// unpacked as quant::unpack_k_scales_mins does, sixteen rows at a time.
+HWY_INLINE void X512KTileScalesMins(const uint8_t* block, float (*scales)[16], float (*mins)[16]) {
+  const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
+  const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 32)));
+  __m128i packed[12];
+  for (int k = 0; k < 12; ++k) packed[k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 64 + 16 * k));
+  const __m128i low6 = _mm_set1_epi8(63), low4 = _mm_set1_epi8(15), top2 = _mm_set1_epi8(0x30);
+  auto store = [](__m512 factor, __m128i bytes, float* out) {
+    _mm512_store_ps(out, _mm512_mul_ps(factor, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes))));
+  };
+  for (int j = 0; j < 4; ++j) {
+    store(d, _mm_and_si128(packed[j], low6), scales[j]);
+    store(dmin, _mm_and_si128(packed[j + 4], low6), mins[j]);
+    // The top two bits of bytes j and j + 4 become bits 4..5 of scale and min j + 4.
+    store(d, _mm_or_si128(_mm_and_si128(packed[j + 8], low4), _mm_and_si128(_mm_srli_epi16(packed[j], 2), top2)),
+          scales[j + 4]);
+    store(dmin,
+          _mm_or_si128(_mm_and_si128(_mm_srli_epi16(packed[j + 8], 4), low4),
+                       _mm_and_si128(_mm_srli_epi16(packed[j + 4], 2), top2)),
+          mins[j + 4]);
+  }
+}
+
+struct X512Q4_KTiles {
+  static constexpr int kValues = 256;
+  static constexpr int kBytes = quant::Q4_KBlock::kBytes;
+  static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
+
+  template <int kLevels, int T>
+  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t supers,
+                             const quant::Q8ActivationRow* const* x, __m512 (&acc)[T]) {
+    const __m512i nibble = _mm512_set1_epi8(15);
+    HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    HWY_ALIGN float scales[8][16];
+    HWY_ALIGN float mins[8][16];
+    for (int64_t s = 0; s < supers; ++s) {
+      const uint8_t* block = tile + s * 16 * kBytes;
+      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
+      X512KTileScalesMins(block, scales, mins);
+      const uint8_t* quants = block + 16 * quant::Q4_KBlock::kQuantsOffset;
+      for (int j = 0; j < 8; ++j) {
+        __m512i u[8];
+        HWY_UNROLL(8)
+        for (int g = 0; g < 8; ++g) {
+          const __m512i packed = _mm512_loadu_si512(quants + 64 * (8 * (j / 2) + g));
+          u[g] = _mm512_and_si512(j % 2 == 0 ? packed : _mm512_srli_epi16(packed, 4), nibble);
+        }
+        const int64_t b = 8 * s + j;
+        __m512i sums[T];
+        X512TileSums<kLevels, T>(u, x, 32 * b, sums);
+        const __m512 scale = _mm512_load_ps(scales[j]), min = _mm512_load_ps(mins[j]);
+        HWY_UNROLL(8)
+        for (int t = 0; t < T; ++t) {
+          const __m512 step = _mm512_mul_ps(scale, X512TokenScale<kLevels>(x[t], b));
+          acc[t] = _mm512_fnmadd_ps(min, X512TokenScaledSum<kLevels>(x[t], b),
+                                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[t]), step, acc[t]));
+        }
+      }
+    }
+  }
+};
 
 #endif  // BORA_OPS_X86_VNNI
 

@@ -6,6 +6,7 @@
 //   vector-inl.h         small f32 vector kernels, f16 conversions
 //   attention-inl.h      query rows against cached keys and values, online softmax
 //   activations-inl.h    int8 activation quantization and the integer products built on it
+//   row_tiles-inl.h      what the kernels over row tiles share (512-bit VNNI)
 //   float_weights-inl.h  F32, F16, BF16 rows
 //   legacy_blocks-inl.h  Q8_0 and Q4_0
 //   k_quants-inl.h       Q4_K and Q5_K
@@ -26,6 +27,7 @@
 #include "bora/ops/vector-inl.h"
 #include "bora/ops/attention-inl.h"
 #include "bora/ops/activations-inl.h"
+#include "bora/ops/row_tiles-inl.h"
 #include "bora/ops/float_weights-inl.h"
 #include "bora/ops/legacy_blocks-inl.h"
 #include "bora/ops/k_quants-inl.h"

@@ -22,6 +22,7 @@
 #include <hwy/highway.h>
 
 #include "bora/ops/activations-inl.h"
+#include "bora/ops/row_tiles-inl.h"
 #include "bora/ops/target-inl.h"
 #include "bora/ops/x86-inl.h"
 
@@ -453,106 +454,40 @@ HWY_INLINE void X512TileValues(const uint8_t* tile, __m512i (&u)[8]) {
 }
 
 // One tile (its first tile block at `tile`) against T tokens, each with kLevels activation levels:
-// acc[t] lane i = row i's product with token t.
-// With `next` (the next tile, or null) each block also prefetches the same block of the next tile, so
-// memory streams it in while this one computes (without, the first pass over a tile waits on memory
-// at every block; measured 3.7 -> x.x ms for 8 tokens x w1 of 7B Q4_0 on one core).
-template <bool kIsQ8, int kLevels, int T>
-HWY_INLINE void X512TileDot(const uint8_t* tile, const uint8_t* next, int64_t blocks,
-                            const quant::Q8ActivationRow* const* x, __m512 (&acc)[T]) {
-  constexpr int kBytes = kIsQ8 ? 34 : 18;
-  constexpr int kChains = T == 1 ? 4 : T == 2 ? 2 : 1;
-  const __m512 offset = _mm512_set1_ps(kIsQ8 ? 128.0f : 8.0f);
-  HWY_UNROLL(8)
-  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* block = tile + b * 16 * kBytes;
-    if (next != nullptr) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(next - tile));
-    const __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
-    __m512i u[8];
-    X512TileValues<kIsQ8>(block, u);
-    // A block's integer sum per token; with few tokens split over several independent chains of
-    // vpdpbusd (each waits on the one before), which integer addition joins exactly.
-    __m512i sums[T];
-    for (int level = 0; level < kLevels; ++level) {
-      __m512i chains[kChains][T];
-      HWY_UNROLL(8)
-      for (int t = 0; t < T; ++t)
-        for (int c = 0; c < kChains; ++c) chains[c][t] = _mm512_setzero_si512();
-      HWY_UNROLL(8)
-      for (int g = 0; g < 8; ++g) {
-        HWY_UNROLL(8)
-        for (int t = 0; t < T; ++t) {
-          int32_t four;
-          std::memcpy(&four, x[t][level].q + 32 * b + 4 * g, 4);
-          chains[g % kChains][t] = _mm512_dpbusd_epi32(chains[g % kChains][t], u[g], _mm512_set1_epi32(four));
-        }
-      }
+// acc[t] lane i = row i's product with token t (the Tiles interface of X512TiledProducts).
+// With `ahead` not 0 each block also prefetches the bytes `ahead` further on (with several tokens the
+// same block of the next tile), so memory streams them in while this one computes (without, the first
+// pass over a tile waits on memory at every block; measured 3.7 -> 2.4 ms for 8 tokens x w1 of 7B Q4_0
+// on one core).
+template <bool kIsQ8>
+struct X512LegacyTiles {
+  static constexpr int kValues = 32;
+  static constexpr int kBytes = kIsQ8 ? 34 : 18;
+  static constexpr int64_t kAheadAlone = 0;
+
+  template <int kLevels, int T>
+  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t blocks,
+                             const quant::Q8ActivationRow* const* x, __m512 (&acc)[T]) {
+    const __m512 offset = _mm512_set1_ps(kIsQ8 ? 128.0f : 8.0f);
+    HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* block = tile + b * 16 * kBytes;
+      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
+      const __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
+      __m512i u[8];
+      X512TileValues<kIsQ8>(block, u);
+      __m512i sums[T];
+      X512TileSums<kLevels, T>(u, x, 32 * b, sums);
       HWY_UNROLL(8)
       for (int t = 0; t < T; ++t) {
-        __m512i total = chains[0][t];
-        for (int c = 1; c < kChains; ++c) total = _mm512_add_epi32(total, chains[c][t]);
-        // Two levels as X512DotLevels: 256 * first level + second, in the second level's units.
-        sums[t] = level == 0 ? total : _mm512_add_epi32(_mm512_slli_epi32(sums[t], 8), total);
+        const __m512 step = _mm512_fmsub_ps(_mm512_cvtepi32_ps(sums[t]), X512TokenScale<kLevels>(x[t], b),
+                                            _mm512_mul_ps(offset, X512TokenScaledSum<kLevels>(x[t], b)));
+        acc[t] = _mm512_fmadd_ps(scale, step, acc[t]);
       }
     }
-    HWY_UNROLL(8)
-    for (int t = 0; t < T; ++t) {
-      const quant::Q8ActivationRow* levels = x[t];
-      const __m512 dx = _mm512_set1_ps(X512LevelScales<kLevels>(levels)[b]);
-      const __m512 d_sum = kLevels == 2 ? _mm512_set1_ps(levels[0].d_sum[b] + levels[1].d_sum[b])
-                                        : _mm512_set1_ps(levels[0].d_sum[b]);
-      const __m512 step = _mm512_fmsub_ps(_mm512_cvtepi32_ps(sums[t]), dx, _mm512_mul_ps(offset, d_sum));
-      acc[t] = _mm512_fmadd_ps(scale, step, acc[t]);
-    }
   }
-}
-
-// Tokens [first, first + T) against one tile, written to y[t] for the rows in `lanes`.
-template <bool kIsQ8, int kLevels, int T>
-HWY_INLINE void X512TileTokens(const uint8_t* tile, const uint8_t* next, int64_t blocks,
-                               const quant::Q8ActivationRow* const* x, float* const* y, int64_t tile_row,
-                               __mmask16 lanes) {
-  __m512 acc[T];
-  X512TileDot<kIsQ8, kLevels, T>(tile, next, blocks, x, acc);
-  HWY_UNROLL(8)
-  for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y[t] + tile_row, lanes, acc[t]);
-}
-
-// y[t][r] for rows [row_begin, row_end) of a tiled matrix and n_tokens tokens (x[t]: kLevels levels).
-// Every tile meets the tokens eight at a time while it sits in L1/L2, so the weights come from memory
-// once for all of them; a thread's range may start or end inside a tile (its other lanes are computed
-// and not stored).
-template <bool kIsQ8, int kLevels>
-HWY_INLINE void X512TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
-                                  int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
-  constexpr int64_t kBytes = kIsQ8 ? 34 : 18;
-  const int64_t blocks = n / 32;
-  const int64_t tile_bytes = 16 * blocks * kBytes;
-  for (int64_t tile_row = row_begin - row_begin % 16; tile_row < row_end; tile_row += 16) {
-    const uint8_t* tile = data + tile_row / 16 * tile_bytes;
-    const int64_t first = row_begin > tile_row ? row_begin - tile_row : 0;
-    const int64_t last = row_end - tile_row < 16 ? row_end - tile_row : 16;
-    const __mmask16 lanes = static_cast<__mmask16>(((1u << last) - 1u) & ~((1u << first) - 1u));
-    // With several tokens the first pass over a tile prefetches the next one (one token computes too
-    // little per block to need it: the hardware prefetcher keeps up, and measured faster without).
-    const uint8_t* next = n_tokens > 1 && tile_row + 16 < row_end ? tile + tile_bytes : nullptr;
-    int64_t t = 0;
-    for (; t + 8 <= n_tokens; t += 8, next = nullptr)
-      X512TileTokens<kIsQ8, kLevels, 8>(tile, next, blocks, x + t, y + t, tile_row, lanes);
-    if (t + 4 <= n_tokens) {
-      X512TileTokens<kIsQ8, kLevels, 4>(tile, next, blocks, x + t, y + t, tile_row, lanes);
-      t += 4;
-      next = nullptr;
-    }
-    if (t + 2 <= n_tokens) {
-      X512TileTokens<kIsQ8, kLevels, 2>(tile, next, blocks, x + t, y + t, tile_row, lanes);
-      t += 2;
-      next = nullptr;
-    }
-    if (t < n_tokens) X512TileTokens<kIsQ8, kLevels, 1>(tile, next, blocks, x + t, y + t, tile_row, lanes);
-  }
-}
+};
 
 #endif  // BORA_OPS_X86_VNNI
 

@@ -309,7 +309,7 @@ inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t 
   }
 }
 
-// Whether this target's kernels want Q4_0 / Q8_0 matrices in row tiles (the loader asks once).
+// Whether this target's kernels want Q4_0 / Q8_0 / Q4_K matrices in row tiles (the loader asks once).
 inline bool PrefersRowTilesKernel() { return BORA_OPS_X86_VNNI != 0; }
 
 // Products of a matrix in row tiles (quant/row_tiles.hpp), for every token count: decoding one
@@ -321,17 +321,20 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
                                 const uint8_t* const* xq_lo, int64_t n_tokens, float* const* y, int64_t row_begin,
                                 int64_t row_end) {
 #if BORA_OPS_X86_VNNI
-  const bool q8 = type == WeightType::kQ8_0;
-  ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
-                                                                       int64_t first, int64_t count) {
-    if (xq_lo != nullptr) {
-      if (q8) X512TiledProducts<true, 2>(data, n, levels, count, y + first, row_begin, row_end);
-      else X512TiledProducts<false, 2>(data, n, levels, count, y + first, row_begin, row_end);
-    } else {
-      if (q8) X512TiledProducts<true, 1>(data, n, levels, count, y + first, row_begin, row_end);
-      else X512TiledProducts<false, 1>(data, n, levels, count, y + first, row_begin, row_end);
-    }
-  });
+  auto products = [&](auto tiles) {
+    using Tiles = decltype(tiles);
+    ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
+                                                                         int64_t first, int64_t count) {
+      if (xq_lo != nullptr) X512TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end);
+      else X512TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end);
+    });
+  };
+  switch (type) {
+    case WeightType::kQ8_0: return products(X512LegacyTiles<true>());
+    case WeightType::kQ4_0: return products(X512LegacyTiles<false>());
+    case WeightType::kQ4_K: return products(X512Q4_KTiles());
+    default: return;  // never tiled (quant::row_tiles_apply)
+  }
 #else
   // Never called: implementation.hpp untiles the rows for the kernels of other targets.
   (void)type, (void)data, (void)n, (void)xq_hi, (void)xq_lo, (void)n_tokens, (void)y, (void)row_begin, (void)row_end;

@@ -91,7 +91,12 @@ class GrammarBuilder {
     return id;
   }
   // A new rule with a name no user rule has (for the parts front ends make up: repetitions, groups).
-  uint32_t new_rule(const std::string& hint) { return rule(hint + " #" + std::to_string(rules_.size())); }
+  // Never looked up by name, so it stays out of by_name_: x{0,100000} makes 100,000 of them.
+  uint32_t new_rule(const std::string& hint) {
+    const uint32_t id = static_cast<uint32_t>(rules_.size());
+    rules_.push_back(RuleDraft{hint + " #" + std::to_string(id), {}, false});
+    return id;
+  }
   bool is_defined(uint32_t rule) const { return rules_[rule].defined; }
   const std::string& name(uint32_t rule) const { return rules_[rule].name; }
   size_t rule_count() const { return rules_.size(); }
