@@ -1019,13 +1019,14 @@ namespace bora {
 namespace ops {
 namespace HWY_NAMESPACE {
 
-// sums[t] lane i = the integer dot product of 32 values of row i (u[g]: values 4g .. 4g + 3 as unsigned
-// bytes, one row per 32-bit lane) with token t's activations q[first, first + 32); with two levels
-// 256 * first level + second, in the second level's units (as X512DotLevels). Four activation bytes
-// broadcast to every lane meet four values of each row in one vpdpbusd. With few tokens the chain of
-// vpdpbusd (each waits on the one before) is split in several, which integer addition joins exactly.
-template <int kLevels, int T>
-HWY_INLINE void X512TileSums(const __m512i (&u)[8], const quant::Q8ActivationRow* const* x, int64_t first,
+// sums[t] lane i = the integer dot product of 4 * kGroups values of row i (u[g]: values 4g .. 4g + 3 as
+// unsigned bytes, one row per 32-bit lane) with token t's activations q[first, first + 4 * kGroups);
+// with two levels 256 * first level + second, in the second level's units (as X512DotLevels). Four
+// activation bytes broadcast to every lane meet four values of each row in one vpdpbusd. With few
+// tokens the chain of vpdpbusd (each waits on the one before) is split in several, which integer
+// addition joins exactly.
+template <int kLevels, int T, int kGroups = 8>
+HWY_INLINE void X512TileSums(const __m512i* u, const quant::Q8ActivationRow* const* x, int64_t first,
                              __m512i (&sums)[T]) {
   constexpr int kChains = T == 1 ? 4 : T == 2 ? 2 : 1;
   for (int level = 0; level < kLevels; ++level) {
@@ -1034,7 +1035,7 @@ HWY_INLINE void X512TileSums(const __m512i (&u)[8], const quant::Q8ActivationRow
     for (int t = 0; t < T; ++t)
       for (int c = 0; c < kChains; ++c) chains[c][t] = _mm512_setzero_si512();
     HWY_UNROLL(8)
-    for (int g = 0; g < 8; ++g) {
+    for (int g = 0; g < kGroups; ++g) {
       HWY_UNROLL(8)
       for (int t = 0; t < T; ++t) {
         int32_t four;
@@ -2405,6 +2406,65 @@ HWY_INLINE float X512RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8Ac
   return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - 32.0f * _mm512_reduce_add_ps(offset);
 }
 
+// ---- 512-bit VNNI over row tiles (quant/row_tiles.hpp) ---------------------------------------------
+// A tile super-block holds 16 rows' d (f16), then byte k of their 16 int8 scales as 16 bytes each, then
+// their quant bytes four per row per 64-byte vector, in the block's order: groups 16h + l and
+// 16h + 8 + l hold low bits (bytes 64h + 4l .. and 64h + 32 + 4l ..) and group 32 + 8h + l the high
+// bits (bytes 128 + 32h + 4l ..) of values 128h + 32k + 4l .. + 3, k = 0..3. Per (row, token) and
+// 16-value sub-block, whatever the number of tokens, the prefill kernel's steps (VnniScale with split
+// halves): acc = fma(sum, d * sc * dx, acc) - 32 * d * sc * d_sum16, so a token's products are the same
+// decoded alone, in a batch or in a prompt.
+struct X512Q6_KTiles {
+  static constexpr int kValues = 256;
+  static constexpr int kBytes = quant::Q6_KBlock::kBytes;
+  static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
+
+  template <int kLevels, int T>
+  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t supers,
+                             const quant::Q8ActivationRow* const* x, __m512 (&acc)[T]) {
+    const __m512i nibble = _mm512_set1_epi8(15), two_bits = _mm512_set1_epi8(3);
+    HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < supers; ++s) {
+      const uint8_t* block = tile + s * 16 * kBytes;
+      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
+      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
+      const uint8_t* quants = block + 16 * 18;
+      for (int h = 0; h < 2; ++h) {
+        for (int k = 0; k < 4; ++k) {
+          __m512i u[8];
+          HWY_UNROLL(8)
+          for (int l = 0; l < 8; ++l) {
+            const __m512i low = _mm512_loadu_si512(quants + 64 * (16 * h + 8 * (k % 2) + l));
+            const __m512i high = _mm512_loadu_si512(quants + 64 * (32 + 8 * h + l));
+            const __m512i low4 = _mm512_and_si512(k < 2 ? low : _mm512_srli_epi16(low, 4), nibble);
+            const __m512i high2 = _mm512_and_si512(_mm512_srli_epi16(high, 2 * k), two_bits);
+            u[l] = _mm512_or_si512(low4, _mm512_slli_epi16(high2, 4));
+          }
+          const int64_t b = 8 * s + 4 * h + k;
+          for (int half = 0; half < 2; ++half) {
+            __m512i sums[T];
+            X512TileSums<kLevels, T, 4>(u + 4 * half, x, 32 * b + 16 * half, sums);
+            const int sub = 8 * h + 2 * k + half;
+            const __m128i scale_bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 32 + 16 * sub));
+            const __m512 scale = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(scale_bytes)));
+            const __m512 offset = _mm512_mul_ps(_mm512_set1_ps(32.0f), scale);
+            HWY_UNROLL(8)
+            for (int t = 0; t < T; ++t) {
+              const quant::Q8ActivationRow* levels = x[t];
+              const float d_sum = kLevels == 2 ? levels[0].d_sum16[2 * b + half] + levels[1].d_sum16[2 * b + half]
+                                               : levels[0].d_sum16[2 * b + half];
+              const __m512 step = _mm512_mul_ps(scale, X512TokenScale<kLevels>(levels, b));
+              acc[t] = _mm512_fnmadd_ps(offset, _mm512_set1_ps(d_sum),
+                                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[t]), step, acc[t]));
+            }
+          }
+        }
+      }
+    }
+  }
+};
+
 #endif  // BORA_OPS_X86_VNNI
 
 // ---- the family (interface described in legacy_blocks-inl.h) -----------------------------------------
@@ -2786,7 +2846,7 @@ inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t 
   }
 }
 
-// Whether this target's kernels want Q4_0 / Q8_0 / Q4_K matrices in row tiles (the loader asks once).
+// Whether this target's kernels want Q4_0 / Q8_0 / Q4_K / Q6_K matrices in row tiles (the loader asks once).
 inline bool PrefersRowTilesKernel() { return BORA_OPS_X86_VNNI != 0; }
 
 // Products of a matrix in row tiles (quant/row_tiles.hpp), for every token count: decoding one
@@ -2810,6 +2870,7 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
     case WeightType::kQ8_0: return products(X512LegacyTiles<true>());
     case WeightType::kQ4_0: return products(X512LegacyTiles<false>());
     case WeightType::kQ4_K: return products(X512Q4_KTiles());
+    case WeightType::kQ6_K: return products(X512Q6_KTiles());
     default: return;  // never tiled (quant::row_tiles_apply)
   }
 #else
@@ -8398,7 +8459,7 @@ inline void quantize_row(WeightType type, const float* src, uint8_t* dst, int64_
 // ---- end bora/quant/dequantize.hpp -------------------------------------------------------------------
 // ---- begin bora/quant/row_tiles.hpp ------------------------------------------------------------------
 // Why this file exists: the 512-bit VNNI kernels put one weight row in each of 16 lanes, so a Q4_0,
-// Q8_0 or Q4_K matrix they read is regrouped at load into tiles of 16 rows (same bytes, other order); this is
+// Q8_0, Q4_K or Q6_K matrix they read is regrouped at load into tiles of 16 rows (same bytes, other order); this is
 // that layout, its regrouping and the way back to ordinary rows, as plain byte moves.
 #ifndef BORA_QUANT_ROW_TILES_HPP
 #define BORA_QUANT_ROW_TILES_HPP
@@ -8411,27 +8472,32 @@ namespace bora {
 namespace quant {
 
 // Layout of a tiled matrix: rows 16r .. 16r + 15 take the bytes that 16 ordinary rows take, block
-// after block. A tile block holds block b of its 16 rows: first their headers (the scales), field by
-// field: each f16 field as 16 values (row i's at 2i), each one-byte field as 16 bytes (row i's at i);
-// then the rows' value bytes four at a time: bytes 4g .. 4g + 3 of row i's values at
-// 16 * header + 64g + 4i. So one 64-byte load gives four value bytes of each of the 16 rows, one row
-// per 32-bit lane, and one load gives a scale field of all 16 rows.
-//   Q4_0, Q8_0: header = f16 d;  Q4_K: header = f16 d, f16 dmin, 12 bytes of packed scales and mins.
+// after block. A tile block holds block b of its 16 rows: first their scales, field by field: each
+// f16 field as 16 values (row i's at 2i), then each one-byte field as 16 bytes (row i's at i); then
+// the rows' value bytes four at a time: bytes 4g .. 4g + 3 of row i's values at 16 * header + 64g + 4i.
+// So one 64-byte load gives four value bytes of each of the 16 rows, one row per 32-bit lane, and one
+// load gives a scale field of all 16 rows.
+//   Q4_0, Q8_0: f16 d, then the values;  Q4_K: f16 d and dmin, 12 bytes of packed scales and mins, then
+//   the quants;  Q6_K: the values (low bits, high bits), then 16 int8 scales, then f16 d.
 constexpr int64_t kTileRows = 16;
 
 struct TileFormat {
   int64_t values;       // per block of one row (0: the type is never tiled)
   int64_t bytes;        // per block of one row
-  int64_t header;       // leading bytes of a block that hold its scales
+  int64_t header;       // bytes of a block that hold its scales
   int64_t half_fields;  // how many of them are f16 fields; the rest are one-byte fields
+  int64_t half_at;      // where the ordinary block keeps its f16 fields,
+  int64_t bytes_at;     // its one-byte fields
+  int64_t values_at;    // and its values
 };
 
 inline TileFormat tile_format(WeightType type) {
   switch (type) {
-    case WeightType::kQ4_0: return {32, 18, 2, 1};
-    case WeightType::kQ8_0: return {32, 34, 2, 1};
-    case WeightType::kQ4_K: return {256, 144, 16, 2};
-    default: return {0, 0, 0, 0};
+    case WeightType::kQ4_0: return {32, 18, 2, 1, 0, 2, 2};
+    case WeightType::kQ8_0: return {32, 34, 2, 1, 0, 2, 2};
+    case WeightType::kQ4_K: return {256, 144, 16, 2, 0, 4, 16};
+    case WeightType::kQ6_K: return {256, 210, 18, 1, 208, 192, 0};
+    default: return {0, 0, 0, 0, 0, 0, 0};
   }
 }
 
@@ -8455,11 +8521,14 @@ template <class Piece>
 inline void for_each_tile_piece(const TileFormat& f, int64_t lane, const Piece& piece) {
   const size_t row = static_cast<size_t>(lane), tile_rows = static_cast<size_t>(kTileRows);
   const size_t half_fields = static_cast<size_t>(f.half_fields), header = static_cast<size_t>(f.header);
+  const size_t half_at = static_cast<size_t>(f.half_at), bytes_at = static_cast<size_t>(f.bytes_at);
+  const size_t values_at = static_cast<size_t>(f.values_at);
+  const size_t byte_fields = header > 2 * half_fields ? header - 2 * half_fields : 0;
   const size_t groups = f.bytes > f.header ? static_cast<size_t>(f.bytes - f.header) / 4 : 0;
-  for (size_t k = 0; k < half_fields; ++k) piece(2 * k, 2 * tile_rows * k + 2 * row, size_t{2});
-  for (size_t k = 2 * half_fields; k < header; ++k)
-    piece(k, 2 * tile_rows * half_fields + tile_rows * (k - 2 * half_fields) + row, size_t{1});
-  for (size_t g = 0; g < groups; ++g) piece(header + 4 * g, tile_rows * header + 64 * g + 4 * row, size_t{4});
+  for (size_t k = 0; k < half_fields; ++k) piece(half_at + 2 * k, 2 * tile_rows * k + 2 * row, size_t{2});
+  for (size_t k = 0; k < byte_fields; ++k)
+    piece(bytes_at + k, 2 * tile_rows * half_fields + tile_rows * k + row, size_t{1});
+  for (size_t g = 0; g < groups; ++g) piece(values_at + 4 * g, tile_rows * header + 64 * g + 4 * row, size_t{4});
 }
 
 // Rebuilds block `block` of row `row` of a tiled matrix in its ordinary layout (block_bytes bytes).

@@ -724,7 +724,7 @@ TEST_CASE("a row-tiled matrix gives every product bit for bit as the prefill ker
   // products are the same decoded alone, batched or in a prompt; on other targets the tiles are read
   // back into ordinary rows for the usual kernels. Either way every function of ops.hpp reads both
   // layouts, and a range of rows may start and end inside a tile.
-  const WeightType kTileTypes[] = {WeightType::kQ4_0, WeightType::kQ8_0, WeightType::kQ4_K};
+  const WeightType kTileTypes[] = {WeightType::kQ4_0, WeightType::kQ8_0, WeightType::kQ4_K, WeightType::kQ6_K};
   for_each_target_and_type(kTileTypes, [](WeightType type) {
     for (int64_t n : {3 * bora::quant::tile_format(type).values, int64_t{1024}}) {
       CAPTURE(n);

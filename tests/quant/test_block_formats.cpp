@@ -477,8 +477,8 @@ TEST_CASE("real blocks from the tiny models decode to the independent decoder's 
   }
 }
 
-TEST_CASE("row tiles put row i's f16 header fields at 32k + 2i, byte fields at 16k + i and value bytes 4g..4g+3 at 16 * header + 64g + 4i, and untile back") {
-  for (WeightType type : {WeightType::kQ4_0, WeightType::kQ8_0, WeightType::kQ4_K}) {
+TEST_CASE("row tiles put row i's f16 scale fields at 32k + 2i, byte fields after them at 16k + i and value bytes 4g..4g+3 at 16 * header + 64g + 4i, and untile back") {
+  for (WeightType type : {WeightType::kQ4_0, WeightType::kQ8_0, WeightType::kQ4_K, WeightType::kQ6_K}) {
     CAPTURE(bora::weight_type_name(type));
     const quant::TileFormat f = quant::tile_format(type);
     const int64_t n = 3 * f.values, rows = 32, blocks = 3, block_bytes = quant::tile_block_bytes(type);
@@ -499,11 +499,12 @@ TEST_CASE("row tiles put row i's f16 header fields at 32k + 2i, byte fields at 1
       for (int64_t b = 0; b < blocks; ++b) {
         const uint8_t* block = original.data() + r * row_bytes + b * block_bytes;
         const uint8_t* tile = tiled.data() + ((r / 16) * blocks + b) * 16 * block_bytes;
-        for (int64_t k = 0; k < f.half_fields; ++k) misplaced += std::memcmp(tile + 32 * k + 2 * i, block + 2 * k, 2) != 0;
+        for (int64_t k = 0; k < f.half_fields; ++k)
+          misplaced += std::memcmp(tile + 32 * k + 2 * i, block + f.half_at + 2 * k, 2) != 0;
         for (int64_t k = 0; k < f.header - 2 * f.half_fields; ++k)
-          misplaced += tile[32 * f.half_fields + 16 * k + i] != block[2 * f.half_fields + k];
+          misplaced += tile[32 * f.half_fields + 16 * k + i] != block[f.bytes_at + k];
         for (int64_t g = 0; g < (block_bytes - f.header) / 4; ++g)
-          misplaced += std::memcmp(tile + 16 * f.header + 64 * g + 4 * i, block + f.header + 4 * g, 4) != 0;
+          misplaced += std::memcmp(tile + 16 * f.header + 64 * g + 4 * i, block + f.values_at + 4 * g, 4) != 0;
       }
     }
     CHECK(misplaced == 0);
@@ -514,6 +515,6 @@ TEST_CASE("row tiles put row i's f16 header fields at 32k + 2i, byte fields at 1
     quant::untile_rows(type, tiled.data(), n, 14, 3, some.data());  // across a tile's edge
     CHECK(std::memcmp(some.data(), original.data() + 14 * row_bytes, some.size()) == 0);
   }
-  CHECK_FALSE(quant::row_tiles_apply(WeightType::kQ6_K, 32));
+  CHECK_FALSE(quant::row_tiles_apply(WeightType::kQ5_K, 32));
   CHECK_FALSE(quant::row_tiles_apply(WeightType::kF16, 32));
 }

@@ -309,7 +309,7 @@ inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t 
   }
 }
 
-// Whether this target's kernels want Q4_0 / Q8_0 / Q4_K matrices in row tiles (the loader asks once).
+// Whether this target's kernels want Q4_0 / Q8_0 / Q4_K / Q6_K matrices in row tiles (the loader asks once).
 inline bool PrefersRowTilesKernel() { return BORA_OPS_X86_VNNI != 0; }
 
 // Products of a matrix in row tiles (quant/row_tiles.hpp), for every token count: decoding one
@@ -333,6 +333,7 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
     case WeightType::kQ8_0: return products(X512LegacyTiles<true>());
     case WeightType::kQ4_0: return products(X512LegacyTiles<false>());
     case WeightType::kQ4_K: return products(X512Q4_KTiles());
+    case WeightType::kQ6_K: return products(X512Q6_KTiles());
     default: return;  // never tiled (quant::row_tiles_apply)
   }
 #else

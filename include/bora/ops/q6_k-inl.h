@@ -19,6 +19,7 @@
 #include <hwy/highway.h>
 
 #include "bora/ops/activations-inl.h"
+#include "bora/ops/row_tiles-inl.h"
 #include "bora/ops/target-inl.h"
 #include "bora/ops/x86-inl.h"
 
@@ -181,6 +182,65 @@ HWY_INLINE float X512RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8Ac
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - 32.0f * _mm512_reduce_add_ps(offset);
 }
+
+// ---- 512-bit VNNI over row tiles (quant/row_tiles.hpp) ---------------------------------------------
+// A tile super-block holds 16 rows' d (f16), then byte k of their 16 int8 scales as 16 bytes each, then
+// their quant bytes four per row per 64-byte vector, in the block's order: groups 16h + l and
+// 16h + 8 + l hold low bits (bytes 64h + 4l .. and 64h + 32 + 4l ..) and group 32 + 8h + l the high
+// bits (bytes 128 + 32h + 4l ..) of values 128h + 32k + 4l .. + 3, k = 0..3. Per (row, token) and
+// 16-value sub-block, whatever the number of tokens, the prefill kernel's steps (VnniScale with split
+// halves): acc = fma(sum, d * sc * dx, acc) - 32 * d * sc * d_sum16, so a token's products are the same
+// decoded alone, in a batch or in a prompt.
+struct X512Q6_KTiles {
+  static constexpr int kValues = 256;
+  static constexpr int kBytes = quant::Q6_KBlock::kBytes;
+  static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
+
+  template <int kLevels, int T>
+  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t supers,
+                             const quant::Q8ActivationRow* const* x, __m512 (&acc)[T]) {
+    const __m512i nibble = _mm512_set1_epi8(15), two_bits = _mm512_set1_epi8(3);
+    HWY_UNROLL(8)
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < supers; ++s) {
+      const uint8_t* block = tile + s * 16 * kBytes;
+      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
+      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
+      const uint8_t* quants = block + 16 * 18;
+      for (int h = 0; h < 2; ++h) {
+        for (int k = 0; k < 4; ++k) {
+          __m512i u[8];
+          HWY_UNROLL(8)
+          for (int l = 0; l < 8; ++l) {
+            const __m512i low = _mm512_loadu_si512(quants + 64 * (16 * h + 8 * (k % 2) + l));
+            const __m512i high = _mm512_loadu_si512(quants + 64 * (32 + 8 * h + l));
+            const __m512i low4 = _mm512_and_si512(k < 2 ? low : _mm512_srli_epi16(low, 4), nibble);
+            const __m512i high2 = _mm512_and_si512(_mm512_srli_epi16(high, 2 * k), two_bits);
+            u[l] = _mm512_or_si512(low4, _mm512_slli_epi16(high2, 4));
+          }
+          const int64_t b = 8 * s + 4 * h + k;
+          for (int half = 0; half < 2; ++half) {
+            __m512i sums[T];
+            X512TileSums<kLevels, T, 4>(u + 4 * half, x, 32 * b + 16 * half, sums);
+            const int sub = 8 * h + 2 * k + half;
+            const __m128i scale_bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 32 + 16 * sub));
+            const __m512 scale = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(scale_bytes)));
+            const __m512 offset = _mm512_mul_ps(_mm512_set1_ps(32.0f), scale);
+            HWY_UNROLL(8)
+            for (int t = 0; t < T; ++t) {
+              const quant::Q8ActivationRow* levels = x[t];
+              const float d_sum = kLevels == 2 ? levels[0].d_sum16[2 * b + half] + levels[1].d_sum16[2 * b + half]
+                                               : levels[0].d_sum16[2 * b + half];
+              const __m512 step = _mm512_mul_ps(scale, X512TokenScale<kLevels>(levels, b));
+              acc[t] = _mm512_fnmadd_ps(offset, _mm512_set1_ps(d_sum),
+                                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[t]), step, acc[t]));
+            }
+          }
+        }
+      }
+    }
+  }
+};
 
 #endif  // BORA_OPS_X86_VNNI
 

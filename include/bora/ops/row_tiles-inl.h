@@ -27,13 +27,14 @@ namespace bora {
 namespace ops {
 namespace HWY_NAMESPACE {
 
-// sums[t] lane i = the integer dot product of 32 values of row i (u[g]: values 4g .. 4g + 3 as unsigned
-// bytes, one row per 32-bit lane) with token t's activations q[first, first + 32); with two levels
-// 256 * first level + second, in the second level's units (as X512DotLevels). Four activation bytes
-// broadcast to every lane meet four values of each row in one vpdpbusd. With few tokens the chain of
-// vpdpbusd (each waits on the one before) is split in several, which integer addition joins exactly.
-template <int kLevels, int T>
-HWY_INLINE void X512TileSums(const __m512i (&u)[8], const quant::Q8ActivationRow* const* x, int64_t first,
+// sums[t] lane i = the integer dot product of 4 * kGroups values of row i (u[g]: values 4g .. 4g + 3 as
+// unsigned bytes, one row per 32-bit lane) with token t's activations q[first, first + 4 * kGroups);
+// with two levels 256 * first level + second, in the second level's units (as X512DotLevels). Four
+// activation bytes broadcast to every lane meet four values of each row in one vpdpbusd. With few
+// tokens the chain of vpdpbusd (each waits on the one before) is split in several, which integer
+// addition joins exactly.
+template <int kLevels, int T, int kGroups = 8>
+HWY_INLINE void X512TileSums(const __m512i* u, const quant::Q8ActivationRow* const* x, int64_t first,
                              __m512i (&sums)[T]) {
   constexpr int kChains = T == 1 ? 4 : T == 2 ? 2 : 1;
   for (int level = 0; level < kLevels; ++level) {
@@ -42,7 +43,7 @@ HWY_INLINE void X512TileSums(const __m512i (&u)[8], const quant::Q8ActivationRow
     for (int t = 0; t < T; ++t)
       for (int c = 0; c < kChains; ++c) chains[c][t] = _mm512_setzero_si512();
     HWY_UNROLL(8)
-    for (int g = 0; g < 8; ++g) {
+    for (int g = 0; g < kGroups; ++g) {
       HWY_UNROLL(8)
       for (int t = 0; t < T; ++t) {
         int32_t four;

@@ -1,5 +1,5 @@
 // Why this file exists: the 512-bit VNNI kernels put one weight row in each of 16 lanes, so a Q4_0,
-// Q8_0 or Q4_K matrix they read is regrouped at load into tiles of 16 rows (same bytes, other order); this is
+// Q8_0, Q4_K or Q6_K matrix they read is regrouped at load into tiles of 16 rows (same bytes, other order); this is
 // that layout, its regrouping and the way back to ordinary rows, as plain byte moves.
 #ifndef BORA_QUANT_ROW_TILES_HPP
 #define BORA_QUANT_ROW_TILES_HPP
@@ -13,27 +13,32 @@ namespace bora {
 namespace quant {
 
 // Layout of a tiled matrix: rows 16r .. 16r + 15 take the bytes that 16 ordinary rows take, block
-// after block. A tile block holds block b of its 16 rows: first their headers (the scales), field by
-// field: each f16 field as 16 values (row i's at 2i), each one-byte field as 16 bytes (row i's at i);
-// then the rows' value bytes four at a time: bytes 4g .. 4g + 3 of row i's values at
-// 16 * header + 64g + 4i. So one 64-byte load gives four value bytes of each of the 16 rows, one row
-// per 32-bit lane, and one load gives a scale field of all 16 rows.
-//   Q4_0, Q8_0: header = f16 d;  Q4_K: header = f16 d, f16 dmin, 12 bytes of packed scales and mins.
+// after block. A tile block holds block b of its 16 rows: first their scales, field by field: each
+// f16 field as 16 values (row i's at 2i), then each one-byte field as 16 bytes (row i's at i); then
+// the rows' value bytes four at a time: bytes 4g .. 4g + 3 of row i's values at 16 * header + 64g + 4i.
+// So one 64-byte load gives four value bytes of each of the 16 rows, one row per 32-bit lane, and one
+// load gives a scale field of all 16 rows.
+//   Q4_0, Q8_0: f16 d, then the values;  Q4_K: f16 d and dmin, 12 bytes of packed scales and mins, then
+//   the quants;  Q6_K: the values (low bits, high bits), then 16 int8 scales, then f16 d.
 constexpr int64_t kTileRows = 16;
 
 struct TileFormat {
   int64_t values;       // per block of one row (0: the type is never tiled)
   int64_t bytes;        // per block of one row
-  int64_t header;       // leading bytes of a block that hold its scales
+  int64_t header;       // bytes of a block that hold its scales
   int64_t half_fields;  // how many of them are f16 fields; the rest are one-byte fields
+  int64_t half_at;      // where the ordinary block keeps its f16 fields,
+  int64_t bytes_at;     // its one-byte fields
+  int64_t values_at;    // and its values
 };
 
 inline TileFormat tile_format(WeightType type) {
   switch (type) {
-    case WeightType::kQ4_0: return {32, 18, 2, 1};
-    case WeightType::kQ8_0: return {32, 34, 2, 1};
-    case WeightType::kQ4_K: return {256, 144, 16, 2};
-    default: return {0, 0, 0, 0};
+    case WeightType::kQ4_0: return {32, 18, 2, 1, 0, 2, 2};
+    case WeightType::kQ8_0: return {32, 34, 2, 1, 0, 2, 2};
+    case WeightType::kQ4_K: return {256, 144, 16, 2, 0, 4, 16};
+    case WeightType::kQ6_K: return {256, 210, 18, 1, 208, 192, 0};
+    default: return {0, 0, 0, 0, 0, 0, 0};
   }
 }
 
@@ -57,11 +62,14 @@ template <class Piece>
 inline void for_each_tile_piece(const TileFormat& f, int64_t lane, const Piece& piece) {
   const size_t row = static_cast<size_t>(lane), tile_rows = static_cast<size_t>(kTileRows);
   const size_t half_fields = static_cast<size_t>(f.half_fields), header = static_cast<size_t>(f.header);
+  const size_t half_at = static_cast<size_t>(f.half_at), bytes_at = static_cast<size_t>(f.bytes_at);
+  const size_t values_at = static_cast<size_t>(f.values_at);
+  const size_t byte_fields = header > 2 * half_fields ? header - 2 * half_fields : 0;
   const size_t groups = f.bytes > f.header ? static_cast<size_t>(f.bytes - f.header) / 4 : 0;
-  for (size_t k = 0; k < half_fields; ++k) piece(2 * k, 2 * tile_rows * k + 2 * row, size_t{2});
-  for (size_t k = 2 * half_fields; k < header; ++k)
-    piece(k, 2 * tile_rows * half_fields + tile_rows * (k - 2 * half_fields) + row, size_t{1});
-  for (size_t g = 0; g < groups; ++g) piece(header + 4 * g, tile_rows * header + 64 * g + 4 * row, size_t{4});
+  for (size_t k = 0; k < half_fields; ++k) piece(half_at + 2 * k, 2 * tile_rows * k + 2 * row, size_t{2});
+  for (size_t k = 0; k < byte_fields; ++k)
+    piece(bytes_at + k, 2 * tile_rows * half_fields + tile_rows * k + row, size_t{1});
+  for (size_t g = 0; g < groups; ++g) piece(values_at + 4 * g, tile_rows * header + 64 * g + 4 * row, size_t{4});
 }
 
 // Rebuilds block `block` of row `row` of a tiled matrix in its ordinary layout (block_bytes bytes).
