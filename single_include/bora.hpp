@@ -7146,7 +7146,7 @@ void matvec_q8_float_weights_unbuffered(const TensorView& w, const uint8_t* xq_h
 // for several tokens.
 void matvec_q8_tokens(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo, int64_t n_tokens,
                       float* const* y, int64_t row_begin, int64_t row_end);
-// Whether this CPU's kernels read Q4_0 / Q8_0 / Q4_K matrices fastest in row tiles (quant/row_tiles.hpp): the
+// Whether this CPU's kernels read Q4_0 / Q8_0 / Q4_K / Q6_K matrices fastest in row tiles (quant/row_tiles.hpp): the
 // loader then regroups them (TensorView::row_tiles). Every function here reads either layout.
 bool prefers_row_tiles();
 // Token t's quantized row starts at xq + t * q8_row_bytes(w.row_length()); y as in matmul_f32.
@@ -8769,7 +8769,7 @@ inline Expected<std::vector<TensorView>> bind_experts(const ModelFiles& files, c
 
 }  // namespace detail
 
-// Regroups every Q4_0 / Q8_0 / Q4_K matrix of a GGUF read into private memory into row tiles
+// Regroups every Q4_0 / Q8_0 / Q4_K / Q6_K matrix of a GGUF read into private memory into row tiles
 // (quant/row_tiles.hpp) when this CPU's kernels prefer them: same bytes, no copy. The embedding table
 // stays as it is (its rows are looked up one at a time); stacked experts are tiled whole, each
 // expert's rows being a multiple of 16 so that slicing still works. Returns the count tiled.
