@@ -11557,6 +11557,7 @@ class Grammar {
 
   const std::vector<Element>& elements() const { return elements_; }
   const ByteSet& byte_set(uint32_t index) const { return byte_sets_[index]; }
+  size_t byte_set_count() const { return byte_sets_.size(); }
   // Where each alternative of `rule` starts in elements().
   const std::vector<uint32_t>& alternatives(uint32_t rule) const { return alternatives_[rule]; }
   uint32_t root() const { return root_; }
@@ -12257,8 +12258,9 @@ inline Expected<Grammar> parse_gbnf(std::string_view text) {
 // keep the output a valid prefix, in tens of microseconds over 32,000 tokens. Three things make it
 // cheap: the vocabulary is one byte trie walked depth-first (a dead byte prunes every token below it);
 // the grammar's pushdown configurations (sets of stacks) are interned into states of a DFA built
-// lazily, so a byte is one table lookup after its first time; and each state's mask is kept, so a
-// string body or a repeated separator costs a copy. DFA and masks together stay under a byte budget
+// lazily, so a byte is one table lookup after its first time (a new state's transitions are found
+// per class of bytes the grammar cannot tell apart, from what each of its stacks becomes, computed
+// once per stack); and each state's mask is kept, so a string body or a repeated separator costs a copy. DFA and masks together stay under a byte budget
 // (GrammarConstraintOptions::max_cache_bytes): past it the cache starts over and matchers replay their
 // own text, so a hostile grammar costs time, never unbounded memory.
 // GrammarConstraint is compiled once per grammar and vocabulary and shared (it is thread-safe);
@@ -12275,7 +12277,6 @@ inline Expected<Grammar> parse_gbnf(std::string_view text) {
 #include <string>
 #include <string_view>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -12409,6 +12410,74 @@ struct GrammarConstraintOptions {
 };
 
 class GrammarMatcher;
+
+namespace detail {
+
+// 64-bit keys to int32 values in one open-addressed table, emptied in O(1) by a generation stamp per
+// slot: the DFA builder looks up stacks and clears its visited set for every closure, which
+// node-based hash tables paid for in allocations.
+class KeyIndex {
+ public:
+  // The value of `key`, or -1.
+  int32_t find(uint64_t key) const {
+    if (keys_.empty()) return -1;
+    for (size_t i = slot(key);; i = (i + 1) & (keys_.size() - 1)) {
+      if (stamps_[i] != stamp_) return -1;
+      if (keys_[i] == key) return values_[i];
+    }
+  }
+  // Stores key -> value unless the key is there; false (and nothing changes) when it was.
+  bool insert(uint64_t key, int32_t value) {
+    if (2 * (size_ + 1) > keys_.size()) grow();
+    for (size_t i = slot(key);; i = (i + 1) & (keys_.size() - 1)) {
+      if (stamps_[i] != stamp_) {
+        stamps_[i] = stamp_;
+        keys_[i] = key;
+        values_[i] = value;
+        ++size_;
+        return true;
+      }
+      if (keys_[i] == key) return false;
+    }
+  }
+  void clear() {
+    size_ = 0;
+    if (++stamp_ == 0) {  // after 2^32 clears every old stamp could look current again
+      std::fill(stamps_.begin(), stamps_.end(), 0u);
+      stamp_ = 1;
+    }
+  }
+  size_t size() const { return size_; }
+
+ private:
+  size_t slot(uint64_t key) const {
+    const uint64_t h = key * 0x9E3779B97F4A7C15ull;
+    return static_cast<size_t>(h ^ (h >> 29)) & (keys_.size() - 1);
+  }
+  void grow() {
+    std::vector<uint64_t> keys = std::move(keys_);
+    std::vector<int32_t> values = std::move(values_);
+    std::vector<uint32_t> stamps = std::move(stamps_);
+    const size_t capacity = keys.empty() ? 64 : 2 * keys.size();
+    keys_.assign(capacity, 0);
+    values_.assign(capacity, 0);
+    stamps_.assign(capacity, 0u);
+    const uint32_t live = stamp_;
+    stamp_ = 1;
+    size_ = 0;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (stamps[i] == live) insert(keys[i], values[i]);
+    }
+  }
+
+  std::vector<uint64_t> keys_;
+  std::vector<int32_t> values_;
+  std::vector<uint32_t> stamps_;  // a slot is taken when its stamp is stamp_
+  uint32_t stamp_ = 1;
+  size_t size_ = 0;
+};
+
+}  // namespace detail
 
 class GrammarConstraint {
  public:
@@ -12546,6 +12615,8 @@ class GrammarConstraint {
     stack_ids_.clear();
     state_ids_.clear();
     mask_pool_.clear();
+    advances_.clear();
+    advance_pool_.clear();
     dfa_bytes_ = 0;
     ++epoch_;
     initial_ = start_state();
@@ -12563,6 +12634,32 @@ class GrammarConstraint {
   explicit GrammarConstraint(Grammar grammar) : grammar_(std::move(grammar)) {
     states_.emplace_back();  // kDead
     transitions_.assign(256, kDead);
+    find_byte_classes();
+  }
+
+  // Bytes that no byte set of the grammar tells apart lead every state to the same place, so a state's
+  // transitions are computed once per class of such bytes (a JSON grammar has a few dozen, not 256).
+  // Each set splits the classes it cuts: class (c, in set) and (c, not in set) get new numbers.
+  void find_byte_classes() {
+    uint8_t classes[256] = {};
+    size_t count = 1;
+    for (size_t i = 0; i < grammar_.byte_set_count() && count < 256; ++i) {
+      const ByteSet& set = grammar_.byte_set(static_cast<uint32_t>(i));
+      int16_t renumbered[256][2];
+      for (size_t c = 0; c < count; ++c) renumbered[c][0] = renumbered[c][1] = -1;
+      int16_t next = 0;
+      for (unsigned b = 0; b < 256; ++b) {
+        int16_t& to = renumbered[classes[b]][set.has(static_cast<uint8_t>(b)) ? 1 : 0];
+        if (to < 0) to = next++;
+        classes[b] = static_cast<uint8_t>(to);
+      }
+      count = static_cast<size_t>(next);
+    }
+    class_byte_.assign(count, 0);
+    for (unsigned b = 256; b-- > 0;) {
+      byte_class_[b] = classes[b];
+      class_byte_[classes[b]] = static_cast<uint8_t>(b);  // ends as the class's lowest byte
+    }
   }
 
   // Under mutex_: sets the bits of every token whose bytes the state accepts.
@@ -12607,50 +12704,88 @@ class GrammarConstraint {
   int32_t start_state() const {
     begin_closure();
     for (const uint32_t alternative : grammar_.alternatives(grammar_.root())) expand(alternative, -1);
-    return finish_closure();
+    return intern_state(&closure_out_, closure_accepting_);
   }
 
-  // Fills in every byte's transition out of `from` at once: bytes every stack treats alike (the same
-  // stacks accept them) share one closure, so a string body's ~200 bytes cost a handful of closures.
+  // Fills in every byte's transition out of `from` at once: bytes the same stacks accept lead to the
+  // same state, so a string body's ~200 bytes cost a handful of unions. Per class of bytes (see
+  // find_byte_classes), `accepted_by` has bit k set when stacks[k] accepts the class's bytes.
   int32_t compute_transition(int32_t from, uint8_t byte) const {
     const std::vector<int32_t> stacks = states_[static_cast<size_t>(from)].stacks;  // states_ may grow
     const size_t row = static_cast<size_t>(from) * 256;
-    if (stacks.size() > 64) {  // rare: one closure per byte asked for
-      transitions_[row + byte] = closure_on(stacks, byte, ~uint64_t{0});
+    if (stacks.size() > 64) {  // rare: one union per byte asked for
+      transitions_[row + byte] = state_after(stacks, byte, ~uint64_t{0});
       return transitions_[row + byte];
     }
-    uint64_t signature[256];
-    for (unsigned b = 0; b < 256; ++b) {
-      uint64_t accepted = 0;
-      for (size_t k = 0; k < stacks.size(); ++k) {
-        const Grammar::Element& e = grammar_.elements()[stacks_[static_cast<size_t>(stacks[k])].position];
-        if (grammar_.byte_set(e.index).has(static_cast<uint8_t>(b))) accepted |= uint64_t{1} << k;
+    const size_t classes = class_byte_.size();
+    uint64_t accepted_by[256] = {};
+    for (size_t k = 0; k < stacks.size(); ++k) {
+      const Grammar::Element& e = grammar_.elements()[stacks_[static_cast<size_t>(stacks[k])].position];
+      const ByteSet& set = grammar_.byte_set(e.index);
+      for (size_t c = 0; c < classes; ++c) {
+        if (set.has(class_byte_[c])) accepted_by[c] |= uint64_t{1} << k;
       }
-      signature[b] = accepted;
+    }
+    // Classes the same stacks accept share one state: sorted by that set, each run computes it once.
+    uint16_t order[256];
+    for (size_t c = 0; c < classes; ++c) order[c] = static_cast<uint16_t>(c);
+    std::sort(order, order + classes, [&](uint16_t a, uint16_t b) { return accepted_by[a] < accepted_by[b]; });
+    int32_t target[256];
+    for (size_t i = 0; i < classes; ++i) {
+      const uint16_t c = order[i];
+      if (accepted_by[c] == 0) target[c] = kDead;
+      else if (i > 0 && accepted_by[order[i - 1]] == accepted_by[c]) target[c] = target[order[i - 1]];
+      else target[c] = state_after(stacks, class_byte_[c], accepted_by[c]);
     }
     for (unsigned b = 0; b < 256; ++b) {
-      if (transitions_[row + b] >= 0) continue;
-      if (signature[b] == 0) {
-        transitions_[row + b] = kDead;
-        continue;
-      }
-      const int32_t to = closure_on(stacks, static_cast<uint8_t>(b), signature[b]);
-      for (unsigned other = b; other < 256; ++other) {
-        if (signature[other] == signature[b]) transitions_[row + other] = to;
-      }
+      if (transitions_[row + b] < 0) transitions_[row + b] = target[byte_class_[b]];
     }
     return transitions_[row + byte];
   }
 
-  // The state after `byte` from the stacks selected by `which` (bit k: stacks[k], all when > 64 stacks).
-  int32_t closure_on(const std::vector<int32_t>& stacks, uint8_t byte, uint64_t which) const {
-    begin_closure();
+  // The state after `byte` from the stacks selected by `which` (bit k: stacks[k], all when > 64
+  // stacks): the union of what each of them becomes once its top byte is consumed.
+  int32_t state_after(const std::vector<int32_t>& stacks, uint8_t byte, uint64_t which) const {
+    std::vector<int32_t> next;
+    bool accepting = false;
     for (size_t k = 0; k < stacks.size(); ++k) {
       if (k < 64 && !((which >> k) & 1u)) continue;
       const Stack s = stacks_[static_cast<size_t>(stacks[k])];
-      if (grammar_.byte_set(grammar_.elements()[s.position].index).has(byte)) expand(s.position + 1, s.parent);
+      if (!grammar_.byte_set(grammar_.elements()[s.position].index).has(byte)) continue;
+      const Advance a = advance(stacks[k]);
+      next.insert(next.end(), advance_pool_.begin() + a.begin, advance_pool_.begin() + a.begin + a.count);
+      accepting = accepting || a.accepting;
     }
-    return finish_closure();
+    return intern_state(&next, accepting);
+  }
+
+  // What stack `id` becomes once the byte on its top is consumed: every stack expand() reaches from the
+  // element after it. That depends neither on the byte nor on the other stacks of a state, so it is
+  // computed once per stack (and cache generation) and shared by every state that holds the stack.
+  struct Advance {
+    uint32_t begin = 0;  // into advance_pool_
+    uint32_t count = 0;
+    bool accepting = false;  // it can also return from the root: the input so far is complete
+    bool known = false;
+  };
+  Advance advance(int32_t id) const {
+    const size_t index = static_cast<size_t>(id);
+    if (index < advances_.size() && advances_[index].known) return advances_[index];
+    const Stack s = stacks_[index];
+    begin_closure();
+    expand(s.position + 1, s.parent);
+    std::sort(closure_out_.begin(), closure_out_.end());
+    closure_out_.erase(std::unique(closure_out_.begin(), closure_out_.end()), closure_out_.end());
+    Advance a;
+    a.begin = static_cast<uint32_t>(advance_pool_.size());
+    a.count = static_cast<uint32_t>(closure_out_.size());
+    a.accepting = closure_accepting_;
+    a.known = true;
+    advance_pool_.insert(advance_pool_.end(), closure_out_.begin(), closure_out_.end());
+    if (advances_.size() < stacks_.size()) advances_.resize(stacks_.size());  // expand() may add stacks
+    advances_[index] = a;
+    dfa_bytes_ += sizeof(Advance) + closure_out_.size() * sizeof(int32_t);
+    return a;
   }
 
   void begin_closure() const {
@@ -12670,7 +12805,7 @@ class GrammarConstraint {
       const Stack item = work_.back();
       work_.pop_back();
       const uint64_t key = (uint64_t{item.position} << 32) | static_cast<uint32_t>(item.parent + 1);
-      if (!visited_.insert(key).second) continue;
+      if (!visited_.insert(key, 0)) continue;
       if (work_budget_ == 0) break;  // bounded work: a truncated set only forbids, never allows more
       --work_budget_;
       const Grammar::Element& e = elements[item.position];
@@ -12693,12 +12828,14 @@ class GrammarConstraint {
     }
   }
 
-  int32_t finish_closure() const {
-    std::sort(closure_out_.begin(), closure_out_.end());
-    closure_out_.erase(std::unique(closure_out_.begin(), closure_out_.end()), closure_out_.end());
-    if (closure_out_.empty() && !closure_accepting_) return kDead;
-    std::string key(reinterpret_cast<const char*>(closure_out_.data()), closure_out_.size() * sizeof(int32_t));
-    key.push_back(closure_accepting_ ? 1 : 0);
+  // The DFA state whose configuration is the set `stacks` (sorted and deduplicated here), made on
+  // first sight.
+  int32_t intern_state(std::vector<int32_t>* stacks, bool accepting) const {
+    if (!std::is_sorted(stacks->begin(), stacks->end())) std::sort(stacks->begin(), stacks->end());
+    stacks->erase(std::unique(stacks->begin(), stacks->end()), stacks->end());
+    if (stacks->empty() && !accepting) return kDead;
+    std::string key(reinterpret_cast<const char*>(stacks->data()), stacks->size() * sizeof(int32_t));
+    key.push_back(accepting ? 1 : 0);
     auto found = state_ids_.find(key);
     if (found != state_ids_.end()) return found->second;
     // Past twice the budget within one call (a hostile grammar): no new states, which only forbids;
@@ -12707,8 +12844,8 @@ class GrammarConstraint {
     dfa_bytes_ += 256 * sizeof(int32_t) + sizeof(State) + 2 * key.size() + 96;
     const int32_t id = static_cast<int32_t>(states_.size());
     State state;
-    state.stacks = closure_out_;
-    state.accepting = closure_accepting_;
+    state.stacks = *stacks;
+    state.accepting = accepting;
     states_.push_back(std::move(state));
     transitions_.resize(transitions_.size() + 256, -1);
     state_ids_.emplace(std::move(key), id);
@@ -12717,12 +12854,12 @@ class GrammarConstraint {
 
   int32_t intern_stack(uint32_t position, int32_t parent) const {
     const uint64_t key = (uint64_t{position} << 32) | static_cast<uint32_t>(parent + 1);
-    auto found = stack_ids_.find(key);
-    if (found != stack_ids_.end()) return found->second;
+    const int32_t found = stack_ids_.find(key);
+    if (found >= 0) return found;
     const int32_t id = static_cast<int32_t>(stacks_.size());
-    dfa_bytes_ += sizeof(Stack) + 48;
+    dfa_bytes_ += sizeof(Stack) + 32;
     stacks_.push_back(Stack{position, parent});
-    stack_ids_.emplace(key, id);
+    stack_ids_.insert(key, id);
     return id;
   }
 
@@ -12732,19 +12869,23 @@ class GrammarConstraint {
   std::vector<int32_t> leading_tokens_;
   size_t max_masks_ = kMaxCachedMasks;
   size_t max_dfa_bytes_ = size_t{96} << 20;
+  uint8_t byte_class_[256] = {};
+  std::vector<uint8_t> class_byte_;  // a byte of each class
   // The vocabulary, shared with other constraints (immutable).
   std::shared_ptr<const VocabularyTrie> vocab_;
   // The lazily built DFA and its caches, shared by every matcher, under mutex_.
   mutable std::mutex mutex_;
   mutable std::vector<Stack> stacks_;
-  mutable std::unordered_map<uint64_t, int32_t> stack_ids_;
+  mutable detail::KeyIndex stack_ids_;
   mutable std::vector<State> states_;
   mutable std::unordered_map<std::string, int32_t> state_ids_;
   mutable std::vector<int32_t> transitions_;  // [state * 256 + byte], -1 until computed
+  mutable std::vector<Advance> advances_;     // [stack id]
+  mutable std::vector<int32_t> advance_pool_;
   mutable std::vector<uint64_t> mask_pool_;
   mutable std::vector<int32_t> walk_states_;
   mutable std::vector<Stack> work_;
-  mutable std::unordered_set<uint64_t> visited_;
+  mutable detail::KeyIndex visited_;  // (position, parent) pairs met in the current closure
   mutable std::vector<int32_t> closure_out_;
   mutable bool closure_accepting_ = false;
   mutable size_t work_budget_ = 0;

@@ -59,6 +59,7 @@ class Grammar {
 
   const std::vector<Element>& elements() const { return elements_; }
   const ByteSet& byte_set(uint32_t index) const { return byte_sets_[index]; }
+  size_t byte_set_count() const { return byte_sets_.size(); }
   // Where each alternative of `rule` starts in elements().
   const std::vector<uint32_t>& alternatives(uint32_t rule) const { return alternatives_[rule]; }
   uint32_t root() const { return root_; }
