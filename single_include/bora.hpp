@@ -995,9 +995,10 @@ BORA_OPS_AFTER_NAMESPACE();
 // ---- end bora/ops/activations-inl.h ------------------------------------------------------------------
 // ---- begin bora/ops/row_tiles-inl.h ------------------------------------------------------------------
 // Why this file exists: with 512-bit VNNI every matrix in row tiles (quant/row_tiles.hpp) is read by
-// one kernel for every token count. What all tiled formats share lives here: a block's integer sums
-// for several tokens, and the sweep over tiles and tokens; each family supplies the dot product of
-// its own tile blocks (legacy_blocks-inl.h, k_quants-inl.h). Compiled once per target (toggle guard).
+// one kernel for every token count (with AVX2 alone, Q4_0 matrices). What all tiled formats share
+// lives here: a block's integer sums for several tokens, and the sweep over tiles and tokens; each
+// family supplies the dot product of its own tile blocks (legacy_blocks-inl.h, k_quants-inl.h).
+// Compiled once per target (toggle guard).
 
 #include <cstdint>
 #include <cstring>
@@ -1012,6 +1013,62 @@ BORA_OPS_AFTER_NAMESPACE();
 
 #include <hwy/highway.h>
 
+
+#if BORA_OPS_X86_INT8 && !BORA_OPS_X86_VNNI && !defined(HWY_DISABLE_F16C)
+BORA_OPS_BEFORE_NAMESPACE();
+namespace bora {
+namespace ops {
+namespace HWY_NAMESPACE {
+
+// With AVX2 (no 512-bit VNNI) a tile's 16 rows are read as two halves of eight, one row per 32-bit lane.
+// Tiles supplies kValues, kBytes and Dot<kLevels, T>(tile, half, blocks, x, acc): acc[t] lane i = the
+// product of row 8 * half + i with token t. Rows [first, last) of the half are stored.
+template <class Tiles, int kLevels, int T>
+HWY_INLINE void X256TileTokens(const uint8_t* tile, int half, int64_t blocks, const quant::Q8ActivationRow* const* x,
+                               float* const* y, int64_t half_row, int64_t first, int64_t last) {
+  __m256 acc[T];
+  Tiles::template Dot<kLevels, T>(tile, half, blocks, x, acc);
+  HWY_UNROLL(4)
+  for (int t = 0; t < T; ++t) {
+    HWY_ALIGN float lanes[8];
+    _mm256_store_ps(lanes, acc[t]);
+    for (int64_t r = first; r < last; ++r) y[t][r] = lanes[r - half_row];
+  }
+}
+
+// y[t][r] for rows [row_begin, row_end) of a tiled matrix and n_tokens tokens (x[t]: kLevels levels),
+// each (row, token) computed the same way whatever the token count or the range, so that results do
+// not depend on the batch or the threads. Each half tile meets the tokens four at a time while it
+// sits in L1/L2.
+template <class Tiles, int kLevels>
+HWY_INLINE void X256TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
+                                  int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
+  const int64_t blocks = n / Tiles::kValues;
+  const int64_t tile_bytes = 16 * blocks * Tiles::kBytes;
+  for (int64_t tile_row = row_begin - row_begin % 16; tile_row < row_end; tile_row += 16) {
+    const uint8_t* tile = data + tile_row / 16 * tile_bytes;
+    for (int half = 0; half < 2; ++half) {
+      const int64_t half_row = tile_row + 8 * half;
+      const int64_t first = row_begin > half_row ? row_begin : half_row;
+      const int64_t last = row_end < half_row + 8 ? row_end : half_row + 8;
+      if (first >= last) continue;
+      int64_t t = 0;
+      for (; t + 4 <= n_tokens; t += 4)
+        X256TileTokens<Tiles, kLevels, 4>(tile, half, blocks, x + t, y + t, half_row, first, last);
+      if (t + 2 <= n_tokens) {
+        X256TileTokens<Tiles, kLevels, 2>(tile, half, blocks, x + t, y + t, half_row, first, last);
+        t += 2;
+      }
+      if (t < n_tokens) X256TileTokens<Tiles, kLevels, 1>(tile, half, blocks, x + t, y + t, half_row, first, last);
+    }
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace ops
+}  // namespace bora
+BORA_OPS_AFTER_NAMESPACE();
+#endif  // 256-bit tiles
 
 #if BORA_OPS_X86_VNNI
 BORA_OPS_BEFORE_NAMESPACE();
@@ -1320,6 +1377,62 @@ HWY_INLINE void X86RowDotQ4_0(const uint8_t* row, int64_t n, const quant::Q8Acti
   HWY_UNROLL(8)
   for (int t = 0; t < T; ++t) out[t] = X86Sum(_mm256_add_ps(even[t], odd[t])) - 8.0f * offset[t];
 }
+
+#if !BORA_OPS_X86_VNNI && !defined(HWY_DISABLE_F16C)
+// Q4_0 row tiles with AVX2 (X256TiledProducts): eight rows in the lanes of a vector, so four weight
+// values of each meet four activation bytes broadcast to every lane. A block's pair sums stay in 16
+// bits (8 x 2 x 15 x 127 < 2^15) until one widening per block, then per token and row
+// acc = fma(d, sum * dx - 8 * d_sum, acc) in block order, however many tokens come together.
+struct X256Q4_0Tiles {
+  static constexpr int kValues = 32;
+  static constexpr int kBytes = 18;
+
+  template <int kLevels, int T>
+  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t blocks, const quant::Q8ActivationRow* const* x,
+                             __m256 (&acc)[T]) {
+    const __m256i nibble = _mm256_set1_epi8(15);
+    HWY_UNROLL(4)
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* block = tile + b * 16 * kBytes;
+      const __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * half)));
+      __m256i sums[T];
+      for (int level = 0; level < kLevels; ++level) {
+        __m256i pairs[T];
+        HWY_UNROLL(4)
+        for (int t = 0; t < T; ++t) pairs[t] = _mm256_setzero_si256();
+        HWY_UNROLL(4)
+        for (int k = 0; k < 4; ++k) {  // byte j of a row: value j in the low nibble, j + 16 in the high one
+          const __m256i packed = X86Load32(block + 32 + 64 * k + 32 * half);
+          const __m256i low = _mm256_and_si256(packed, nibble);
+          const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+          HWY_UNROLL(4)
+          for (int t = 0; t < T; ++t) {
+            int32_t first, second;
+            std::memcpy(&first, x[t][level].q + 32 * b + 4 * k, 4);
+            std::memcpy(&second, x[t][level].q + 32 * b + 16 + 4 * k, 4);
+            pairs[t] = _mm256_add_epi16(pairs[t], _mm256_add_epi16(_mm256_maddubs_epi16(low, _mm256_set1_epi32(first)),
+                                                                   _mm256_maddubs_epi16(high, _mm256_set1_epi32(second))));
+          }
+        }
+        HWY_UNROLL(4)
+        for (int t = 0; t < T; ++t) {
+          const __m256i total = _mm256_madd_epi16(pairs[t], _mm256_set1_epi16(1));
+          sums[t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[t], 8), total);
+        }
+      }
+      HWY_UNROLL(4)
+      for (int t = 0; t < T; ++t) {
+        // Two levels: sums are in the second level's units (the first level's scale is 256 times its).
+        const float dx = x[t][kLevels - 1].d[b];
+        const float d_sum = kLevels == 2 ? x[t][0].d_sum[b] + x[t][1].d_sum[b] : x[t][0].d_sum[b];
+        const __m256 step = _mm256_fmsub_ps(_mm256_cvtepi32_ps(sums[t]), _mm256_set1_ps(dx), _mm256_set1_ps(8.0f * d_sum));
+        acc[t] = _mm256_fmadd_ps(scale, step, acc[t]);
+      }
+    }
+  }
+};
+#endif
 
 #endif  // BORA_OPS_X86_INT8
 
@@ -2792,7 +2905,7 @@ inline void MatvecQ8TwoLevelKernel(WeightType type, const uint8_t* data, uint64_
   });
 }
 
-#if BORA_OPS_X86_VNNI
+#if BORA_OPS_X86_INT8
 // Calls visit(levels, first, count) for the tokens kChunk at a time: levels[t] holds token first + t's
 // activation levels (its second only where xq_lo is not null).
 template <int64_t kChunk, class Visit>
@@ -2846,8 +2959,18 @@ inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t 
   }
 }
 
-// Whether this target's kernels want Q4_0 / Q8_0 / Q4_K / Q6_K matrices in row tiles (the loader asks once).
-inline bool PrefersRowTilesKernel() { return BORA_OPS_X86_VNNI != 0; }
+// Whether this target's kernels want matrices of `type` in row tiles (the loader asks once per matrix):
+// with 512-bit VNNI Q4_0 / Q8_0 / Q4_K / Q6_K, with AVX2 alone Q4_0.
+inline bool PrefersRowTilesKernel(WeightType type) {
+#if BORA_OPS_X86_VNNI
+  return quant::tile_format(type).values > 0;
+#elif BORA_OPS_X86_INT8 && !defined(HWY_DISABLE_F16C)
+  return type == WeightType::kQ4_0;
+#else
+  (void)type;
+  return false;
+#endif
+}
 
 // Products of a matrix in row tiles (quant/row_tiles.hpp), for every token count: decoding one
 // sequence (xq_lo for the two-level activations, or null), several at once, or a prompt. With 512-bit
@@ -2873,6 +2996,13 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
     case WeightType::kQ6_K: return products(X512Q6_KTiles());
     default: return;  // never tiled (quant::row_tiles_apply)
   }
+#elif BORA_OPS_X86_INT8 && !defined(HWY_DISABLE_F16C)
+  if (type != WeightType::kQ4_0) return;  // never tiled here (PrefersRowTilesKernel)
+  ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
+                                                                       int64_t first, int64_t count) {
+    if (xq_lo != nullptr) X256TiledProducts<X256Q4_0Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end);
+    else X256TiledProducts<X256Q4_0Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end);
+  });
 #else
   // Never called: implementation.hpp untiles the rows for the kernels of other targets.
   (void)type, (void)data, (void)n, (void)xq_hi, (void)xq_lo, (void)n_tokens, (void)y, (void)row_begin, (void)row_end;
@@ -7146,9 +7276,10 @@ void matvec_q8_float_weights_unbuffered(const TensorView& w, const uint8_t* xq_h
 // for several tokens.
 void matvec_q8_tokens(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo, int64_t n_tokens,
                       float* const* y, int64_t row_begin, int64_t row_end);
-// Whether this CPU's kernels read Q4_0 / Q8_0 / Q4_K / Q6_K matrices fastest in row tiles (quant/row_tiles.hpp): the
-// loader then regroups them (TensorView::row_tiles). Every function here reads either layout.
-bool prefers_row_tiles();
+// Whether this CPU's kernels read matrices of `type` fastest in row tiles (quant/row_tiles.hpp; with 512-bit
+// VNNI Q4_0 / Q8_0 / Q4_K / Q6_K, with AVX2 alone Q4_0): the loader then regroups them
+// (TensorView::row_tiles). Every function here reads either layout.
+bool prefers_row_tiles(WeightType type);
 // Token t's quantized row starts at xq + t * q8_row_bytes(w.row_length()); y as in matmul_f32.
 void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
                int64_t row_begin, int64_t row_end);
@@ -8770,16 +8901,16 @@ inline Expected<std::vector<TensorView>> bind_experts(const ModelFiles& files, c
 }  // namespace detail
 
 // Regroups every Q4_0 / Q8_0 / Q4_K / Q6_K matrix of a GGUF read into private memory into row tiles
-// (quant/row_tiles.hpp) when this CPU's kernels prefer them: same bytes, no copy. The embedding table
+// (quant/row_tiles.hpp) when this CPU's kernels prefer them for its type: same bytes, no copy. The embedding table
 // stays as it is (its rows are looked up one at a time); stacked experts are tiled whole, each
 // expert's rows being a multiple of 16 so that slicing still works. Returns the count tiled.
 inline int64_t tile_matrix_rows(ModelFiles& files) {
-  if (files.format() != ModelFormat::kGguf || !ops::prefers_row_tiles()) return 0;
+  if (files.format() != ModelFormat::kGguf) return 0;
   const std::string embedding = detail::TensorNames{files.format()}.embedding();
   int64_t tiled = 0;
   for (const std::string& name : files.tensor_names()) {
     TensorView* t = files.writable_tensor(name);
-    if (t == nullptr || name == embedding || t->n_dims < 2 || t->row_tiles ||
+    if (t == nullptr || name == embedding || t->n_dims < 2 || t->row_tiles || !ops::prefers_row_tiles(t->type) ||
         !quant::row_tiles_apply(t->type, t->ne[1]) ||
         t->row_length() % quant::tile_format(t->type).values != 0) {
       continue;
@@ -15349,7 +15480,7 @@ void matvec_q8_float_weights_unbuffered(const TensorView& w, const uint8_t* xq_h
   }
 }
 
-bool prefers_row_tiles() { return HWY_DYNAMIC_DISPATCH(PrefersRowTilesKernel)(); }
+bool prefers_row_tiles(WeightType type) { return HWY_DYNAMIC_DISPATCH(PrefersRowTilesKernel)(type); }
 
 namespace detail {
 
@@ -15357,7 +15488,7 @@ namespace detail {
 // tile kernel where the target has one, else each tile untiled and handed to matvec_q8_tokens.
 inline void tiled_q8_products(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo,
                               int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
-  if (prefers_row_tiles()) {
+  if (prefers_row_tiles(w.type)) {
     HWY_DYNAMIC_DISPATCH(MatvecQ8TiledKernel)(w.type, w.data, w.row_length(), xq_hi, xq_lo, n_tokens, y, row_begin,
                                               row_end);
     return;

@@ -204,16 +204,16 @@ inline Expected<std::vector<TensorView>> bind_experts(const ModelFiles& files, c
 }  // namespace detail
 
 // Regroups every Q4_0 / Q8_0 / Q4_K / Q6_K matrix of a GGUF read into private memory into row tiles
-// (quant/row_tiles.hpp) when this CPU's kernels prefer them: same bytes, no copy. The embedding table
+// (quant/row_tiles.hpp) when this CPU's kernels prefer them for its type: same bytes, no copy. The embedding table
 // stays as it is (its rows are looked up one at a time); stacked experts are tiled whole, each
 // expert's rows being a multiple of 16 so that slicing still works. Returns the count tiled.
 inline int64_t tile_matrix_rows(ModelFiles& files) {
-  if (files.format() != ModelFormat::kGguf || !ops::prefers_row_tiles()) return 0;
+  if (files.format() != ModelFormat::kGguf) return 0;
   const std::string embedding = detail::TensorNames{files.format()}.embedding();
   int64_t tiled = 0;
   for (const std::string& name : files.tensor_names()) {
     TensorView* t = files.writable_tensor(name);
-    if (t == nullptr || name == embedding || t->n_dims < 2 || t->row_tiles ||
+    if (t == nullptr || name == embedding || t->n_dims < 2 || t->row_tiles || !ops::prefers_row_tiles(t->type) ||
         !quant::row_tiles_apply(t->type, t->ne[1]) ||
         t->row_length() % quant::tile_format(t->type).values != 0) {
       continue;

@@ -309,7 +309,7 @@ void matvec_q8_float_weights_unbuffered(const TensorView& w, const uint8_t* xq_h
   }
 }
 
-bool prefers_row_tiles() { return HWY_DYNAMIC_DISPATCH(PrefersRowTilesKernel)(); }
+bool prefers_row_tiles(WeightType type) { return HWY_DYNAMIC_DISPATCH(PrefersRowTilesKernel)(type); }
 
 namespace detail {
 
@@ -317,7 +317,7 @@ namespace detail {
 // tile kernel where the target has one, else each tile untiled and handed to matvec_q8_tokens.
 inline void tiled_q8_products(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo,
                               int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
-  if (prefers_row_tiles()) {
+  if (prefers_row_tiles(w.type)) {
     HWY_DYNAMIC_DISPATCH(MatvecQ8TiledKernel)(w.type, w.data, w.row_length(), xq_hi, xq_lo, n_tokens, y, row_begin,
                                               row_end);
     return;

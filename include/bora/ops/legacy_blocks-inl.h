@@ -121,6 +121,62 @@ HWY_INLINE void X86RowDotQ4_0(const uint8_t* row, int64_t n, const quant::Q8Acti
   for (int t = 0; t < T; ++t) out[t] = X86Sum(_mm256_add_ps(even[t], odd[t])) - 8.0f * offset[t];
 }
 
+#if !BORA_OPS_X86_VNNI && !defined(HWY_DISABLE_F16C)
+// Q4_0 row tiles with AVX2 (X256TiledProducts): eight rows in the lanes of a vector, so four weight
+// values of each meet four activation bytes broadcast to every lane. A block's pair sums stay in 16
+// bits (8 x 2 x 15 x 127 < 2^15) until one widening per block, then per token and row
+// acc = fma(d, sum * dx - 8 * d_sum, acc) in block order, however many tokens come together.
+struct X256Q4_0Tiles {
+  static constexpr int kValues = 32;
+  static constexpr int kBytes = 18;
+
+  template <int kLevels, int T>
+  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t blocks, const quant::Q8ActivationRow* const* x,
+                             __m256 (&acc)[T]) {
+    const __m256i nibble = _mm256_set1_epi8(15);
+    HWY_UNROLL(4)
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* block = tile + b * 16 * kBytes;
+      const __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * half)));
+      __m256i sums[T];
+      for (int level = 0; level < kLevels; ++level) {
+        __m256i pairs[T];
+        HWY_UNROLL(4)
+        for (int t = 0; t < T; ++t) pairs[t] = _mm256_setzero_si256();
+        HWY_UNROLL(4)
+        for (int k = 0; k < 4; ++k) {  // byte j of a row: value j in the low nibble, j + 16 in the high one
+          const __m256i packed = X86Load32(block + 32 + 64 * k + 32 * half);
+          const __m256i low = _mm256_and_si256(packed, nibble);
+          const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+          HWY_UNROLL(4)
+          for (int t = 0; t < T; ++t) {
+            int32_t first, second;
+            std::memcpy(&first, x[t][level].q + 32 * b + 4 * k, 4);
+            std::memcpy(&second, x[t][level].q + 32 * b + 16 + 4 * k, 4);
+            pairs[t] = _mm256_add_epi16(pairs[t], _mm256_add_epi16(_mm256_maddubs_epi16(low, _mm256_set1_epi32(first)),
+                                                                   _mm256_maddubs_epi16(high, _mm256_set1_epi32(second))));
+          }
+        }
+        HWY_UNROLL(4)
+        for (int t = 0; t < T; ++t) {
+          const __m256i total = _mm256_madd_epi16(pairs[t], _mm256_set1_epi16(1));
+          sums[t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[t], 8), total);
+        }
+      }
+      HWY_UNROLL(4)
+      for (int t = 0; t < T; ++t) {
+        // Two levels: sums are in the second level's units (the first level's scale is 256 times its).
+        const float dx = x[t][kLevels - 1].d[b];
+        const float d_sum = kLevels == 2 ? x[t][0].d_sum[b] + x[t][1].d_sum[b] : x[t][0].d_sum[b];
+        const __m256 step = _mm256_fmsub_ps(_mm256_cvtepi32_ps(sums[t]), _mm256_set1_ps(dx), _mm256_set1_ps(8.0f * d_sum));
+        acc[t] = _mm256_fmadd_ps(scale, step, acc[t]);
+      }
+    }
+  }
+};
+#endif
+
 #endif  // BORA_OPS_X86_INT8
 
 #if BORA_OPS_X86_VNNI

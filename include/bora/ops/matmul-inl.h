@@ -255,7 +255,7 @@ inline void MatvecQ8TwoLevelKernel(WeightType type, const uint8_t* data, uint64_
   });
 }
 
-#if BORA_OPS_X86_VNNI
+#if BORA_OPS_X86_INT8
 // Calls visit(levels, first, count) for the tokens kChunk at a time: levels[t] holds token first + t's
 // activation levels (its second only where xq_lo is not null).
 template <int64_t kChunk, class Visit>
@@ -309,8 +309,18 @@ inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t 
   }
 }
 
-// Whether this target's kernels want Q4_0 / Q8_0 / Q4_K / Q6_K matrices in row tiles (the loader asks once).
-inline bool PrefersRowTilesKernel() { return BORA_OPS_X86_VNNI != 0; }
+// Whether this target's kernels want matrices of `type` in row tiles (the loader asks once per matrix):
+// with 512-bit VNNI Q4_0 / Q8_0 / Q4_K / Q6_K, with AVX2 alone Q4_0.
+inline bool PrefersRowTilesKernel(WeightType type) {
+#if BORA_OPS_X86_VNNI
+  return quant::tile_format(type).values > 0;
+#elif BORA_OPS_X86_INT8 && !defined(HWY_DISABLE_F16C)
+  return type == WeightType::kQ4_0;
+#else
+  (void)type;
+  return false;
+#endif
+}
 
 // Products of a matrix in row tiles (quant/row_tiles.hpp), for every token count: decoding one
 // sequence (xq_lo for the two-level activations, or null), several at once, or a prompt. With 512-bit
@@ -336,6 +346,13 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
     case WeightType::kQ6_K: return products(X512Q6_KTiles());
     default: return;  // never tiled (quant::row_tiles_apply)
   }
+#elif BORA_OPS_X86_INT8 && !defined(HWY_DISABLE_F16C)
+  if (type != WeightType::kQ4_0) return;  // never tiled here (PrefersRowTilesKernel)
+  ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
+                                                                       int64_t first, int64_t count) {
+    if (xq_lo != nullptr) X256TiledProducts<X256Q4_0Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end);
+    else X256TiledProducts<X256Q4_0Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end);
+  });
 #else
   // Never called: implementation.hpp untiles the rows for the kernels of other targets.
   (void)type, (void)data, (void)n, (void)xq_hi, (void)xq_lo, (void)n_tokens, (void)y, (void)row_begin, (void)row_end;

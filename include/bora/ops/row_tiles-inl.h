@@ -1,7 +1,8 @@
 // Why this file exists: with 512-bit VNNI every matrix in row tiles (quant/row_tiles.hpp) is read by
-// one kernel for every token count. What all tiled formats share lives here: a block's integer sums
-// for several tokens, and the sweep over tiles and tokens; each family supplies the dot product of
-// its own tile blocks (legacy_blocks-inl.h, k_quants-inl.h). Compiled once per target (toggle guard).
+// one kernel for every token count (with AVX2 alone, Q4_0 matrices). What all tiled formats share
+// lives here: a block's integer sums for several tokens, and the sweep over tiles and tokens; each
+// family supplies the dot product of its own tile blocks (legacy_blocks-inl.h, k_quants-inl.h).
+// Compiled once per target (toggle guard).
 
 #include <cstdint>
 #include <cstring>
@@ -20,6 +21,62 @@
 #include "bora/ops/activations-inl.h"
 #include "bora/ops/target-inl.h"
 #include "bora/ops/x86-inl.h"
+
+#if BORA_OPS_X86_INT8 && !BORA_OPS_X86_VNNI && !defined(HWY_DISABLE_F16C)
+BORA_OPS_BEFORE_NAMESPACE();
+namespace bora {
+namespace ops {
+namespace HWY_NAMESPACE {
+
+// With AVX2 (no 512-bit VNNI) a tile's 16 rows are read as two halves of eight, one row per 32-bit lane.
+// Tiles supplies kValues, kBytes and Dot<kLevels, T>(tile, half, blocks, x, acc): acc[t] lane i = the
+// product of row 8 * half + i with token t. Rows [first, last) of the half are stored.
+template <class Tiles, int kLevels, int T>
+HWY_INLINE void X256TileTokens(const uint8_t* tile, int half, int64_t blocks, const quant::Q8ActivationRow* const* x,
+                               float* const* y, int64_t half_row, int64_t first, int64_t last) {
+  __m256 acc[T];
+  Tiles::template Dot<kLevels, T>(tile, half, blocks, x, acc);
+  HWY_UNROLL(4)
+  for (int t = 0; t < T; ++t) {
+    HWY_ALIGN float lanes[8];
+    _mm256_store_ps(lanes, acc[t]);
+    for (int64_t r = first; r < last; ++r) y[t][r] = lanes[r - half_row];
+  }
+}
+
+// y[t][r] for rows [row_begin, row_end) of a tiled matrix and n_tokens tokens (x[t]: kLevels levels),
+// each (row, token) computed the same way whatever the token count or the range, so that results do
+// not depend on the batch or the threads. Each half tile meets the tokens four at a time while it
+// sits in L1/L2.
+template <class Tiles, int kLevels>
+HWY_INLINE void X256TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
+                                  int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
+  const int64_t blocks = n / Tiles::kValues;
+  const int64_t tile_bytes = 16 * blocks * Tiles::kBytes;
+  for (int64_t tile_row = row_begin - row_begin % 16; tile_row < row_end; tile_row += 16) {
+    const uint8_t* tile = data + tile_row / 16 * tile_bytes;
+    for (int half = 0; half < 2; ++half) {
+      const int64_t half_row = tile_row + 8 * half;
+      const int64_t first = row_begin > half_row ? row_begin : half_row;
+      const int64_t last = row_end < half_row + 8 ? row_end : half_row + 8;
+      if (first >= last) continue;
+      int64_t t = 0;
+      for (; t + 4 <= n_tokens; t += 4)
+        X256TileTokens<Tiles, kLevels, 4>(tile, half, blocks, x + t, y + t, half_row, first, last);
+      if (t + 2 <= n_tokens) {
+        X256TileTokens<Tiles, kLevels, 2>(tile, half, blocks, x + t, y + t, half_row, first, last);
+        t += 2;
+      }
+      if (t < n_tokens) X256TileTokens<Tiles, kLevels, 1>(tile, half, blocks, x + t, y + t, half_row, first, last);
+    }
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace ops
+}  // namespace bora
+BORA_OPS_AFTER_NAMESPACE();
+#endif  // 256-bit tiles
 
 #if BORA_OPS_X86_VNNI
 BORA_OPS_BEFORE_NAMESPACE();
