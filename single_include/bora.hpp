@@ -2875,9 +2875,9 @@ inline void MatvecQ8Kernel(WeightType type, const uint8_t* data, uint64_t row_by
   });
 }
 
-// y[r] = dot(row r, hi) + dot(row r, lo) for activations quantized in two levels. With VNNI one pass
-// decodes each weight block once for both levels; elsewhere the second pass reads the row from L1.
-// Either way near-exact activations cost compute but no extra memory traffic.
+// y[r] = dot(row r, hi) + dot(row r, lo) for activations quantized in two levels: one pass decodes
+// each weight block once for both levels, so near-exact activations cost compute but no extra
+// memory traffic.
 inline void MatvecQ8TwoLevelKernel(WeightType type, const uint8_t* data, uint64_t row_bytes, int64_t n,
                                    const uint8_t* xq_hi, const uint8_t* xq_lo, float* y, int64_t row_begin,
                                    int64_t row_end, uint8_t* scratch) {
@@ -2896,9 +2896,8 @@ inline void MatvecQ8TwoLevelKernel(WeightType type, const uint8_t* data, uint64_
 #if BORA_OPS_X86_VNNI
       y[r] = Family::template DotLevels<2>(row, n, x);
 #else
-      float out[2];
-      Family::template DotQ8<1>(row, n, &x[0], &out[0]);
-      Family::template DotQ8<1>(row, n, &x[1], &out[1]);
+      float out[2];  // the two levels as two tokens: each computed as alone, the row decoded once
+      Family::template DotQ8<2>(row, n, x, out);
       y[r] = out[0] + out[1];
 #endif
     }
