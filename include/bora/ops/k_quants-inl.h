@@ -187,6 +187,108 @@ HWY_INLINE void X86RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8Ac
   for (int t = 0; t < T; ++t) out[t] = X86Sum(_mm256_sub_ps(_mm256_add_ps(acc_low[t], acc_high[t]), acc_min[t]));
 }
 
+// The eight 6-bit scales and mins of up to 16 tile rows from byte k of their 12 packed bytes (packed[k],
+// a byte per row), as quant::unpack_k_scales_mins unpacks one row's: scales[j] and mins[j] hold a byte per row.
+HWY_INLINE void X86KTileScaleMinBytes(const __m128i (&packed)[12], __m128i (&scales)[8], __m128i (&mins)[8]) {
+  const __m128i low6 = _mm_set1_epi8(63), low4 = _mm_set1_epi8(15), top2 = _mm_set1_epi8(0x30);
+  for (int j = 0; j < 4; ++j) {
+    scales[j] = _mm_and_si128(packed[j], low6);
+    mins[j] = _mm_and_si128(packed[j + 4], low6);
+    // The top two bits of bytes j and j + 4 become bits 4..5 of scale and min j + 4.
+    scales[j + 4] = _mm_or_si128(_mm_and_si128(packed[j + 8], low4), _mm_and_si128(_mm_srli_epi16(packed[j], 2), top2));
+    mins[j + 4] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(packed[j + 8], 4), low4),
+                               _mm_and_si128(_mm_srli_epi16(packed[j + 4], 2), top2));
+  }
+}
+
+#if !BORA_OPS_X86_VNNI && !defined(HWY_DISABLE_F16C)
+// ---- AVX2 over row tiles (Q4_K; quant/row_tiles.hpp) ----------------------------------------------------
+// The tile layout of the 512-bit section below, read as two halves of eight rows, one row per 32-bit
+// lane (X256TiledProducts). Four activation bytes broadcast to every lane meet four values of eight
+// rows in one vpmaddubsw; a sub-block's pair sums stay in 16 bits (8 x 2 x 15 x 127 < 2^15) until one
+// widening, then per (row, token) and sub-block j, in sub-block order whatever the number of tokens:
+// acc = fma(sum, d * sc_j * dx, acc) - dmin * m_j * d_sum.
+
+// The sub-blocks' scales (d * sc) and mins (dmin * m) of half a tile super-block (eight rows), one
+// vector each, unpacked as quant::unpack_k_scales_mins does.
+HWY_INLINE void X256KTileScalesMins(const uint8_t* block, int half, float (*scales)[8], float (*mins)[8]) {
+  const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * half)));
+  const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 32 + 16 * half)));
+  __m128i packed[12], scale_bytes[8], min_bytes[8];
+  for (int k = 0; k < 12; ++k)
+    packed[k] = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 64 + 16 * k + 8 * half));
+  X86KTileScaleMinBytes(packed, scale_bytes, min_bytes);
+  for (int j = 0; j < 8; ++j) {
+    _mm256_store_ps(scales[j], _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(scale_bytes[j]))));
+    _mm256_store_ps(mins[j], _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(min_bytes[j]))));
+  }
+}
+
+struct X256Q4_KTiles {
+  static constexpr int kValues = 256;
+  static constexpr int kBytes = quant::Q4_KBlock::kBytes;
+
+  template <int kLevels, int T>
+  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t supers, const quant::Q8ActivationRow* const* x,
+                             __m256 (&acc)[T]) {
+    const __m256i nibble = _mm256_set1_epi8(15);
+    HWY_UNROLL(4)
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    HWY_ALIGN float scales[8][8];
+    HWY_ALIGN float mins[8][8];
+    for (int64_t s = 0; s < supers; ++s) {
+      const uint8_t* block = tile + s * 16 * kBytes;
+      X256KTileScalesMins(block, half, scales, mins);
+      const uint8_t* quants = block + 16 * quant::Q4_KBlock::kQuantsOffset + 32 * half;
+      for (int c = 0; c < 4; ++c) {  // sub-blocks 2c (low nibbles) and 2c + 1 (high nibbles)
+        __m256i sums[2][T];
+        for (int level = 0; level < kLevels; ++level) {
+          __m256i pairs[2][T];
+          HWY_UNROLL(4)
+          for (int t = 0; t < T; ++t) pairs[0][t] = pairs[1][t] = _mm256_setzero_si256();
+          HWY_UNROLL(8)
+          for (int g = 0; g < 8; ++g) {
+            const __m256i packed = X86Load32(quants + 64 * (8 * c + g));
+            const __m256i low = _mm256_and_si256(packed, nibble);
+            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+            HWY_UNROLL(4)
+            for (int t = 0; t < T; ++t) {
+              const int8_t* q = x[t][level].q + 256 * s + 64 * c + 4 * g;
+              int32_t first, second;
+              std::memcpy(&first, q, 4);
+              std::memcpy(&second, q + 32, 4);
+              pairs[0][t] = _mm256_add_epi16(pairs[0][t], _mm256_maddubs_epi16(low, _mm256_set1_epi32(first)));
+              pairs[1][t] = _mm256_add_epi16(pairs[1][t], _mm256_maddubs_epi16(high, _mm256_set1_epi32(second)));
+            }
+          }
+          for (int k = 0; k < 2; ++k) {
+            HWY_UNROLL(4)
+            for (int t = 0; t < T; ++t) {
+              const __m256i total = _mm256_madd_epi16(pairs[k][t], _mm256_set1_epi16(1));
+              // Two levels: sums in the second level's units (the first level's scale is 256 times its).
+              sums[k][t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[k][t], 8), total);
+            }
+          }
+        }
+        for (int k = 0; k < 2; ++k) {
+          const int j = 2 * c + k;
+          const int64_t b = 8 * s + j;
+          const __m256 scale = _mm256_load_ps(scales[j]), min = _mm256_load_ps(mins[j]);
+          HWY_UNROLL(4)
+          for (int t = 0; t < T; ++t) {
+            const float dx = x[t][kLevels - 1].d[b];
+            const float d_sum = kLevels == 2 ? x[t][0].d_sum[b] + x[t][1].d_sum[b] : x[t][0].d_sum[b];
+            const __m256 step = _mm256_mul_ps(scale, _mm256_set1_ps(dx));
+            acc[t] = _mm256_fnmadd_ps(min, _mm256_set1_ps(d_sum),
+                                      _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[k][t]), step, acc[t]));
+          }
+        }
+      }
+    }
+  }
+};
+#endif  // !BORA_OPS_X86_VNNI && !HWY_DISABLE_F16C
+
 #endif  // BORA_OPS_X86_INT8
 
 #if BORA_OPS_X86_VNNI
@@ -267,22 +369,12 @@ HWY_INLINE float X512RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8
 HWY_INLINE void X512KTileScalesMins(const uint8_t* block, float (*scales)[16], float (*mins)[16]) {
   const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
   const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 32)));
-  __m128i packed[12];
+  __m128i packed[12], scale_bytes[8], min_bytes[8];
   for (int k = 0; k < 12; ++k) packed[k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 64 + 16 * k));
-  const __m128i low6 = _mm_set1_epi8(63), low4 = _mm_set1_epi8(15), top2 = _mm_set1_epi8(0x30);
-  auto store = [](__m512 factor, __m128i bytes, float* out) {
-    _mm512_store_ps(out, _mm512_mul_ps(factor, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes))));
-  };
-  for (int j = 0; j < 4; ++j) {
-    store(d, _mm_and_si128(packed[j], low6), scales[j]);
-    store(dmin, _mm_and_si128(packed[j + 4], low6), mins[j]);
-    // The top two bits of bytes j and j + 4 become bits 4..5 of scale and min j + 4.
-    store(d, _mm_or_si128(_mm_and_si128(packed[j + 8], low4), _mm_and_si128(_mm_srli_epi16(packed[j], 2), top2)),
-          scales[j + 4]);
-    store(dmin,
-          _mm_or_si128(_mm_and_si128(_mm_srli_epi16(packed[j + 8], 4), low4),
-                       _mm_and_si128(_mm_srli_epi16(packed[j + 4], 2), top2)),
-          mins[j + 4]);
+  X86KTileScaleMinBytes(packed, scale_bytes, min_bytes);
+  for (int j = 0; j < 8; ++j) {
+    _mm512_store_ps(scales[j], _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(scale_bytes[j]))));
+    _mm512_store_ps(mins[j], _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(min_bytes[j]))));
   }
 }
 

@@ -309,12 +309,12 @@ inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t 
 }
 
 // Whether this target's kernels want matrices of `type` in row tiles (the loader asks once per matrix):
-// with 512-bit VNNI Q4_0 / Q8_0 / Q4_K / Q6_K, with AVX2 alone Q4_0.
+// with 512-bit VNNI Q4_0 / Q8_0 / Q4_K / Q6_K, with AVX2 alone Q4_0, Q4_K and Q6_K.
 inline bool PrefersRowTilesKernel(WeightType type) {
 #if BORA_OPS_X86_VNNI
   return quant::tile_format(type).values > 0;
 #elif BORA_OPS_X86_INT8 && !defined(HWY_DISABLE_F16C)
-  return type == WeightType::kQ4_0;
+  return type == WeightType::kQ4_0 || type == WeightType::kQ4_K || type == WeightType::kQ6_K;
 #else
   (void)type;
   return false;
@@ -346,12 +346,20 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
     default: return;  // never tiled (quant::row_tiles_apply)
   }
 #elif BORA_OPS_X86_INT8 && !defined(HWY_DISABLE_F16C)
-  if (type != WeightType::kQ4_0) return;  // never tiled here (PrefersRowTilesKernel)
-  ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
-                                                                       int64_t first, int64_t count) {
-    if (xq_lo != nullptr) X256TiledProducts<X256Q4_0Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end);
-    else X256TiledProducts<X256Q4_0Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end);
-  });
+  auto products = [&](auto tiles) {
+    using Tiles = decltype(tiles);
+    ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
+                                                                         int64_t first, int64_t count) {
+      if (xq_lo != nullptr) X256TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end);
+      else X256TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end);
+    });
+  };
+  switch (type) {
+    case WeightType::kQ4_0: return products(X256Q4_0Tiles());
+    case WeightType::kQ4_K: return products(X256Q4_KTiles());
+    case WeightType::kQ6_K: return products(X256Q6_KTiles());
+    default: return;  // never tiled here (PrefersRowTilesKernel)
+  }
 #else
   // Never called: implementation.hpp untiles the rows for the kernels of other targets.
   (void)type, (void)data, (void)n, (void)xq_hi, (void)xq_lo, (void)n_tokens, (void)y, (void)row_begin, (void)row_end;

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "bora/quant/f16.hpp"
 #include "bora/quant/q6_k.hpp"
@@ -129,6 +130,78 @@ HWY_INLINE void X86RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8Acti
   HWY_UNROLL(8)
   for (int t = 0; t < T; ++t) out[t] = X86Sum(_mm256_add_ps(acc[0][t], acc[1][t]));
 }
+
+#if !BORA_OPS_X86_VNNI && !defined(HWY_DISABLE_F16C)
+// ---- AVX2 over row tiles (quant/row_tiles.hpp) -------------------------------------------------------
+// The tile layout of the 512-bit section below, read as two halves of eight rows, one row per 32-bit
+// lane (X256TiledProducts). Four activation bytes broadcast to every lane meet four 6-bit values of
+// eight rows in one vpmaddubsw; pair sums of two groups stay in 16 bits (2 x 2 x 63 x 127 < 2^15), two
+// widenings per 16-value sub-block, then per (row, token) and sub-block, in block order whatever the
+// number of tokens: acc = fma(sum, d * sc * dx, acc) - 32 * d * sc * d_sum16.
+struct X256Q6_KTiles {
+  static constexpr int kValues = 256;
+  static constexpr int kBytes = quant::Q6_KBlock::kBytes;
+
+  template <int kLevels, int T>
+  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t supers, const quant::Q8ActivationRow* const* x,
+                             __m256 (&acc)[T]) {
+    const __m256i nibble = _mm256_set1_epi8(15), top_two = _mm256_set1_epi8(0x30), ones = _mm256_set1_epi16(1);
+    HWY_UNROLL(4)
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < supers; ++s) {
+      const uint8_t* block = tile + s * 16 * kBytes;
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * half)));
+      const uint8_t* quants = block + 16 * 18 + 32 * half;
+      for (int h = 0; h < 2; ++h) {
+        for (int k = 0; k < 4; ++k) {
+          __m256i u[8];
+          HWY_UNROLL(8)
+          for (int l = 0; l < 8; ++l) {
+            const __m256i low = X86Load32(quants + 64 * (16 * h + 8 * (k % 2) + l));
+            const __m256i high = X86Load32(quants + 64 * (32 + 8 * h + l));
+            const __m256i low4 = _mm256_and_si256(k < 2 ? low : _mm256_srli_epi16(low, 4), nibble);
+            // Bits 2k, 2k + 1 of the high byte moved straight to bits 4, 5: one shift and one mask.
+            const __m256i high_moved = k < 3 ? _mm256_sll_epi16(high, _mm_cvtsi32_si128(4 - 2 * k)) : _mm256_srli_epi16(high, 2);
+            u[l] = _mm256_or_si256(low4, _mm256_and_si256(high_moved, top_two));
+          }
+          const int64_t b = 8 * s + 4 * h + k;
+          for (int sixteen = 0; sixteen < 2; ++sixteen) {  // values 16 * sixteen .. + 15 of block b
+            const __m256i* w = u + 4 * sixteen;
+            __m256i sums[T];
+            for (int level = 0; level < kLevels; ++level) {
+              HWY_UNROLL(4)
+              for (int t = 0; t < T; ++t) {
+                int32_t four[4];
+                std::memcpy(four, x[t][level].q + 32 * b + 16 * sixteen, 16);
+                const __m256i pairs01 = _mm256_add_epi16(_mm256_maddubs_epi16(w[0], _mm256_set1_epi32(four[0])),
+                                                         _mm256_maddubs_epi16(w[1], _mm256_set1_epi32(four[1])));
+                const __m256i pairs23 = _mm256_add_epi16(_mm256_maddubs_epi16(w[2], _mm256_set1_epi32(four[2])),
+                                                         _mm256_maddubs_epi16(w[3], _mm256_set1_epi32(four[3])));
+                const __m256i total = _mm256_add_epi32(_mm256_madd_epi16(pairs01, ones), _mm256_madd_epi16(pairs23, ones));
+                // Two levels: sums in the second level's units (the first level's scale is 256 times its).
+                sums[t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[t], 8), total);
+              }
+            }
+            const int sub = 8 * h + 2 * k + sixteen;
+            const __m128i scale_bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 32 + 16 * sub + 8 * half));
+            const __m256 scale = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scale_bytes)));
+            const __m256 offset = _mm256_mul_ps(_mm256_set1_ps(32.0f), scale);
+            HWY_UNROLL(4)
+            for (int t = 0; t < T; ++t) {
+              const quant::Q8ActivationRow* levels = x[t];
+              const float d_sum = kLevels == 2 ? levels[0].d_sum16[2 * b + sixteen] + levels[1].d_sum16[2 * b + sixteen]
+                                               : levels[0].d_sum16[2 * b + sixteen];
+              const __m256 step = _mm256_mul_ps(scale, _mm256_set1_ps(levels[kLevels - 1].d[b]));
+              acc[t] = _mm256_fnmadd_ps(offset, _mm256_set1_ps(d_sum),
+                                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[t]), step, acc[t]));
+            }
+          }
+        }
+      }
+    }
+  }
+};
+#endif  // !BORA_OPS_X86_VNNI && !HWY_DISABLE_F16C
 
 #endif  // BORA_OPS_X86_INT8
 
