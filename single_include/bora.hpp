@@ -1041,8 +1041,8 @@ HWY_INLINE void X256TileTokens(const uint8_t* tile, int half, int64_t blocks, co
 // not depend on the batch or the threads. Each half tile meets the tokens four at a time while it
 // sits in L1/L2.
 template <class Tiles, int kLevels>
-HWY_INLINE void X256TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
-                                  int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
+HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
+                              int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
   const int64_t blocks = n / Tiles::kValues;
   const int64_t tile_bytes = 16 * blocks * Tiles::kBytes;
   for (int64_t tile_row = row_begin - row_begin % 16; tile_row < row_end; tile_row += 16) {
@@ -1119,7 +1119,7 @@ HWY_INLINE __m512 X512TokenScaledSum(const quant::Q8ActivationRow* levels, int64
   return kLevels == 2 ? _mm512_set1_ps(levels[0].d_sum[b] + levels[1].d_sum[b]) : _mm512_set1_ps(levels[0].d_sum[b]);
 }
 
-// Tokens [t, t + T) against one tile, written to y for the rows in `lanes` (see X512TiledProducts).
+// Tokens [t, t + T) against one tile, written to y for the rows in `lanes` (see TiledProducts).
 template <class Tiles, int kLevels, int T>
 HWY_INLINE void X512TileTokens(const uint8_t* tile, int64_t ahead, int64_t blocks,
                                const quant::Q8ActivationRow* const* x, float* const* y, int64_t tile_row,
@@ -1138,8 +1138,8 @@ HWY_INLINE void X512TileTokens(const uint8_t* tile, int64_t ahead, int64_t block
 // once for all of them; a thread's range may start or end inside a tile (its other lanes are computed
 // and not stored).
 template <class Tiles, int kLevels>
-HWY_INLINE void X512TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
-                                  int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
+HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
+                              int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
   const int64_t blocks = n / Tiles::kValues;
   const int64_t tile_bytes = 16 * blocks * Tiles::kBytes;
   for (int64_t tile_row = row_begin - row_begin % 16; tile_row < row_end; tile_row += 16) {
@@ -1379,7 +1379,7 @@ HWY_INLINE void X86RowDotQ4_0(const uint8_t* row, int64_t n, const quant::Q8Acti
 }
 
 #if !BORA_OPS_X86_VNNI && !defined(HWY_DISABLE_F16C)
-// Q4_0 row tiles with AVX2 (X256TiledProducts): eight rows in the lanes of a vector, so four weight
+// Q4_0 row tiles with AVX2 (TiledProducts): eight rows in the lanes of a vector, so four weight
 // values of each meet four activation bytes broadcast to every lane. A block's pair sums stay in 16
 // bits (8 x 2 x 15 x 127 < 2^15) until one widening per block, then per token and row
 // acc = fma(d, sum * dx - 8 * d_sum, acc) in block order, however many tokens come together.
@@ -1767,7 +1767,7 @@ HWY_INLINE void X512TileValues(const uint8_t* tile, __m512i (&u)[8]) {
 }
 
 // One tile (its first tile block at `tile`) against T tokens, each with kLevels activation levels:
-// acc[t] lane i = row i's product with token t (the Tiles interface of X512TiledProducts).
+// acc[t] lane i = row i's product with token t (the Tiles interface of TiledProducts).
 // With `ahead` not 0 each block also prefetches the bytes `ahead` further on (with several tokens the
 // same block of the next tile), so memory streams them in while this one computes (without, the first
 // pass over a tile waits on memory at every block; measured 3.7 -> 2.4 ms for 8 tokens x w1 of 7B Q4_0
@@ -2127,7 +2127,7 @@ HWY_INLINE void X86KTileScaleMinBytes(const __m128i (&packed)[12], __m128i (&sca
 #if !BORA_OPS_X86_VNNI && !defined(HWY_DISABLE_F16C)
 // ---- AVX2 over row tiles (Q4_K; quant/row_tiles.hpp) ----------------------------------------------------
 // The tile layout of the 512-bit section below, read as two halves of eight rows, one row per 32-bit
-// lane (X256TiledProducts). Four activation bytes broadcast to every lane meet four values of eight
+// lane (TiledProducts). Four activation bytes broadcast to every lane meet four values of eight
 // rows in one vpmaddubsw; a sub-block's pair sums stay in 16 bits (8 x 2 x 15 x 127 < 2^15) until one
 // widening, then per (row, token) and sub-block j, in sub-block order whatever the number of tokens:
 // acc = fma(sum, d * sc_j * dx, acc) - dmin * m_j * d_sum.
@@ -2562,7 +2562,7 @@ HWY_INLINE void X86RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8Acti
 #if !BORA_OPS_X86_VNNI && !defined(HWY_DISABLE_F16C)
 // ---- AVX2 over row tiles (quant/row_tiles.hpp) -------------------------------------------------------
 // The tile layout of the 512-bit section below, read as two halves of eight rows, one row per 32-bit
-// lane (X256TiledProducts). Four activation bytes broadcast to every lane meet four 6-bit values of
+// lane (TiledProducts). Four activation bytes broadcast to every lane meet four 6-bit values of
 // eight rows in one vpmaddubsw; pair sums of two groups stay in 16 bits (2 x 2 x 63 x 127 < 2^15), two
 // widenings per 16-value sub-block, then per (row, token) and sub-block, in block order whatever the
 // number of tokens: acc = fma(sum, d * sc * dx, acc) - 32 * d * sc * d_sum16.
@@ -3144,15 +3144,17 @@ inline bool PrefersRowTilesKernel(WeightType type) {
 inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n, const uint8_t* const* xq_hi,
                                 const uint8_t* const* xq_lo, int64_t n_tokens, float* const* y, int64_t row_begin,
                                 int64_t row_end) {
-#if BORA_OPS_X86_VNNI
+#if BORA_OPS_X86_INT8 && (BORA_OPS_X86_VNNI || !defined(HWY_DISABLE_F16C))
+  // TiledProducts (row_tiles-inl.h) is this target's sweep: 16 rows a vector with VNNI, 8 with AVX2.
   auto products = [&](auto tiles) {
     using Tiles = decltype(tiles);
     ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
                                                                          int64_t first, int64_t count) {
-      if (xq_lo != nullptr) X512TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end);
-      else X512TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end);
+      if (xq_lo != nullptr) TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end);
+      else TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end);
     });
   };
+#if BORA_OPS_X86_VNNI
   switch (type) {
     case WeightType::kQ8_0: return products(X512LegacyTiles<true>());
     case WeightType::kQ4_0: return products(X512LegacyTiles<false>());
@@ -3160,21 +3162,14 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
     case WeightType::kQ6_K: return products(X512Q6_KTiles());
     default: return;  // never tiled (quant::row_tiles_apply)
   }
-#elif BORA_OPS_X86_INT8 && !defined(HWY_DISABLE_F16C)
-  auto products = [&](auto tiles) {
-    using Tiles = decltype(tiles);
-    ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
-                                                                         int64_t first, int64_t count) {
-      if (xq_lo != nullptr) X256TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end);
-      else X256TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end);
-    });
-  };
+#else
   switch (type) {
     case WeightType::kQ4_0: return products(X256Q4_0Tiles());
     case WeightType::kQ4_K: return products(X256Q4_KTiles());
     case WeightType::kQ6_K: return products(X256Q6_KTiles());
     default: return;  // never tiled here (PrefersRowTilesKernel)
   }
+#endif
 #else
   // Never called: implementation.hpp untiles the rows for the kernels of other targets.
   (void)type, (void)data, (void)n, (void)xq_hi, (void)xq_lo, (void)n_tokens, (void)y, (void)row_begin, (void)row_end;

@@ -204,7 +204,7 @@ HWY_INLINE void X86KTileScaleMinBytes(const __m128i (&packed)[12], __m128i (&sca
 #if !BORA_OPS_X86_VNNI && !defined(HWY_DISABLE_F16C)
 // ---- AVX2 over row tiles (Q4_K; quant/row_tiles.hpp) ----------------------------------------------------
 // The tile layout of the 512-bit section below, read as two halves of eight rows, one row per 32-bit
-// lane (X256TiledProducts). Four activation bytes broadcast to every lane meet four values of eight
+// lane (TiledProducts). Four activation bytes broadcast to every lane meet four values of eight
 // rows in one vpmaddubsw; a sub-block's pair sums stay in 16 bits (8 x 2 x 15 x 127 < 2^15) until one
 // widening, then per (row, token) and sub-block j, in sub-block order whatever the number of tokens:
 // acc = fma(sum, d * sc_j * dx, acc) - dmin * m_j * d_sum.

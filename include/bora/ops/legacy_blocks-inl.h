@@ -122,7 +122,7 @@ HWY_INLINE void X86RowDotQ4_0(const uint8_t* row, int64_t n, const quant::Q8Acti
 }
 
 #if !BORA_OPS_X86_VNNI && !defined(HWY_DISABLE_F16C)
-// Q4_0 row tiles with AVX2 (X256TiledProducts): eight rows in the lanes of a vector, so four weight
+// Q4_0 row tiles with AVX2 (TiledProducts): eight rows in the lanes of a vector, so four weight
 // values of each meet four activation bytes broadcast to every lane. A block's pair sums stay in 16
 // bits (8 x 2 x 15 x 127 < 2^15) until one widening per block, then per token and row
 // acc = fma(d, sum * dx - 8 * d_sum, acc) in block order, however many tokens come together.
@@ -510,7 +510,7 @@ HWY_INLINE void X512TileValues(const uint8_t* tile, __m512i (&u)[8]) {
 }
 
 // One tile (its first tile block at `tile`) against T tokens, each with kLevels activation levels:
-// acc[t] lane i = row i's product with token t (the Tiles interface of X512TiledProducts).
+// acc[t] lane i = row i's product with token t (the Tiles interface of TiledProducts).
 // With `ahead` not 0 each block also prefetches the bytes `ahead` further on (with several tokens the
 // same block of the next tile), so memory streams them in while this one computes (without, the first
 // pass over a tile waits on memory at every block; measured 3.7 -> 2.4 ms for 8 tokens x w1 of 7B Q4_0

@@ -329,15 +329,17 @@ inline bool PrefersRowTilesKernel(WeightType type) {
 inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n, const uint8_t* const* xq_hi,
                                 const uint8_t* const* xq_lo, int64_t n_tokens, float* const* y, int64_t row_begin,
                                 int64_t row_end) {
-#if BORA_OPS_X86_VNNI
+#if BORA_OPS_X86_INT8 && (BORA_OPS_X86_VNNI || !defined(HWY_DISABLE_F16C))
+  // TiledProducts (row_tiles-inl.h) is this target's sweep: 16 rows a vector with VNNI, 8 with AVX2.
   auto products = [&](auto tiles) {
     using Tiles = decltype(tiles);
     ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
                                                                          int64_t first, int64_t count) {
-      if (xq_lo != nullptr) X512TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end);
-      else X512TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end);
+      if (xq_lo != nullptr) TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end);
+      else TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end);
     });
   };
+#if BORA_OPS_X86_VNNI
   switch (type) {
     case WeightType::kQ8_0: return products(X512LegacyTiles<true>());
     case WeightType::kQ4_0: return products(X512LegacyTiles<false>());
@@ -345,21 +347,14 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
     case WeightType::kQ6_K: return products(X512Q6_KTiles());
     default: return;  // never tiled (quant::row_tiles_apply)
   }
-#elif BORA_OPS_X86_INT8 && !defined(HWY_DISABLE_F16C)
-  auto products = [&](auto tiles) {
-    using Tiles = decltype(tiles);
-    ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
-                                                                         int64_t first, int64_t count) {
-      if (xq_lo != nullptr) X256TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end);
-      else X256TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end);
-    });
-  };
+#else
   switch (type) {
     case WeightType::kQ4_0: return products(X256Q4_0Tiles());
     case WeightType::kQ4_K: return products(X256Q4_KTiles());
     case WeightType::kQ6_K: return products(X256Q6_KTiles());
     default: return;  // never tiled here (PrefersRowTilesKernel)
   }
+#endif
 #else
   // Never called: implementation.hpp untiles the rows for the kernels of other targets.
   (void)type, (void)data, (void)n, (void)xq_hi, (void)xq_lo, (void)n_tokens, (void)y, (void)row_begin, (void)row_end;

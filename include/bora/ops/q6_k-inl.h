@@ -134,7 +134,7 @@ HWY_INLINE void X86RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8Acti
 #if !BORA_OPS_X86_VNNI && !defined(HWY_DISABLE_F16C)
 // ---- AVX2 over row tiles (quant/row_tiles.hpp) -------------------------------------------------------
 // The tile layout of the 512-bit section below, read as two halves of eight rows, one row per 32-bit
-// lane (X256TiledProducts). Four activation bytes broadcast to every lane meet four 6-bit values of
+// lane (TiledProducts). Four activation bytes broadcast to every lane meet four 6-bit values of
 // eight rows in one vpmaddubsw; pair sums of two groups stay in 16 bits (2 x 2 x 63 x 127 < 2^15), two
 // widenings per 16-value sub-block, then per (row, token) and sub-block, in block order whatever the
 // number of tokens: acc = fma(sum, d * sc * dx, acc) - 32 * d * sc * d_sum16.

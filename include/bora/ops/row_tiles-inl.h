@@ -49,8 +49,8 @@ HWY_INLINE void X256TileTokens(const uint8_t* tile, int half, int64_t blocks, co
 // not depend on the batch or the threads. Each half tile meets the tokens four at a time while it
 // sits in L1/L2.
 template <class Tiles, int kLevels>
-HWY_INLINE void X256TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
-                                  int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
+HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
+                              int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
   const int64_t blocks = n / Tiles::kValues;
   const int64_t tile_bytes = 16 * blocks * Tiles::kBytes;
   for (int64_t tile_row = row_begin - row_begin % 16; tile_row < row_end; tile_row += 16) {
@@ -127,7 +127,7 @@ HWY_INLINE __m512 X512TokenScaledSum(const quant::Q8ActivationRow* levels, int64
   return kLevels == 2 ? _mm512_set1_ps(levels[0].d_sum[b] + levels[1].d_sum[b]) : _mm512_set1_ps(levels[0].d_sum[b]);
 }
 
-// Tokens [t, t + T) against one tile, written to y for the rows in `lanes` (see X512TiledProducts).
+// Tokens [t, t + T) against one tile, written to y for the rows in `lanes` (see TiledProducts).
 template <class Tiles, int kLevels, int T>
 HWY_INLINE void X512TileTokens(const uint8_t* tile, int64_t ahead, int64_t blocks,
                                const quant::Q8ActivationRow* const* x, float* const* y, int64_t tile_row,
@@ -146,8 +146,8 @@ HWY_INLINE void X512TileTokens(const uint8_t* tile, int64_t ahead, int64_t block
 // once for all of them; a thread's range may start or end inside a tile (its other lanes are computed
 // and not stored).
 template <class Tiles, int kLevels>
-HWY_INLINE void X512TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
-                                  int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
+HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
+                              int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
   const int64_t blocks = n / Tiles::kValues;
   const int64_t tile_bytes = 16 * blocks * Tiles::kBytes;
   for (int64_t tile_row = row_begin - row_begin % 16; tile_row < row_end; tile_row += 16) {
