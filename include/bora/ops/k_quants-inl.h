@@ -240,48 +240,41 @@ struct X256Q4_KTiles {
       const uint8_t* block = tile + s * 16 * kBytes;
       X256KTileScalesMins(block, half, scales, mins);
       const uint8_t* quants = block + 16 * quant::Q4_KBlock::kQuantsOffset + 32 * half;
-      for (int c = 0; c < 4; ++c) {  // sub-blocks 2c (low nibbles) and 2c + 1 (high nibbles)
-        __m256i sums[2][T];
+      // Sub-block j: low nibbles of chunk j / 2 for even j, high nibbles for odd j. One sub-block at a
+      // time, so that T accumulators and T pair sums stay in registers.
+      for (int j = 0; j < 8; ++j) {
+        const uint8_t* chunk = quants + 64 * 8 * (j / 2);
+        __m256i sums[T];
         for (int level = 0; level < kLevels; ++level) {
-          __m256i pairs[2][T];
+          __m256i pairs[T];
           HWY_UNROLL(4)
-          for (int t = 0; t < T; ++t) pairs[0][t] = pairs[1][t] = _mm256_setzero_si256();
-          HWY_UNROLL(8)
+          for (int t = 0; t < T; ++t) pairs[t] = _mm256_setzero_si256();
+          HWY_UNROLL(2)
           for (int g = 0; g < 8; ++g) {
-            const __m256i packed = X86Load32(quants + 64 * (8 * c + g));
-            const __m256i low = _mm256_and_si256(packed, nibble);
-            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+            const __m256i packed = X86Load32(chunk + 64 * g);
+            const __m256i values = _mm256_and_si256(j % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), nibble);
             HWY_UNROLL(4)
             for (int t = 0; t < T; ++t) {
-              const int8_t* q = x[t][level].q + 256 * s + 64 * c + 4 * g;
-              int32_t first, second;
-              std::memcpy(&first, q, 4);
-              std::memcpy(&second, q + 32, 4);
-              pairs[0][t] = _mm256_add_epi16(pairs[0][t], _mm256_maddubs_epi16(low, _mm256_set1_epi32(first)));
-              pairs[1][t] = _mm256_add_epi16(pairs[1][t], _mm256_maddubs_epi16(high, _mm256_set1_epi32(second)));
+              int32_t four;
+              std::memcpy(&four, x[t][level].q + 256 * s + 64 * (j / 2) + 32 * (j % 2) + 4 * g, 4);
+              pairs[t] = _mm256_add_epi16(pairs[t], _mm256_maddubs_epi16(values, _mm256_set1_epi32(four)));
             }
           }
-          for (int k = 0; k < 2; ++k) {
-            HWY_UNROLL(4)
-            for (int t = 0; t < T; ++t) {
-              const __m256i total = _mm256_madd_epi16(pairs[k][t], _mm256_set1_epi16(1));
-              // Two levels: sums in the second level's units (the first level's scale is 256 times its).
-              sums[k][t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[k][t], 8), total);
-            }
-          }
-        }
-        for (int k = 0; k < 2; ++k) {
-          const int j = 2 * c + k;
-          const int64_t b = 8 * s + j;
-          const __m256 scale = _mm256_load_ps(scales[j]), min = _mm256_load_ps(mins[j]);
           HWY_UNROLL(4)
           for (int t = 0; t < T; ++t) {
-            const float dx = x[t][kLevels - 1].d[b];
-            const float d_sum = kLevels == 2 ? x[t][0].d_sum[b] + x[t][1].d_sum[b] : x[t][0].d_sum[b];
-            const __m256 step = _mm256_mul_ps(scale, _mm256_set1_ps(dx));
-            acc[t] = _mm256_fnmadd_ps(min, _mm256_set1_ps(d_sum),
-                                      _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[k][t]), step, acc[t]));
+            const __m256i total = _mm256_madd_epi16(pairs[t], _mm256_set1_epi16(1));
+            // Two levels: sums in the second level's units (the first level's scale is 256 times its).
+            sums[t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[t], 8), total);
           }
+        }
+        const int64_t b = 8 * s + j;
+        const __m256 scale = _mm256_load_ps(scales[j]), min = _mm256_load_ps(mins[j]);
+        HWY_UNROLL(4)
+        for (int t = 0; t < T; ++t) {
+          const float dx = x[t][kLevels - 1].d[b];
+          const float d_sum = kLevels == 2 ? x[t][0].d_sum[b] + x[t][1].d_sum[b] : x[t][0].d_sum[b];
+          const __m256 step = _mm256_mul_ps(scale, _mm256_set1_ps(dx));
+          acc[t] = _mm256_fnmadd_ps(min, _mm256_set1_ps(d_sum), _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[t]), step, acc[t]));
         }
       }
     }

@@ -144,7 +144,9 @@ struct X256Q4_0Tiles {
         __m256i pairs[T];
         HWY_UNROLL(4)
         for (int t = 0; t < T; ++t) pairs[t] = _mm256_setzero_si256();
-        HWY_UNROLL(4)
+        // Not unrolled: unrolled, GCC hoists the four loads and spills the pair sums (pp64 on 7B Q4_0
+        // 14.5 -> 17.4 t/s on Zen 3 without the spills).
+        HWY_UNROLL(1)
         for (int k = 0; k < 4; ++k) {  // byte j of a row: value j in the low nibble, j + 16 in the high one
           const __m256i packed = X86Load32(block + 32 + 64 * k + 32 * half);
           const __m256i low = _mm256_and_si256(packed, nibble);

@@ -154,19 +154,21 @@ struct X256Q6_KTiles {
       const uint8_t* quants = block + 16 * 18 + 32 * half;
       for (int h = 0; h < 2; ++h) {
         for (int k = 0; k < 4; ++k) {
-          __m256i u[8];
-          HWY_UNROLL(8)
-          for (int l = 0; l < 8; ++l) {
-            const __m256i low = X86Load32(quants + 64 * (16 * h + 8 * (k % 2) + l));
-            const __m256i high = X86Load32(quants + 64 * (32 + 8 * h + l));
-            const __m256i low4 = _mm256_and_si256(k < 2 ? low : _mm256_srli_epi16(low, 4), nibble);
-            // Bits 2k, 2k + 1 of the high byte moved straight to bits 4, 5: one shift and one mask.
-            const __m256i high_moved = k < 3 ? _mm256_sll_epi16(high, _mm_cvtsi32_si128(4 - 2 * k)) : _mm256_srli_epi16(high, 2);
-            u[l] = _mm256_or_si256(low4, _mm256_and_si256(high_moved, top_two));
-          }
           const int64_t b = 8 * s + 4 * h + k;
+          // One 16-value sub-block at a time (four vectors of values), so that the T accumulators stay
+          // in registers.
           for (int sixteen = 0; sixteen < 2; ++sixteen) {  // values 16 * sixteen .. + 15 of block b
-            const __m256i* w = u + 4 * sixteen;
+            __m256i w[4];
+            HWY_UNROLL(4)
+            for (int l = 0; l < 4; ++l) {
+              const int line = 4 * sixteen + l;
+              const __m256i low = X86Load32(quants + 64 * (16 * h + 8 * (k % 2) + line));
+              const __m256i high = X86Load32(quants + 64 * (32 + 8 * h + line));
+              const __m256i low4 = _mm256_and_si256(k < 2 ? low : _mm256_srli_epi16(low, 4), nibble);
+              // Bits 2k, 2k + 1 of the high byte moved straight to bits 4, 5: one shift and one mask.
+              const __m256i high_moved = k < 3 ? _mm256_sll_epi16(high, _mm_cvtsi32_si128(4 - 2 * k)) : _mm256_srli_epi16(high, 2);
+              w[l] = _mm256_or_si256(low4, _mm256_and_si256(high_moved, top_two));
+            }
             __m256i sums[T];
             for (int level = 0; level < kLevels; ++level) {
               HWY_UNROLL(4)
