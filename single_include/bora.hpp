@@ -199,13 +199,13 @@ HWY_INLINE void X86PrefetchAhead(const uint8_t* p, int bytes, int distance) {
     _mm_prefetch(reinterpret_cast<const char*>(ahead + static_cast<uintptr_t>(line)), _MM_HINT_T0);
 }
 
-#if BORA_OPS_X86_VNNI
-
 // How far ahead the super-block (K-quant and Q6_K) kernels prefetch, in bytes: like the Q8_0 / Q4_0
 // kernels' 256 blocks, it makes their speed independent of row alignment. 6 KiB measured ~5-8%
 // faster than 2 KiB per token on the Q4_K_M 7B file at one thread (per weight class, three
 // alternating rounds; 4 KiB in between, 8 KiB no better), and no slower at two.
 constexpr int kKQuantPrefetchDistance = 6144;
+
+#if BORA_OPS_X86_VNNI
 
 // [first x 8 | first + 1 x 8]: pairs of consecutive f32 scales spread over a 512-bit result.
 HWY_INLINE __m512i X512PairIndex(int first) {
@@ -1021,13 +1021,16 @@ namespace ops {
 namespace HWY_NAMESPACE {
 
 // With AVX2 (no 512-bit VNNI) a tile's 16 rows are read as two halves of eight, one row per 32-bit lane.
-// Tiles supplies kValues, kBytes and Dot<kLevels, T>(tile, half, blocks, x, acc): acc[t] lane i = the
-// product of row 8 * half + i with token t. Rows [first, last) of the half are stored.
+// Tiles supplies kValues, kBytes, kAheadAlone (how far one token prefetches) and
+// Dot<kLevels, T>(tile, half, ahead, blocks, x, acc): acc[t] lane i = the product of row 8 * half + i
+// with token t, prefetching each block's bytes `ahead` bytes further on (0: none). Rows [first, last)
+// of the half are stored.
 template <class Tiles, int kLevels, int T>
-HWY_INLINE void X256TileTokens(const uint8_t* tile, int half, int64_t blocks, const quant::Q8ActivationRow* const* x,
-                               float* const* y, int64_t half_row, int64_t first, int64_t last) {
+HWY_INLINE void X256TileTokens(const uint8_t* tile, int half, int64_t ahead, int64_t blocks,
+                               const quant::Q8ActivationRow* const* x, float* const* y, int64_t half_row,
+                               int64_t first, int64_t last) {
   __m256 acc[T];
-  Tiles::template Dot<kLevels, T>(tile, half, blocks, x, acc);
+  Tiles::template Dot<kLevels, T>(tile, half, ahead, blocks, x, acc);
   HWY_UNROLL(4)
   for (int t = 0; t < T; ++t) {
     HWY_ALIGN float lanes[8];
@@ -1039,7 +1042,9 @@ HWY_INLINE void X256TileTokens(const uint8_t* tile, int half, int64_t blocks, co
 // y[t][r] for rows [row_begin, row_end) of a tiled matrix and n_tokens tokens (x[t]: kLevels levels),
 // each (row, token) computed the same way whatever the token count or the range, so that results do
 // not depend on the batch or the threads. Each half tile meets the tokens four at a time while it
-// sits in L1/L2.
+// sits in L1/L2. One token prefetches Tiles::kAheadAlone bytes ahead (7B Q4_K_M on Zen 3, one
+// sequence: 4.33-4.43 -> 4.41-4.95 t/s); several do not (prefetching the next tile, as with 512 bits,
+// measured no faster at 8 tokens: the AVX2 passes are bound by arithmetic, not memory).
 template <class Tiles, int kLevels>
 HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
                               int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
@@ -1047,6 +1052,7 @@ HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8Act
   const int64_t tile_bytes = 16 * blocks * Tiles::kBytes;
   for (int64_t tile_row = row_begin - row_begin % 16; tile_row < row_end; tile_row += 16) {
     const uint8_t* tile = data + tile_row / 16 * tile_bytes;
+    int64_t ahead = n_tokens == 1 ? Tiles::kAheadAlone : 0;
     for (int half = 0; half < 2; ++half) {
       const int64_t half_row = tile_row + 8 * half;
       const int64_t first = row_begin > half_row ? row_begin : half_row;
@@ -1054,12 +1060,15 @@ HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8Act
       if (first >= last) continue;
       int64_t t = 0;
       for (; t + 4 <= n_tokens; t += 4)
-        X256TileTokens<Tiles, kLevels, 4>(tile, half, blocks, x + t, y + t, half_row, first, last);
+        X256TileTokens<Tiles, kLevels, 4>(tile, half, 0, blocks, x + t, y + t, half_row, first, last);
       if (t + 2 <= n_tokens) {
-        X256TileTokens<Tiles, kLevels, 2>(tile, half, blocks, x + t, y + t, half_row, first, last);
+        X256TileTokens<Tiles, kLevels, 2>(tile, half, 0, blocks, x + t, y + t, half_row, first, last);
         t += 2;
       }
-      if (t < n_tokens) X256TileTokens<Tiles, kLevels, 1>(tile, half, blocks, x + t, y + t, half_row, first, last);
+      if (t < n_tokens) {  // the first pass of a lone token prefetches; the second finds the tile in L2
+        X256TileTokens<Tiles, kLevels, 1>(tile, half, ahead, blocks, x + t, y + t, half_row, first, last);
+        ahead = 0;
+      }
     }
   }
 }
@@ -1386,15 +1395,17 @@ HWY_INLINE void X86RowDotQ4_0(const uint8_t* row, int64_t n, const quant::Q8Acti
 struct X256Q4_0Tiles {
   static constexpr int kValues = 32;
   static constexpr int kBytes = 18;
+  static constexpr int64_t kAheadAlone = 0;
 
   template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t blocks, const quant::Q8ActivationRow* const* x,
-                             __m256 (&acc)[T]) {
+  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t ahead, int64_t blocks,
+                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[T]) {
     const __m256i nibble = _mm256_set1_epi8(15);
     HWY_UNROLL(4)
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* block = tile + b * 16 * kBytes;
+      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
       const __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * half)));
       __m256i sums[T];
       for (int level = 0; level < kLevels; ++level) {
@@ -2152,10 +2163,11 @@ HWY_INLINE void X256KTileScalesMins(const uint8_t* block, int half, float (*scal
 struct X256Q4_KTiles {
   static constexpr int kValues = 256;
   static constexpr int kBytes = quant::Q4_KBlock::kBytes;
+  static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
 
   template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t supers, const quant::Q8ActivationRow* const* x,
-                             __m256 (&acc)[T]) {
+  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t ahead, int64_t supers,
+                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[T]) {
     const __m256i nibble = _mm256_set1_epi8(15);
     HWY_UNROLL(4)
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
@@ -2163,6 +2175,7 @@ struct X256Q4_KTiles {
     HWY_ALIGN float mins[8][8];
     for (int64_t s = 0; s < supers; ++s) {
       const uint8_t* block = tile + s * 16 * kBytes;
+      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
       X256KTileScalesMins(block, half, scales, mins);
       const uint8_t* quants = block + 16 * quant::Q4_KBlock::kQuantsOffset + 32 * half;
       // Sub-block j: low nibbles of chunk j / 2 for even j, high nibbles for odd j. One sub-block at a
@@ -2564,15 +2577,17 @@ HWY_INLINE void X86RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8Acti
 struct X256Q6_KTiles {
   static constexpr int kValues = 256;
   static constexpr int kBytes = quant::Q6_KBlock::kBytes;
+  static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
 
   template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t supers, const quant::Q8ActivationRow* const* x,
-                             __m256 (&acc)[T]) {
+  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t ahead, int64_t supers,
+                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[T]) {
     const __m256i nibble = _mm256_set1_epi8(15), top_two = _mm256_set1_epi8(0x30), ones = _mm256_set1_epi16(1);
     HWY_UNROLL(4)
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t s = 0; s < supers; ++s) {
       const uint8_t* block = tile + s * 16 * kBytes;
+      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * half)));
       const uint8_t* quants = block + 16 * 18 + 32 * half;
       for (int h = 0; h < 2; ++h) {

@@ -227,10 +227,11 @@ HWY_INLINE void X256KTileScalesMins(const uint8_t* block, int half, float (*scal
 struct X256Q4_KTiles {
   static constexpr int kValues = 256;
   static constexpr int kBytes = quant::Q4_KBlock::kBytes;
+  static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
 
   template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t supers, const quant::Q8ActivationRow* const* x,
-                             __m256 (&acc)[T]) {
+  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t ahead, int64_t supers,
+                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[T]) {
     const __m256i nibble = _mm256_set1_epi8(15);
     HWY_UNROLL(4)
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
@@ -238,6 +239,7 @@ struct X256Q4_KTiles {
     HWY_ALIGN float mins[8][8];
     for (int64_t s = 0; s < supers; ++s) {
       const uint8_t* block = tile + s * 16 * kBytes;
+      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
       X256KTileScalesMins(block, half, scales, mins);
       const uint8_t* quants = block + 16 * quant::Q4_KBlock::kQuantsOffset + 32 * half;
       // Sub-block j: low nibbles of chunk j / 2 for even j, high nibbles for odd j. One sub-block at a

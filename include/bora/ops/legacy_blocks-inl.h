@@ -129,15 +129,17 @@ HWY_INLINE void X86RowDotQ4_0(const uint8_t* row, int64_t n, const quant::Q8Acti
 struct X256Q4_0Tiles {
   static constexpr int kValues = 32;
   static constexpr int kBytes = 18;
+  static constexpr int64_t kAheadAlone = 0;
 
   template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t blocks, const quant::Q8ActivationRow* const* x,
-                             __m256 (&acc)[T]) {
+  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t ahead, int64_t blocks,
+                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[T]) {
     const __m256i nibble = _mm256_set1_epi8(15);
     HWY_UNROLL(4)
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* block = tile + b * 16 * kBytes;
+      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
       const __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * half)));
       __m256i sums[T];
       for (int level = 0; level < kLevels; ++level) {

@@ -141,15 +141,17 @@ HWY_INLINE void X86RowDotQ6_K(const uint8_t* row, int64_t n, const quant::Q8Acti
 struct X256Q6_KTiles {
   static constexpr int kValues = 256;
   static constexpr int kBytes = quant::Q6_KBlock::kBytes;
+  static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
 
   template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t supers, const quant::Q8ActivationRow* const* x,
-                             __m256 (&acc)[T]) {
+  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t ahead, int64_t supers,
+                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[T]) {
     const __m256i nibble = _mm256_set1_epi8(15), top_two = _mm256_set1_epi8(0x30), ones = _mm256_set1_epi16(1);
     HWY_UNROLL(4)
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t s = 0; s < supers; ++s) {
       const uint8_t* block = tile + s * 16 * kBytes;
+      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * half)));
       const uint8_t* quants = block + 16 * 18 + 32 * half;
       for (int h = 0; h < 2; ++h) {

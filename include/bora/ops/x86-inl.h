@@ -53,13 +53,13 @@ HWY_INLINE void X86PrefetchAhead(const uint8_t* p, int bytes, int distance) {
     _mm_prefetch(reinterpret_cast<const char*>(ahead + static_cast<uintptr_t>(line)), _MM_HINT_T0);
 }
 
-#if BORA_OPS_X86_VNNI
-
 // How far ahead the super-block (K-quant and Q6_K) kernels prefetch, in bytes: like the Q8_0 / Q4_0
 // kernels' 256 blocks, it makes their speed independent of row alignment. 6 KiB measured ~5-8%
 // faster than 2 KiB per token on the Q4_K_M 7B file at one thread (per weight class, three
 // alternating rounds; 4 KiB in between, 8 KiB no better), and no slower at two.
 constexpr int kKQuantPrefetchDistance = 6144;
+
+#if BORA_OPS_X86_VNNI
 
 // [first x 8 | first + 1 x 8]: pairs of consecutive f32 scales spread over a 512-bit result.
 HWY_INLINE __m512i X512PairIndex(int first) {
