@@ -1022,29 +1022,38 @@ namespace HWY_NAMESPACE {
 
 // With AVX2 (no 512-bit VNNI) a tile's 16 rows are read as two halves of eight, one row per 32-bit lane.
 // Tiles supplies kValues, kBytes, kAheadAlone (how far one token prefetches) and
-// Dot<kLevels, T>(tile, half, ahead, blocks, x, acc): acc[t] lane i = the product of row 8 * half + i
-// with token t, prefetching each block's bytes `ahead` bytes further on (0: none). Rows [first, last)
-// of the half are stored.
-template <class Tiles, int kLevels, int T>
-HWY_INLINE void X256TileTokens(const uint8_t* tile, int half, int64_t ahead, int64_t blocks,
-                               const quant::Q8ActivationRow* const* x, float* const* y, int64_t half_row,
-                               int64_t first, int64_t last) {
-  __m256 acc[T];
-  Tiles::template Dot<kLevels, T>(tile, half, ahead, blocks, x, acc);
-  HWY_UNROLL(4)
-  for (int t = 0; t < T; ++t) {
-    HWY_ALIGN float lanes[8];
-    _mm256_store_ps(lanes, acc[t]);
-    for (int64_t r = first; r < last; ++r) y[t][r] = lanes[r - half_row];
+// Dot<kLevels, T, kHalves>(tile, first_half, ahead, blocks, x, acc): acc[h][t] lane i = the product of
+// row 8 * (first_half + h) + i with token t, prefetching each block's bytes `ahead` bytes further on
+// (0: none). Each row's lane computes the same operations in the same order whatever T and kHalves.
+// Rows [row_begin, row_end) of the halves are stored.
+template <class Tiles, int kLevels, int T, int kHalves>
+HWY_INLINE void X256TileTokens(const uint8_t* tile, int first_half, int64_t ahead, int64_t blocks,
+                               const quant::Q8ActivationRow* const* x, float* const* y, int64_t tile_row,
+                               int64_t row_begin, int64_t row_end) {
+  __m256 acc[kHalves][T];
+  Tiles::template Dot<kLevels, T, kHalves>(tile, first_half, ahead, blocks, x, acc);
+  for (int h = 0; h < kHalves; ++h) {
+    const int64_t half_row = tile_row + 8 * (first_half + h);
+    const int64_t first = row_begin > half_row ? row_begin : half_row;
+    const int64_t last = row_end < half_row + 8 ? row_end : half_row + 8;
+    HWY_UNROLL(4)
+    for (int t = 0; t < T; ++t) {
+      HWY_ALIGN float lanes[8];
+      _mm256_store_ps(lanes, acc[h][t]);
+      for (int64_t r = first; r < last; ++r) y[t][r] = lanes[r - half_row];
+    }
   }
 }
 
 // y[t][r] for rows [row_begin, row_end) of a tiled matrix and n_tokens tokens (x[t]: kLevels levels),
 // each (row, token) computed the same way whatever the token count or the range, so that results do
 // not depend on the batch or the threads. Each half tile meets the tokens four at a time while it
-// sits in L1/L2. One token prefetches Tiles::kAheadAlone bytes ahead (7B Q4_K_M on Zen 3, one
-// sequence: 4.33-4.43 -> 4.41-4.95 t/s); several do not (prefetching the next tile, as with 512 bits,
-// measured no faster at 8 tokens: the AVX2 passes are bound by arithmetic, not memory).
+// sits in L1/L2. One token reads both halves in one pass, so that every line of weights is used whole
+// as it arrives from memory: two passes left memory idle while the second half came from L2 (one
+// sequence at 2 threads on Zen 3: 7B Q4_K_M 4.5-4.6 -> 5.6-5.8 t/s, Q4_0 5.6-6.1 -> 6.9-7.4). It
+// prefetches Tiles::kAheadAlone bytes ahead (Q4_K_M: 4.33-4.43 -> 4.41-4.95 t/s with two passes);
+// several tokens do not (prefetching the next tile, as with 512 bits, measured no faster at 8 tokens:
+// the AVX2 passes are bound by arithmetic, not memory).
 template <class Tiles, int kLevels>
 HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
                               int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
@@ -1052,23 +1061,24 @@ HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8Act
   const int64_t tile_bytes = 16 * blocks * Tiles::kBytes;
   for (int64_t tile_row = row_begin - row_begin % 16; tile_row < row_end; tile_row += 16) {
     const uint8_t* tile = data + tile_row / 16 * tile_bytes;
-    int64_t ahead = n_tokens == 1 ? Tiles::kAheadAlone : 0;
-    for (int half = 0; half < 2; ++half) {
-      const int64_t half_row = tile_row + 8 * half;
-      const int64_t first = row_begin > half_row ? row_begin : half_row;
-      const int64_t last = row_end < half_row + 8 ? row_end : half_row + 8;
-      if (first >= last) continue;
+    const int first_half = row_begin >= tile_row + 8 ? 1 : 0;
+    const int last_half = row_end <= tile_row + 8 ? 0 : 1;
+    if (n_tokens == 1) {
+      if (first_half != last_half)
+        X256TileTokens<Tiles, kLevels, 1, 2>(tile, 0, Tiles::kAheadAlone, blocks, x, y, tile_row, row_begin, row_end);
+      else
+        X256TileTokens<Tiles, kLevels, 1, 1>(tile, first_half, Tiles::kAheadAlone, blocks, x, y, tile_row, row_begin, row_end);
+      continue;
+    }
+    for (int half = first_half; half <= last_half; ++half) {
       int64_t t = 0;
       for (; t + 4 <= n_tokens; t += 4)
-        X256TileTokens<Tiles, kLevels, 4>(tile, half, 0, blocks, x + t, y + t, half_row, first, last);
+        X256TileTokens<Tiles, kLevels, 4, 1>(tile, half, 0, blocks, x + t, y + t, tile_row, row_begin, row_end);
       if (t + 2 <= n_tokens) {
-        X256TileTokens<Tiles, kLevels, 2>(tile, half, 0, blocks, x + t, y + t, half_row, first, last);
+        X256TileTokens<Tiles, kLevels, 2, 1>(tile, half, 0, blocks, x + t, y + t, tile_row, row_begin, row_end);
         t += 2;
       }
-      if (t < n_tokens) {  // the first pass of a lone token prefetches; the second finds the tile in L2
-        X256TileTokens<Tiles, kLevels, 1>(tile, half, ahead, blocks, x + t, y + t, half_row, first, last);
-        ahead = 0;
-      }
+      if (t < n_tokens) X256TileTokens<Tiles, kLevels, 1, 1>(tile, half, 0, blocks, x + t, y + t, tile_row, row_begin, row_end);
     }
   }
 }
@@ -1397,50 +1407,65 @@ struct X256Q4_0Tiles {
   static constexpr int kBytes = 18;
   static constexpr int64_t kAheadAlone = 0;
 
-  template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t ahead, int64_t blocks,
-                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[T]) {
+  template <int kLevels, int T, int kHalves>
+  static HWY_INLINE void Dot(const uint8_t* tile, int first_half, int64_t ahead, int64_t blocks,
+                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[kHalves][T]) {
     const __m256i nibble = _mm256_set1_epi8(15);
-    HWY_UNROLL(4)
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int h = 0; h < kHalves; ++h) {
+      HWY_UNROLL(4)
+      for (int t = 0; t < T; ++t) acc[h][t] = _mm256_setzero_ps();
+    }
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* block = tile + b * 16 * kBytes;
       if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
-      const __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * half)));
-      __m256i sums[T];
+      __m256i sums[kHalves][T];
       for (int level = 0; level < kLevels; ++level) {
-        __m256i pairs[T];
-        HWY_UNROLL(4)
-        for (int t = 0; t < T; ++t) pairs[t] = _mm256_setzero_si256();
+        __m256i pairs[kHalves][T];
+        for (int h = 0; h < kHalves; ++h) {
+          HWY_UNROLL(4)
+          for (int t = 0; t < T; ++t) pairs[h][t] = _mm256_setzero_si256();
+        }
         // Not unrolled: unrolled, GCC hoists the four loads and spills the pair sums (pp64 on 7B Q4_0
         // 14.5 -> 17.4 t/s on Zen 3 without the spills).
         HWY_UNROLL(1)
         for (int k = 0; k < 4; ++k) {  // byte j of a row: value j in the low nibble, j + 16 in the high one
-          const __m256i packed = X86Load32(block + 32 + 64 * k + 32 * half);
-          const __m256i low = _mm256_and_si256(packed, nibble);
-          const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+          __m256i low[kHalves], high[kHalves];
+          for (int h = 0; h < kHalves; ++h) {
+            const __m256i packed = X86Load32(block + 32 + 64 * k + 32 * (first_half + h));
+            low[h] = _mm256_and_si256(packed, nibble);
+            high[h] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+          }
           HWY_UNROLL(4)
           for (int t = 0; t < T; ++t) {
             int32_t first, second;
             std::memcpy(&first, x[t][level].q + 32 * b + 4 * k, 4);
             std::memcpy(&second, x[t][level].q + 32 * b + 16 + 4 * k, 4);
-            pairs[t] = _mm256_add_epi16(pairs[t], _mm256_add_epi16(_mm256_maddubs_epi16(low, _mm256_set1_epi32(first)),
-                                                                   _mm256_maddubs_epi16(high, _mm256_set1_epi32(second))));
+            const __m256i first4 = _mm256_set1_epi32(first), second4 = _mm256_set1_epi32(second);
+            for (int h = 0; h < kHalves; ++h)
+              pairs[h][t] = _mm256_add_epi16(pairs[h][t], _mm256_add_epi16(_mm256_maddubs_epi16(low[h], first4),
+                                                                           _mm256_maddubs_epi16(high[h], second4)));
           }
         }
-        HWY_UNROLL(4)
-        for (int t = 0; t < T; ++t) {
-          const __m256i total = _mm256_madd_epi16(pairs[t], _mm256_set1_epi16(1));
-          sums[t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[t], 8), total);
+        for (int h = 0; h < kHalves; ++h) {
+          HWY_UNROLL(4)
+          for (int t = 0; t < T; ++t) {
+            const __m256i total = _mm256_madd_epi16(pairs[h][t], _mm256_set1_epi16(1));
+            sums[h][t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[h][t], 8), total);
+          }
         }
       }
-      HWY_UNROLL(4)
-      for (int t = 0; t < T; ++t) {
-        // Two levels: sums are in the second level's units (the first level's scale is 256 times its).
-        const float dx = x[t][kLevels - 1].d[b];
-        const float d_sum = kLevels == 2 ? x[t][0].d_sum[b] + x[t][1].d_sum[b] : x[t][0].d_sum[b];
-        const __m256 step = _mm256_fmsub_ps(_mm256_cvtepi32_ps(sums[t]), _mm256_set1_ps(dx), _mm256_set1_ps(8.0f * d_sum));
-        acc[t] = _mm256_fmadd_ps(scale, step, acc[t]);
+      for (int h = 0; h < kHalves; ++h) {
+        const __m256 scale =
+            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * (first_half + h))));
+        HWY_UNROLL(4)
+        for (int t = 0; t < T; ++t) {
+          // Two levels: sums are in the second level's units (the first level's scale is 256 times its).
+          const float dx = x[t][kLevels - 1].d[b];
+          const float d_sum = kLevels == 2 ? x[t][0].d_sum[b] + x[t][1].d_sum[b] : x[t][0].d_sum[b];
+          const __m256 step =
+              _mm256_fmsub_ps(_mm256_cvtepi32_ps(sums[h][t]), _mm256_set1_ps(dx), _mm256_set1_ps(8.0f * d_sum));
+          acc[h][t] = _mm256_fmadd_ps(scale, step, acc[h][t]);
+        }
       }
     }
   }
@@ -2165,54 +2190,68 @@ struct X256Q4_KTiles {
   static constexpr int kBytes = quant::Q4_KBlock::kBytes;
   static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
 
-  template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t ahead, int64_t supers,
-                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[T]) {
+  template <int kLevels, int T, int kHalves>
+  static HWY_INLINE void Dot(const uint8_t* tile, int first_half, int64_t ahead, int64_t supers,
+                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[kHalves][T]) {
     const __m256i nibble = _mm256_set1_epi8(15);
-    HWY_UNROLL(4)
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-    HWY_ALIGN float scales[8][8];
-    HWY_ALIGN float mins[8][8];
+    for (int h = 0; h < kHalves; ++h) {
+      HWY_UNROLL(4)
+      for (int t = 0; t < T; ++t) acc[h][t] = _mm256_setzero_ps();
+    }
+    HWY_ALIGN float scales[kHalves][8][8];
+    HWY_ALIGN float mins[kHalves][8][8];
     for (int64_t s = 0; s < supers; ++s) {
       const uint8_t* block = tile + s * 16 * kBytes;
       if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
-      X256KTileScalesMins(block, half, scales, mins);
-      const uint8_t* quants = block + 16 * quant::Q4_KBlock::kQuantsOffset + 32 * half;
+      for (int h = 0; h < kHalves; ++h) X256KTileScalesMins(block, first_half + h, scales[h], mins[h]);
+      const uint8_t* quants = block + 16 * quant::Q4_KBlock::kQuantsOffset + 32 * first_half;
       // Sub-block j: low nibbles of chunk j / 2 for even j, high nibbles for odd j. One sub-block at a
       // time, so that T accumulators and T pair sums stay in registers.
       for (int j = 0; j < 8; ++j) {
         const uint8_t* chunk = quants + 64 * 8 * (j / 2);
-        __m256i sums[T];
+        __m256i sums[kHalves][T];
         for (int level = 0; level < kLevels; ++level) {
-          __m256i pairs[T];
-          HWY_UNROLL(4)
-          for (int t = 0; t < T; ++t) pairs[t] = _mm256_setzero_si256();
+          __m256i pairs[kHalves][T];
+          for (int h = 0; h < kHalves; ++h) {
+            HWY_UNROLL(4)
+            for (int t = 0; t < T; ++t) pairs[h][t] = _mm256_setzero_si256();
+          }
           HWY_UNROLL(2)
           for (int g = 0; g < 8; ++g) {
-            const __m256i packed = X86Load32(chunk + 64 * g);
-            const __m256i values = _mm256_and_si256(j % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), nibble);
+            __m256i values[kHalves];
+            for (int h = 0; h < kHalves; ++h) {
+              const __m256i packed = X86Load32(chunk + 64 * g + 32 * h);
+              values[h] = _mm256_and_si256(j % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), nibble);
+            }
             HWY_UNROLL(4)
             for (int t = 0; t < T; ++t) {
               int32_t four;
               std::memcpy(&four, x[t][level].q + 256 * s + 64 * (j / 2) + 32 * (j % 2) + 4 * g, 4);
-              pairs[t] = _mm256_add_epi16(pairs[t], _mm256_maddubs_epi16(values, _mm256_set1_epi32(four)));
+              const __m256i four4 = _mm256_set1_epi32(four);
+              for (int h = 0; h < kHalves; ++h)
+                pairs[h][t] = _mm256_add_epi16(pairs[h][t], _mm256_maddubs_epi16(values[h], four4));
             }
           }
-          HWY_UNROLL(4)
-          for (int t = 0; t < T; ++t) {
-            const __m256i total = _mm256_madd_epi16(pairs[t], _mm256_set1_epi16(1));
-            // Two levels: sums in the second level's units (the first level's scale is 256 times its).
-            sums[t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[t], 8), total);
+          for (int h = 0; h < kHalves; ++h) {
+            HWY_UNROLL(4)
+            for (int t = 0; t < T; ++t) {
+              const __m256i total = _mm256_madd_epi16(pairs[h][t], _mm256_set1_epi16(1));
+              // Two levels: sums in the second level's units (the first level's scale is 256 times its).
+              sums[h][t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[h][t], 8), total);
+            }
           }
         }
         const int64_t b = 8 * s + j;
-        const __m256 scale = _mm256_load_ps(scales[j]), min = _mm256_load_ps(mins[j]);
-        HWY_UNROLL(4)
-        for (int t = 0; t < T; ++t) {
-          const float dx = x[t][kLevels - 1].d[b];
-          const float d_sum = kLevels == 2 ? x[t][0].d_sum[b] + x[t][1].d_sum[b] : x[t][0].d_sum[b];
-          const __m256 step = _mm256_mul_ps(scale, _mm256_set1_ps(dx));
-          acc[t] = _mm256_fnmadd_ps(min, _mm256_set1_ps(d_sum), _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[t]), step, acc[t]));
+        for (int h = 0; h < kHalves; ++h) {
+          const __m256 scale = _mm256_load_ps(scales[h][j]), min = _mm256_load_ps(mins[h][j]);
+          HWY_UNROLL(4)
+          for (int t = 0; t < T; ++t) {
+            const float dx = x[t][kLevels - 1].d[b];
+            const float d_sum = kLevels == 2 ? x[t][0].d_sum[b] + x[t][1].d_sum[b] : x[t][0].d_sum[b];
+            const __m256 step = _mm256_mul_ps(scale, _mm256_set1_ps(dx));
+            acc[h][t] = _mm256_fnmadd_ps(min, _mm256_set1_ps(d_sum),
+                                         _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[h][t]), step, acc[h][t]));
+          }
         }
       }
     }
@@ -2579,61 +2618,66 @@ struct X256Q6_KTiles {
   static constexpr int kBytes = quant::Q6_KBlock::kBytes;
   static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
 
-  template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t ahead, int64_t supers,
-                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[T]) {
+  template <int kLevels, int T, int kHalves>
+  static HWY_INLINE void Dot(const uint8_t* tile, int first_half, int64_t ahead, int64_t supers,
+                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[kHalves][T]) {
     const __m256i nibble = _mm256_set1_epi8(15), top_two = _mm256_set1_epi8(0x30), ones = _mm256_set1_epi16(1);
-    HWY_UNROLL(4)
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int h = 0; h < kHalves; ++h) {
+      HWY_UNROLL(4)
+      for (int t = 0; t < T; ++t) acc[h][t] = _mm256_setzero_ps();
+    }
     for (int64_t s = 0; s < supers; ++s) {
       const uint8_t* block = tile + s * 16 * kBytes;
       if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
-      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * half)));
-      const uint8_t* quants = block + 16 * 18 + 32 * half;
       for (int h = 0; h < 2; ++h) {
         for (int k = 0; k < 4; ++k) {
           const int64_t b = 8 * s + 4 * h + k;
-          // One 16-value sub-block at a time (four vectors of values), so that the T accumulators stay
-          // in registers.
+          // One 16-value sub-block of one half tile at a time (four vectors of values), so that the T
+          // accumulators stay in registers.
           for (int sixteen = 0; sixteen < 2; ++sixteen) {  // values 16 * sixteen .. + 15 of block b
-            __m256i w[4];
-            HWY_UNROLL(4)
-            for (int l = 0; l < 4; ++l) {
-              const int line = 4 * sixteen + l;
-              const __m256i low = X86Load32(quants + 64 * (16 * h + 8 * (k % 2) + line));
-              const __m256i high = X86Load32(quants + 64 * (32 + 8 * h + line));
-              const __m256i low4 = _mm256_and_si256(k < 2 ? low : _mm256_srli_epi16(low, 4), nibble);
-              // Bits 2k, 2k + 1 of the high byte moved straight to bits 4, 5: one shift and one mask.
-              const __m256i high_moved = k < 3 ? _mm256_sll_epi16(high, _mm_cvtsi32_si128(4 - 2 * k)) : _mm256_srli_epi16(high, 2);
-              w[l] = _mm256_or_si256(low4, _mm256_and_si256(high_moved, top_two));
-            }
-            __m256i sums[T];
-            for (int level = 0; level < kLevels; ++level) {
+            const int sub = 8 * h + 2 * k + sixteen;
+            for (int r = 0; r < kHalves; ++r) {
+              const int half = first_half + r;
+              const uint8_t* quants = block + 16 * 18 + 32 * half;
+              __m256i w[4];
+              HWY_UNROLL(4)
+              for (int l = 0; l < 4; ++l) {
+                const int line = 4 * sixteen + l;
+                const __m256i low = X86Load32(quants + 64 * (16 * h + 8 * (k % 2) + line));
+                const __m256i high = X86Load32(quants + 64 * (32 + 8 * h + line));
+                const __m256i low4 = _mm256_and_si256(k < 2 ? low : _mm256_srli_epi16(low, 4), nibble);
+                // Bits 2k, 2k + 1 of the high byte moved straight to bits 4, 5: one shift and one mask.
+                const __m256i high_moved = k < 3 ? _mm256_sll_epi16(high, _mm_cvtsi32_si128(4 - 2 * k)) : _mm256_srli_epi16(high, 2);
+                w[l] = _mm256_or_si256(low4, _mm256_and_si256(high_moved, top_two));
+              }
+              __m256i sums[T];
+              for (int level = 0; level < kLevels; ++level) {
+                HWY_UNROLL(4)
+                for (int t = 0; t < T; ++t) {
+                  int32_t four[4];
+                  std::memcpy(four, x[t][level].q + 32 * b + 16 * sixteen, 16);
+                  const __m256i pairs01 = _mm256_add_epi16(_mm256_maddubs_epi16(w[0], _mm256_set1_epi32(four[0])),
+                                                           _mm256_maddubs_epi16(w[1], _mm256_set1_epi32(four[1])));
+                  const __m256i pairs23 = _mm256_add_epi16(_mm256_maddubs_epi16(w[2], _mm256_set1_epi32(four[2])),
+                                                           _mm256_maddubs_epi16(w[3], _mm256_set1_epi32(four[3])));
+                  const __m256i total = _mm256_add_epi32(_mm256_madd_epi16(pairs01, ones), _mm256_madd_epi16(pairs23, ones));
+                  // Two levels: sums in the second level's units (the first level's scale is 256 times its).
+                  sums[t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[t], 8), total);
+                }
+              }
+              const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * half)));
+              const __m128i scale_bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 32 + 16 * sub + 8 * half));
+              const __m256 scale = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scale_bytes)));
+              const __m256 offset = _mm256_mul_ps(_mm256_set1_ps(32.0f), scale);
               HWY_UNROLL(4)
               for (int t = 0; t < T; ++t) {
-                int32_t four[4];
-                std::memcpy(four, x[t][level].q + 32 * b + 16 * sixteen, 16);
-                const __m256i pairs01 = _mm256_add_epi16(_mm256_maddubs_epi16(w[0], _mm256_set1_epi32(four[0])),
-                                                         _mm256_maddubs_epi16(w[1], _mm256_set1_epi32(four[1])));
-                const __m256i pairs23 = _mm256_add_epi16(_mm256_maddubs_epi16(w[2], _mm256_set1_epi32(four[2])),
-                                                         _mm256_maddubs_epi16(w[3], _mm256_set1_epi32(four[3])));
-                const __m256i total = _mm256_add_epi32(_mm256_madd_epi16(pairs01, ones), _mm256_madd_epi16(pairs23, ones));
-                // Two levels: sums in the second level's units (the first level's scale is 256 times its).
-                sums[t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[t], 8), total);
+                const quant::Q8ActivationRow* levels = x[t];
+                const float d_sum = kLevels == 2 ? levels[0].d_sum16[2 * b + sixteen] + levels[1].d_sum16[2 * b + sixteen]
+                                                 : levels[0].d_sum16[2 * b + sixteen];
+                const __m256 step = _mm256_mul_ps(scale, _mm256_set1_ps(levels[kLevels - 1].d[b]));
+                acc[r][t] = _mm256_fnmadd_ps(offset, _mm256_set1_ps(d_sum),
+                                             _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[t]), step, acc[r][t]));
               }
-            }
-            const int sub = 8 * h + 2 * k + sixteen;
-            const __m128i scale_bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 32 + 16 * sub + 8 * half));
-            const __m256 scale = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scale_bytes)));
-            const __m256 offset = _mm256_mul_ps(_mm256_set1_ps(32.0f), scale);
-            HWY_UNROLL(4)
-            for (int t = 0; t < T; ++t) {
-              const quant::Q8ActivationRow* levels = x[t];
-              const float d_sum = kLevels == 2 ? levels[0].d_sum16[2 * b + sixteen] + levels[1].d_sum16[2 * b + sixteen]
-                                               : levels[0].d_sum16[2 * b + sixteen];
-              const __m256 step = _mm256_mul_ps(scale, _mm256_set1_ps(levels[kLevels - 1].d[b]));
-              acc[t] = _mm256_fnmadd_ps(offset, _mm256_set1_ps(d_sum),
-                                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[t]), step, acc[t]));
             }
           }
         }

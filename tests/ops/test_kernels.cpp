@@ -737,9 +737,17 @@ TEST_CASE("a row-tiled matrix gives a token the same products alone, batched or 
   // may start and end inside a tile.
   const WeightType kTileTypes[] = {WeightType::kQ4_0, WeightType::kQ8_0, WeightType::kQ4_K, WeightType::kQ6_K};
   for_each_target_and_type(kTileTypes, [](WeightType type) {
-    for (int64_t n : {3 * bora::quant::tile_format(type).values, int64_t{1024}}) {
+    // Ranges of rows that start and end in the first half of a tile (3, 45: the other half too) and in
+    // the second (11, 37: only that half of the tile).
+    struct Case {
+      int64_t n, begin, end;
+    };
+    const int64_t three_blocks = 3 * bora::quant::tile_format(type).values;
+    for (const Case& c : {Case{three_blocks, 3, 45}, Case{1024, 3, 45}, Case{1024, 11, 37}}) {
+      const int64_t n = c.n, begin = c.begin, end = c.end;
       CAPTURE(n);
-      const int64_t rows = 48, begin = 3, end = 45, n_tokens = 17, stride = bora::ops::q8_row_bytes(n);
+      CAPTURE(begin);
+      const int64_t rows = 48, n_tokens = 17, stride = bora::ops::q8_row_bytes(n);
       const TestMatrix plain = make_matrix(type, n, rows, 900u + static_cast<uint32_t>(n));
       const TestMatrix tiled = tiled_copy(plain);
       const std::vector<float> x = random_floats(static_cast<size_t>(n * n_tokens), 93);

@@ -229,54 +229,68 @@ struct X256Q4_KTiles {
   static constexpr int kBytes = quant::Q4_KBlock::kBytes;
   static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
 
-  template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t ahead, int64_t supers,
-                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[T]) {
+  template <int kLevels, int T, int kHalves>
+  static HWY_INLINE void Dot(const uint8_t* tile, int first_half, int64_t ahead, int64_t supers,
+                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[kHalves][T]) {
     const __m256i nibble = _mm256_set1_epi8(15);
-    HWY_UNROLL(4)
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-    HWY_ALIGN float scales[8][8];
-    HWY_ALIGN float mins[8][8];
+    for (int h = 0; h < kHalves; ++h) {
+      HWY_UNROLL(4)
+      for (int t = 0; t < T; ++t) acc[h][t] = _mm256_setzero_ps();
+    }
+    HWY_ALIGN float scales[kHalves][8][8];
+    HWY_ALIGN float mins[kHalves][8][8];
     for (int64_t s = 0; s < supers; ++s) {
       const uint8_t* block = tile + s * 16 * kBytes;
       if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
-      X256KTileScalesMins(block, half, scales, mins);
-      const uint8_t* quants = block + 16 * quant::Q4_KBlock::kQuantsOffset + 32 * half;
+      for (int h = 0; h < kHalves; ++h) X256KTileScalesMins(block, first_half + h, scales[h], mins[h]);
+      const uint8_t* quants = block + 16 * quant::Q4_KBlock::kQuantsOffset + 32 * first_half;
       // Sub-block j: low nibbles of chunk j / 2 for even j, high nibbles for odd j. One sub-block at a
       // time, so that T accumulators and T pair sums stay in registers.
       for (int j = 0; j < 8; ++j) {
         const uint8_t* chunk = quants + 64 * 8 * (j / 2);
-        __m256i sums[T];
+        __m256i sums[kHalves][T];
         for (int level = 0; level < kLevels; ++level) {
-          __m256i pairs[T];
-          HWY_UNROLL(4)
-          for (int t = 0; t < T; ++t) pairs[t] = _mm256_setzero_si256();
+          __m256i pairs[kHalves][T];
+          for (int h = 0; h < kHalves; ++h) {
+            HWY_UNROLL(4)
+            for (int t = 0; t < T; ++t) pairs[h][t] = _mm256_setzero_si256();
+          }
           HWY_UNROLL(2)
           for (int g = 0; g < 8; ++g) {
-            const __m256i packed = X86Load32(chunk + 64 * g);
-            const __m256i values = _mm256_and_si256(j % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), nibble);
+            __m256i values[kHalves];
+            for (int h = 0; h < kHalves; ++h) {
+              const __m256i packed = X86Load32(chunk + 64 * g + 32 * h);
+              values[h] = _mm256_and_si256(j % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), nibble);
+            }
             HWY_UNROLL(4)
             for (int t = 0; t < T; ++t) {
               int32_t four;
               std::memcpy(&four, x[t][level].q + 256 * s + 64 * (j / 2) + 32 * (j % 2) + 4 * g, 4);
-              pairs[t] = _mm256_add_epi16(pairs[t], _mm256_maddubs_epi16(values, _mm256_set1_epi32(four)));
+              const __m256i four4 = _mm256_set1_epi32(four);
+              for (int h = 0; h < kHalves; ++h)
+                pairs[h][t] = _mm256_add_epi16(pairs[h][t], _mm256_maddubs_epi16(values[h], four4));
             }
           }
-          HWY_UNROLL(4)
-          for (int t = 0; t < T; ++t) {
-            const __m256i total = _mm256_madd_epi16(pairs[t], _mm256_set1_epi16(1));
-            // Two levels: sums in the second level's units (the first level's scale is 256 times its).
-            sums[t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[t], 8), total);
+          for (int h = 0; h < kHalves; ++h) {
+            HWY_UNROLL(4)
+            for (int t = 0; t < T; ++t) {
+              const __m256i total = _mm256_madd_epi16(pairs[h][t], _mm256_set1_epi16(1));
+              // Two levels: sums in the second level's units (the first level's scale is 256 times its).
+              sums[h][t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[h][t], 8), total);
+            }
           }
         }
         const int64_t b = 8 * s + j;
-        const __m256 scale = _mm256_load_ps(scales[j]), min = _mm256_load_ps(mins[j]);
-        HWY_UNROLL(4)
-        for (int t = 0; t < T; ++t) {
-          const float dx = x[t][kLevels - 1].d[b];
-          const float d_sum = kLevels == 2 ? x[t][0].d_sum[b] + x[t][1].d_sum[b] : x[t][0].d_sum[b];
-          const __m256 step = _mm256_mul_ps(scale, _mm256_set1_ps(dx));
-          acc[t] = _mm256_fnmadd_ps(min, _mm256_set1_ps(d_sum), _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[t]), step, acc[t]));
+        for (int h = 0; h < kHalves; ++h) {
+          const __m256 scale = _mm256_load_ps(scales[h][j]), min = _mm256_load_ps(mins[h][j]);
+          HWY_UNROLL(4)
+          for (int t = 0; t < T; ++t) {
+            const float dx = x[t][kLevels - 1].d[b];
+            const float d_sum = kLevels == 2 ? x[t][0].d_sum[b] + x[t][1].d_sum[b] : x[t][0].d_sum[b];
+            const __m256 step = _mm256_mul_ps(scale, _mm256_set1_ps(dx));
+            acc[h][t] = _mm256_fnmadd_ps(min, _mm256_set1_ps(d_sum),
+                                         _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[h][t]), step, acc[h][t]));
+          }
         }
       }
     }

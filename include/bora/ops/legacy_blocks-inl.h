@@ -131,50 +131,65 @@ struct X256Q4_0Tiles {
   static constexpr int kBytes = 18;
   static constexpr int64_t kAheadAlone = 0;
 
-  template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t ahead, int64_t blocks,
-                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[T]) {
+  template <int kLevels, int T, int kHalves>
+  static HWY_INLINE void Dot(const uint8_t* tile, int first_half, int64_t ahead, int64_t blocks,
+                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[kHalves][T]) {
     const __m256i nibble = _mm256_set1_epi8(15);
-    HWY_UNROLL(4)
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int h = 0; h < kHalves; ++h) {
+      HWY_UNROLL(4)
+      for (int t = 0; t < T; ++t) acc[h][t] = _mm256_setzero_ps();
+    }
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* block = tile + b * 16 * kBytes;
       if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
-      const __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * half)));
-      __m256i sums[T];
+      __m256i sums[kHalves][T];
       for (int level = 0; level < kLevels; ++level) {
-        __m256i pairs[T];
-        HWY_UNROLL(4)
-        for (int t = 0; t < T; ++t) pairs[t] = _mm256_setzero_si256();
+        __m256i pairs[kHalves][T];
+        for (int h = 0; h < kHalves; ++h) {
+          HWY_UNROLL(4)
+          for (int t = 0; t < T; ++t) pairs[h][t] = _mm256_setzero_si256();
+        }
         // Not unrolled: unrolled, GCC hoists the four loads and spills the pair sums (pp64 on 7B Q4_0
         // 14.5 -> 17.4 t/s on Zen 3 without the spills).
         HWY_UNROLL(1)
         for (int k = 0; k < 4; ++k) {  // byte j of a row: value j in the low nibble, j + 16 in the high one
-          const __m256i packed = X86Load32(block + 32 + 64 * k + 32 * half);
-          const __m256i low = _mm256_and_si256(packed, nibble);
-          const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+          __m256i low[kHalves], high[kHalves];
+          for (int h = 0; h < kHalves; ++h) {
+            const __m256i packed = X86Load32(block + 32 + 64 * k + 32 * (first_half + h));
+            low[h] = _mm256_and_si256(packed, nibble);
+            high[h] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+          }
           HWY_UNROLL(4)
           for (int t = 0; t < T; ++t) {
             int32_t first, second;
             std::memcpy(&first, x[t][level].q + 32 * b + 4 * k, 4);
             std::memcpy(&second, x[t][level].q + 32 * b + 16 + 4 * k, 4);
-            pairs[t] = _mm256_add_epi16(pairs[t], _mm256_add_epi16(_mm256_maddubs_epi16(low, _mm256_set1_epi32(first)),
-                                                                   _mm256_maddubs_epi16(high, _mm256_set1_epi32(second))));
+            const __m256i first4 = _mm256_set1_epi32(first), second4 = _mm256_set1_epi32(second);
+            for (int h = 0; h < kHalves; ++h)
+              pairs[h][t] = _mm256_add_epi16(pairs[h][t], _mm256_add_epi16(_mm256_maddubs_epi16(low[h], first4),
+                                                                           _mm256_maddubs_epi16(high[h], second4)));
           }
         }
-        HWY_UNROLL(4)
-        for (int t = 0; t < T; ++t) {
-          const __m256i total = _mm256_madd_epi16(pairs[t], _mm256_set1_epi16(1));
-          sums[t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[t], 8), total);
+        for (int h = 0; h < kHalves; ++h) {
+          HWY_UNROLL(4)
+          for (int t = 0; t < T; ++t) {
+            const __m256i total = _mm256_madd_epi16(pairs[h][t], _mm256_set1_epi16(1));
+            sums[h][t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[h][t], 8), total);
+          }
         }
       }
-      HWY_UNROLL(4)
-      for (int t = 0; t < T; ++t) {
-        // Two levels: sums are in the second level's units (the first level's scale is 256 times its).
-        const float dx = x[t][kLevels - 1].d[b];
-        const float d_sum = kLevels == 2 ? x[t][0].d_sum[b] + x[t][1].d_sum[b] : x[t][0].d_sum[b];
-        const __m256 step = _mm256_fmsub_ps(_mm256_cvtepi32_ps(sums[t]), _mm256_set1_ps(dx), _mm256_set1_ps(8.0f * d_sum));
-        acc[t] = _mm256_fmadd_ps(scale, step, acc[t]);
+      for (int h = 0; h < kHalves; ++h) {
+        const __m256 scale =
+            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * (first_half + h))));
+        HWY_UNROLL(4)
+        for (int t = 0; t < T; ++t) {
+          // Two levels: sums are in the second level's units (the first level's scale is 256 times its).
+          const float dx = x[t][kLevels - 1].d[b];
+          const float d_sum = kLevels == 2 ? x[t][0].d_sum[b] + x[t][1].d_sum[b] : x[t][0].d_sum[b];
+          const __m256 step =
+              _mm256_fmsub_ps(_mm256_cvtepi32_ps(sums[h][t]), _mm256_set1_ps(dx), _mm256_set1_ps(8.0f * d_sum));
+          acc[h][t] = _mm256_fmadd_ps(scale, step, acc[h][t]);
+        }
       }
     }
   }

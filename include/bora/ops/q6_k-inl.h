@@ -143,61 +143,66 @@ struct X256Q6_KTiles {
   static constexpr int kBytes = quant::Q6_KBlock::kBytes;
   static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
 
-  template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int half, int64_t ahead, int64_t supers,
-                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[T]) {
+  template <int kLevels, int T, int kHalves>
+  static HWY_INLINE void Dot(const uint8_t* tile, int first_half, int64_t ahead, int64_t supers,
+                             const quant::Q8ActivationRow* const* x, __m256 (&acc)[kHalves][T]) {
     const __m256i nibble = _mm256_set1_epi8(15), top_two = _mm256_set1_epi8(0x30), ones = _mm256_set1_epi16(1);
-    HWY_UNROLL(4)
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int h = 0; h < kHalves; ++h) {
+      HWY_UNROLL(4)
+      for (int t = 0; t < T; ++t) acc[h][t] = _mm256_setzero_ps();
+    }
     for (int64_t s = 0; s < supers; ++s) {
       const uint8_t* block = tile + s * 16 * kBytes;
       if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
-      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * half)));
-      const uint8_t* quants = block + 16 * 18 + 32 * half;
       for (int h = 0; h < 2; ++h) {
         for (int k = 0; k < 4; ++k) {
           const int64_t b = 8 * s + 4 * h + k;
-          // One 16-value sub-block at a time (four vectors of values), so that the T accumulators stay
-          // in registers.
+          // One 16-value sub-block of one half tile at a time (four vectors of values), so that the T
+          // accumulators stay in registers.
           for (int sixteen = 0; sixteen < 2; ++sixteen) {  // values 16 * sixteen .. + 15 of block b
-            __m256i w[4];
-            HWY_UNROLL(4)
-            for (int l = 0; l < 4; ++l) {
-              const int line = 4 * sixteen + l;
-              const __m256i low = X86Load32(quants + 64 * (16 * h + 8 * (k % 2) + line));
-              const __m256i high = X86Load32(quants + 64 * (32 + 8 * h + line));
-              const __m256i low4 = _mm256_and_si256(k < 2 ? low : _mm256_srli_epi16(low, 4), nibble);
-              // Bits 2k, 2k + 1 of the high byte moved straight to bits 4, 5: one shift and one mask.
-              const __m256i high_moved = k < 3 ? _mm256_sll_epi16(high, _mm_cvtsi32_si128(4 - 2 * k)) : _mm256_srli_epi16(high, 2);
-              w[l] = _mm256_or_si256(low4, _mm256_and_si256(high_moved, top_two));
-            }
-            __m256i sums[T];
-            for (int level = 0; level < kLevels; ++level) {
+            const int sub = 8 * h + 2 * k + sixteen;
+            for (int r = 0; r < kHalves; ++r) {
+              const int half = first_half + r;
+              const uint8_t* quants = block + 16 * 18 + 32 * half;
+              __m256i w[4];
+              HWY_UNROLL(4)
+              for (int l = 0; l < 4; ++l) {
+                const int line = 4 * sixteen + l;
+                const __m256i low = X86Load32(quants + 64 * (16 * h + 8 * (k % 2) + line));
+                const __m256i high = X86Load32(quants + 64 * (32 + 8 * h + line));
+                const __m256i low4 = _mm256_and_si256(k < 2 ? low : _mm256_srli_epi16(low, 4), nibble);
+                // Bits 2k, 2k + 1 of the high byte moved straight to bits 4, 5: one shift and one mask.
+                const __m256i high_moved = k < 3 ? _mm256_sll_epi16(high, _mm_cvtsi32_si128(4 - 2 * k)) : _mm256_srli_epi16(high, 2);
+                w[l] = _mm256_or_si256(low4, _mm256_and_si256(high_moved, top_two));
+              }
+              __m256i sums[T];
+              for (int level = 0; level < kLevels; ++level) {
+                HWY_UNROLL(4)
+                for (int t = 0; t < T; ++t) {
+                  int32_t four[4];
+                  std::memcpy(four, x[t][level].q + 32 * b + 16 * sixteen, 16);
+                  const __m256i pairs01 = _mm256_add_epi16(_mm256_maddubs_epi16(w[0], _mm256_set1_epi32(four[0])),
+                                                           _mm256_maddubs_epi16(w[1], _mm256_set1_epi32(four[1])));
+                  const __m256i pairs23 = _mm256_add_epi16(_mm256_maddubs_epi16(w[2], _mm256_set1_epi32(four[2])),
+                                                           _mm256_maddubs_epi16(w[3], _mm256_set1_epi32(four[3])));
+                  const __m256i total = _mm256_add_epi32(_mm256_madd_epi16(pairs01, ones), _mm256_madd_epi16(pairs23, ones));
+                  // Two levels: sums in the second level's units (the first level's scale is 256 times its).
+                  sums[t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[t], 8), total);
+                }
+              }
+              const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * half)));
+              const __m128i scale_bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 32 + 16 * sub + 8 * half));
+              const __m256 scale = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scale_bytes)));
+              const __m256 offset = _mm256_mul_ps(_mm256_set1_ps(32.0f), scale);
               HWY_UNROLL(4)
               for (int t = 0; t < T; ++t) {
-                int32_t four[4];
-                std::memcpy(four, x[t][level].q + 32 * b + 16 * sixteen, 16);
-                const __m256i pairs01 = _mm256_add_epi16(_mm256_maddubs_epi16(w[0], _mm256_set1_epi32(four[0])),
-                                                         _mm256_maddubs_epi16(w[1], _mm256_set1_epi32(four[1])));
-                const __m256i pairs23 = _mm256_add_epi16(_mm256_maddubs_epi16(w[2], _mm256_set1_epi32(four[2])),
-                                                         _mm256_maddubs_epi16(w[3], _mm256_set1_epi32(four[3])));
-                const __m256i total = _mm256_add_epi32(_mm256_madd_epi16(pairs01, ones), _mm256_madd_epi16(pairs23, ones));
-                // Two levels: sums in the second level's units (the first level's scale is 256 times its).
-                sums[t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[t], 8), total);
+                const quant::Q8ActivationRow* levels = x[t];
+                const float d_sum = kLevels == 2 ? levels[0].d_sum16[2 * b + sixteen] + levels[1].d_sum16[2 * b + sixteen]
+                                                 : levels[0].d_sum16[2 * b + sixteen];
+                const __m256 step = _mm256_mul_ps(scale, _mm256_set1_ps(levels[kLevels - 1].d[b]));
+                acc[r][t] = _mm256_fnmadd_ps(offset, _mm256_set1_ps(d_sum),
+                                             _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[t]), step, acc[r][t]));
               }
-            }
-            const int sub = 8 * h + 2 * k + sixteen;
-            const __m128i scale_bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 32 + 16 * sub + 8 * half));
-            const __m256 scale = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scale_bytes)));
-            const __m256 offset = _mm256_mul_ps(_mm256_set1_ps(32.0f), scale);
-            HWY_UNROLL(4)
-            for (int t = 0; t < T; ++t) {
-              const quant::Q8ActivationRow* levels = x[t];
-              const float d_sum = kLevels == 2 ? levels[0].d_sum16[2 * b + sixteen] + levels[1].d_sum16[2 * b + sixteen]
-                                               : levels[0].d_sum16[2 * b + sixteen];
-              const __m256 step = _mm256_mul_ps(scale, _mm256_set1_ps(levels[kLevels - 1].d[b]));
-              acc[t] = _mm256_fnmadd_ps(offset, _mm256_set1_ps(d_sum),
-                                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[t]), step, acc[t]));
             }
           }
         }
