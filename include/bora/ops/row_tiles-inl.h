@@ -53,41 +53,46 @@ HWY_INLINE void X256TileTokens(const uint8_t* tile, int first_half, int64_t ahea
   }
 }
 
+// Tokens [t, t + T) against the halves of a tile that hold rows of [row_begin, row_end).
+template <class Tiles, int kLevels, int T>
+HWY_INLINE void X256TileHalvesTokens(const uint8_t* tile, int first_half, int last_half, int64_t ahead,
+                                     int64_t blocks, const quant::Q8ActivationRow* const* x, float* const* y,
+                                     int64_t tile_row, int64_t row_begin, int64_t row_end) {
+  if (first_half != last_half)
+    X256TileTokens<Tiles, kLevels, T, 2>(tile, 0, ahead, blocks, x, y, tile_row, row_begin, row_end);
+  else
+    X256TileTokens<Tiles, kLevels, T, 1>(tile, first_half, ahead, blocks, x, y, tile_row, row_begin, row_end);
+}
+
 // y[t][r] for rows [row_begin, row_end) of a tiled matrix and n_tokens tokens (x[t]: kLevels levels),
 // each (row, token) computed the same way whatever the token count or the range, so that results do
-// not depend on the batch or the threads. Each half tile meets the tokens four at a time while it
-// sits in L1/L2. One token reads both halves in one pass, so that every line of weights is used whole
-// as it arrives from memory: two passes left memory idle while the second half came from L2 (one
-// sequence at 2 threads on Zen 3: 7B Q4_K_M 4.5-4.6 -> 5.6-5.8 t/s, Q4_0 5.6-6.1 -> 6.9-7.4). It
-// prefetches Tiles::kAheadAlone bytes ahead (Q4_K_M: 4.33-4.43 -> 4.41-4.95 t/s with two passes);
-// several tokens do not (prefetching the next tile, as with 512 bits, measured no faster at 8 tokens:
-// the AVX2 passes are bound by arithmetic, not memory).
+// not depend on the batch or the threads. A tile meets the tokens two at a time while it sits in
+// L1/L2, both halves in one pass: every line of weights is used whole as it arrives from memory, and
+// four loads (two of weights, two broadcasts) feed four vpmaddubsw. Passes over one half, with four
+// tokens each, left memory idle while the second half came from L2 (2 threads on Zen 3: 7B Q4_K_M one
+// sequence 4.5-4.6 -> 5.6-5.8 t/s, two 6.6-7.2 -> 8.5-9.1; Q4_0 one 5.6-6.1 -> 6.9-7.4, two 8.2-9.3
+// -> 11.5-12.5, pp64 12.1-14.0 -> 13.2-16.5; Q4_K_M at eight no different). One token prefetches
+// Tiles::kAheadAlone bytes ahead (Q4_K_M, one half at a time: 4.33-4.43 -> 4.41-4.95 t/s); several do
+// not (prefetching the next tile, as with 512 bits, measured no faster at 8 tokens: the AVX2 passes
+// are bound by arithmetic, not memory).
 template <class Tiles, int kLevels>
 HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
                               int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
   const int64_t blocks = n / Tiles::kValues;
   const int64_t tile_bytes = 16 * blocks * Tiles::kBytes;
+  const int64_t ahead = n_tokens == 1 ? Tiles::kAheadAlone : 0;
   for (int64_t tile_row = row_begin - row_begin % 16; tile_row < row_end; tile_row += 16) {
     const uint8_t* tile = data + tile_row / 16 * tile_bytes;
+    // A range that starts or ends inside a tile may need only one of its halves.
     const int first_half = row_begin >= tile_row + 8 ? 1 : 0;
     const int last_half = row_end <= tile_row + 8 ? 0 : 1;
-    if (n_tokens == 1) {
-      if (first_half != last_half)
-        X256TileTokens<Tiles, kLevels, 1, 2>(tile, 0, Tiles::kAheadAlone, blocks, x, y, tile_row, row_begin, row_end);
-      else
-        X256TileTokens<Tiles, kLevels, 1, 1>(tile, first_half, Tiles::kAheadAlone, blocks, x, y, tile_row, row_begin, row_end);
-      continue;
-    }
-    for (int half = first_half; half <= last_half; ++half) {
-      int64_t t = 0;
-      for (; t + 4 <= n_tokens; t += 4)
-        X256TileTokens<Tiles, kLevels, 4, 1>(tile, half, 0, blocks, x + t, y + t, tile_row, row_begin, row_end);
-      if (t + 2 <= n_tokens) {
-        X256TileTokens<Tiles, kLevels, 2, 1>(tile, half, 0, blocks, x + t, y + t, tile_row, row_begin, row_end);
-        t += 2;
-      }
-      if (t < n_tokens) X256TileTokens<Tiles, kLevels, 1, 1>(tile, half, 0, blocks, x + t, y + t, tile_row, row_begin, row_end);
-    }
+    int64_t t = 0;
+    for (; t + 2 <= n_tokens; t += 2)
+      X256TileHalvesTokens<Tiles, kLevels, 2>(tile, first_half, last_half, 0, blocks, x + t, y + t, tile_row,
+                                              row_begin, row_end);
+    if (t < n_tokens)
+      X256TileHalvesTokens<Tiles, kLevels, 1>(tile, first_half, last_half, ahead, blocks, x + t, y + t, tile_row,
+                                              row_begin, row_end);
   }
 }
 
