@@ -1063,7 +1063,10 @@ HWY_INLINE void X256TileHalvesTokens(const uint8_t* tile, int first_half, int la
 // four loads (two of weights, two broadcasts) feed four vpmaddubsw. Passes over one half, with four
 // tokens each, left memory idle while the second half came from L2 (2 threads on Zen 3: 7B Q4_K_M one
 // sequence 4.5-4.6 -> 5.6-5.8 t/s, two 6.6-7.2 -> 8.5-9.1; Q4_0 one 5.6-6.1 -> 6.9-7.4, two 8.2-9.3
-// -> 11.5-12.5, pp64 12.1-14.0 -> 13.2-16.5; Q4_K_M at eight no different). One token prefetches
+// -> 11.5-12.5, pp64 12.1-14.0 -> 13.2-16.5). The K-quants unpack their sub-block scales per half and
+// pass, so from four tokens on they keep passes of four tokens over one half (Tiles::kWholeTilePasses
+// false; Q4_K_M, 4 sequences: pp32 12.9 -> 13.8-14.0 t/s, generation 10.4-10.5 -> 10.8-11.1 against
+// two tokens over both halves) and only the last tokens use both halves. One token prefetches
 // Tiles::kAheadAlone bytes ahead (Q4_K_M, one half at a time: 4.33-4.43 -> 4.41-4.95 t/s); several do
 // not (prefetching the next tile, as with 512 bits, measured no faster at 8 tokens: the AVX2 passes
 // are bound by arithmetic, not memory).
@@ -1079,6 +1082,11 @@ HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8Act
     const int first_half = row_begin >= tile_row + 8 ? 1 : 0;
     const int last_half = row_end <= tile_row + 8 ? 0 : 1;
     int64_t t = 0;
+    if (n_tokens >= 4 && !Tiles::kWholeTilePasses) {  // four tokens per pass over each half
+      for (int half = first_half; half <= last_half; ++half)
+        for (t = 0; t + 4 <= n_tokens; t += 4)
+          X256TileTokens<Tiles, kLevels, 4, 1>(tile, half, 0, blocks, x + t, y + t, tile_row, row_begin, row_end);
+    }
     for (; t + 2 <= n_tokens; t += 2)
       X256TileHalvesTokens<Tiles, kLevels, 2>(tile, first_half, last_half, 0, blocks, x + t, y + t, tile_row,
                                               row_begin, row_end);
@@ -1411,6 +1419,7 @@ struct X256Q4_0Tiles {
   static constexpr int kValues = 32;
   static constexpr int kBytes = 18;
   static constexpr int64_t kAheadAlone = 0;
+  static constexpr bool kWholeTilePasses = true;
 
   template <int kLevels, int T, int kHalves>
   static HWY_INLINE void Dot(const uint8_t* tile, int first_half, int64_t ahead, int64_t blocks,
@@ -2194,6 +2203,7 @@ struct X256Q4_KTiles {
   static constexpr int kValues = 256;
   static constexpr int kBytes = quant::Q4_KBlock::kBytes;
   static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
+  static constexpr bool kWholeTilePasses = false;
 
   template <int kLevels, int T, int kHalves>
   static HWY_INLINE void Dot(const uint8_t* tile, int first_half, int64_t ahead, int64_t supers,
@@ -2622,6 +2632,7 @@ struct X256Q6_KTiles {
   static constexpr int kValues = 256;
   static constexpr int kBytes = quant::Q6_KBlock::kBytes;
   static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
+  static constexpr bool kWholeTilePasses = false;
 
   template <int kLevels, int T, int kHalves>
   static HWY_INLINE void Dot(const uint8_t* tile, int first_half, int64_t ahead, int64_t supers,

@@ -130,6 +130,7 @@ struct X256Q4_0Tiles {
   static constexpr int kValues = 32;
   static constexpr int kBytes = 18;
   static constexpr int64_t kAheadAlone = 0;
+  static constexpr bool kWholeTilePasses = true;
 
   template <int kLevels, int T, int kHalves>
   static HWY_INLINE void Dot(const uint8_t* tile, int first_half, int64_t ahead, int64_t blocks,
