@@ -29,7 +29,8 @@ namespace ops {
 namespace HWY_NAMESPACE {
 
 // With AVX2 (no 512-bit VNNI) a tile's 16 rows are read as two halves of eight, one row per 32-bit lane.
-// Tiles supplies kValues, kBytes, kAheadAlone (how far one token prefetches) and
+// Tiles supplies kValues, kBytes, kAheadAlone (how far one token prefetches), kWholeTilePasses (whether
+// four tokens or more go two at a time over both halves rather than four at a time over one) and
 // Dot<kLevels, T, kHalves>(tile, first_half, ahead, blocks, x, acc): acc[h][t] lane i = the product of
 // row 8 * (first_half + h) + i with token t, prefetching each block's bytes `ahead` bytes further on
 // (0: none). Each row's lane computes the same operations in the same order whatever T and kHalves.
