@@ -994,10 +994,10 @@ BORA_OPS_AFTER_NAMESPACE();
 #endif  // BORA_OPS_ACTIVATIONS_INL_H_ toggle
 // ---- end bora/ops/activations-inl.h ------------------------------------------------------------------
 // ---- begin bora/ops/row_tiles-inl.h ------------------------------------------------------------------
-// Why this file exists: with 512-bit VNNI every matrix in row tiles (quant/row_tiles.hpp) is read by
-// one kernel for every token count (with AVX2 alone, Q4_0, Q4_K and Q6_K). What all tiled formats share
-// lives here: a block's integer sums for several tokens, and the sweep over tiles and tokens; each
-// family supplies the dot product of its own tile blocks (legacy_blocks-inl.h, k_quants-inl.h).
+// Why this file exists: every matrix in row tiles (quant/row_tiles.hpp) is read by one kernel for every
+// token count, with 512-bit VNNI or with AVX2 alone. What all tiled formats share lives here: a block's
+// integer sums for several tokens, and the sweep over tiles and tokens; each family supplies the dot
+// product of its own tile blocks (legacy_blocks-inl.h, k_quants-inl.h, q6_k-inl.h).
 // Compiled once per target (toggle guard).
 
 #include <cstdint>
@@ -1297,9 +1297,10 @@ BORA_OPS_AFTER_NAMESPACE();
 // ---- end bora/ops/float_weights-inl.h ----------------------------------------------------------------
 // ---- begin bora/ops/legacy_blocks-inl.h --------------------------------------------------------------
 // Why this file exists: the legacy block formats Q8_0 and Q4_0 (32 values, one f16 scale), every
-// kernel that reads them, from the block decoders to the 512-bit VNNI decode kernels and the Q4_0
-// window kernel, ending in one family struct each (the interface kernels-inl.h and matmul-inl.h
-// use; see the end of this file). Compiled once per target (toggle guard).
+// kernel that reads them, from the block decoders to the AVX2 and 512-bit VNNI tile kernels (the Q4_0
+// window kernel has a file of its own, q4_0_windows-inl.h), ending in one family struct each (the
+// interface kernels-inl.h and matmul-inl.h use; see the end of this file). Compiled once per target
+// (toggle guard).
 
 #include <cstddef>
 #include <cstdint>
@@ -1412,20 +1413,23 @@ HWY_INLINE void X86RowDotQ4_0(const uint8_t* row, int64_t n, const quant::Q8Acti
 }
 
 #if !BORA_OPS_X86_VNNI && !defined(HWY_DISABLE_F16C)
-// Q4_0 row tiles with AVX2 (TiledProducts): eight rows in the lanes of a vector, so four weight
-// values of each meet four activation bytes broadcast to every lane. A block's pair sums stay in 16
-// bits (8 x 2 x 15 x 127 < 2^15) until one widening per block, then per token and row
-// acc = fma(d, sum * dx - 8 * d_sum, acc) in block order, however many tokens come together.
-struct X256Q4_0Tiles {
+// Q4_0 and Q8_0 row tiles with AVX2 (TiledProducts): eight rows in the lanes of a vector, so four
+// weight values of each meet four activation bytes broadcast to every lane. Q4_0's nibbles 0..15 are
+// unsigned, and a block's pair sums stay in 16 bits (8 x 2 x 15 x 127 < 2^15) until one widening per
+// block; Q8_0's signed values meet the activations through their signs (|w| x sign(x, w)) and each
+// pair sum is widened at once (two can exceed 2^15). Then per token and row, in block order however
+// many tokens come together: acc = fma(d, sum * dx - 8 * d_sum, acc) (Q8_0: no offset term).
+template <bool kIsQ8>
+struct X256LegacyTiles {
   static constexpr int kValues = 32;
-  static constexpr int kBytes = 18;
+  static constexpr int kBytes = kIsQ8 ? 34 : 18;
   static constexpr int64_t kAheadAlone = 0;
   static constexpr bool kWholeTilePasses = true;
 
   template <int kLevels, int T, int kHalves>
   static HWY_INLINE void Dot(const uint8_t* tile, int first_half, int64_t ahead, int64_t blocks,
                              const quant::Q8ActivationRow* const* x, __m256 (&acc)[kHalves][T]) {
-    const __m256i nibble = _mm256_set1_epi8(15);
+    const __m256i nibble = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     for (int h = 0; h < kHalves; ++h) {
       HWY_UNROLL(4)
       for (int t = 0; t < T; ++t) acc[h][t] = _mm256_setzero_ps();
@@ -1435,20 +1439,25 @@ struct X256Q4_0Tiles {
       if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
       __m256i sums[kHalves][T];
       for (int level = 0; level < kLevels; ++level) {
-        __m256i pairs[kHalves][T];
+        __m256i partial[kHalves][T];  // Q4_0: 16-bit pair sums; Q8_0: 32-bit sums
         for (int h = 0; h < kHalves; ++h) {
           HWY_UNROLL(4)
-          for (int t = 0; t < T; ++t) pairs[h][t] = _mm256_setzero_si256();
+          for (int t = 0; t < T; ++t) partial[h][t] = _mm256_setzero_si256();
         }
         // Not unrolled: unrolled, GCC hoists the four loads and spills the pair sums (pp64 on 7B Q4_0
         // 14.5 -> 17.4 t/s on Zen 3 without the spills).
         HWY_UNROLL(1)
-        for (int k = 0; k < 4; ++k) {  // byte j of a row: value j in the low nibble, j + 16 in the high one
+        for (int k = 0; k < 4; ++k) {  // values 4k .. 4k + 3 (low) and 16 + 4k .. 16 + 4k + 3 (high) of each row
           __m256i low[kHalves], high[kHalves];
           for (int h = 0; h < kHalves; ++h) {
-            const __m256i packed = X86Load32(block + 32 + 64 * k + 32 * (first_half + h));
-            low[h] = _mm256_and_si256(packed, nibble);
-            high[h] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+            const __m256i first = X86Load32(block + 32 + 64 * k + 32 * (first_half + h));
+            if (kIsQ8) {
+              low[h] = first;
+              high[h] = X86Load32(block + 32 + 64 * (k + 4) + 32 * (first_half + h));
+            } else {  // byte j of a row: value j in the low nibble, j + 16 in the high one
+              low[h] = _mm256_and_si256(first, nibble);
+              high[h] = _mm256_and_si256(_mm256_srli_epi16(first, 4), nibble);
+            }
           }
           HWY_UNROLL(4)
           for (int t = 0; t < T; ++t) {
@@ -1456,15 +1465,25 @@ struct X256Q4_0Tiles {
             std::memcpy(&first, x[t][level].q + 32 * b + 4 * k, 4);
             std::memcpy(&second, x[t][level].q + 32 * b + 16 + 4 * k, 4);
             const __m256i first4 = _mm256_set1_epi32(first), second4 = _mm256_set1_epi32(second);
-            for (int h = 0; h < kHalves; ++h)
-              pairs[h][t] = _mm256_add_epi16(pairs[h][t], _mm256_add_epi16(_mm256_maddubs_epi16(low[h], first4),
-                                                                           _mm256_maddubs_epi16(high[h], second4)));
+            for (int h = 0; h < kHalves; ++h) {
+              if (kIsQ8) {
+                const __m256i low_pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(low[h], low[h]),
+                                                               _mm256_sign_epi8(first4, low[h]));
+                const __m256i high_pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(high[h], high[h]),
+                                                                _mm256_sign_epi8(second4, high[h]));
+                partial[h][t] = _mm256_add_epi32(partial[h][t], _mm256_add_epi32(_mm256_madd_epi16(low_pairs, ones),
+                                                                                 _mm256_madd_epi16(high_pairs, ones)));
+              } else {
+                partial[h][t] = _mm256_add_epi16(partial[h][t], _mm256_add_epi16(_mm256_maddubs_epi16(low[h], first4),
+                                                                                 _mm256_maddubs_epi16(high[h], second4)));
+              }
+            }
           }
         }
         for (int h = 0; h < kHalves; ++h) {
           HWY_UNROLL(4)
           for (int t = 0; t < T; ++t) {
-            const __m256i total = _mm256_madd_epi16(pairs[h][t], _mm256_set1_epi16(1));
+            const __m256i total = kIsQ8 ? partial[h][t] : _mm256_madd_epi16(partial[h][t], ones);
             sums[h][t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[h][t], 8), total);
           }
         }
@@ -1476,10 +1495,14 @@ struct X256Q4_0Tiles {
         for (int t = 0; t < T; ++t) {
           // Two levels: sums are in the second level's units (the first level's scale is 256 times its).
           const float dx = x[t][kLevels - 1].d[b];
-          const float d_sum = kLevels == 2 ? x[t][0].d_sum[b] + x[t][1].d_sum[b] : x[t][0].d_sum[b];
-          const __m256 step =
-              _mm256_fmsub_ps(_mm256_cvtepi32_ps(sums[h][t]), _mm256_set1_ps(dx), _mm256_set1_ps(8.0f * d_sum));
-          acc[h][t] = _mm256_fmadd_ps(scale, step, acc[h][t]);
+          if (kIsQ8) {
+            acc[h][t] = _mm256_fmadd_ps(scale, _mm256_mul_ps(_mm256_cvtepi32_ps(sums[h][t]), _mm256_set1_ps(dx)), acc[h][t]);
+          } else {
+            const float d_sum = kLevels == 2 ? x[t][0].d_sum[b] + x[t][1].d_sum[b] : x[t][0].d_sum[b];
+            const __m256 step = _mm256_fmsub_ps(_mm256_cvtepi32_ps(sums[h][t]), _mm256_set1_ps(dx),
+                                                _mm256_set1_ps(8.0f * d_sum));
+            acc[h][t] = _mm256_fmadd_ps(scale, step, acc[h][t]);
+          }
         }
       }
     }
@@ -1637,161 +1660,6 @@ HWY_INLINE float X512RowDotLegacy(const uint8_t* row, int64_t n, const quant::Q8
   const float offset_scale = kIsQ8 ? 128.0f : 8.0f;
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3))) -
          offset_scale * _mm512_reduce_add_ps(offset);
-}
-
-// Q4_0 rows of a multiple of 1024 values (Mistral's 4096 and 14336) are read as raw 64-byte windows
-// instead of block pairs: with the activations laid out in the blocks' own 18-byte geometry (zero
-// opposite each f16 scale, then the 16 values the low nibbles meet; a second copy for the high
-// nibbles), one load, one mask and one shift decode 3.6 blocks. Every 4-byte lane of vpdpbusd then
-// lies in a single block (a scale's two bytes start at an even offset), so both nibble halves go into
-// one sum and one permute of 32 blocks' scales completes it: about half the decode work of the
-// pair kernel, which shuffles every pair into natural order.
-constexpr int64_t kQ4_0WindowValues = 1024;  // 32 blocks, 576 bytes, nine 64-byte windows
-
-struct Q4_0WindowLayout {
-  int16_t source[576] = {};    // value index (within 1024) a byte's low nibble meets; -1 opposite a scale
-  int32_t block[9][16] = {};   // the block (0-31) that lane j of window w falls in
-  constexpr Q4_0WindowLayout() {
-    for (int i = 0; i < 576; ++i) source[i] = static_cast<int16_t>(i % 18 < 2 ? -1 : 32 * (i / 18) + i % 18 - 2);
-    for (int w = 0; w < 9; ++w)
-      for (int j = 0; j < 16; ++j) block[w][j] = (64 * w + 4 * j) / 18;
-  }
-};
-constexpr Q4_0WindowLayout kQ4_0WindowLayout{};
-
-// The activations of one level in the window layout: n / 32 * 18 bytes for the low nibbles, as many
-// for the high ones (value + 16).
-HWY_INLINE void LayOutActivationsQ4_0(const int8_t* q, int64_t n, int8_t* low, int8_t* high) {
-  for (int64_t period = 0; period < n / kQ4_0WindowValues; ++period) {
-    const int8_t* values = q + kQ4_0WindowValues * period;
-    int8_t* l = low + 576 * period;
-    int8_t* h = high + 576 * period;
-    for (int i = 0; i < 576; ++i) {
-      const int source = kQ4_0WindowLayout.source[i];
-      l[i] = source < 0 ? int8_t{0} : values[source];
-      h[i] = source < 0 ? int8_t{0} : values[source + 16];
-    }
-  }
-}
-
-// One token's view of the window kernel: its activation levels, their window layout, and the
-// accumulators of the row being computed.
-template <int kLevels>
-struct Q4_0WindowToken {
-  const quant::Q8ActivationRow* x = nullptr;  // kLevels levels
-  const int8_t* low[2] = {};
-  const int8_t* high[2] = {};
-  __m512 acc[3], offset, step_first16, step_last16;
-};
-
-// Window w of the period at `first` (already loaded and split into nibbles), whose laid-out
-// activations start at byte `offset`, for one token.
-template <int kLevels>
-HWY_INLINE void X512Q4_0Window(__m512i lo, __m512i hi, int w, int64_t offset, Q4_0WindowToken<kLevels>& token) {
-  const int64_t at = offset + 64 * w;
-  __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(token.low[0] + at));
-  sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(token.high[0] + at));
-  if (kLevels == 2) {  // as X512DotLevels: 256 * first level + second, in the second level's units
-    sums = _mm512_dpbusd_epi32(_mm512_slli_epi32(sums, 8), lo, _mm512_loadu_si512(token.low[1] + at));
-    sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(token.high[1] + at));
-  }
-  const __m512 step =
-      _mm512_permutex2var_ps(token.step_first16, _mm512_loadu_si512(kQ4_0WindowLayout.block[w]), token.step_last16);
-  token.acc[w % 3] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), step, token.acc[w % 3]);
-}
-
-// One row against T tokens: each window is loaded and split once for all of them, and every token's
-// sums run exactly as they would alone (T = 1), so a token's result does not depend on T.
-template <int kLevels, int T>
-HWY_INLINE void X512RowDotQ4_0Windows(const uint8_t* row, int64_t n, Q4_0WindowToken<kLevels>* tokens, float* out) {
-  for (int t = 0; t < T; ++t) {
-    tokens[t].acc[0] = tokens[t].acc[1] = tokens[t].acc[2] = _mm512_setzero_ps();
-    tokens[t].offset = _mm512_setzero_ps();
-  }
-  const __m512i nibble = _mm512_set1_epi8(15);
-  const int64_t blocks = n / 32;
-  for (int64_t b = 0; b < blocks; b += 32) {
-    const uint8_t* first = row + b * 18;
-    X86PrefetchAhead(first, 576, 256 * 18);
-    // The second group's scale windows reach 36 bytes past the period: gathered in the row's last one.
-    const __m512 dw_first16 = X512GroupScales<18>(first);
-    const __m512 dw_last16 = blocks - b >= 34 ? X512GroupScales<18>(first + 16 * 18)
-                                              : X512BlockScales<18>(first + 16 * 18, static_cast<__mmask16>(0xFFFF));
-    for (int t = 0; t < T; ++t) {
-      Q4_0WindowToken<kLevels>& token = tokens[t];
-      const quant::Q8ActivationRow* x = token.x;
-      const float* dx = X512LevelScales<kLevels>(x) + b;
-      auto d_sum = [&](int64_t at) {
-        return kLevels == 2 ? _mm512_add_ps(_mm512_loadu_ps(x[0].d_sum + at), _mm512_loadu_ps(x[1].d_sum + at))
-                            : _mm512_loadu_ps(x[0].d_sum + at);
-      };
-      token.offset = _mm512_fmadd_ps(dw_first16, d_sum(b), token.offset);
-      token.offset = _mm512_fmadd_ps(dw_last16, d_sum(b + 16), token.offset);
-      token.step_first16 = _mm512_mul_ps(dw_first16, _mm512_loadu_ps(dx));
-      token.step_last16 = _mm512_mul_ps(dw_last16, _mm512_loadu_ps(dx + 16));
-    }
-    const int64_t at = b * 18;
-    HWY_UNROLL(9)
-    for (int w = 0; w < 9; ++w) {
-      const __m512i raw = _mm512_loadu_si512(first + 64 * w);
-      const __m512i lo = _mm512_and_si512(raw, nibble);
-      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
-      for (int t = 0; t < T; ++t) X512Q4_0Window<kLevels>(lo, hi, w, at, tokens[t]);
-    }
-  }
-  for (int t = 0; t < T; ++t) {
-    const Q4_0WindowToken<kLevels>& token = tokens[t];
-    out[t] = _mm512_reduce_add_ps(_mm512_add_ps(token.acc[0], _mm512_add_ps(token.acc[1], token.acc[2]))) -
-             8.0f * _mm512_reduce_add_ps(token.offset);
-  }
-}
-
-// y[t][r] for Q4_0 rows [row_begin, row_end) and n_tokens tokens (x[t]: that token's kLevels levels)
-// with the window kernel when it applies (returns false otherwise). `scratch` holds n_tokens *
-// kernels::decode_scratch_bytes(n) bytes, or is null. Two tokens at a time share each row's decoding;
-// each token's sums are the same whatever n_tokens.
-template <int kLevels>
-HWY_INLINE bool MatvecQ4_0Windows(const uint8_t* data, uint64_t row_bytes, int64_t n,
-                                  const quant::Q8ActivationRow* const* x, int64_t n_tokens, float* const* y,
-                                  int64_t row_begin, int64_t row_end, uint8_t* scratch_bytes) {
-  if (n % kQ4_0WindowValues != 0 || scratch_bytes == nullptr) return false;
-  // Two tokens at a time: at four, their accumulators no longer fit in registers (measured slower).
-  constexpr int kMaxTokens = 2;
-  const size_t level_bytes = static_cast<size_t>(n / 32 * 18);
-  int8_t* scratch = reinterpret_cast<int8_t*>(scratch_bytes);
-  // Each token's activations are laid out once; then tiles of rows small enough to stay in L2 meet
-  // every pair of tokens, so the weights come from memory once for all the tokens.
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    for (int level = 0; level < kLevels; ++level) {
-      int8_t* l = scratch + static_cast<size_t>(2 * (t * kLevels + level)) * level_bytes;
-      LayOutActivationsQ4_0(x[t][level].q, n, l, l + level_bytes);
-    }
-  }
-  const int64_t tile_rows = n_tokens <= kMaxTokens ? row_end - row_begin
-                                                   : static_cast<int64_t>((256 * 1024) / row_bytes + 1);
-  for (int64_t tile = row_begin; tile < row_end; tile += tile_rows) {
-    const int64_t tile_end = row_end - tile < tile_rows ? row_end : tile + tile_rows;
-    for (int64_t first_token = 0; first_token < n_tokens; first_token += kMaxTokens) {
-      const int count = static_cast<int>(n_tokens - first_token < kMaxTokens ? n_tokens - first_token : kMaxTokens);
-      Q4_0WindowToken<kLevels> tokens[kMaxTokens];
-      for (int t = 0; t < count; ++t) {
-        tokens[t].x = x[first_token + t];
-        for (int level = 0; level < kLevels; ++level) {
-          const int8_t* l = scratch + static_cast<size_t>(2 * ((first_token + t) * kLevels + level)) * level_bytes;
-          tokens[t].low[level] = l;
-          tokens[t].high[level] = l + level_bytes;
-        }
-      }
-      float out[kMaxTokens];
-      for (int64_t r = tile; r < tile_end; ++r) {
-        const uint8_t* row = data + static_cast<uint64_t>(r) * row_bytes;
-        if (count == 2) X512RowDotQ4_0Windows<kLevels, 2>(row, n, tokens, out);
-        else X512RowDotQ4_0Windows<kLevels, 1>(row, n, tokens, out);
-        for (int t = 0; t < count; ++t) y[first_token + t][r] = out[t];
-      }
-    }
-  }
-  return true;
 }
 
 // ---- 512-bit VNNI over row tiles (quant/row_tiles.hpp) ---------------------------------------------
@@ -2916,6 +2784,195 @@ BORA_OPS_AFTER_NAMESPACE();
 
 #include <hwy/highway.h>
 
+// ---- begin bora/ops/q4_0_windows-inl.h ---------------------------------------------------------------
+// Why this file exists: the 512-bit VNNI decode kernel for Q4_0 rows whose length is a multiple of
+// 1024 values (all of Mistral's matrices), which reads raw 64-byte windows of blocks instead of block
+// pairs; kept apart from legacy_blocks-inl.h, whose block helpers it uses, because it is a kernel of
+// its own with its own activation layout. Compiled once per target (toggle guard).
+
+#include <cstdint>
+#include <cstring>
+
+
+#if defined(BORA_OPS_Q4_0_WINDOWS_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef BORA_OPS_Q4_0_WINDOWS_INL_H_
+#undef BORA_OPS_Q4_0_WINDOWS_INL_H_
+#else
+#define BORA_OPS_Q4_0_WINDOWS_INL_H_
+#endif
+
+#include <hwy/highway.h>
+
+
+#if BORA_OPS_X86_VNNI
+BORA_OPS_BEFORE_NAMESPACE();
+namespace bora {
+namespace ops {
+namespace HWY_NAMESPACE {
+
+// Q4_0 rows of a multiple of 1024 values (Mistral's 4096 and 14336) are read as raw 64-byte windows
+// instead of block pairs: with the activations laid out in the blocks' own 18-byte geometry (zero
+// opposite each f16 scale, then the 16 values the low nibbles meet; a second copy for the high
+// nibbles), one load, one mask and one shift decode 3.6 blocks. Every 4-byte lane of vpdpbusd then
+// lies in a single block (a scale's two bytes start at an even offset), so both nibble halves go into
+// one sum and one permute of 32 blocks' scales completes it: about half the decode work of the
+// pair kernel, which shuffles every pair into natural order.
+constexpr int64_t kQ4_0WindowValues = 1024;  // 32 blocks, 576 bytes, nine 64-byte windows
+
+struct Q4_0WindowLayout {
+  int16_t source[576] = {};    // value index (within 1024) a byte's low nibble meets; -1 opposite a scale
+  int32_t block[9][16] = {};   // the block (0-31) that lane j of window w falls in
+  constexpr Q4_0WindowLayout() {
+    for (int i = 0; i < 576; ++i) source[i] = static_cast<int16_t>(i % 18 < 2 ? -1 : 32 * (i / 18) + i % 18 - 2);
+    for (int w = 0; w < 9; ++w)
+      for (int j = 0; j < 16; ++j) block[w][j] = (64 * w + 4 * j) / 18;
+  }
+};
+constexpr Q4_0WindowLayout kQ4_0WindowLayout{};
+
+// The activations of one level in the window layout: n / 32 * 18 bytes for the low nibbles, as many
+// for the high ones (value + 16).
+HWY_INLINE void LayOutActivationsQ4_0(const int8_t* q, int64_t n, int8_t* low, int8_t* high) {
+  for (int64_t period = 0; period < n / kQ4_0WindowValues; ++period) {
+    const int8_t* values = q + kQ4_0WindowValues * period;
+    int8_t* l = low + 576 * period;
+    int8_t* h = high + 576 * period;
+    for (int i = 0; i < 576; ++i) {
+      const int source = kQ4_0WindowLayout.source[i];
+      l[i] = source < 0 ? int8_t{0} : values[source];
+      h[i] = source < 0 ? int8_t{0} : values[source + 16];
+    }
+  }
+}
+
+// One token's view of the window kernel: its activation levels, their window layout, and the
+// accumulators of the row being computed.
+template <int kLevels>
+struct Q4_0WindowToken {
+  const quant::Q8ActivationRow* x = nullptr;  // kLevels levels
+  const int8_t* low[2] = {};
+  const int8_t* high[2] = {};
+  __m512 acc[3], offset, step_first16, step_last16;
+};
+
+// Window w of the period at `first` (already loaded and split into nibbles), whose laid-out
+// activations start at byte `offset`, for one token.
+template <int kLevels>
+HWY_INLINE void X512Q4_0Window(__m512i lo, __m512i hi, int w, int64_t offset, Q4_0WindowToken<kLevels>& token) {
+  const int64_t at = offset + 64 * w;
+  __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(token.low[0] + at));
+  sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(token.high[0] + at));
+  if (kLevels == 2) {  // as X512DotLevels: 256 * first level + second, in the second level's units
+    sums = _mm512_dpbusd_epi32(_mm512_slli_epi32(sums, 8), lo, _mm512_loadu_si512(token.low[1] + at));
+    sums = _mm512_dpbusd_epi32(sums, hi, _mm512_loadu_si512(token.high[1] + at));
+  }
+  const __m512 step =
+      _mm512_permutex2var_ps(token.step_first16, _mm512_loadu_si512(kQ4_0WindowLayout.block[w]), token.step_last16);
+  token.acc[w % 3] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), step, token.acc[w % 3]);
+}
+
+// One row against T tokens: each window is loaded and split once for all of them, and every token's
+// sums run exactly as they would alone (T = 1), so a token's result does not depend on T.
+template <int kLevels, int T>
+HWY_INLINE void X512RowDotQ4_0Windows(const uint8_t* row, int64_t n, Q4_0WindowToken<kLevels>* tokens, float* out) {
+  for (int t = 0; t < T; ++t) {
+    tokens[t].acc[0] = tokens[t].acc[1] = tokens[t].acc[2] = _mm512_setzero_ps();
+    tokens[t].offset = _mm512_setzero_ps();
+  }
+  const __m512i nibble = _mm512_set1_epi8(15);
+  const int64_t blocks = n / 32;
+  for (int64_t b = 0; b < blocks; b += 32) {
+    const uint8_t* first = row + b * 18;
+    X86PrefetchAhead(first, 576, 256 * 18);
+    // The second group's scale windows reach 36 bytes past the period: gathered in the row's last one.
+    const __m512 dw_first16 = X512GroupScales<18>(first);
+    const __m512 dw_last16 = blocks - b >= 34 ? X512GroupScales<18>(first + 16 * 18)
+                                              : X512BlockScales<18>(first + 16 * 18, static_cast<__mmask16>(0xFFFF));
+    for (int t = 0; t < T; ++t) {
+      Q4_0WindowToken<kLevels>& token = tokens[t];
+      const quant::Q8ActivationRow* x = token.x;
+      const float* dx = X512LevelScales<kLevels>(x) + b;
+      auto d_sum = [&](int64_t at) {
+        return kLevels == 2 ? _mm512_add_ps(_mm512_loadu_ps(x[0].d_sum + at), _mm512_loadu_ps(x[1].d_sum + at))
+                            : _mm512_loadu_ps(x[0].d_sum + at);
+      };
+      token.offset = _mm512_fmadd_ps(dw_first16, d_sum(b), token.offset);
+      token.offset = _mm512_fmadd_ps(dw_last16, d_sum(b + 16), token.offset);
+      token.step_first16 = _mm512_mul_ps(dw_first16, _mm512_loadu_ps(dx));
+      token.step_last16 = _mm512_mul_ps(dw_last16, _mm512_loadu_ps(dx + 16));
+    }
+    const int64_t at = b * 18;
+    HWY_UNROLL(9)
+    for (int w = 0; w < 9; ++w) {
+      const __m512i raw = _mm512_loadu_si512(first + 64 * w);
+      const __m512i lo = _mm512_and_si512(raw, nibble);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
+      for (int t = 0; t < T; ++t) X512Q4_0Window<kLevels>(lo, hi, w, at, tokens[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    const Q4_0WindowToken<kLevels>& token = tokens[t];
+    out[t] = _mm512_reduce_add_ps(_mm512_add_ps(token.acc[0], _mm512_add_ps(token.acc[1], token.acc[2]))) -
+             8.0f * _mm512_reduce_add_ps(token.offset);
+  }
+}
+
+// y[t][r] for Q4_0 rows [row_begin, row_end) and n_tokens tokens (x[t]: that token's kLevels levels)
+// with the window kernel when it applies (returns false otherwise). `scratch` holds n_tokens *
+// kernels::decode_scratch_bytes(n) bytes, or is null. Two tokens at a time share each row's decoding;
+// each token's sums are the same whatever n_tokens.
+template <int kLevels>
+HWY_INLINE bool MatvecQ4_0Windows(const uint8_t* data, uint64_t row_bytes, int64_t n,
+                                  const quant::Q8ActivationRow* const* x, int64_t n_tokens, float* const* y,
+                                  int64_t row_begin, int64_t row_end, uint8_t* scratch_bytes) {
+  if (n % kQ4_0WindowValues != 0 || scratch_bytes == nullptr) return false;
+  // Two tokens at a time: at four, their accumulators no longer fit in registers (measured slower).
+  constexpr int kMaxTokens = 2;
+  const size_t level_bytes = static_cast<size_t>(n / 32 * 18);
+  int8_t* scratch = reinterpret_cast<int8_t*>(scratch_bytes);
+  // Each token's activations are laid out once; then tiles of rows small enough to stay in L2 meet
+  // every pair of tokens, so the weights come from memory once for all the tokens.
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int level = 0; level < kLevels; ++level) {
+      int8_t* l = scratch + static_cast<size_t>(2 * (t * kLevels + level)) * level_bytes;
+      LayOutActivationsQ4_0(x[t][level].q, n, l, l + level_bytes);
+    }
+  }
+  const int64_t tile_rows = n_tokens <= kMaxTokens ? row_end - row_begin
+                                                   : static_cast<int64_t>((256 * 1024) / row_bytes + 1);
+  for (int64_t tile = row_begin; tile < row_end; tile += tile_rows) {
+    const int64_t tile_end = row_end - tile < tile_rows ? row_end : tile + tile_rows;
+    for (int64_t first_token = 0; first_token < n_tokens; first_token += kMaxTokens) {
+      const int count = static_cast<int>(n_tokens - first_token < kMaxTokens ? n_tokens - first_token : kMaxTokens);
+      Q4_0WindowToken<kLevels> tokens[kMaxTokens];
+      for (int t = 0; t < count; ++t) {
+        tokens[t].x = x[first_token + t];
+        for (int level = 0; level < kLevels; ++level) {
+          const int8_t* l = scratch + static_cast<size_t>(2 * ((first_token + t) * kLevels + level)) * level_bytes;
+          tokens[t].low[level] = l;
+          tokens[t].high[level] = l + level_bytes;
+        }
+      }
+      float out[kMaxTokens];
+      for (int64_t r = tile; r < tile_end; ++r) {
+        const uint8_t* row = data + static_cast<uint64_t>(r) * row_bytes;
+        if (count == 2) X512RowDotQ4_0Windows<kLevels, 2>(row, n, tokens, out);
+        else X512RowDotQ4_0Windows<kLevels, 1>(row, n, tokens, out);
+        for (int t = 0; t < count; ++t) y[first_token + t][r] = out[t];
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace ops
+}  // namespace bora
+BORA_OPS_AFTER_NAMESPACE();
+#endif  // BORA_OPS_X86_VNNI
+
+#endif  // BORA_OPS_Q4_0_WINDOWS_INL_H_ toggle
+// ---- end bora/ops/q4_0_windows-inl.h -----------------------------------------------------------------
 
 BORA_OPS_BEFORE_NAMESPACE();
 namespace bora {
@@ -3197,12 +3254,10 @@ inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t 
 }
 
 // Whether this target's kernels want matrices of `type` in row tiles (the loader asks once per matrix):
-// with 512-bit VNNI Q4_0 / Q8_0 / Q4_K / Q6_K, with AVX2 alone Q4_0, Q4_K and Q6_K.
+// Q4_0, Q8_0, Q4_K and Q6_K with 512-bit VNNI or with AVX2.
 inline bool PrefersRowTilesKernel(WeightType type) {
-#if BORA_OPS_X86_VNNI
+#if BORA_OPS_X86_INT8 && (BORA_OPS_X86_VNNI || !defined(HWY_DISABLE_F16C))
   return quant::tile_format(type).values > 0;
-#elif BORA_OPS_X86_INT8 && !defined(HWY_DISABLE_F16C)
-  return type == WeightType::kQ4_0 || type == WeightType::kQ4_K || type == WeightType::kQ6_K;
 #else
   (void)type;
   return false;
@@ -3237,7 +3292,8 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
   }
 #else
   switch (type) {
-    case WeightType::kQ4_0: return products(X256Q4_0Tiles());
+    case WeightType::kQ8_0: return products(X256LegacyTiles<true>());
+    case WeightType::kQ4_0: return products(X256LegacyTiles<false>());
     case WeightType::kQ4_K: return products(X256Q4_KTiles());
     case WeightType::kQ6_K: return products(X256Q6_KTiles());
     default: return;  // never tiled here (PrefersRowTilesKernel)
@@ -7516,8 +7572,8 @@ void matvec_q8_float_weights_unbuffered(const TensorView& w, const uint8_t* xq_h
 // for several tokens.
 void matvec_q8_tokens(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo, int64_t n_tokens,
                       float* const* y, int64_t row_begin, int64_t row_end);
-// Whether this CPU's kernels read matrices of `type` fastest in row tiles (quant/row_tiles.hpp; with 512-bit
-// VNNI Q4_0 / Q8_0 / Q4_K / Q6_K, with AVX2 alone Q4_0, Q4_K, Q6_K): the loader then regroups them
+// Whether this CPU's kernels read matrices of `type` fastest in row tiles (quant/row_tiles.hpp; Q4_0, Q8_0,
+// Q4_K and Q6_K with 512-bit VNNI or AVX2): the loader then regroups them
 // (TensorView::row_tiles). Every function here reads either layout.
 bool prefers_row_tiles(WeightType type);
 // Token t's quantized row starts at xq + t * q8_row_bytes(w.row_length()); y as in matmul_f32.

@@ -24,6 +24,7 @@
 #include "bora/ops/float_weights-inl.h"
 #include "bora/ops/k_quants-inl.h"
 #include "bora/ops/legacy_blocks-inl.h"
+#include "bora/ops/q4_0_windows-inl.h"
 #include "bora/ops/q6_k-inl.h"
 #include "bora/ops/target-inl.h"
 #include "bora/ops/vector-inl.h"
@@ -309,12 +310,10 @@ inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t 
 }
 
 // Whether this target's kernels want matrices of `type` in row tiles (the loader asks once per matrix):
-// with 512-bit VNNI Q4_0 / Q8_0 / Q4_K / Q6_K, with AVX2 alone Q4_0, Q4_K and Q6_K.
+// Q4_0, Q8_0, Q4_K and Q6_K with 512-bit VNNI or with AVX2.
 inline bool PrefersRowTilesKernel(WeightType type) {
-#if BORA_OPS_X86_VNNI
+#if BORA_OPS_X86_INT8 && (BORA_OPS_X86_VNNI || !defined(HWY_DISABLE_F16C))
   return quant::tile_format(type).values > 0;
-#elif BORA_OPS_X86_INT8 && !defined(HWY_DISABLE_F16C)
-  return type == WeightType::kQ4_0 || type == WeightType::kQ4_K || type == WeightType::kQ6_K;
 #else
   (void)type;
   return false;
@@ -349,7 +348,8 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
   }
 #else
   switch (type) {
-    case WeightType::kQ4_0: return products(X256Q4_0Tiles());
+    case WeightType::kQ8_0: return products(X256LegacyTiles<true>());
+    case WeightType::kQ4_0: return products(X256LegacyTiles<false>());
     case WeightType::kQ4_K: return products(X256Q4_KTiles());
     case WeightType::kQ6_K: return products(X256Q6_KTiles());
     default: return;  // never tiled here (PrefersRowTilesKernel)

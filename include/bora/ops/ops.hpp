@@ -119,8 +119,8 @@ void matvec_q8_float_weights_unbuffered(const TensorView& w, const uint8_t* xq_h
 // for several tokens.
 void matvec_q8_tokens(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo, int64_t n_tokens,
                       float* const* y, int64_t row_begin, int64_t row_end);
-// Whether this CPU's kernels read matrices of `type` fastest in row tiles (quant/row_tiles.hpp; with 512-bit
-// VNNI Q4_0 / Q8_0 / Q4_K / Q6_K, with AVX2 alone Q4_0, Q4_K, Q6_K): the loader then regroups them
+// Whether this CPU's kernels read matrices of `type` fastest in row tiles (quant/row_tiles.hpp; Q4_0, Q8_0,
+// Q4_K and Q6_K with 512-bit VNNI or AVX2): the loader then regroups them
 // (TensorView::row_tiles). Every function here reads either layout.
 bool prefers_row_tiles(WeightType type);
 // Token t's quantized row starts at xq + t * q8_row_bytes(w.row_length()); y as in matmul_f32.

@@ -1,7 +1,7 @@
-// Why this file exists: with 512-bit VNNI every matrix in row tiles (quant/row_tiles.hpp) is read by
-// one kernel for every token count (with AVX2 alone, Q4_0, Q4_K and Q6_K). What all tiled formats share
-// lives here: a block's integer sums for several tokens, and the sweep over tiles and tokens; each
-// family supplies the dot product of its own tile blocks (legacy_blocks-inl.h, k_quants-inl.h).
+// Why this file exists: every matrix in row tiles (quant/row_tiles.hpp) is read by one kernel for every
+// token count, with 512-bit VNNI or with AVX2 alone. What all tiled formats share lives here: a block's
+// integer sums for several tokens, and the sweep over tiles and tokens; each family supplies the dot
+// product of its own tile blocks (legacy_blocks-inl.h, k_quants-inl.h, q6_k-inl.h).
 // Compiled once per target (toggle guard).
 
 #include <cstdint>
