@@ -2046,12 +2046,15 @@ HWY_INLINE void X86KTileScaleMinBytes(const __m128i (&packed)[12], __m128i (&sca
 }
 
 #if !BORA_OPS_X86_VNNI && !defined(HWY_DISABLE_F16C)
-// ---- AVX2 over row tiles (Q4_K; quant/row_tiles.hpp) ----------------------------------------------------
+// ---- AVX2 over row tiles (Q4_K, Q5_K; quant/row_tiles.hpp) ------------------------------------------
 // The tile layout of the 512-bit section below, read as two halves of eight rows, one row per 32-bit
 // lane (TiledProducts). Four activation bytes broadcast to every lane meet four values of eight
-// rows in one vpmaddubsw; a sub-block's pair sums stay in 16 bits (8 x 2 x 15 x 127 < 2^15) until one
-// widening, then per (row, token) and sub-block j, in sub-block order whatever the number of tokens:
-// acc = fma(sum, d * sc_j * dx, acc) - dmin * m_j * d_sum.
+// rows in one vpmaddubsw; pair sums stay in 16 bits until they are widened, once per sub-block for
+// Q4_K (8 groups x 2 x 15 x 127 < 2^15), twice for Q5_K (4 x 2 x 31 x 127 < 2^15); then per
+// (row, token) and sub-block j, in sub-block order whatever the number of tokens:
+// acc = fma(sum, d * sc_j * dx, acc) - dmin * m_j * d_sum. Q5_K's fifth bits (qh) are tiled like
+// values: group g holds qh bytes 4g .. 4g + 3 of each row, the fifth bits of values 4g .. 4g + 3 of
+// every sub-block, so sub-block j takes bit j of the bytes at the group it reads its nibbles from.
 
 // The sub-blocks' scales (d * sc) and mins (dmin * m) of half a tile super-block (eight rows), one
 // vector each, unpacked as quant::unpack_k_scales_mins does.
@@ -2068,16 +2071,18 @@ HWY_INLINE void X256KTileScalesMins(const uint8_t* block, int half, float (*scal
   }
 }
 
-struct X256Q4_KTiles {
+template <bool kHasHighBit>
+struct X256KQuantTiles {
   static constexpr int kValues = 256;
-  static constexpr int kBytes = quant::Q4_KBlock::kBytes;
+  static constexpr int kBytes = KQuantLayout<kHasHighBit>::kBytes;
   static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
   static constexpr bool kWholeTilePasses = false;
 
   template <int kLevels, int T, int kHalves>
   static HWY_INLINE void Dot(const uint8_t* tile, int first_half, int64_t ahead, int64_t supers,
                              const quant::Q8ActivationRow* const* x, __m256 (&acc)[kHalves][T]) {
-    const __m256i nibble = _mm256_set1_epi8(15);
+    constexpr int kGroupsPerWidening = kHasHighBit ? 4 : 8;
+    const __m256i nibble = _mm256_set1_epi8(15), fifth_bit = _mm256_set1_epi8(16);
     for (int h = 0; h < kHalves; ++h) {
       HWY_UNROLL(4)
       for (int t = 0; t < T; ++t) acc[h][t] = _mm256_setzero_ps();
@@ -2088,40 +2093,55 @@ struct X256Q4_KTiles {
       const uint8_t* block = tile + s * 16 * kBytes;
       if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
       for (int h = 0; h < kHalves; ++h) X256KTileScalesMins(block, first_half + h, scales[h], mins[h]);
-      const uint8_t* quants = block + 16 * quant::Q4_KBlock::kQuantsOffset + 32 * first_half;
+      const uint8_t* quants = block + 16 * KQuantLayout<kHasHighBit>::kQuantsOffset + 32 * first_half;
+      const uint8_t* high_bits = block + 16 * KQuantLayout<kHasHighBit>::kHighBitsOffset + 32 * first_half;
       // Sub-block j: low nibbles of chunk j / 2 for even j, high nibbles for odd j. One sub-block at a
       // time, so that T accumulators and T pair sums stay in registers.
       for (int j = 0; j < 8; ++j) {
         const uint8_t* chunk = quants + 64 * 8 * (j / 2);
+        const __m256i bit_j = _mm256_set1_epi8(static_cast<char>(1u << j));
         __m256i sums[kHalves][T];
         for (int level = 0; level < kLevels; ++level) {
-          __m256i pairs[kHalves][T];
-          for (int h = 0; h < kHalves; ++h) {
-            HWY_UNROLL(4)
-            for (int t = 0; t < T; ++t) pairs[h][t] = _mm256_setzero_si256();
-          }
-          HWY_UNROLL(2)
-          for (int g = 0; g < 8; ++g) {
-            __m256i values[kHalves];
+          __m256i totals[kHalves][T];
+          for (int g0 = 0; g0 < 8; g0 += kGroupsPerWidening) {
+            __m256i pairs[kHalves][T];
             for (int h = 0; h < kHalves; ++h) {
-              const __m256i packed = X86Load32(chunk + 64 * g + 32 * h);
-              values[h] = _mm256_and_si256(j % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), nibble);
+              HWY_UNROLL(4)
+              for (int t = 0; t < T; ++t) pairs[h][t] = _mm256_setzero_si256();
             }
-            HWY_UNROLL(4)
-            for (int t = 0; t < T; ++t) {
-              int32_t four;
-              std::memcpy(&four, x[t][level].q + 256 * s + 64 * (j / 2) + 32 * (j % 2) + 4 * g, 4);
-              const __m256i four4 = _mm256_set1_epi32(four);
-              for (int h = 0; h < kHalves; ++h)
-                pairs[h][t] = _mm256_add_epi16(pairs[h][t], _mm256_maddubs_epi16(values[h], four4));
+            HWY_UNROLL(2)
+            for (int g = g0; g < g0 + kGroupsPerWidening; ++g) {
+              __m256i values[kHalves];
+              for (int h = 0; h < kHalves; ++h) {
+                const __m256i packed = X86Load32(chunk + 64 * g + 32 * h);
+                values[h] = _mm256_and_si256(j % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), nibble);
+                if (kHasHighBit) {
+                  const __m256i bits = _mm256_and_si256(X86Load32(high_bits + 64 * g + 32 * h), bit_j);
+                  values[h] = _mm256_or_si256(values[h], _mm256_and_si256(_mm256_cmpeq_epi8(bits, bit_j), fifth_bit));
+                }
+              }
+              HWY_UNROLL(4)
+              for (int t = 0; t < T; ++t) {
+                int32_t four;
+                std::memcpy(&four, x[t][level].q + 256 * s + 64 * (j / 2) + 32 * (j % 2) + 4 * g, 4);
+                const __m256i four4 = _mm256_set1_epi32(four);
+                for (int h = 0; h < kHalves; ++h)
+                  pairs[h][t] = _mm256_add_epi16(pairs[h][t], _mm256_maddubs_epi16(values[h], four4));
+              }
+            }
+            for (int h = 0; h < kHalves; ++h) {
+              HWY_UNROLL(4)
+              for (int t = 0; t < T; ++t) {
+                const __m256i total = _mm256_madd_epi16(pairs[h][t], _mm256_set1_epi16(1));
+                totals[h][t] = g0 == 0 ? total : _mm256_add_epi32(totals[h][t], total);
+              }
             }
           }
           for (int h = 0; h < kHalves; ++h) {
             HWY_UNROLL(4)
             for (int t = 0; t < T; ++t) {
-              const __m256i total = _mm256_madd_epi16(pairs[h][t], _mm256_set1_epi16(1));
               // Two levels: sums in the second level's units (the first level's scale is 256 times its).
-              sums[h][t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[h][t], 8), total);
+              sums[h][t] = level == 0 ? totals[h][t] : _mm256_add_epi32(_mm256_slli_epi32(sums[h][t], 8), totals[h][t]);
             }
           }
         }
@@ -3254,9 +3274,12 @@ inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t 
 }
 
 // Whether this target's kernels want matrices of `type` in row tiles (the loader asks once per matrix):
-// Q4_0, Q8_0, Q4_K and Q6_K with 512-bit VNNI or with AVX2.
+// Q4_0, Q8_0, Q4_K, Q5_K and Q6_K with AVX2; the same but Q5_K with 512-bit VNNI, which has no Q5_K tile
+// kernel yet (its Q5_K matrices keep ordinary rows).
 inline bool PrefersRowTilesKernel(WeightType type) {
-#if BORA_OPS_X86_INT8 && (BORA_OPS_X86_VNNI || !defined(HWY_DISABLE_F16C))
+#if BORA_OPS_X86_VNNI
+  return quant::tile_format(type).values > 0 && type != WeightType::kQ5_K;
+#elif BORA_OPS_X86_INT8 && !defined(HWY_DISABLE_F16C)
   return quant::tile_format(type).values > 0;
 #else
   (void)type;
@@ -3294,7 +3317,8 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
   switch (type) {
     case WeightType::kQ8_0: return products(X256LegacyTiles<true>());
     case WeightType::kQ4_0: return products(X256LegacyTiles<false>());
-    case WeightType::kQ4_K: return products(X256Q4_KTiles());
+    case WeightType::kQ4_K: return products(X256KQuantTiles<false>());
+    case WeightType::kQ5_K: return products(X256KQuantTiles<true>());
     case WeightType::kQ6_K: return products(X256Q6_KTiles());
     default: return;  // never tiled here (PrefersRowTilesKernel)
   }
@@ -8885,9 +8909,9 @@ inline void quantize_row(WeightType type, const float* src, uint8_t* dst, int64_
 #endif  // BORA_QUANT_DEQUANTIZE_HPP
 // ---- end bora/quant/dequantize.hpp -------------------------------------------------------------------
 // ---- begin bora/quant/row_tiles.hpp ------------------------------------------------------------------
-// Why this file exists: the 512-bit VNNI kernels put one weight row in each of 16 lanes, so a Q4_0,
-// Q8_0, Q4_K or Q6_K matrix they read is regrouped at load into tiles of 16 rows (same bytes, other order); this is
-// that layout, its regrouping and the way back to ordinary rows, as plain byte moves.
+// Why this file exists: the 512-bit VNNI and AVX2 kernels put one weight row in each 32-bit lane, so a Q4_0,
+// Q8_0, Q4_K, Q5_K or Q6_K matrix they read is regrouped at load into tiles of 16 rows (same bytes, other order);
+// this is that layout, its regrouping and the way back to ordinary rows, as plain byte moves.
 #ifndef BORA_QUANT_ROW_TILES_HPP
 #define BORA_QUANT_ROW_TILES_HPP
 
@@ -8905,7 +8929,8 @@ namespace quant {
 // So one 64-byte load gives four value bytes of each of the 16 rows, one row per 32-bit lane, and one
 // load gives a scale field of all 16 rows.
 //   Q4_0, Q8_0: f16 d, then the values;  Q4_K: f16 d and dmin, 12 bytes of packed scales and mins, then
-//   the quants;  Q6_K: the values (low bits, high bits), then 16 int8 scales, then f16 d.
+//   the quants;  Q5_K: as Q4_K, its 32 bytes of fifth bits first among the values;  Q6_K: the values
+//   (low bits, high bits), then 16 int8 scales, then f16 d.
 constexpr int64_t kTileRows = 16;
 
 struct TileFormat {
@@ -8923,6 +8948,7 @@ inline TileFormat tile_format(WeightType type) {
     case WeightType::kQ4_0: return {32, 18, 2, 1, 0, 2, 2};
     case WeightType::kQ8_0: return {32, 34, 2, 1, 0, 2, 2};
     case WeightType::kQ4_K: return {256, 144, 16, 2, 0, 4, 16};
+    case WeightType::kQ5_K: return {256, 176, 16, 2, 0, 4, 16};
     case WeightType::kQ6_K: return {256, 210, 18, 1, 208, 192, 0};
     default: return {0, 0, 0, 0, 0, 0, 0};
   }
@@ -9196,7 +9222,7 @@ inline Expected<std::vector<TensorView>> bind_experts(const ModelFiles& files, c
 
 }  // namespace detail
 
-// Regroups every Q4_0 / Q8_0 / Q4_K / Q6_K matrix of a GGUF read into private memory into row tiles
+// Regroups every Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K matrix of a GGUF read into private memory into row tiles
 // (quant/row_tiles.hpp) when this CPU's kernels prefer them for its type: same bytes, no copy. The embedding table
 // stays as it is (its rows are looked up one at a time); stacked experts are tiled whole, each
 // expert's rows being a multiple of 16 so that slicing still works. Returns the count tiled.

@@ -195,10 +195,11 @@ TEST_CASE("a cloned sequence continues exactly as the original would") {
   CHECK((*copy)->n_past() == 13);
 }
 
-TEST_CASE("a Q4_0, Q8_0 or Q4_K model read into memory is regrouped in row tiles where the CPU prefers them") {
+TEST_CASE("a Q4_0, Q8_0, Q4_K or Q5_K model read into memory is regrouped in row tiles where the CPU prefers them") {
   // Mapped files stay as they are; both layouts compute the same products up to the order of f32 sums.
   for (const char* file : {"tiny-mistral/tiny-mistral-Q4_0.gguf", "tiny-mixtral/tiny-mixtral-Q8_0.gguf",
-                           "tiny-mistral/tiny-mistral-Q4_K_M.gguf", "tiny-mixtral/tiny-mixtral-Q4_K.gguf"}) {
+                           "tiny-mistral/tiny-mistral-Q4_K_M.gguf", "tiny-mixtral/tiny-mixtral-Q4_K.gguf",
+                           "tiny-mistral/tiny-mistral-Q5_K.gguf"}) {
     CAPTURE(file);
     bora::LoadParams mapped_params;
     mapped_params.use_mmap = true;

@@ -18,6 +18,7 @@
 #include "bora/io/tensor_view.hpp"
 #include "bora/ops/ops.hpp"
 #include "bora/quant/dequantize.hpp"
+#include "bora/quant/f16.hpp"
 #include "bora/quant/q8_activations.hpp"
 #include "bora/quant/row_tiles.hpp"
 #include "../support/simd_targets.hpp"
@@ -730,12 +731,13 @@ TestMatrix tiled_copy(const TestMatrix& m) {
 }  // namespace
 
 TEST_CASE("a row-tiled matrix gives a token the same products alone, batched or in a prompt, near the ordinary rows'") {
-  // Where the target prefers tiles for the type (512-bit VNNI and AVX2: all four) one tile kernel
+  // Where the target prefers tiles for the type (AVX2: all five; 512-bit VNNI: all but Q5_K) one tile kernel
   // computes each (row, token) the same way for any token count (with VNNI also bit for bit as the
   // prefill kernel on ordinary rows); on other targets the tiles are read back into ordinary rows for
   // the usual kernels. Either way every function of ops.hpp reads both layouts, and a range of rows
   // may start and end inside a tile.
-  const WeightType kTileTypes[] = {WeightType::kQ4_0, WeightType::kQ8_0, WeightType::kQ4_K, WeightType::kQ6_K};
+  const WeightType kTileTypes[] = {WeightType::kQ4_0, WeightType::kQ8_0, WeightType::kQ4_K, WeightType::kQ5_K,
+                                   WeightType::kQ6_K};
   for_each_target_and_type(kTileTypes, [](WeightType type) {
     // Ranges of rows that start and end in the first half of a tile (3, 45: the other half too) and in
     // the second (11, 37: only that half of the tile).
@@ -816,6 +818,59 @@ TEST_CASE("a row-tiled matrix gives a token the same products alone, batched or 
       bora::ops::matvec_f32(plain.view, x.data(), one_plain.data(), begin, end);
       bora::ops::matvec_f32(tiled.view, x.data(), one_tiled.data(), begin, end);
       CHECK(one_tiled == one_plain);
+    }
+  });
+}
+
+TEST_CASE("K-quant products reach their largest integer sums without overflow, in ordinary rows and row tiles") {
+  // Every value at its largest (Q4_K 15, Q5_K 31: all nibbles and fifth bits set, scale 1, min 0) met by
+  // activations at +-127 gives the largest sums a kernel can hold in 16 bits before widening them.
+  const WeightType kKQuants[] = {WeightType::kQ4_K, WeightType::kQ5_K};
+  for_each_target_and_type(kKQuants, [](WeightType type) {
+    const int64_t n = 1024, rows = 32, n_tokens = 3;
+    const bora::quant::TileFormat f = bora::quant::tile_format(type);
+    TestMatrix plain;
+    plain.bytes.assign(static_cast<size_t>(rows * (n / f.values) * f.bytes) + 1, 0xFF);
+    uint8_t* data = plain.bytes.data() + 1;
+    for (int64_t b = 0; b < rows * (n / f.values); ++b) {
+      uint8_t* block = data + b * f.bytes;
+      const uint16_t one = bora::quant::f32_to_f16(1.0f), zero = bora::quant::f32_to_f16(0.0f);
+      bora::quant::store_u16_le(block, one);
+      bora::quant::store_u16_le(block + 2, zero);
+      // Packed 6-bit scales and mins (quant::unpack_k_scales_mins): scales 0..3 and 4..7 are 1, mins 0.
+      for (int k = 0; k < 12; ++k) block[4 + k] = k < 4 ? 1 : k < 8 ? 0 : 1;
+    }
+    plain.view.name = "largest";
+    plain.view.type = type;
+    plain.view.n_dims = 2;
+    plain.view.ne[0] = n;
+    plain.view.ne[1] = rows;
+    plain.view.data = data;
+    plain.view.bytes = static_cast<uint64_t>(rows * (n / f.values) * f.bytes);
+    const TestMatrix tiled = tiled_copy(plain);
+    const float largest = type == WeightType::kQ5_K ? 31.0f : 15.0f;
+    std::vector<float> x(static_cast<size_t>(n * n_tokens));
+    for (int64_t t = 0; t < n_tokens; ++t)
+      for (int64_t i = 0; i < n; ++i) x[static_cast<size_t>(t * n + i)] = t == 1 ? -1.0f : 1.0f;
+    const std::vector<uint8_t> xq = quantize_tokens(x, n, n_tokens);
+    const int64_t stride = bora::ops::q8_row_bytes(n);
+    for (const TestMatrix* m : {static_cast<const TestMatrix*>(&plain), &tiled}) {
+      CAPTURE(m->view.row_tiles);
+      std::vector<float> prompt(static_cast<size_t>(rows * n_tokens)), alone(static_cast<size_t>(rows * n_tokens));
+      bora::ops::matmul_q8(m->view, xq.data(), n_tokens, prompt.data(), rows, 0, rows);
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        const uint8_t* token = xq.data() + t * stride;
+        float* out = alone.data() + t * rows;
+        bora::ops::matvec_q8_tokens(m->view, &token, nullptr, 1, &out, 0, rows);
+      }
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        const float expected = (t == 1 ? -1.0f : 1.0f) * largest * static_cast<float>(n);
+        for (int64_t r = 0; r < rows; ++r) {
+          const size_t k = static_cast<size_t>(t * rows + r);
+          CHECK(std::fabs(prompt[k] - expected) <= 1e-4f * std::fabs(expected));
+          CHECK(std::fabs(alone[k] - expected) <= 1e-4f * std::fabs(expected));
+        }
+      }
     }
   });
 }

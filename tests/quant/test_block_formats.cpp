@@ -478,7 +478,7 @@ TEST_CASE("real blocks from the tiny models decode to the independent decoder's 
 }
 
 TEST_CASE("row tiles put row i's f16 scale fields at 32k + 2i, byte fields after them at 16k + i and value bytes 4g..4g+3 at 16 * header + 64g + 4i, and untile back") {
-  for (WeightType type : {WeightType::kQ4_0, WeightType::kQ8_0, WeightType::kQ4_K, WeightType::kQ6_K}) {
+  for (WeightType type : {WeightType::kQ4_0, WeightType::kQ8_0, WeightType::kQ4_K, WeightType::kQ5_K, WeightType::kQ6_K}) {
     CAPTURE(bora::weight_type_name(type));
     const quant::TileFormat f = quant::tile_format(type);
     const int64_t n = 3 * f.values, rows = 32, blocks = 3, block_bytes = quant::tile_block_bytes(type);
@@ -515,6 +515,6 @@ TEST_CASE("row tiles put row i's f16 scale fields at 32k + 2i, byte fields after
     quant::untile_rows(type, tiled.data(), n, 14, 3, some.data());  // across a tile's edge
     CHECK(std::memcmp(some.data(), original.data() + 14 * row_bytes, some.size()) == 0);
   }
-  CHECK_FALSE(quant::row_tiles_apply(WeightType::kQ5_K, 32));
+  CHECK_FALSE(quant::row_tiles_apply(WeightType::kBF16, 32));
   CHECK_FALSE(quant::row_tiles_apply(WeightType::kF16, 32));
 }

@@ -203,7 +203,7 @@ inline Expected<std::vector<TensorView>> bind_experts(const ModelFiles& files, c
 
 }  // namespace detail
 
-// Regroups every Q4_0 / Q8_0 / Q4_K / Q6_K matrix of a GGUF read into private memory into row tiles
+// Regroups every Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K matrix of a GGUF read into private memory into row tiles
 // (quant/row_tiles.hpp) when this CPU's kernels prefer them for its type: same bytes, no copy. The embedding table
 // stays as it is (its rows are looked up one at a time); stacked experts are tiled whole, each
 // expert's rows being a multiple of 16 so that slicing still works. Returns the count tiled.

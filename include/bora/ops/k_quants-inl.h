@@ -202,12 +202,15 @@ HWY_INLINE void X86KTileScaleMinBytes(const __m128i (&packed)[12], __m128i (&sca
 }
 
 #if !BORA_OPS_X86_VNNI && !defined(HWY_DISABLE_F16C)
-// ---- AVX2 over row tiles (Q4_K; quant/row_tiles.hpp) ----------------------------------------------------
+// ---- AVX2 over row tiles (Q4_K, Q5_K; quant/row_tiles.hpp) ------------------------------------------
 // The tile layout of the 512-bit section below, read as two halves of eight rows, one row per 32-bit
 // lane (TiledProducts). Four activation bytes broadcast to every lane meet four values of eight
-// rows in one vpmaddubsw; a sub-block's pair sums stay in 16 bits (8 x 2 x 15 x 127 < 2^15) until one
-// widening, then per (row, token) and sub-block j, in sub-block order whatever the number of tokens:
-// acc = fma(sum, d * sc_j * dx, acc) - dmin * m_j * d_sum.
+// rows in one vpmaddubsw; pair sums stay in 16 bits until they are widened, once per sub-block for
+// Q4_K (8 groups x 2 x 15 x 127 < 2^15), twice for Q5_K (4 x 2 x 31 x 127 < 2^15); then per
+// (row, token) and sub-block j, in sub-block order whatever the number of tokens:
+// acc = fma(sum, d * sc_j * dx, acc) - dmin * m_j * d_sum. Q5_K's fifth bits (qh) are tiled like
+// values: group g holds qh bytes 4g .. 4g + 3 of each row, the fifth bits of values 4g .. 4g + 3 of
+// every sub-block, so sub-block j takes bit j of the bytes at the group it reads its nibbles from.
 
 // The sub-blocks' scales (d * sc) and mins (dmin * m) of half a tile super-block (eight rows), one
 // vector each, unpacked as quant::unpack_k_scales_mins does.
@@ -224,16 +227,18 @@ HWY_INLINE void X256KTileScalesMins(const uint8_t* block, int half, float (*scal
   }
 }
 
-struct X256Q4_KTiles {
+template <bool kHasHighBit>
+struct X256KQuantTiles {
   static constexpr int kValues = 256;
-  static constexpr int kBytes = quant::Q4_KBlock::kBytes;
+  static constexpr int kBytes = KQuantLayout<kHasHighBit>::kBytes;
   static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
   static constexpr bool kWholeTilePasses = false;
 
   template <int kLevels, int T, int kHalves>
   static HWY_INLINE void Dot(const uint8_t* tile, int first_half, int64_t ahead, int64_t supers,
                              const quant::Q8ActivationRow* const* x, __m256 (&acc)[kHalves][T]) {
-    const __m256i nibble = _mm256_set1_epi8(15);
+    constexpr int kGroupsPerWidening = kHasHighBit ? 4 : 8;
+    const __m256i nibble = _mm256_set1_epi8(15), fifth_bit = _mm256_set1_epi8(16);
     for (int h = 0; h < kHalves; ++h) {
       HWY_UNROLL(4)
       for (int t = 0; t < T; ++t) acc[h][t] = _mm256_setzero_ps();
@@ -244,40 +249,55 @@ struct X256Q4_KTiles {
       const uint8_t* block = tile + s * 16 * kBytes;
       if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
       for (int h = 0; h < kHalves; ++h) X256KTileScalesMins(block, first_half + h, scales[h], mins[h]);
-      const uint8_t* quants = block + 16 * quant::Q4_KBlock::kQuantsOffset + 32 * first_half;
+      const uint8_t* quants = block + 16 * KQuantLayout<kHasHighBit>::kQuantsOffset + 32 * first_half;
+      const uint8_t* high_bits = block + 16 * KQuantLayout<kHasHighBit>::kHighBitsOffset + 32 * first_half;
       // Sub-block j: low nibbles of chunk j / 2 for even j, high nibbles for odd j. One sub-block at a
       // time, so that T accumulators and T pair sums stay in registers.
       for (int j = 0; j < 8; ++j) {
         const uint8_t* chunk = quants + 64 * 8 * (j / 2);
+        const __m256i bit_j = _mm256_set1_epi8(static_cast<char>(1u << j));
         __m256i sums[kHalves][T];
         for (int level = 0; level < kLevels; ++level) {
-          __m256i pairs[kHalves][T];
-          for (int h = 0; h < kHalves; ++h) {
-            HWY_UNROLL(4)
-            for (int t = 0; t < T; ++t) pairs[h][t] = _mm256_setzero_si256();
-          }
-          HWY_UNROLL(2)
-          for (int g = 0; g < 8; ++g) {
-            __m256i values[kHalves];
+          __m256i totals[kHalves][T];
+          for (int g0 = 0; g0 < 8; g0 += kGroupsPerWidening) {
+            __m256i pairs[kHalves][T];
             for (int h = 0; h < kHalves; ++h) {
-              const __m256i packed = X86Load32(chunk + 64 * g + 32 * h);
-              values[h] = _mm256_and_si256(j % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), nibble);
+              HWY_UNROLL(4)
+              for (int t = 0; t < T; ++t) pairs[h][t] = _mm256_setzero_si256();
             }
-            HWY_UNROLL(4)
-            for (int t = 0; t < T; ++t) {
-              int32_t four;
-              std::memcpy(&four, x[t][level].q + 256 * s + 64 * (j / 2) + 32 * (j % 2) + 4 * g, 4);
-              const __m256i four4 = _mm256_set1_epi32(four);
-              for (int h = 0; h < kHalves; ++h)
-                pairs[h][t] = _mm256_add_epi16(pairs[h][t], _mm256_maddubs_epi16(values[h], four4));
+            HWY_UNROLL(2)
+            for (int g = g0; g < g0 + kGroupsPerWidening; ++g) {
+              __m256i values[kHalves];
+              for (int h = 0; h < kHalves; ++h) {
+                const __m256i packed = X86Load32(chunk + 64 * g + 32 * h);
+                values[h] = _mm256_and_si256(j % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), nibble);
+                if (kHasHighBit) {
+                  const __m256i bits = _mm256_and_si256(X86Load32(high_bits + 64 * g + 32 * h), bit_j);
+                  values[h] = _mm256_or_si256(values[h], _mm256_and_si256(_mm256_cmpeq_epi8(bits, bit_j), fifth_bit));
+                }
+              }
+              HWY_UNROLL(4)
+              for (int t = 0; t < T; ++t) {
+                int32_t four;
+                std::memcpy(&four, x[t][level].q + 256 * s + 64 * (j / 2) + 32 * (j % 2) + 4 * g, 4);
+                const __m256i four4 = _mm256_set1_epi32(four);
+                for (int h = 0; h < kHalves; ++h)
+                  pairs[h][t] = _mm256_add_epi16(pairs[h][t], _mm256_maddubs_epi16(values[h], four4));
+              }
+            }
+            for (int h = 0; h < kHalves; ++h) {
+              HWY_UNROLL(4)
+              for (int t = 0; t < T; ++t) {
+                const __m256i total = _mm256_madd_epi16(pairs[h][t], _mm256_set1_epi16(1));
+                totals[h][t] = g0 == 0 ? total : _mm256_add_epi32(totals[h][t], total);
+              }
             }
           }
           for (int h = 0; h < kHalves; ++h) {
             HWY_UNROLL(4)
             for (int t = 0; t < T; ++t) {
-              const __m256i total = _mm256_madd_epi16(pairs[h][t], _mm256_set1_epi16(1));
               // Two levels: sums in the second level's units (the first level's scale is 256 times its).
-              sums[h][t] = level == 0 ? total : _mm256_add_epi32(_mm256_slli_epi32(sums[h][t], 8), total);
+              sums[h][t] = level == 0 ? totals[h][t] : _mm256_add_epi32(_mm256_slli_epi32(sums[h][t], 8), totals[h][t]);
             }
           }
         }

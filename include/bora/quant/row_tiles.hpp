@@ -1,6 +1,6 @@
-// Why this file exists: the 512-bit VNNI kernels put one weight row in each of 16 lanes, so a Q4_0,
-// Q8_0, Q4_K or Q6_K matrix they read is regrouped at load into tiles of 16 rows (same bytes, other order); this is
-// that layout, its regrouping and the way back to ordinary rows, as plain byte moves.
+// Why this file exists: the 512-bit VNNI and AVX2 kernels put one weight row in each 32-bit lane, so a Q4_0,
+// Q8_0, Q4_K, Q5_K or Q6_K matrix they read is regrouped at load into tiles of 16 rows (same bytes, other order);
+// this is that layout, its regrouping and the way back to ordinary rows, as plain byte moves.
 #ifndef BORA_QUANT_ROW_TILES_HPP
 #define BORA_QUANT_ROW_TILES_HPP
 
@@ -19,7 +19,8 @@ namespace quant {
 // So one 64-byte load gives four value bytes of each of the 16 rows, one row per 32-bit lane, and one
 // load gives a scale field of all 16 rows.
 //   Q4_0, Q8_0: f16 d, then the values;  Q4_K: f16 d and dmin, 12 bytes of packed scales and mins, then
-//   the quants;  Q6_K: the values (low bits, high bits), then 16 int8 scales, then f16 d.
+//   the quants;  Q5_K: as Q4_K, its 32 bytes of fifth bits first among the values;  Q6_K: the values
+//   (low bits, high bits), then 16 int8 scales, then f16 d.
 constexpr int64_t kTileRows = 16;
 
 struct TileFormat {
@@ -37,6 +38,7 @@ inline TileFormat tile_format(WeightType type) {
     case WeightType::kQ4_0: return {32, 18, 2, 1, 0, 2, 2};
     case WeightType::kQ8_0: return {32, 34, 2, 1, 0, 2, 2};
     case WeightType::kQ4_K: return {256, 144, 16, 2, 0, 4, 16};
+    case WeightType::kQ5_K: return {256, 176, 16, 2, 0, 4, 16};
     case WeightType::kQ6_K: return {256, 210, 18, 1, 208, 192, 0};
     default: return {0, 0, 0, 0, 0, 0, 0};
   }
