@@ -3,6 +3,7 @@
 // logits whose allowed tokens are known in advance.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -113,6 +114,48 @@ TEST_CASE("sampler: the same seed gives the same tokens, another seed other toke
   CHECK(sampler.sample(logits.data(), 512, {}) == a);
 }
 
+TEST_CASE("sampler: with no top-k limit the candidates take the order a comparison sort gives") {
+  // Without top-k the whole vocabulary is ordered by a radix sort; with top-k the standard library's
+  // partial_sort does it. Logits full of ties (few distinct values), -0 next to +0, NaN and -infinity:
+  // if the two orders differed anywhere (ties by id, signs, the key's digits), the cumulative draws
+  // would pick other tokens.
+  const size_t n = 3000;
+  std::vector<float> logits(n);
+  uint32_t state = 7;
+  for (size_t i = 0; i < n; ++i) {
+    state = state * 1664525u + 1013904223u;
+    const uint32_t pick = state >> 24;
+    if (pick < 8) {
+      logits[i] = (pick & 1) ? -0.0f : 0.0f;
+    } else if (pick < 12) {
+      logits[i] = std::numeric_limits<float>::quiet_NaN();
+    } else {
+      // A few dozen distinct values from -30 to +3 (so exponents and mantissas both vary), each many times.
+      logits[i] = static_cast<float>(static_cast<int>(pick % 48) - 40) * 0.7f + ((pick & 1) ? 1e-6f : 0.0f);
+    }
+  }
+  logits[n - 1] = -std::numeric_limits<float>::infinity();  // the one a top-k of n - 1 leaves out
+  for (const float top_p : {1.0f, 0.9f}) {
+    for (const float min_p : {0.0f, 0.01f}) {
+      bora::SampleParams params = unrestricted();
+      params.top_p = top_p;
+      params.min_p = min_p;
+      params.seed = 99;
+      bora::SampleParams with_top_k = params;
+      with_top_k.top_k = static_cast<int>(n - 1);
+      bora::Sampler radix(params), comparison(with_top_k);
+      std::vector<int> seen(n, 0);
+      for (int draw = 0; draw < 400; ++draw) {
+        std::vector<float> a = logits, b = logits;
+        const int32_t token = radix.sample(a.data(), static_cast<int64_t>(n), {});
+        REQUIRE(token == comparison.sample(b.data(), static_cast<int64_t>(n), {}));
+        ++seen[static_cast<size_t>(token)];
+      }
+      CHECK(std::count_if(seen.begin(), seen.end(), [](int c) { return c > 0; }) > 10);
+    }
+  }
+}
+
 TEST_CASE("sampler: plain temperature-1 sampling follows the softmax") {
   const std::vector<double> probabilities = {0.5, 0.3, 0.15, 0.05};
   bora::Sampler sampler(unrestricted(1.0f));
@@ -198,17 +241,20 @@ TEST_CASE("sampler: repetition penalty divides positive and multiplies negative 
 }
 
 TEST_CASE("sampler: degenerate logits") {
-  bora::Sampler sampler(bora::SampleParams{});
-  const float inf = std::numeric_limits<float>::infinity();
-  std::vector<float> all_minus_inf = {-inf, -inf, -inf};
-  const int32_t token = sampler.sample(all_minus_inf.data(), 3, {});
-  CHECK(token >= 0);
-  CHECK(token < 3);
-  std::vector<float> one_finite = {-inf, std::nanf(""), 0.0f, -inf};
-  for (int i = 0; i < 50; ++i) {
-    std::vector<float> copy = one_finite;
-    CHECK(sampler.sample(copy.data(), 4, {}) == 2);
+  for (const int top_k : {40, 0}) {  // a partial order of the best, and the whole vocabulary ordered
+    CAPTURE(top_k);
+    bora::SampleParams params;
+    params.top_k = top_k;
+    bora::Sampler sampler(params);
+    const float inf = std::numeric_limits<float>::infinity();
+    std::vector<float> all_minus_inf = {-inf, -inf, -inf};
+    CHECK(sampler.sample(all_minus_inf.data(), 3, {}) == 0);  // all tied: the lowest id
+    std::vector<float> one_finite = {-inf, std::nanf(""), 0.0f, -inf};
+    for (int i = 0; i < 50; ++i) {
+      std::vector<float> copy = one_finite;
+      CHECK(sampler.sample(copy.data(), 4, {}) == 2);
+    }
+    std::vector<float> single = {1.0f};
+    CHECK(sampler.sample(single.data(), 1, {}) == 0);
   }
-  std::vector<float> single = {1.0f};
-  CHECK(sampler.sample(single.data(), 1, {}) == 0);
 }

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <vector>
@@ -70,28 +71,28 @@ class Sampler {
 
     // Candidates in a total order (logit descending, id ascending), so ties never depend on the
     // sorting algorithm of the standard library at hand.
-    candidates_.resize(static_cast<size_t>(n_vocab));
-    for (int64_t i = 0; i < n_vocab; ++i) {
-      const float logit = std::isnan(logits[i]) ? -std::numeric_limits<float>::infinity() : logits[i];
-      candidates_[static_cast<size_t>(i)] = Candidate{logit, static_cast<int32_t>(i), 0.0};
-    }
-    auto better = [](const Candidate& a, const Candidate& b) {
-      return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
-    };
-    size_t count = candidates_.size();
+    size_t count = static_cast<size_t>(n_vocab);
     if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < count) {
+      candidates_.resize(count);
+      for (int64_t i = 0; i < n_vocab; ++i) {
+        candidates_[static_cast<size_t>(i)] = Candidate{candidate_logit(logits[i]), static_cast<int32_t>(i), 0.0};
+      }
       count = static_cast<size_t>(params_.top_k);
+      auto better = [](const Candidate& a, const Candidate& b) {
+        return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+      };
       std::partial_sort(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(count), candidates_.end(),
                         better);
     } else {
-      std::sort(candidates_.begin(), candidates_.end(), better);
+      count = order_all_candidates(logits, n_vocab);
     }
     if (candidates_[0].logit == -std::numeric_limits<float>::infinity()) return candidates_[0].id;
     // Forbidden candidates (-infinity, e.g. masked by a grammar) never get the rounding remainder below.
     while (count > 1 && candidates_[count - 1].logit == -std::numeric_limits<float>::infinity()) --count;
 
-    // Probabilities of the untempered logits over the candidates left.
-    softmax(count, 1.0f);
+    // Probabilities of the untempered logits over the candidates left (for top-p and min-p only: the
+    // draw below computes its own).
+    if (params_.top_p < 1.0f || params_.min_p > 0.0f) softmax(count, 1.0f);
     if (params_.top_p < 1.0f) {
       double cumulative = 0.0;
       size_t keep = count;
@@ -126,6 +127,63 @@ class Sampler {
     int32_t id;
     double probability;
   };
+
+  // NaN never wins; -0 and +0 are the same logit (the order must not tell them apart).
+  static float candidate_logit(float logit) {
+    return std::isnan(logit) ? -std::numeric_limits<float>::infinity() : logit + 0.0f;
+  }
+
+  // Every candidate in the total order, without a comparison sort: with no top-k limit (OpenAI's default)
+  // the whole vocabulary is ordered for every token, and std::sort spent milliseconds on 32,768 of them.
+  // Each candidate becomes one 64-bit number, a key that grows as the logit falls (high half) and its id
+  // (low half); a stable radix sort on the key of numbers listed by id leaves equal logits by id, which is
+  // exactly `logit descending, id ascending`, the order a comparison sort with that rule gives.
+  // Candidates at -infinity (forbidden by a grammar: most of the vocabulary) are never drawn and weigh
+  // nothing, so they are left out; when all are, the lowest id stands alone, as a full order would give.
+  // Returns how many candidates there are.
+  size_t order_all_candidates(const float* logits, int64_t n_vocab) {
+    packed_.clear();
+    for (int64_t i = 0; i < n_vocab; ++i) {
+      const float logit = candidate_logit(logits[i]);
+      if (logit == -std::numeric_limits<float>::infinity()) continue;
+      uint32_t bits = 0;
+      std::memcpy(&bits, &logit, sizeof bits);
+      // Ascending floats as ascending unsigned numbers (negatives reversed), then inverted: best first.
+      const uint32_t ascending = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+      packed_.push_back((static_cast<uint64_t>(~ascending) << 32) | static_cast<uint32_t>(i));
+    }
+    const size_t n = packed_.size();
+    if (n == 0) {
+      candidates_.assign(1, Candidate{-std::numeric_limits<float>::infinity(), 0, 0.0});
+      return 1;
+    }
+    packed_scratch_.resize(n);
+    // Three stable passes of 11, 11 and 10 bits over the key, least significant first.
+    constexpr int kDigitBits[3] = {11, 11, 10};
+    int shift = 32;
+    for (const int digit_bits : kDigitBits) {
+      const uint64_t mask = (uint64_t{1} << digit_bits) - 1;
+      uint32_t starts[2048] = {};
+      for (const uint64_t value : packed_) ++starts[(value >> shift) & mask];
+      if (starts[(packed_[0] >> shift) & mask] != n) {  // a digit every key shares moves nothing
+        uint32_t next = 0;
+        for (uint64_t digit = 0; digit <= mask; ++digit) {
+          const uint32_t bucket = starts[digit];
+          starts[digit] = next;
+          next += bucket;
+        }
+        for (const uint64_t value : packed_) packed_scratch_[starts[(value >> shift) & mask]++] = value;
+        packed_.swap(packed_scratch_);
+      }
+      shift += digit_bits;
+    }
+    candidates_.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      const int32_t id = static_cast<int32_t>(packed_[i] & 0xFFFFFFFFu);
+      candidates_[i] = Candidate{candidate_logit(logits[id]), id, 0.0};
+    }
+    return n;
+  }
 
   static int32_t argmax(const float* logits, int64_t n_vocab) {
     int64_t best = 0;
@@ -167,6 +225,7 @@ class Sampler {
   SampleParams params_;
   Xoshiro256 rng_;
   std::vector<Candidate> candidates_;  // grown once to the vocabulary size, then reused
+  std::vector<uint64_t> packed_, packed_scratch_;  // order_all_candidates' keys, reused too
   std::vector<int32_t> recent_;
   std::unique_ptr<GrammarMatcher> matcher_;
 };
