@@ -2230,13 +2230,14 @@ HWY_INLINE float X512RowDotKQuant(const uint8_t* row, int64_t n, const quant::Q8
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) - X86Sum(_mm512_extractf32x8_ps(mins_acc, 1));
 }
 
-// ---- 512-bit VNNI over row tiles (Q4_K; quant/row_tiles.hpp) ---------------------------------------
+// ---- 512-bit VNNI over row tiles (Q4_K, Q5_K; quant/row_tiles.hpp) ---------------------------------
 // A tile super-block holds 16 rows' d, then their dmin (f16 each), then byte k of their 12 packed
-// scale bytes as 16 bytes each, then their quants four bytes per row per 64-byte vector (group 8c + g:
-// bytes 32c + 4g .. 32c + 4g + 3, values 4g .. 4g + 3 of sub-block 2c in the low nibbles and of 2c + 1
-// in the high ones). Per (row, token) and 32-value sub-block j, whatever the number of tokens, the
-// prefill kernel's steps (VnniScale): acc = fma(sum, d * sc_j * dx, acc) - dmin * m_j * d_sum, so a
-// token's products are the same decoded alone, in a batch or in a prompt.
+// scale bytes as 16 bytes each, then (Q5_K) their 32 bytes of fifth bits and their quants, both four
+// bytes per row per 64-byte vector (quants group 8c + g: bytes 32c + 4g .. 32c + 4g + 3, values
+// 4g .. 4g + 3 of sub-block 2c in the low nibbles and of 2c + 1 in the high ones; fifth bits group g:
+// bytes 4g .. 4g + 3, bit j for sub-block j). Per (row, token) and 32-value sub-block j, whatever the
+// number of tokens, the prefill kernel's steps (VnniScale): acc = fma(sum, d * sc_j * dx, acc) -
+// dmin * m_j * d_sum, so a token's products are the same decoded alone, in a batch or in a prompt.
 
 // The sub-blocks' scales (d * sc) and mins (dmin * m) of a tile super-block's 16 rows, one vector each,
 // unpacked as quant::unpack_k_scales_mins does, sixteen rows at a time.
@@ -2252,9 +2253,10 @@ HWY_INLINE void X512KTileScalesMins(const uint8_t* block, float (*scales)[16], f
   }
 }
 
-struct X512Q4_KTiles {
+template <bool kHasHighBit>
+struct X512KQuantTiles {
   static constexpr int kValues = 256;
-  static constexpr int kBytes = quant::Q4_KBlock::kBytes;
+  static constexpr int kBytes = KQuantLayout<kHasHighBit>::kBytes;
   static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
 
   template <int kLevels, int T>
@@ -2269,13 +2271,19 @@ struct X512Q4_KTiles {
       const uint8_t* block = tile + s * 16 * kBytes;
       if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
       X512KTileScalesMins(block, scales, mins);
-      const uint8_t* quants = block + 16 * quant::Q4_KBlock::kQuantsOffset;
+      const uint8_t* quants = block + 16 * KQuantLayout<kHasHighBit>::kQuantsOffset;
+      const uint8_t* high_bits = block + 16 * KQuantLayout<kHasHighBit>::kHighBitsOffset;
       for (int j = 0; j < 8; ++j) {
         __m512i u[8];
         HWY_UNROLL(8)
         for (int g = 0; g < 8; ++g) {
           const __m512i packed = _mm512_loadu_si512(quants + 64 * (8 * (j / 2) + g));
           u[g] = _mm512_and_si512(j % 2 == 0 ? packed : _mm512_srli_epi16(packed, 4), nibble);
+          if (kHasHighBit) {  // bit 4 of a nibble is clear, so a masked add of 16 sets it
+            const __mmask64 fifth = _mm512_test_epi8_mask(_mm512_loadu_si512(high_bits + 64 * g),
+                                                          _mm512_set1_epi8(static_cast<char>(1 << j)));
+            u[g] = _mm512_mask_add_epi8(u[g], fifth, u[g], _mm512_set1_epi8(16));
+          }
         }
         const int64_t b = 8 * s + j;
         __m512i sums[T];
@@ -3274,12 +3282,9 @@ inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t 
 }
 
 // Whether this target's kernels want matrices of `type` in row tiles (the loader asks once per matrix):
-// Q4_0, Q8_0, Q4_K, Q5_K and Q6_K with AVX2; the same but Q5_K with 512-bit VNNI, which has no Q5_K tile
-// kernel yet (its Q5_K matrices keep ordinary rows).
+// Q4_0, Q8_0, Q4_K, Q5_K and Q6_K with 512-bit VNNI or AVX2.
 inline bool PrefersRowTilesKernel(WeightType type) {
-#if BORA_OPS_X86_VNNI
-  return quant::tile_format(type).values > 0 && type != WeightType::kQ5_K;
-#elif BORA_OPS_X86_INT8 && !defined(HWY_DISABLE_F16C)
+#if BORA_OPS_X86_INT8 && (BORA_OPS_X86_VNNI || !defined(HWY_DISABLE_F16C))
   return quant::tile_format(type).values > 0;
 #else
   (void)type;
@@ -3309,7 +3314,8 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
   switch (type) {
     case WeightType::kQ8_0: return products(X512LegacyTiles<true>());
     case WeightType::kQ4_0: return products(X512LegacyTiles<false>());
-    case WeightType::kQ4_K: return products(X512Q4_KTiles());
+    case WeightType::kQ4_K: return products(X512KQuantTiles<false>());
+    case WeightType::kQ5_K: return products(X512KQuantTiles<true>());
     case WeightType::kQ6_K: return products(X512Q6_KTiles());
     default: return;  // never tiled (quant::row_tiles_apply)
   }

@@ -731,7 +731,7 @@ TestMatrix tiled_copy(const TestMatrix& m) {
 }  // namespace
 
 TEST_CASE("a row-tiled matrix gives a token the same products alone, batched or in a prompt, near the ordinary rows'") {
-  // Where the target prefers tiles for the type (AVX2: all five; 512-bit VNNI: all but Q5_K) one tile kernel
+  // Where the target prefers tiles for the type (AVX2 and 512-bit VNNI: all five) one tile kernel
   // computes each (row, token) the same way for any token count (with VNNI also bit for bit as the
   // prefill kernel on ordinary rows); on other targets the tiles are read back into ordinary rows for
   // the usual kernels. Either way every function of ops.hpp reads both layouts, and a range of rows

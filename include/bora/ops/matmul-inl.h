@@ -310,12 +310,9 @@ inline void MatvecQ8TokensKernel(WeightType type, const uint8_t* data, uint64_t 
 }
 
 // Whether this target's kernels want matrices of `type` in row tiles (the loader asks once per matrix):
-// Q4_0, Q8_0, Q4_K, Q5_K and Q6_K with AVX2; the same but Q5_K with 512-bit VNNI, which has no Q5_K tile
-// kernel yet (its Q5_K matrices keep ordinary rows).
+// Q4_0, Q8_0, Q4_K, Q5_K and Q6_K with 512-bit VNNI or AVX2.
 inline bool PrefersRowTilesKernel(WeightType type) {
-#if BORA_OPS_X86_VNNI
-  return quant::tile_format(type).values > 0 && type != WeightType::kQ5_K;
-#elif BORA_OPS_X86_INT8 && !defined(HWY_DISABLE_F16C)
+#if BORA_OPS_X86_INT8 && (BORA_OPS_X86_VNNI || !defined(HWY_DISABLE_F16C))
   return quant::tile_format(type).values > 0;
 #else
   (void)type;
@@ -345,7 +342,8 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
   switch (type) {
     case WeightType::kQ8_0: return products(X512LegacyTiles<true>());
     case WeightType::kQ4_0: return products(X512LegacyTiles<false>());
-    case WeightType::kQ4_K: return products(X512Q4_KTiles());
+    case WeightType::kQ4_K: return products(X512KQuantTiles<false>());
+    case WeightType::kQ5_K: return products(X512KQuantTiles<true>());
     case WeightType::kQ6_K: return products(X512Q6_KTiles());
     default: return;  // never tiled (quant::row_tiles_apply)
   }
