@@ -398,11 +398,12 @@ void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* 
                int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin || n_tokens <= 0) return;
   const int64_t n = w.row_length();
-  if (w.row_tiles) {  // pointers to kTiledTokens tokens at a time: one sweep of the tiles each
+  if (w.row_tiles) {  // pointers to tiled_prompt_tokens(n) tokens at a time: one sweep of the tiles each
     const uint8_t* xq_tokens[kernels::kTiledTokens];
     float* y_tokens[kernels::kTiledTokens];
-    for (int64_t t0 = 0; t0 < n_tokens; t0 += kernels::kTiledTokens) {
-      const int64_t count = std::min(kernels::kTiledTokens, n_tokens - t0);
+    const int64_t chunk = kernels::tiled_prompt_tokens(n);
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += chunk) {
+      const int64_t count = std::min(chunk, n_tokens - t0);
       for (int64_t t = 0; t < count; ++t) {
         xq_tokens[t] = xq + (t0 + t) * q8_row_bytes(n);
         y_tokens[t] = y + (t0 + t) * y_stride;
