@@ -407,7 +407,9 @@ template <bool kIsQ8>
 struct X512LegacyTiles {
   static constexpr int kValues = 32;
   static constexpr int kBytes = kIsQ8 ? 34 : 18;
-  static constexpr int64_t kAheadAlone = 0;
+  // One token prefetches as the K-quant tiles do: one core, a 4096 x 14336 Q4_0 matrix, best of 30, three
+  // alternating rounds on a Zen 5: 50.5-58.6 -> 76.7-83.9 G multiply-accumulates/s.
+  static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
 
   template <int kLevels, int T>
   static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t blocks,

@@ -190,8 +190,7 @@ HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8Act
     const __mmask16 lanes = static_cast<__mmask16>(((1u << last) - 1u) & ~((1u << first) - 1u));
     // With several tokens the first pass over a tile prefetches the next tile: the later passes find
     // it in L2. One token streams through the tiles once, prefetching Tiles::kAheadAlone bytes ahead
-    // (Q4_0: none, the hardware prefetcher keeps up and measured faster without; Q4_K's larger
-    // blocks wait on memory without, and prefetching a whole tile ahead evicts them from L1).
+    // (6 KiB: without, the loads wait on memory; prefetching a whole tile ahead evicts them from L1).
     int64_t ahead = n_tokens > 1 ? (tile_row + 16 < row_end ? tile_bytes : 0) : Tiles::kAheadAlone;
     int64_t t = 0;
     for (; t + 8 <= n_tokens; t += 8, ahead = 0)
