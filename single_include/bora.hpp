@@ -1002,6 +1002,7 @@ BORA_OPS_AFTER_NAMESPACE();
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 
 #if defined(BORA_OPS_ROW_TILES_INL_H_) == defined(HWY_TARGET_TOGGLE)
@@ -1109,15 +1110,73 @@ namespace bora {
 namespace ops {
 namespace HWY_NAMESPACE {
 
+// The tokens of one sweep, laid out once per call so that the tile kernels read every activation
+// through one pointer. Read through their Q8ActivationRow views, 8 tokens kept ~24 pointers live,
+// which spilled, and each broadcast first reloaded its pointer (one core of a Zen 5, Q4_0, G
+// multiply-accumulates/s: a 4096 x 4096 matrix and 64 tokens 234-237 -> 270-271, 4096 x 14336 and
+// 16 tokens 226 -> 268-271, 8 tokens decoding 220-223 -> 274-277).
+// For a group of T tokens, each 32-value block of the row takes kBytes:
+//   int8 four[kLevels][8][T][4]   values 4g .. 4g + 3 of token t's level, in the order of the vpdpbusd
+//   float scale[T]                the last level's activation scale (see X512DotLevels)
+//   float sums[kSums][T]          Tiles::kSumFactor * d_sum of the block (both levels added), or with
+//                                 kSums == 2 the d_sum16 of its two halves
+// A call's groups of 8, 4, 2 and 1 tokens follow each other: the group from token t starts t * n / 32 *
+// (kBytes / T) bytes in, for rows of n values.
+template <int kLevels, int T, int kSums>
+struct X512TokenBlocks {
+  static constexpr int64_t kBytes = kLevels * 32 * T + 4 * T * (1 + kSums);
+  static HWY_INLINE __m512i Four(const uint8_t* block, int level, int g, int t) {
+    int32_t four;
+    std::memcpy(&four, block + (8 * level + g) * 4 * T + 4 * t, 4);
+    return _mm512_set1_epi32(four);
+  }
+  static HWY_INLINE __m512 Scale(const uint8_t* block, int t) {
+    float value;
+    std::memcpy(&value, block + kLevels * 32 * T + 4 * t, 4);
+    return _mm512_set1_ps(value);
+  }
+  static HWY_INLINE __m512 Sum(const uint8_t* block, int k, int t) {
+    float value;
+    std::memcpy(&value, block + kLevels * 32 * T + 4 * T * (1 + k) + 4 * t, 4);
+    return _mm512_set1_ps(value);
+  }
+
+  // Lays out tokens x[0, T) (x[t]: kLevels levels) for `blocks` 32-value blocks.
+  template <class Tiles>
+  static HWY_INLINE void Pack(const quant::Q8ActivationRow* const* x, int64_t blocks, uint8_t* out) {
+    for (int64_t b = 0; b < blocks; ++b, out += kBytes) {
+      for (int level = 0; level < kLevels; ++level)
+        for (int g = 0; g < 8; ++g)
+          for (int t = 0; t < T; ++t) std::memcpy(out + (8 * level + g) * 4 * T + 4 * t, x[t][level].q + 32 * b + 4 * g, 4);
+      float floats[T * (1 + kSums)];
+      for (int t = 0; t < T; ++t) {
+        floats[t] = x[t][kLevels - 1].d[b];
+        for (int k = 0; k < kSums; ++k) {
+          const float* first = kSums == 1 ? x[t][0].d_sum + b : x[t][0].d_sum16 + 2 * b + k;
+          const float* second = kSums == 1 ? x[t][kLevels - 1].d_sum + b : x[t][kLevels - 1].d_sum16 + 2 * b + k;
+          floats[T * (1 + k) + t] = Tiles::kSumFactor * (kLevels == 2 ? *first + *second : *first);
+        }
+      }
+      std::memcpy(out + kLevels * 32 * T, floats, sizeof floats);
+    }
+  }
+};
+
+// Bytes the tokens of one sweep take laid out (X512TokenBlocks), for rows of n values.
+template <class Tiles, int kLevels>
+constexpr int64_t X512TokenBytes(int64_t n) {
+  static_assert(Tiles::kSums <= 2, "kernels::tiled_scratch_bytes allows at most two sums");
+  return n / 32 * (kLevels * 32 + 4 * (1 + Tiles::kSums));
+}
+
 // sums[t] lane i = the integer dot product of 4 * kGroups values of row i (u[g]: values 4g .. 4g + 3 as
-// unsigned bytes, one row per 32-bit lane) with token t's activations q[first, first + 4 * kGroups);
-// with two levels 256 * first level + second, in the second level's units (as X512DotLevels). Four
-// activation bytes broadcast to every lane meet four values of each row in one vpdpbusd. With few
-// tokens the chain of vpdpbusd (each waits on the one before) is split in several, which integer
-// addition joins exactly.
-template <int kLevels, int T, int kGroups = 8>
-HWY_INLINE void X512TileSums(const __m512i* u, const quant::Q8ActivationRow* const* x, int64_t first,
-                             __m512i (&sums)[T]) {
+// unsigned bytes, one row per 32-bit lane) with token t's activations in groups [first, first + kGroups)
+// of `block` (X512TokenBlocks); with two levels 256 * first level + second, in the second level's units
+// (as X512DotLevels). Four activation bytes broadcast to every lane meet four values of each row in one
+// vpdpbusd. With few tokens the chain of vpdpbusd (each waits on the one before) is split in several,
+// which integer addition joins exactly.
+template <class Tokens, int kLevels, int T, int kGroups = 8>
+HWY_INLINE void X512TileSums(const __m512i* u, const uint8_t* block, int first, __m512i (&sums)[T]) {
   constexpr int kChains = T == 1 ? 4 : T == 2 ? 2 : 1;
   for (int level = 0; level < kLevels; ++level) {
     __m512i chains[kChains][T];
@@ -1127,11 +1186,8 @@ HWY_INLINE void X512TileSums(const __m512i* u, const quant::Q8ActivationRow* con
     HWY_UNROLL(8)
     for (int g = 0; g < kGroups; ++g) {
       HWY_UNROLL(8)
-      for (int t = 0; t < T; ++t) {
-        int32_t four;
-        std::memcpy(&four, x[t][level].q + first + 4 * g, 4);
-        chains[g % kChains][t] = _mm512_dpbusd_epi32(chains[g % kChains][t], u[g], _mm512_set1_epi32(four));
-      }
+      for (int t = 0; t < T; ++t)
+        chains[g % kChains][t] = _mm512_dpbusd_epi32(chains[g % kChains][t], u[g], Tokens::Four(block, level, first + g, t));
     }
     HWY_UNROLL(8)
     for (int t = 0; t < T; ++t) {
@@ -1142,39 +1198,44 @@ HWY_INLINE void X512TileSums(const __m512i* u, const quant::Q8ActivationRow* con
   }
 }
 
-// The activation scale and d * sum(q) of token `levels` for its block b, broadcast (both levels summed).
-template <int kLevels>
-HWY_INLINE __m512 X512TokenScale(const quant::Q8ActivationRow* levels, int64_t b) {
-  return _mm512_set1_ps(X512LevelScales<kLevels>(levels)[b]);
-}
-template <int kLevels>
-HWY_INLINE __m512 X512TokenScaledSum(const quant::Q8ActivationRow* levels, int64_t b) {
-  return kLevels == 2 ? _mm512_set1_ps(levels[0].d_sum[b] + levels[1].d_sum[b]) : _mm512_set1_ps(levels[0].d_sum[b]);
-}
-
-// Tokens [t, t + T) against one tile, written to y for the rows in `lanes` (see TiledProducts).
+// Tokens [t, t + T) (laid out at `tokens`) against one tile, written to y for the rows in `lanes`.
 template <class Tiles, int kLevels, int T>
-HWY_INLINE void X512TileTokens(const uint8_t* tile, int64_t ahead, int64_t blocks,
-                               const quant::Q8ActivationRow* const* x, float* const* y, int64_t tile_row,
-                               __mmask16 lanes) {
+HWY_INLINE void X512TileTokens(const uint8_t* tile, int64_t ahead, int64_t blocks, const uint8_t* tokens,
+                               float* const* y, int64_t tile_row, __mmask16 lanes) {
   __m512 acc[T];
-  Tiles::template Dot<kLevels, T>(tile, ahead, blocks, x, acc);
+  Tiles::template Dot<X512TokenBlocks<kLevels, T, Tiles::kSums>, kLevels, T>(tile, ahead, blocks, tokens, acc);
   HWY_UNROLL(8)
   for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y[t] + tile_row, lanes, acc[t]);
 }
 
-// y[t][r] for rows [row_begin, row_end) of a tiled matrix and n_tokens tokens (x[t]: kLevels levels).
-// Tiles supplies kValues and kBytes (per block of one row), kAheadAlone (how far one token prefetches)
-// and Dot<kLevels, T>(tile, ahead, blocks, x, acc): acc[t] lane i = row i's product with token t,
-// prefetching each block's bytes `ahead` bytes further on (0: none).
+// y[t][r] for rows [row_begin, row_end) of a tiled matrix and n_tokens tokens (x[t]: kLevels levels),
+// laid out first in `scratch` (X512TokenBytes<Tiles, kLevels>(n) bytes per token).
+// Tiles supplies kValues and kBytes (per block of one row), kAheadAlone (how far one token prefetches),
+// kSums and kSumFactor (which sums of the activations it needs, X512TokenBlocks), and
+// Dot<Tokens, kLevels, T>(tile, ahead, blocks, tokens, acc): acc[t] lane i = row i's product with
+// token t, prefetching each block's bytes `ahead` bytes further on (0: none).
 // Every tile meets the tokens eight at a time while it sits in L1/L2, so the weights come from memory
 // once for all of them; a thread's range may start or end inside a tile (its other lanes are computed
 // and not stored).
 template <class Tiles, int kLevels>
 HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
-                              int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
+                              int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end,
+                              uint8_t* scratch) {
   const int64_t blocks = n / Tiles::kValues;
   const int64_t tile_bytes = 16 * blocks * Tiles::kBytes;
+  const int64_t token_bytes = X512TokenBytes<Tiles, kLevels>(n);
+  // The same groups of 8, 4, 2 and 1 tokens as the sweep below.
+  auto for_each_group = [&](auto visit) {
+    int64_t t = 0;
+    for (; t + 8 <= n_tokens; t += 8) visit(std::integral_constant<int, 8>(), t);
+    if (t + 4 <= n_tokens) visit(std::integral_constant<int, 4>(), t), t += 4;
+    if (t + 2 <= n_tokens) visit(std::integral_constant<int, 2>(), t), t += 2;
+    if (t < n_tokens) visit(std::integral_constant<int, 1>(), t);
+  };
+  for_each_group([&](auto group, int64_t t) {
+    X512TokenBlocks<kLevels, decltype(group)::value, Tiles::kSums>::template Pack<Tiles>(x + t, n / 32,
+                                                                                         scratch + t * token_bytes);
+  });
   for (int64_t tile_row = row_begin - row_begin % 16; tile_row < row_end; tile_row += 16) {
     const uint8_t* tile = data + tile_row / 16 * tile_bytes;
     const int64_t first = row_begin > tile_row ? row_begin - tile_row : 0;
@@ -1184,20 +1245,11 @@ HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8Act
     // it in L2. One token streams through the tiles once, prefetching Tiles::kAheadAlone bytes ahead
     // (6 KiB: without, the loads wait on memory; prefetching a whole tile ahead evicts them from L1).
     int64_t ahead = n_tokens > 1 ? (tile_row + 16 < row_end ? tile_bytes : 0) : Tiles::kAheadAlone;
-    int64_t t = 0;
-    for (; t + 8 <= n_tokens; t += 8, ahead = 0)
-      X512TileTokens<Tiles, kLevels, 8>(tile, ahead, blocks, x + t, y + t, tile_row, lanes);
-    if (t + 4 <= n_tokens) {
-      X512TileTokens<Tiles, kLevels, 4>(tile, ahead, blocks, x + t, y + t, tile_row, lanes);
-      t += 4;
+    for_each_group([&](auto group, int64_t t) {
+      X512TileTokens<Tiles, kLevels, decltype(group)::value>(tile, ahead, blocks, scratch + t * token_bytes, y + t,
+                                                             tile_row, lanes);
       ahead = 0;
-    }
-    if (t + 2 <= n_tokens) {
-      X512TileTokens<Tiles, kLevels, 2>(tile, ahead, blocks, x + t, y + t, tile_row, lanes);
-      t += 2;
-      ahead = 0;
-    }
-    if (t < n_tokens) X512TileTokens<Tiles, kLevels, 1>(tile, ahead, blocks, x + t, y + t, tile_row, lanes);
+    });
   }
 }
 
@@ -1686,8 +1738,8 @@ HWY_INLINE void X512TileValues(const uint8_t* tile, __m512i (&u)[8]) {
   }
 }
 
-// One tile (its first tile block at `tile`) against T tokens, each with kLevels activation levels:
-// acc[t] lane i = row i's product with token t (the Tiles interface of TiledProducts).
+// One tile (its first tile block at `tile`) against T tokens laid out at `tokens` (Tokens, an
+// X512TokenBlocks): acc[t] lane i = row i's product with token t (the Tiles interface of TiledProducts).
 // With `ahead` not 0 each block also prefetches the bytes `ahead` further on (with several tokens the
 // same block of the next tile), so memory streams them in while this one computes (without, the first
 // pass over a tile waits on memory at every block; measured 3.7 -> 2.4 ms for 8 tokens x w1 of 7B Q4_0
@@ -1700,24 +1752,28 @@ struct X512LegacyTiles {
   // alternating rounds on a Zen 5: 50.5-58.6 -> 76.7-83.9 G multiply-accumulates/s.
   static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
 
-  template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t blocks,
-                             const quant::Q8ActivationRow* const* x, __m512 (&acc)[T]) {
-    const __m512 offset = _mm512_set1_ps(kIsQ8 ? 128.0f : 8.0f);
+  // The offset of the unsigned values times each block's d_sum, laid out once per token.
+  static constexpr int kSums = 1;
+  static constexpr float kSumFactor = kIsQ8 ? 128.0f : 8.0f;
+
+  template <class Tokens, int kLevels, int T>
+  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t blocks, const uint8_t* tokens,
+                             __m512 (&acc)[T]) {
     HWY_UNROLL(8)
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* block = tile + b * 16 * kBytes;
+      const uint8_t* token_block = tokens + b * Tokens::kBytes;
       if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
       const __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
       __m512i u[8];
       X512TileValues<kIsQ8>(block, u);
       __m512i sums[T];
-      X512TileSums<kLevels, T>(u, x, 32 * b, sums);
+      X512TileSums<Tokens, kLevels, T>(u, token_block, 0, sums);
       HWY_UNROLL(8)
       for (int t = 0; t < T; ++t) {
-        const __m512 step = _mm512_fmsub_ps(_mm512_cvtepi32_ps(sums[t]), X512TokenScale<kLevels>(x[t], b),
-                                            _mm512_mul_ps(offset, X512TokenScaledSum<kLevels>(x[t], b)));
+        const __m512 step = _mm512_fmsub_ps(_mm512_cvtepi32_ps(sums[t]), Tokens::Scale(token_block, t),
+                                            Tokens::Sum(token_block, 0, t));
         acc[t] = _mm512_fmadd_ps(scale, step, acc[t]);
       }
     }
@@ -2259,10 +2315,13 @@ struct X512KQuantTiles {
   static constexpr int kValues = 256;
   static constexpr int kBytes = KQuantLayout<kHasHighBit>::kBytes;
   static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
+  // Each 32-value sub-block's d_sum, which its min multiplies.
+  static constexpr int kSums = 1;
+  static constexpr float kSumFactor = 1.0f;
 
-  template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t supers,
-                             const quant::Q8ActivationRow* const* x, __m512 (&acc)[T]) {
+  template <class Tokens, int kLevels, int T>
+  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t supers, const uint8_t* tokens,
+                             __m512 (&acc)[T]) {
     const __m512i nibble = _mm512_set1_epi8(15);
     HWY_UNROLL(8)
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
@@ -2286,14 +2345,14 @@ struct X512KQuantTiles {
             u[g] = _mm512_mask_add_epi8(u[g], fifth, u[g], _mm512_set1_epi8(16));
           }
         }
-        const int64_t b = 8 * s + j;
+        const uint8_t* token_block = tokens + (8 * s + j) * Tokens::kBytes;
         __m512i sums[T];
-        X512TileSums<kLevels, T>(u, x, 32 * b, sums);
+        X512TileSums<Tokens, kLevels, T>(u, token_block, 0, sums);
         const __m512 scale = _mm512_load_ps(scales[j]), min = _mm512_load_ps(mins[j]);
         HWY_UNROLL(8)
         for (int t = 0; t < T; ++t) {
-          const __m512 step = _mm512_mul_ps(scale, X512TokenScale<kLevels>(x[t], b));
-          acc[t] = _mm512_fnmadd_ps(min, X512TokenScaledSum<kLevels>(x[t], b),
+          const __m512 step = _mm512_mul_ps(scale, Tokens::Scale(token_block, t));
+          acc[t] = _mm512_fnmadd_ps(min, Tokens::Sum(token_block, 0, t),
                                     _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[t]), step, acc[t]));
         }
       }
@@ -2666,10 +2725,13 @@ struct X512Q6_KTiles {
   static constexpr int kValues = 256;
   static constexpr int kBytes = quant::Q6_KBlock::kBytes;
   static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
+  // The d_sum16 of each 16-value half, which 32 times its scale multiplies.
+  static constexpr int kSums = 2;
+  static constexpr float kSumFactor = 1.0f;
 
-  template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t supers,
-                             const quant::Q8ActivationRow* const* x, __m512 (&acc)[T]) {
+  template <class Tokens, int kLevels, int T>
+  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t supers, const uint8_t* tokens,
+                             __m512 (&acc)[T]) {
     const __m512i nibble = _mm512_set1_epi8(15), two_bits = _mm512_set1_epi8(3);
     HWY_UNROLL(8)
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
@@ -2689,21 +2751,18 @@ struct X512Q6_KTiles {
             const __m512i high2 = _mm512_and_si512(_mm512_srli_epi16(high, 2 * k), two_bits);
             u[l] = _mm512_or_si512(low4, _mm512_slli_epi16(high2, 4));
           }
-          const int64_t b = 8 * s + 4 * h + k;
+          const uint8_t* token_block = tokens + (8 * s + 4 * h + k) * Tokens::kBytes;
           for (int half = 0; half < 2; ++half) {
             __m512i sums[T];
-            X512TileSums<kLevels, T, 4>(u + 4 * half, x, 32 * b + 16 * half, sums);
+            X512TileSums<Tokens, kLevels, T, 4>(u + 4 * half, token_block, 4 * half, sums);
             const int sub = 8 * h + 2 * k + half;
             const __m128i scale_bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 32 + 16 * sub));
             const __m512 scale = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(scale_bytes)));
             const __m512 offset = _mm512_mul_ps(_mm512_set1_ps(32.0f), scale);
             HWY_UNROLL(8)
             for (int t = 0; t < T; ++t) {
-              const quant::Q8ActivationRow* levels = x[t];
-              const float d_sum = kLevels == 2 ? levels[0].d_sum16[2 * b + half] + levels[1].d_sum16[2 * b + half]
-                                               : levels[0].d_sum16[2 * b + half];
-              const __m512 step = _mm512_mul_ps(scale, X512TokenScale<kLevels>(levels, b));
-              acc[t] = _mm512_fnmadd_ps(offset, _mm512_set1_ps(d_sum),
+              const __m512 step = _mm512_mul_ps(scale, Tokens::Scale(token_block, t));
+              acc[t] = _mm512_fnmadd_ps(offset, Tokens::Sum(token_block, half, t),
                                         _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[t]), step, acc[t]));
             }
           }
@@ -3297,18 +3356,25 @@ inline bool PrefersRowTilesKernel(WeightType type) {
 // sequence (xq_lo for the two-level activations, or null), several at once, or a prompt. With 512-bit
 // VNNI the tile kernel computes each (row, token) as the prefill kernel does, so results do not
 // depend on how many tokens come together. (On other targets, met when the CPU is not the one the
-// model was loaded for, implementation.hpp untiles the rows for their usual kernels.)
+// model was loaded for, implementation.hpp untiles the rows for their usual kernels.) `scratch`:
+// kernels::tiled_scratch_bytes(n, min(n_tokens, kTiledTokens), levels) bytes, where VNNI lays the
+// tokens out (AVX2 reads them in place).
 inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n, const uint8_t* const* xq_hi,
                                 const uint8_t* const* xq_lo, int64_t n_tokens, float* const* y, int64_t row_begin,
-                                int64_t row_end) {
+                                int64_t row_end, uint8_t* scratch) {
 #if BORA_OPS_X86_INT8 && (BORA_OPS_X86_VNNI || !defined(HWY_DISABLE_F16C))
   // TiledProducts (row_tiles-inl.h) is this target's sweep: 16 rows a vector with VNNI, 8 with AVX2.
   auto products = [&](auto tiles) {
     using Tiles = decltype(tiles);
     ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
                                                                          int64_t first, int64_t count) {
+#if BORA_OPS_X86_VNNI
+      if (xq_lo != nullptr) TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end, scratch);
+      else TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end, scratch);
+#else
       if (xq_lo != nullptr) TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end);
       else TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end);
+#endif
     });
   };
 #if BORA_OPS_X86_VNNI
@@ -3332,7 +3398,8 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
 #endif
 #else
   // Never called: implementation.hpp untiles the rows for the kernels of other targets.
-  (void)type, (void)data, (void)n, (void)xq_hi, (void)xq_lo, (void)n_tokens, (void)y, (void)row_begin, (void)row_end;
+  (void)type, (void)data, (void)n, (void)xq_hi, (void)xq_lo, (void)n_tokens, (void)y, (void)row_begin, (void)row_end,
+      (void)scratch;
 #endif
 }
 
@@ -15575,6 +15642,12 @@ constexpr int64_t kTiledTokens = 64;
 // 0.9 MiB of activations and ran slower than with 16 (one core of a Zen 5, a 14336 x 4096 Q4_0 matrix:
 // 200-217 against 228-232 G multiply-accumulates/s); the 4,096-value rows keep 64 (fewer reads of each
 // tile from memory: with 16, 7B Q4_K_M prompts ran 6% slower).
+// The row-tile kernels' scratch for n_tokens tokens of n values with `levels` int8 levels, laid out
+// for the VNNI tile kernels: per 32 values and token, the int8 values, the activation scale and at
+// most two sums (X512TokenBlocks in row_tiles-inl.h).
+inline int64_t tiled_scratch_bytes(int64_t n, int64_t n_tokens, int levels) {
+  return n_tokens * (n / 32) * (32 * levels + 4 * 3);
+}
 inline int64_t tiled_prompt_tokens(int64_t n) {
   const int64_t fit = (int64_t{256} << 10) / (n > 0 ? n : 1);
   return fit >= kTiledTokens ? kTiledTokens : fit < 16 ? 16 : fit - fit % 8;
@@ -15659,7 +15732,7 @@ T* thread_scratch(size_t count) {
 }
 struct DequantizedRows {};         // matmul_f32: kernels::kMatmulTileRows weight rows as f32
 struct DequantizedActivations {};  // the int8 fast path meeting float weights: activations as f32
-struct PackedActivations {};       // int8 activations repacked for the VNNI kernels (prefill, Q4_0 decode)
+struct PackedActivations {};       // int8 activations repacked for the kernels (prefill, Q4_0 decode, row tiles)
 struct UntiledRows {};             // 16 rows of a row-tiled matrix in the ordinary layout
 
 // Runs compute(tile, tile_row, first, last) for each 16-row tile of the row-tiled w that meets
@@ -15883,15 +15956,21 @@ bool prefers_row_tiles(WeightType type) { return HWY_DYNAMIC_DISPATCH(PrefersRow
 namespace detail {
 
 // Products of a row-tiled matrix with n_tokens int8 tokens (two levels where xq_lo is not null): the
-// tile kernel where the target has one, else each tile untiled and handed to matvec_q8_tokens.
+// tile kernel where the target has one (and memory for its scratch), else each tile untiled and handed
+// to matvec_q8_tokens.
 inline void tiled_q8_products(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo,
                               int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
-  if (prefers_row_tiles(w.type)) {
-    HWY_DYNAMIC_DISPATCH(MatvecQ8TiledKernel)(w.type, w.data, w.row_length(), xq_hi, xq_lo, n_tokens, y, row_begin,
-                                              row_end);
-    return;
-  }
   const int64_t n = w.row_length();
+  if (prefers_row_tiles(w.type)) {
+    const int64_t laid_out = std::min(n_tokens, kernels::kTiledTokens);
+    uint8_t* scratch = thread_scratch<PackedActivations, uint8_t>(
+        static_cast<size_t>(kernels::tiled_scratch_bytes(n, laid_out, xq_lo != nullptr ? 2 : 1)));
+    if (scratch != nullptr) {
+      HWY_DYNAMIC_DISPATCH(MatvecQ8TiledKernel)(w.type, w.data, n, xq_hi, xq_lo, n_tokens, y, row_begin, row_end,
+                                                scratch);
+      return;
+    }
+  }
   constexpr int64_t kChunk = 16;
   float* shifted[kChunk];
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kChunk) {

@@ -90,7 +90,7 @@ T* thread_scratch(size_t count) {
 }
 struct DequantizedRows {};         // matmul_f32: kernels::kMatmulTileRows weight rows as f32
 struct DequantizedActivations {};  // the int8 fast path meeting float weights: activations as f32
-struct PackedActivations {};       // int8 activations repacked for the VNNI kernels (prefill, Q4_0 decode)
+struct PackedActivations {};       // int8 activations repacked for the kernels (prefill, Q4_0 decode, row tiles)
 struct UntiledRows {};             // 16 rows of a row-tiled matrix in the ordinary layout
 
 // Runs compute(tile, tile_row, first, last) for each 16-row tile of the row-tiled w that meets
@@ -314,15 +314,21 @@ bool prefers_row_tiles(WeightType type) { return HWY_DYNAMIC_DISPATCH(PrefersRow
 namespace detail {
 
 // Products of a row-tiled matrix with n_tokens int8 tokens (two levels where xq_lo is not null): the
-// tile kernel where the target has one, else each tile untiled and handed to matvec_q8_tokens.
+// tile kernel where the target has one (and memory for its scratch), else each tile untiled and handed
+// to matvec_q8_tokens.
 inline void tiled_q8_products(const TensorView& w, const uint8_t* const* xq_hi, const uint8_t* const* xq_lo,
                               int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
-  if (prefers_row_tiles(w.type)) {
-    HWY_DYNAMIC_DISPATCH(MatvecQ8TiledKernel)(w.type, w.data, w.row_length(), xq_hi, xq_lo, n_tokens, y, row_begin,
-                                              row_end);
-    return;
-  }
   const int64_t n = w.row_length();
+  if (prefers_row_tiles(w.type)) {
+    const int64_t laid_out = std::min(n_tokens, kernels::kTiledTokens);
+    uint8_t* scratch = thread_scratch<PackedActivations, uint8_t>(
+        static_cast<size_t>(kernels::tiled_scratch_bytes(n, laid_out, xq_lo != nullptr ? 2 : 1)));
+    if (scratch != nullptr) {
+      HWY_DYNAMIC_DISPATCH(MatvecQ8TiledKernel)(w.type, w.data, n, xq_hi, xq_lo, n_tokens, y, row_begin, row_end,
+                                                scratch);
+      return;
+    }
+  }
   constexpr int64_t kChunk = 16;
   float* shifted[kChunk];
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kChunk) {

@@ -414,10 +414,13 @@ struct X512KQuantTiles {
   static constexpr int kValues = 256;
   static constexpr int kBytes = KQuantLayout<kHasHighBit>::kBytes;
   static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
+  // Each 32-value sub-block's d_sum, which its min multiplies.
+  static constexpr int kSums = 1;
+  static constexpr float kSumFactor = 1.0f;
 
-  template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t supers,
-                             const quant::Q8ActivationRow* const* x, __m512 (&acc)[T]) {
+  template <class Tokens, int kLevels, int T>
+  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t supers, const uint8_t* tokens,
+                             __m512 (&acc)[T]) {
     const __m512i nibble = _mm512_set1_epi8(15);
     HWY_UNROLL(8)
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
@@ -441,14 +444,14 @@ struct X512KQuantTiles {
             u[g] = _mm512_mask_add_epi8(u[g], fifth, u[g], _mm512_set1_epi8(16));
           }
         }
-        const int64_t b = 8 * s + j;
+        const uint8_t* token_block = tokens + (8 * s + j) * Tokens::kBytes;
         __m512i sums[T];
-        X512TileSums<kLevels, T>(u, x, 32 * b, sums);
+        X512TileSums<Tokens, kLevels, T>(u, token_block, 0, sums);
         const __m512 scale = _mm512_load_ps(scales[j]), min = _mm512_load_ps(mins[j]);
         HWY_UNROLL(8)
         for (int t = 0; t < T; ++t) {
-          const __m512 step = _mm512_mul_ps(scale, X512TokenScale<kLevels>(x[t], b));
-          acc[t] = _mm512_fnmadd_ps(min, X512TokenScaledSum<kLevels>(x[t], b),
+          const __m512 step = _mm512_mul_ps(scale, Tokens::Scale(token_block, t));
+          acc[t] = _mm512_fnmadd_ps(min, Tokens::Sum(token_block, 0, t),
                                     _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[t]), step, acc[t]));
         }
       }

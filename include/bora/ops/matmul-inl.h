@@ -324,18 +324,25 @@ inline bool PrefersRowTilesKernel(WeightType type) {
 // sequence (xq_lo for the two-level activations, or null), several at once, or a prompt. With 512-bit
 // VNNI the tile kernel computes each (row, token) as the prefill kernel does, so results do not
 // depend on how many tokens come together. (On other targets, met when the CPU is not the one the
-// model was loaded for, implementation.hpp untiles the rows for their usual kernels.)
+// model was loaded for, implementation.hpp untiles the rows for their usual kernels.) `scratch`:
+// kernels::tiled_scratch_bytes(n, min(n_tokens, kTiledTokens), levels) bytes, where VNNI lays the
+// tokens out (AVX2 reads them in place).
 inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n, const uint8_t* const* xq_hi,
                                 const uint8_t* const* xq_lo, int64_t n_tokens, float* const* y, int64_t row_begin,
-                                int64_t row_end) {
+                                int64_t row_end, uint8_t* scratch) {
 #if BORA_OPS_X86_INT8 && (BORA_OPS_X86_VNNI || !defined(HWY_DISABLE_F16C))
   // TiledProducts (row_tiles-inl.h) is this target's sweep: 16 rows a vector with VNNI, 8 with AVX2.
   auto products = [&](auto tiles) {
     using Tiles = decltype(tiles);
     ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
                                                                          int64_t first, int64_t count) {
+#if BORA_OPS_X86_VNNI
+      if (xq_lo != nullptr) TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end, scratch);
+      else TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end, scratch);
+#else
       if (xq_lo != nullptr) TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end);
       else TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end);
+#endif
     });
   };
 #if BORA_OPS_X86_VNNI
@@ -359,7 +366,8 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
 #endif
 #else
   // Never called: implementation.hpp untiles the rows for the kernels of other targets.
-  (void)type, (void)data, (void)n, (void)xq_hi, (void)xq_lo, (void)n_tokens, (void)y, (void)row_begin, (void)row_end;
+  (void)type, (void)data, (void)n, (void)xq_hi, (void)xq_lo, (void)n_tokens, (void)y, (void)row_begin, (void)row_end,
+      (void)scratch;
 #endif
 }
 

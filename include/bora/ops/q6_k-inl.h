@@ -278,10 +278,13 @@ struct X512Q6_KTiles {
   static constexpr int kValues = 256;
   static constexpr int kBytes = quant::Q6_KBlock::kBytes;
   static constexpr int64_t kAheadAlone = kKQuantPrefetchDistance;
+  // The d_sum16 of each 16-value half, which 32 times its scale multiplies.
+  static constexpr int kSums = 2;
+  static constexpr float kSumFactor = 1.0f;
 
-  template <int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t supers,
-                             const quant::Q8ActivationRow* const* x, __m512 (&acc)[T]) {
+  template <class Tokens, int kLevels, int T>
+  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t supers, const uint8_t* tokens,
+                             __m512 (&acc)[T]) {
     const __m512i nibble = _mm512_set1_epi8(15), two_bits = _mm512_set1_epi8(3);
     HWY_UNROLL(8)
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
@@ -301,21 +304,18 @@ struct X512Q6_KTiles {
             const __m512i high2 = _mm512_and_si512(_mm512_srli_epi16(high, 2 * k), two_bits);
             u[l] = _mm512_or_si512(low4, _mm512_slli_epi16(high2, 4));
           }
-          const int64_t b = 8 * s + 4 * h + k;
+          const uint8_t* token_block = tokens + (8 * s + 4 * h + k) * Tokens::kBytes;
           for (int half = 0; half < 2; ++half) {
             __m512i sums[T];
-            X512TileSums<kLevels, T, 4>(u + 4 * half, x, 32 * b + 16 * half, sums);
+            X512TileSums<Tokens, kLevels, T, 4>(u + 4 * half, token_block, 4 * half, sums);
             const int sub = 8 * h + 2 * k + half;
             const __m128i scale_bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 32 + 16 * sub));
             const __m512 scale = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(scale_bytes)));
             const __m512 offset = _mm512_mul_ps(_mm512_set1_ps(32.0f), scale);
             HWY_UNROLL(8)
             for (int t = 0; t < T; ++t) {
-              const quant::Q8ActivationRow* levels = x[t];
-              const float d_sum = kLevels == 2 ? levels[0].d_sum16[2 * b + half] + levels[1].d_sum16[2 * b + half]
-                                               : levels[0].d_sum16[2 * b + half];
-              const __m512 step = _mm512_mul_ps(scale, X512TokenScale<kLevels>(levels, b));
-              acc[t] = _mm512_fnmadd_ps(offset, _mm512_set1_ps(d_sum),
+              const __m512 step = _mm512_mul_ps(scale, Tokens::Scale(token_block, t));
+              acc[t] = _mm512_fnmadd_ps(offset, Tokens::Sum(token_block, half, t),
                                         _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[t]), step, acc[t]));
             }
           }

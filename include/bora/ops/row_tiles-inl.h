@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "bora/quant/q8_activations.hpp"
 
@@ -117,15 +118,73 @@ namespace bora {
 namespace ops {
 namespace HWY_NAMESPACE {
 
+// The tokens of one sweep, laid out once per call so that the tile kernels read every activation
+// through one pointer. Read through their Q8ActivationRow views, 8 tokens kept ~24 pointers live,
+// which spilled, and each broadcast first reloaded its pointer (one core of a Zen 5, Q4_0, G
+// multiply-accumulates/s: a 4096 x 4096 matrix and 64 tokens 234-237 -> 270-271, 4096 x 14336 and
+// 16 tokens 226 -> 268-271, 8 tokens decoding 220-223 -> 274-277).
+// For a group of T tokens, each 32-value block of the row takes kBytes:
+//   int8 four[kLevels][8][T][4]   values 4g .. 4g + 3 of token t's level, in the order of the vpdpbusd
+//   float scale[T]                the last level's activation scale (see X512DotLevels)
+//   float sums[kSums][T]          Tiles::kSumFactor * d_sum of the block (both levels added), or with
+//                                 kSums == 2 the d_sum16 of its two halves
+// A call's groups of 8, 4, 2 and 1 tokens follow each other: the group from token t starts t * n / 32 *
+// (kBytes / T) bytes in, for rows of n values.
+template <int kLevels, int T, int kSums>
+struct X512TokenBlocks {
+  static constexpr int64_t kBytes = kLevels * 32 * T + 4 * T * (1 + kSums);
+  static HWY_INLINE __m512i Four(const uint8_t* block, int level, int g, int t) {
+    int32_t four;
+    std::memcpy(&four, block + (8 * level + g) * 4 * T + 4 * t, 4);
+    return _mm512_set1_epi32(four);
+  }
+  static HWY_INLINE __m512 Scale(const uint8_t* block, int t) {
+    float value;
+    std::memcpy(&value, block + kLevels * 32 * T + 4 * t, 4);
+    return _mm512_set1_ps(value);
+  }
+  static HWY_INLINE __m512 Sum(const uint8_t* block, int k, int t) {
+    float value;
+    std::memcpy(&value, block + kLevels * 32 * T + 4 * T * (1 + k) + 4 * t, 4);
+    return _mm512_set1_ps(value);
+  }
+
+  // Lays out tokens x[0, T) (x[t]: kLevels levels) for `blocks` 32-value blocks.
+  template <class Tiles>
+  static HWY_INLINE void Pack(const quant::Q8ActivationRow* const* x, int64_t blocks, uint8_t* out) {
+    for (int64_t b = 0; b < blocks; ++b, out += kBytes) {
+      for (int level = 0; level < kLevels; ++level)
+        for (int g = 0; g < 8; ++g)
+          for (int t = 0; t < T; ++t) std::memcpy(out + (8 * level + g) * 4 * T + 4 * t, x[t][level].q + 32 * b + 4 * g, 4);
+      float floats[T * (1 + kSums)];
+      for (int t = 0; t < T; ++t) {
+        floats[t] = x[t][kLevels - 1].d[b];
+        for (int k = 0; k < kSums; ++k) {
+          const float* first = kSums == 1 ? x[t][0].d_sum + b : x[t][0].d_sum16 + 2 * b + k;
+          const float* second = kSums == 1 ? x[t][kLevels - 1].d_sum + b : x[t][kLevels - 1].d_sum16 + 2 * b + k;
+          floats[T * (1 + k) + t] = Tiles::kSumFactor * (kLevels == 2 ? *first + *second : *first);
+        }
+      }
+      std::memcpy(out + kLevels * 32 * T, floats, sizeof floats);
+    }
+  }
+};
+
+// Bytes the tokens of one sweep take laid out (X512TokenBlocks), for rows of n values.
+template <class Tiles, int kLevels>
+constexpr int64_t X512TokenBytes(int64_t n) {
+  static_assert(Tiles::kSums <= 2, "kernels::tiled_scratch_bytes allows at most two sums");
+  return n / 32 * (kLevels * 32 + 4 * (1 + Tiles::kSums));
+}
+
 // sums[t] lane i = the integer dot product of 4 * kGroups values of row i (u[g]: values 4g .. 4g + 3 as
-// unsigned bytes, one row per 32-bit lane) with token t's activations q[first, first + 4 * kGroups);
-// with two levels 256 * first level + second, in the second level's units (as X512DotLevels). Four
-// activation bytes broadcast to every lane meet four values of each row in one vpdpbusd. With few
-// tokens the chain of vpdpbusd (each waits on the one before) is split in several, which integer
-// addition joins exactly.
-template <int kLevels, int T, int kGroups = 8>
-HWY_INLINE void X512TileSums(const __m512i* u, const quant::Q8ActivationRow* const* x, int64_t first,
-                             __m512i (&sums)[T]) {
+// unsigned bytes, one row per 32-bit lane) with token t's activations in groups [first, first + kGroups)
+// of `block` (X512TokenBlocks); with two levels 256 * first level + second, in the second level's units
+// (as X512DotLevels). Four activation bytes broadcast to every lane meet four values of each row in one
+// vpdpbusd. With few tokens the chain of vpdpbusd (each waits on the one before) is split in several,
+// which integer addition joins exactly.
+template <class Tokens, int kLevels, int T, int kGroups = 8>
+HWY_INLINE void X512TileSums(const __m512i* u, const uint8_t* block, int first, __m512i (&sums)[T]) {
   constexpr int kChains = T == 1 ? 4 : T == 2 ? 2 : 1;
   for (int level = 0; level < kLevels; ++level) {
     __m512i chains[kChains][T];
@@ -135,11 +194,8 @@ HWY_INLINE void X512TileSums(const __m512i* u, const quant::Q8ActivationRow* con
     HWY_UNROLL(8)
     for (int g = 0; g < kGroups; ++g) {
       HWY_UNROLL(8)
-      for (int t = 0; t < T; ++t) {
-        int32_t four;
-        std::memcpy(&four, x[t][level].q + first + 4 * g, 4);
-        chains[g % kChains][t] = _mm512_dpbusd_epi32(chains[g % kChains][t], u[g], _mm512_set1_epi32(four));
-      }
+      for (int t = 0; t < T; ++t)
+        chains[g % kChains][t] = _mm512_dpbusd_epi32(chains[g % kChains][t], u[g], Tokens::Four(block, level, first + g, t));
     }
     HWY_UNROLL(8)
     for (int t = 0; t < T; ++t) {
@@ -150,39 +206,44 @@ HWY_INLINE void X512TileSums(const __m512i* u, const quant::Q8ActivationRow* con
   }
 }
 
-// The activation scale and d * sum(q) of token `levels` for its block b, broadcast (both levels summed).
-template <int kLevels>
-HWY_INLINE __m512 X512TokenScale(const quant::Q8ActivationRow* levels, int64_t b) {
-  return _mm512_set1_ps(X512LevelScales<kLevels>(levels)[b]);
-}
-template <int kLevels>
-HWY_INLINE __m512 X512TokenScaledSum(const quant::Q8ActivationRow* levels, int64_t b) {
-  return kLevels == 2 ? _mm512_set1_ps(levels[0].d_sum[b] + levels[1].d_sum[b]) : _mm512_set1_ps(levels[0].d_sum[b]);
-}
-
-// Tokens [t, t + T) against one tile, written to y for the rows in `lanes` (see TiledProducts).
+// Tokens [t, t + T) (laid out at `tokens`) against one tile, written to y for the rows in `lanes`.
 template <class Tiles, int kLevels, int T>
-HWY_INLINE void X512TileTokens(const uint8_t* tile, int64_t ahead, int64_t blocks,
-                               const quant::Q8ActivationRow* const* x, float* const* y, int64_t tile_row,
-                               __mmask16 lanes) {
+HWY_INLINE void X512TileTokens(const uint8_t* tile, int64_t ahead, int64_t blocks, const uint8_t* tokens,
+                               float* const* y, int64_t tile_row, __mmask16 lanes) {
   __m512 acc[T];
-  Tiles::template Dot<kLevels, T>(tile, ahead, blocks, x, acc);
+  Tiles::template Dot<X512TokenBlocks<kLevels, T, Tiles::kSums>, kLevels, T>(tile, ahead, blocks, tokens, acc);
   HWY_UNROLL(8)
   for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y[t] + tile_row, lanes, acc[t]);
 }
 
-// y[t][r] for rows [row_begin, row_end) of a tiled matrix and n_tokens tokens (x[t]: kLevels levels).
-// Tiles supplies kValues and kBytes (per block of one row), kAheadAlone (how far one token prefetches)
-// and Dot<kLevels, T>(tile, ahead, blocks, x, acc): acc[t] lane i = row i's product with token t,
-// prefetching each block's bytes `ahead` bytes further on (0: none).
+// y[t][r] for rows [row_begin, row_end) of a tiled matrix and n_tokens tokens (x[t]: kLevels levels),
+// laid out first in `scratch` (X512TokenBytes<Tiles, kLevels>(n) bytes per token).
+// Tiles supplies kValues and kBytes (per block of one row), kAheadAlone (how far one token prefetches),
+// kSums and kSumFactor (which sums of the activations it needs, X512TokenBlocks), and
+// Dot<Tokens, kLevels, T>(tile, ahead, blocks, tokens, acc): acc[t] lane i = row i's product with
+// token t, prefetching each block's bytes `ahead` bytes further on (0: none).
 // Every tile meets the tokens eight at a time while it sits in L1/L2, so the weights come from memory
 // once for all of them; a thread's range may start or end inside a tile (its other lanes are computed
 // and not stored).
 template <class Tiles, int kLevels>
 HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
-                              int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
+                              int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end,
+                              uint8_t* scratch) {
   const int64_t blocks = n / Tiles::kValues;
   const int64_t tile_bytes = 16 * blocks * Tiles::kBytes;
+  const int64_t token_bytes = X512TokenBytes<Tiles, kLevels>(n);
+  // The same groups of 8, 4, 2 and 1 tokens as the sweep below.
+  auto for_each_group = [&](auto visit) {
+    int64_t t = 0;
+    for (; t + 8 <= n_tokens; t += 8) visit(std::integral_constant<int, 8>(), t);
+    if (t + 4 <= n_tokens) visit(std::integral_constant<int, 4>(), t), t += 4;
+    if (t + 2 <= n_tokens) visit(std::integral_constant<int, 2>(), t), t += 2;
+    if (t < n_tokens) visit(std::integral_constant<int, 1>(), t);
+  };
+  for_each_group([&](auto group, int64_t t) {
+    X512TokenBlocks<kLevels, decltype(group)::value, Tiles::kSums>::template Pack<Tiles>(x + t, n / 32,
+                                                                                         scratch + t * token_bytes);
+  });
   for (int64_t tile_row = row_begin - row_begin % 16; tile_row < row_end; tile_row += 16) {
     const uint8_t* tile = data + tile_row / 16 * tile_bytes;
     const int64_t first = row_begin > tile_row ? row_begin - tile_row : 0;
@@ -192,20 +253,11 @@ HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8Act
     // it in L2. One token streams through the tiles once, prefetching Tiles::kAheadAlone bytes ahead
     // (6 KiB: without, the loads wait on memory; prefetching a whole tile ahead evicts them from L1).
     int64_t ahead = n_tokens > 1 ? (tile_row + 16 < row_end ? tile_bytes : 0) : Tiles::kAheadAlone;
-    int64_t t = 0;
-    for (; t + 8 <= n_tokens; t += 8, ahead = 0)
-      X512TileTokens<Tiles, kLevels, 8>(tile, ahead, blocks, x + t, y + t, tile_row, lanes);
-    if (t + 4 <= n_tokens) {
-      X512TileTokens<Tiles, kLevels, 4>(tile, ahead, blocks, x + t, y + t, tile_row, lanes);
-      t += 4;
+    for_each_group([&](auto group, int64_t t) {
+      X512TileTokens<Tiles, kLevels, decltype(group)::value>(tile, ahead, blocks, scratch + t * token_bytes, y + t,
+                                                             tile_row, lanes);
       ahead = 0;
-    }
-    if (t + 2 <= n_tokens) {
-      X512TileTokens<Tiles, kLevels, 2>(tile, ahead, blocks, x + t, y + t, tile_row, lanes);
-      t += 2;
-      ahead = 0;
-    }
-    if (t < n_tokens) X512TileTokens<Tiles, kLevels, 1>(tile, ahead, blocks, x + t, y + t, tile_row, lanes);
+    });
   }
 }
 

@@ -28,6 +28,12 @@ constexpr int64_t kTiledTokens = 64;
 // 0.9 MiB of activations and ran slower than with 16 (one core of a Zen 5, a 14336 x 4096 Q4_0 matrix:
 // 200-217 against 228-232 G multiply-accumulates/s); the 4,096-value rows keep 64 (fewer reads of each
 // tile from memory: with 16, 7B Q4_K_M prompts ran 6% slower).
+// The row-tile kernels' scratch for n_tokens tokens of n values with `levels` int8 levels, laid out
+// for the VNNI tile kernels: per 32 values and token, the int8 values, the activation scale and at
+// most two sums (X512TokenBlocks in row_tiles-inl.h).
+inline int64_t tiled_scratch_bytes(int64_t n, int64_t n_tokens, int levels) {
+  return n_tokens * (n / 32) * (32 * levels + 4 * 3);
+}
 inline int64_t tiled_prompt_tokens(int64_t n) {
   const int64_t fit = (int64_t{256} << 10) / (n > 0 ? n : 1);
   return fit >= kTiledTokens ? kTiledTokens : fit < 16 ? 16 : fit - fit % 8;
