@@ -1072,9 +1072,11 @@ HWY_INLINE void X256TileHalvesTokens(const uint8_t* tile, int first_half, int la
 // Tiles::kAheadAlone bytes ahead (Q4_K_M, one half at a time: 4.33-4.43 -> 4.41-4.95 t/s); several do
 // not (prefetching the next tile, as with 512 bits, measured no faster at 8 tokens: the AVX2 passes
 // are bound by arithmetic, not memory).
+// `scratch` is unused: the 256-bit kernels read the tokens in place (the 512-bit ones lay them out).
 template <class Tiles, int kLevels>
 HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
-                              int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
+                              int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end,
+                              uint8_t* /*scratch*/) {
   const int64_t blocks = n / Tiles::kValues;
   const int64_t tile_bytes = 16 * blocks * Tiles::kBytes;
   const int64_t ahead = n_tokens == 1 ? Tiles::kAheadAlone : 0;
@@ -3368,13 +3370,8 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
     using Tiles = decltype(tiles);
     ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
                                                                          int64_t first, int64_t count) {
-#if BORA_OPS_X86_VNNI
       if (xq_lo != nullptr) TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end, scratch);
       else TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end, scratch);
-#else
-      if (xq_lo != nullptr) TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end);
-      else TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end);
-#endif
     });
   };
 #if BORA_OPS_X86_VNNI

@@ -336,13 +336,8 @@ inline void MatvecQ8TiledKernel(WeightType type, const uint8_t* data, int64_t n,
     using Tiles = decltype(tiles);
     ForTokenChunks<kernels::kTiledTokens>(xq_hi, xq_lo, n_tokens, n, [&](const quant::Q8ActivationRow* const* levels,
                                                                          int64_t first, int64_t count) {
-#if BORA_OPS_X86_VNNI
       if (xq_lo != nullptr) TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end, scratch);
       else TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end, scratch);
-#else
-      if (xq_lo != nullptr) TiledProducts<Tiles, 2>(data, n, levels, count, y + first, row_begin, row_end);
-      else TiledProducts<Tiles, 1>(data, n, levels, count, y + first, row_begin, row_end);
-#endif
     });
   };
 #if BORA_OPS_X86_VNNI

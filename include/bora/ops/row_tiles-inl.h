@@ -80,9 +80,11 @@ HWY_INLINE void X256TileHalvesTokens(const uint8_t* tile, int first_half, int la
 // Tiles::kAheadAlone bytes ahead (Q4_K_M, one half at a time: 4.33-4.43 -> 4.41-4.95 t/s); several do
 // not (prefetching the next tile, as with 512 bits, measured no faster at 8 tokens: the AVX2 passes
 // are bound by arithmetic, not memory).
+// `scratch` is unused: the 256-bit kernels read the tokens in place (the 512-bit ones lay them out).
 template <class Tiles, int kLevels>
 HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
-                              int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
+                              int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end,
+                              uint8_t* /*scratch*/) {
   const int64_t blocks = n / Tiles::kValues;
   const int64_t tile_bytes = 16 * blocks * Tiles::kBytes;
   const int64_t ahead = n_tokens == 1 ? Tiles::kAheadAlone : 0;
