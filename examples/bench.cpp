@@ -12,7 +12,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -45,7 +47,8 @@ void usage() {
                "  --bandwidth  before each generation run, measures how fast its threads read memory, and reports\n"
                "      the decoding limit (read rate / weight bytes per token) and the share of it generation reached\n"
                "      (the peak RSS then includes the 256 MiB it reads; with --parallel the limit counts the weights\n"
-               "      once per step of N tokens, which for a mixture of experts is optimistic)\n"
+               "      once per step of N tokens, of a mixture of experts the experts those tokens routed to, on\n"
+               "      average per layer, which the row also reports)\n"
                "  --parallel N1,N2,...  for each count N, N sequences at once as llama-batched-bench does: a pp row times\n"
                "      every sequence processing -p tokens (in steps of at most 2048 tokens, each sequence an equal\n"
                "      share), a tg row -n steps of one token for each sequence after each has processed the -p\n"
@@ -187,6 +190,7 @@ struct Result {
   std::vector<double> read_rates;  // --bandwidth: bytes per second read just before each sample
   double macs = 0;        // --peak: weight multiply-accumulates of one sample
   double peak_macs = 0;   // --peak: the int8 peak of these threads, when this row is compared with it
+  double experts_read = 0;  // --bandwidth, a mixture of experts: distinct experts per layer and step
   double avg_ts() const {
     double sum = 0;
     for (double ns : samples_ns) sum += tokens() / (ns * 1e-9);
@@ -310,6 +314,10 @@ int main(int argc, char** argv) {
       workspace_params.n_batch = std::max<int64_t>({int64_t{n_parallel}, std::min<int64_t>(depth, kDepthChunk),
                                                     std::min<int64_t>(int64_t{n_parallel} * n_prompt, kMaxBatch)});
       workspace_params.n_threads = n_threads;
+      // --bandwidth over a mixture of experts: which experts each step's tokens chose, to count what it read.
+      const bool trace_experts = read_buffer && n_prompt == 0 && config.n_experts > 0;
+      std::vector<int32_t> expert_trace;
+      if (trace_experts) workspace_params.expert_trace = &expert_trace;
       auto workspace = (*model)->create_workspace(workspace_params);
       if (!workspace) { std::fprintf(stderr, "bench: %s\n", workspace.error().message()); return false; }
       bora::SequenceParams sequence_params;
@@ -347,7 +355,12 @@ int main(int argc, char** argv) {
       }
       if (depth > 0) depth_state = sequences.front()->save_state();
       Result result{test_name(n_prompt, n_gen, depth), n_threads, n_prompt, n_gen, n_parallel, depth, {}, {}};
+      double experts_read_sum = 0;  // over the timed (layer, step) pairs
+      int64_t layer_steps = 0;
+      const size_t trace_per_token = 2 + static_cast<size_t>(std::max<int64_t>(config.n_experts_used, 1));
       for (int r = -1; r < repetitions; ++r) {  // r = -1 warms caches and pages
+        expert_trace.clear();
+        expert_trace.reserve(static_cast<size_t>(n_gen) * n_parallel * static_cast<size_t>(config.n_layers) * trace_per_token);
         for (auto& sequence : sequences) {
           if (depth == 0) {
             sequence->reset();
@@ -364,7 +377,17 @@ int main(int argc, char** argv) {
         }
         for (int g = 0; g < n_gen; ++g) if (!step(n_prompt + g, 1, true)) return false;
         if (r >= 0) result.samples_ns.push_back(seconds_since(start) * 1e9);
+        if (r >= 0 && trace_experts) {
+          // Every sequence decodes the same position in a step, so (layer, position) names a layer's step.
+          std::map<std::pair<int32_t, int32_t>, std::set<int32_t>> chosen;
+          for (size_t at = 0; at + trace_per_token <= expert_trace.size(); at += trace_per_token)
+            chosen[{expert_trace[at], expert_trace[at + 1]}].insert(expert_trace.begin() + static_cast<std::ptrdiff_t>(at) + 2,
+                                                                    expert_trace.begin() + static_cast<std::ptrdiff_t>(at + trace_per_token));
+          for (const auto& layer_step : chosen) experts_read_sum += static_cast<double>(layer_step.second.size());
+          layer_steps += static_cast<int64_t>(chosen.size());
+        }
       }
+      if (layer_steps > 0) result.experts_read = experts_read_sum / static_cast<double>(layer_steps);
       finish_row(result);
       return true;
     };
@@ -428,9 +451,11 @@ int main(int argc, char** argv) {
   }
   const uint64_t peak_rss = peak_rss_bytes();
   const uint64_t bytes_per_token = (*model)->weight_bytes_per_token();
-  // Batched sequences share each step's weight reads.
+  // Batched sequences share each step's weight reads (of a mixture of experts, those of every expert
+  // their tokens chose).
   auto limit_ts = [&](const Result& r) {
-    return std::max(1, r.n_parallel) * r.read_rate() / static_cast<double>(bytes_per_token);
+    const uint64_t bytes = r.experts_read > 0 ? (*model)->weight_bytes_per_step(r.experts_read) : bytes_per_token;
+    return std::max(1, r.n_parallel) * r.read_rate() / static_cast<double>(bytes);
   };
   if (json) {
     std::printf("[\n");
@@ -450,6 +475,7 @@ int main(int argc, char** argv) {
         std::printf("    \"int8_peak_macs_per_s\": %.0f,\n    \"macs_per_s\": %.0f,\n", r.peak_macs, r.macs_per_s());
       if (!r.read_rates.empty())
         std::printf("    \"read_bytes_per_s\": %.0f,\n    \"limit_ts\": %.6f,\n", r.read_rate(), limit_ts(r));
+      if (r.experts_read > 0) std::printf("    \"experts_read_per_layer\": %.3f,\n", r.experts_read);
       std::printf("    \"samples_ns\": [");
       for (size_t j = 0; j < r.samples_ns.size(); ++j) std::printf("%s%.0f", j ? ", " : "", r.samples_ns[j]);
       std::printf("],\n    \"avg_ts\": %.6f,\n    \"stddev_ts\": %.6f\n  }%s\n", r.avg_ts(), r.stddev_ts(),
@@ -466,9 +492,13 @@ int main(int argc, char** argv) {
     };
     for (const Result& r : results) {
       if (r.read_rates.empty()) continue;
-      std::printf("%s, %d threads%s: %.2f t/s is %.0f%% of the memory limit %.2f t/s (reading %.1f GB/s)\n",
+      char experts[96] = "";
+      if (r.experts_read > 0)
+        std::snprintf(experts, sizeof experts, "; its tokens chose %.2f of %lld experts per layer and step", r.experts_read,
+                      static_cast<long long>(config.n_experts));
+      std::printf("%s, %d threads%s: %.2f t/s is %.0f%% of the memory limit %.2f t/s (reading %.1f GB/s%s)\n",
                   r.test.c_str(), r.threads, sequences(r).c_str(), r.avg_ts(), 100.0 * r.avg_ts() / limit_ts(r),
-                  limit_ts(r), r.read_rate() / 1e9);
+                  limit_ts(r), r.read_rate() / 1e9, experts);
     }
     for (const auto& p : peaks) {
       std::printf("int8 peak, %d threads: %.1f G multiply-accumulates/s\n", p.first, p.second / 1e9);

@@ -1,6 +1,7 @@
 // Why this file exists: Model::weight_bytes_per_token() is the denominator of the decoding speed limit
 // that bench --bandwidth reports, so it must count exactly what one token reads: every matrix once,
-// the share of the experts the router picks, and not the embedding table. The expectation here is
+// the share of the experts the router picks, and not the embedding table (and weight_bytes_per_step
+// what a step reads whose tokens route to a given number of experts). The expectation here is
 // summed independently from the files' own tensor list.
 #include <doctest/doctest.h>
 
@@ -39,6 +40,7 @@ TEST_CASE("weight bytes per token: every matrix of a dense model, not the embedd
     const uint64_t bytes = (*model)->weight_bytes_per_token();
     CHECK(bytes == expected_bytes((*model)->files(), 0));
     CHECK(bytes < (*model)->files().total_bytes());
+    CHECK((*model)->weight_bytes_per_step(8.0) == bytes);  // no experts to route to
   }
 }
 
@@ -49,6 +51,15 @@ TEST_CASE("weight bytes per token: a mixture of experts reads the chosen share o
     REQUIRE(model);
     REQUIRE((*model)->config().n_experts_used == 2);
     CHECK((*model)->weight_bytes_per_token() == expected_bytes((*model)->files(), 2));
+    // Several tokens in one step: the experts they route to between them, at most all of them.
+    const int64_t n_experts = (*model)->config().n_experts;
+    for (int64_t read = 0; read <= n_experts; ++read)
+      CHECK((*model)->weight_bytes_per_step(static_cast<double>(read)) == expected_bytes((*model)->files(), read));
+    CHECK((*model)->weight_bytes_per_step(static_cast<double>(n_experts) + 5.0) == expected_bytes((*model)->files(), n_experts));
+    const uint64_t three = expected_bytes((*model)->files(), 3), four = expected_bytes((*model)->files(), 4);
+    const uint64_t between = (*model)->weight_bytes_per_step(3.5);  // an average over layers and steps
+    CHECK(between > three);
+    CHECK(between < four);
   }
   // A composition that routes each token to one expert reads half as many expert bytes.
   using OneExpert = bora::Transformer<bora::GroupedQueryAttention<bora::CausalAttention>, bora::RollingKvCache<bora::f16>,

@@ -61,6 +61,7 @@ class ScriptedModel final : public bora::Model {
   const bora::ModelFiles& files() const override { return inner_->files(); }
   const char* preset_name() const override { return inner_->preset_name(); }
   uint64_t weight_bytes_per_token() const override { return inner_->weight_bytes_per_token(); }
+  uint64_t weight_bytes_per_step(double experts) const override { return inner_->weight_bytes_per_step(experts); }
   bora::Expected<std::unique_ptr<bora::KvSequence>> create_sequence(const bora::SequenceParams& p) const override {
     return inner_->create_sequence(p);
   }

@@ -60,6 +60,10 @@ class Model {
   // from. Decoding reads them all once per token, so memory bandwidth / this is the fastest decoding
   // the machine allows (examples/bench --bandwidth measures both).
   virtual uint64_t weight_bytes_per_token() const = 0;
+  // Bytes of weights one forward step reads when, in every layer, its tokens route to `experts`
+  // distinct experts (an average over layers may be fractional; a dense model ignores it). Sequences
+  // decoding together share a step's reads, but their tokens route to more experts than one token's.
+  virtual uint64_t weight_bytes_per_step(double experts) const = 0;
   // A sequence's KV cache, and the buffers and threads of forward steps (see model/context.hpp).
   virtual Expected<std::unique_ptr<KvSequence>> create_sequence(const SequenceParams& params) const = 0;
   virtual Expected<std::unique_ptr<Workspace>> create_workspace(const WorkspaceParams& params) const = 0;
@@ -232,6 +236,10 @@ class Transformer final : public Model {
 
   uint64_t weight_bytes_per_token() const override {
     const ModelConfig& c = config();
+    return weight_bytes_per_step(static_cast<double>(std::min<int64_t>(FeedForward::experts_per_token(c), c.n_experts)));
+  }
+  uint64_t weight_bytes_per_step(double experts_read) const override {
+    const ModelConfig& c = config();
     uint64_t bytes = weights_.output.bytes, experts = 0;
     for (const LayerWeights& l : weights_.layers) {
       for (const TensorView* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3, &l.router}) bytes += m->bytes;
@@ -239,8 +247,8 @@ class Transformer final : public Model {
         for (const TensorView& expert : *role) experts += expert.bytes;
     }
     if (c.n_experts > 0) {
-      const int64_t used = std::min<int64_t>(FeedForward::experts_per_token(c), c.n_experts);
-      bytes += experts / static_cast<uint64_t>(c.n_experts) * static_cast<uint64_t>(used);
+      const double read = std::min(std::max(experts_read, 0.0), static_cast<double>(c.n_experts));
+      bytes += static_cast<uint64_t>(static_cast<double>(experts / static_cast<uint64_t>(c.n_experts)) * read + 0.5);
     }
     return bytes;
   }

@@ -50,6 +50,7 @@ class LanguageModel final : public Model {
   const ModelFiles& files() const override { return weights_->files(); }
   const char* preset_name() const override { return weights_->preset_name(); }
   uint64_t weight_bytes_per_token() const override { return weights_->weight_bytes_per_token(); }
+  uint64_t weight_bytes_per_step(double experts) const override { return weights_->weight_bytes_per_step(experts); }
   Expected<std::unique_ptr<KvSequence>> create_sequence(const SequenceParams& params) const override {
     return weights_->create_sequence(params);
   }
