@@ -1179,7 +1179,7 @@ constexpr int64_t X512TokenBytes(int64_t n) {
 // which integer addition joins exactly.
 template <class Tokens, int kLevels, int T, int kGroups = 8>
 HWY_INLINE void X512TileSums(const __m512i* u, const uint8_t* block, int first, __m512i (&sums)[T]) {
-  constexpr int kChains = T == 1 ? 4 : T == 2 ? 2 : 1;
+  constexpr int kChains = T == 1 ? 4 : T <= 3 ? 2 : 1;  // chains of all tokens together cover the latency
   for (int level = 0; level < kLevels; ++level) {
     __m512i chains[kChains][T];
     HWY_UNROLL(8)
@@ -1216,9 +1216,9 @@ HWY_INLINE void X512TileTokens(const uint8_t* tile, int64_t ahead, int64_t block
 // kSums and kSumFactor (which sums of the activations it needs, X512TokenBlocks), and
 // Dot<Tokens, kLevels, T>(tile, ahead, blocks, tokens, acc): acc[t] lane i = row i's product with
 // token t, prefetching each block's bytes `ahead` bytes further on (0: none).
-// Every tile meets the tokens eight at a time while it sits in L1/L2, so the weights come from memory
-// once for all of them; a thread's range may start or end inside a tile (its other lanes are computed
-// and not stored).
+// Every tile meets the tokens eight at a time, then the rest (1-7) in one group, while it sits in
+// L1/L2, so the weights come from memory once for all of them; a thread's range may start or end
+// inside a tile (its other lanes are computed and not stored).
 template <class Tiles, int kLevels>
 HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8ActivationRow* const* x,
                               int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end,
@@ -1226,13 +1226,22 @@ HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8Act
   const int64_t blocks = n / Tiles::kValues;
   const int64_t tile_bytes = 16 * blocks * Tiles::kBytes;
   const int64_t token_bytes = X512TokenBytes<Tiles, kLevels>(n);
-  // The same groups of 8, 4, 2 and 1 tokens as the sweep below.
+  // Groups of eight tokens, then the rest as one group: one more pass over each tile at most (as
+  // 4 + 2 + 1, seven tokens took three; a mixture of experts' step gives its experts such counts).
+  // The same groups as the sweep below.
   auto for_each_group = [&](auto visit) {
     int64_t t = 0;
     for (; t + 8 <= n_tokens; t += 8) visit(std::integral_constant<int, 8>(), t);
-    if (t + 4 <= n_tokens) visit(std::integral_constant<int, 4>(), t), t += 4;
-    if (t + 2 <= n_tokens) visit(std::integral_constant<int, 2>(), t), t += 2;
-    if (t < n_tokens) visit(std::integral_constant<int, 1>(), t);
+    switch (n_tokens - t) {
+      case 7: visit(std::integral_constant<int, 7>(), t); break;
+      case 6: visit(std::integral_constant<int, 6>(), t); break;
+      case 5: visit(std::integral_constant<int, 5>(), t); break;
+      case 4: visit(std::integral_constant<int, 4>(), t); break;
+      case 3: visit(std::integral_constant<int, 3>(), t); break;
+      case 2: visit(std::integral_constant<int, 2>(), t); break;
+      case 1: visit(std::integral_constant<int, 1>(), t); break;
+      default: break;
+    }
   };
   for_each_group([&](auto group, int64_t t) {
     X512TokenBlocks<kLevels, decltype(group)::value, Tiles::kSums>::template Pack<Tiles>(x + t, n / 32,

@@ -772,7 +772,9 @@ TEST_CASE("a row-tiled matrix gives a token the same products alone, batched or 
 
       for (bool two_level : {false, true}) {
         CAPTURE(two_level);
-        for (int64_t count : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{9}, n_tokens}) {
+        // Every remainder after groups of eight (1-7), a group of eight and one, two groups and seven.
+        for (int64_t count : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4}, int64_t{5}, int64_t{6}, int64_t{7},
+                              int64_t{9}, int64_t{15}, n_tokens}) {
           CAPTURE(count);
           std::vector<float> together_plain = fresh(), together_tiled = fresh();
           std::vector<const uint8_t*> hi_rows, lo_rows;
