@@ -8276,6 +8276,100 @@ namespace detail {
 constexpr uint64_t kSharedTileBytes = 256 * 1024;
 }  // namespace detail
 
+// One weight product y = w x over a batch of row groups (see linear() for the rules).
+struct LinearJob {
+  const TensorView* w = nullptr;
+  Activations x;
+  const RowGroup* groups = nullptr;
+  size_t n_groups = 0;
+  float* y_base = nullptr;
+  float* residual_scratch = nullptr;  // for two-level activations over several tokens, else null
+};
+
+namespace detail {
+// Output rows [begin, end) of one job, on the calling thread.
+inline void linear_rows(const LinearJob& job, int64_t begin, int64_t end) {
+  const TensorView& w = *job.w;
+  const Activations& x = job.x;
+  const RowGroup* groups = job.groups;
+  const size_t n_groups = job.n_groups;
+  const int64_t rows = w.rows(), width = w.row_length();
+  const bool fast = x.int8 != nullptr && is_block_quantized(w.type);
+  const bool two_level = fast && x.int8_residual != nullptr && job.residual_scratch != nullptr;
+  const int64_t q8_bytes = fast ? ops::q8_row_bytes(width) : 0;
+  const uint64_t row_bytes = w.row_bytes() > 0 ? w.row_bytes() : 1;
+  const int64_t tile_rows = static_cast<int64_t>(std::max<uint64_t>(1, kSharedTileBytes / row_bytes));
+  auto output_of = [&](const RowGroup& g) { return g.y != nullptr ? g.y : job.y_base + g.first_row * rows; };
+  // Single-token groups, a chunk at a time over tiles of weight rows that stay in cache.
+  constexpr size_t kChunk = 16;
+  const uint8_t* hi[kChunk];
+  const uint8_t* lo[kChunk];
+  const float* exact[kChunk];
+  float* out[kChunk];
+  size_t next = 0;
+  while (next < n_groups) {
+    size_t count = 0;
+    for (; next < n_groups && count < kChunk; ++next) {
+      const RowGroup& g = groups[next];
+      if (g.n_rows != 1) continue;
+      out[count] = output_of(g);
+      if (fast) {
+        hi[count] = x.int8 + g.first_row * q8_bytes;
+        lo[count] = two_level ? x.int8_residual + g.first_row * q8_bytes : nullptr;
+      } else {
+        exact[count] = x.f32 + g.first_row * width;
+      }
+      ++count;
+    }
+    if (count == 0) break;
+    if (fast) {
+      // The kernels tile the rows themselves, so each token's activations are prepared once.
+      ops::matvec_q8_tokens(w, hi, two_level ? lo : nullptr, static_cast<int64_t>(count), out, begin, end);
+      continue;
+    }
+    for (int64_t tile = begin; tile < end; tile += tile_rows) {
+      const int64_t tile_end = std::min(end, tile + tile_rows);
+      for (size_t t = 0; t < count; ++t) ops::matvec_f32(w, exact[t], out[t], tile, tile_end);
+    }
+  }
+  for (size_t i = 0; i < n_groups; ++i) {
+    const RowGroup& g = groups[i];
+    if (g.n_rows < 2) continue;
+    float* out_rows = output_of(g);
+    if (fast) {
+      ops::matmul_q8(w, x.int8 + g.first_row * q8_bytes, g.n_rows, out_rows, rows, begin, end);
+      if (two_level) {
+        // Prefill is compute-bound, so this second pass costs compute rather than bandwidth.
+        float* extra = job.residual_scratch + g.first_row * rows;
+        ops::matmul_q8(w, x.int8_residual + g.first_row * q8_bytes, g.n_rows, extra, rows, begin, end);
+        for (int64_t t = 0; t < g.n_rows; ++t)
+          for (int64_t r = begin; r < end; ++r) out_rows[t * rows + r] += extra[t * rows + r];
+      }
+    } else {
+      ops::matmul_f32(w, x.f32 + g.first_row * width, g.n_rows, out_rows, rows, begin, end);
+    }
+  }
+}
+}  // namespace detail
+
+// Several products in one parallel loop: their output rows are split across the threads as one
+// range, so the threads meet once for all of them (a mixture of experts' step runs the w1 and w3 of
+// every chosen expert this way) and each streams its share of the weights without waiting between
+// matrices. Every row is computed as linear() computes it, whichever thread takes it.
+inline void linear_many(ThreadPool& pool, int max_threads, const LinearJob* jobs, size_t n_jobs) {
+  int64_t total = 0;
+  for (size_t j = 0; j < n_jobs; ++j) total += jobs[j].w->rows();
+  pool.parallel_for(total, [&](int64_t begin, int64_t end, int) {
+    int64_t first_row = 0;  // of job j within the joint range
+    for (size_t j = 0; j < n_jobs && first_row < end; ++j) {
+      const int64_t rows = jobs[j].w->rows();
+      const int64_t b = std::max<int64_t>(begin - first_row, 0), e = std::min<int64_t>(end - first_row, rows);
+      if (b < e) detail::linear_rows(jobs[j], b, e);
+      first_row += rows;
+    }
+  }, max_threads);
+}
+
 // y = w x for a batch of row groups. Batch invariance rests on one rule: a row's products depend on
 // its group alone. A group of one row (a decoding sequence) is always computed as the one-token kernel
 // computes it, whatever else is in the batch (ops::matvec_q8_tokens): those rows meet tiles of weight
@@ -8285,64 +8379,14 @@ constexpr uint64_t kSharedTileBytes = 256 * 1024;
 // thread count. Float weights always take the exact path.
 inline void linear(ThreadPool& pool, int max_threads, const TensorView& w, const Activations& x,
                    const RowGroup* groups, size_t n_groups, float* y_base, float* residual_scratch = nullptr) {
-  const int64_t rows = w.rows(), width = w.row_length();
-  const bool fast = x.int8 != nullptr && is_block_quantized(w.type);
-  const bool two_level = fast && x.int8_residual != nullptr && residual_scratch != nullptr;
-  const int64_t q8_bytes = fast ? ops::q8_row_bytes(width) : 0;
-  const uint64_t row_bytes = w.row_bytes() > 0 ? w.row_bytes() : 1;
-  const int64_t tile_rows = static_cast<int64_t>(std::max<uint64_t>(1, detail::kSharedTileBytes / row_bytes));
-  auto output_of = [&](const RowGroup& g) { return g.y != nullptr ? g.y : y_base + g.first_row * rows; };
-  pool.parallel_for(rows, [&](int64_t begin, int64_t end, int) {
-    // Single-token groups, a chunk at a time over tiles of weight rows that stay in cache.
-    constexpr size_t kChunk = 16;
-    const uint8_t* hi[kChunk];
-    const uint8_t* lo[kChunk];
-    const float* exact[kChunk];
-    float* out[kChunk];
-    size_t next = 0;
-    while (next < n_groups) {
-      size_t count = 0;
-      for (; next < n_groups && count < kChunk; ++next) {
-        const RowGroup& g = groups[next];
-        if (g.n_rows != 1) continue;
-        out[count] = output_of(g);
-        if (fast) {
-          hi[count] = x.int8 + g.first_row * q8_bytes;
-          lo[count] = two_level ? x.int8_residual + g.first_row * q8_bytes : nullptr;
-        } else {
-          exact[count] = x.f32 + g.first_row * width;
-        }
-        ++count;
-      }
-      if (count == 0) break;
-      if (fast) {
-        // The kernels tile the rows themselves, so each token's activations are prepared once.
-        ops::matvec_q8_tokens(w, hi, two_level ? lo : nullptr, static_cast<int64_t>(count), out, begin, end);
-        continue;
-      }
-      for (int64_t tile = begin; tile < end; tile += tile_rows) {
-        const int64_t tile_end = std::min(end, tile + tile_rows);
-        for (size_t t = 0; t < count; ++t) ops::matvec_f32(w, exact[t], out[t], tile, tile_end);
-      }
-    }
-    for (size_t i = 0; i < n_groups; ++i) {
-      const RowGroup& g = groups[i];
-      if (g.n_rows < 2) continue;
-      float* out = output_of(g);
-      if (fast) {
-        ops::matmul_q8(w, x.int8 + g.first_row * q8_bytes, g.n_rows, out, rows, begin, end);
-        if (two_level) {
-          // Prefill is compute-bound, so this second pass costs compute rather than bandwidth.
-          float* extra = residual_scratch + g.first_row * rows;
-          ops::matmul_q8(w, x.int8_residual + g.first_row * q8_bytes, g.n_rows, extra, rows, begin, end);
-          for (int64_t t = 0; t < g.n_rows; ++t)
-            for (int64_t r = begin; r < end; ++r) out[t * rows + r] += extra[t * rows + r];
-        }
-      } else {
-        ops::matmul_f32(w, x.f32 + g.first_row * width, g.n_rows, out, rows, begin, end);
-      }
-    }
-  }, max_threads);
+  LinearJob job;
+  job.w = &w;
+  job.x = x;
+  job.groups = groups;
+  job.n_groups = n_groups;
+  job.y_base = y_base;
+  job.residual_scratch = residual_scratch;
+  linear_many(pool, max_threads, &job, 1);
 }
 
 // The same for n_tokens rows of one sequence: y[t][r] = dot(w.row(r), x[t]).
@@ -9405,18 +9449,31 @@ inline Expected<ModelWeights> bind_weights(const ModelFiles& files) {
 
 namespace bora {
 
+// One SwiGLU's weights and the rows of its input it runs on (a dense FFN: all of them; an expert:
+// the rows routed to it), grouped by sequence as linear() expects.
+struct SwiGLUPass {
+  const TensorView* w1 = nullptr;
+  const TensorView* w2 = nullptr;
+  const TensorView* w3 = nullptr;
+  const RowGroup* groups = nullptr;
+  size_t n_groups = 0;
+};
+
 // Buffers a feed-forward call may use, sized by the transformer for its largest chunk.
 struct FeedForwardScratch {
   float* gate = nullptr;      // [n_tokens][hidden_dim]
   float* up = nullptr;        // [n_tokens][hidden_dim]
-  float* gathered = nullptr;  // [n_tokens][dim]   (MoE: the tokens routed to one expert)
+  float* gathered = nullptr;  // [n_tokens][dim]   (MoE: the tokens routed to the experts of a wave)
   float* expert_out = nullptr;  // [n_tokens][dim] (MoE)
   float* router_logits = nullptr;  // [n_tokens][n_experts] (MoE)
   int32_t* routed_tokens = nullptr;  // [n_tokens] (MoE)
   float* routed_weights = nullptr;   // [n_tokens] (MoE)
   int32_t* chosen = nullptr;         // [n_tokens][top_k] (MoE)
   float* chosen_weights = nullptr;   // [n_tokens][top_k] (MoE)
-  RowGroup* expert_groups = nullptr;  // [n_tokens] (MoE: the groups of the tokens routed to one expert)
+  RowGroup* expert_groups = nullptr;  // [n_tokens] (MoE: the groups of the tokens routed to the experts of a wave)
+  SwiGLUPass* expert_passes = nullptr;  // [n_experts] (MoE)
+  LinearJob* expert_jobs = nullptr;     // [2 * n_experts] (MoE)
+  int64_t rows_capacity = 0;  // rows gate, up, gathered, expert_out and quantized hold (n_batch)
   uint8_t* quantized = nullptr;  // int8 activations buffer for the fast path; null = exact f32 path
   std::vector<int32_t>* expert_trace = nullptr;  // when set, MoE appends layer, position, ids...
   int64_t layer = 0;
@@ -9425,19 +9482,35 @@ struct FeedForwardScratch {
 };
 
 namespace detail {
-// w2(silu(w1 x) * w3 x) for the rows of x, grouped by sequence (see linear()), written to out.
-inline void swiglu(ThreadPool& pool, const FeedForwardScratch& s, const TensorView& w1, const TensorView& w2,
-                   const TensorView& w3, const float* x, const RowGroup* groups, size_t n_groups, int64_t n,
-                   int64_t hidden, float* out) {
-  const int64_t dim = w1.row_length();
+// w2(silu(w1 x) * w3 x) for the rows of x, each pass over its own groups of rows, written to the
+// same rows of out. The w1 and w3 products of all passes share one parallel loop and their w2
+// products another, so several experts cost the threads as many meetings as one. `jobs` holds
+// 2 * n_passes.
+inline void swiglu(ThreadPool& pool, const FeedForwardScratch& s, const SwiGLUPass* passes, size_t n_passes,
+                   const float* x, int64_t n, int64_t hidden, float* out, LinearJob* jobs) {
+  if (n_passes == 0) return;
+  const int64_t dim = passes[0].w1->row_length();
   const Activations input = quantize_activations(pool, s.max_threads, x, n, dim, s.quantized);
-  linear(pool, s.max_threads, w1, input, groups, n_groups, s.gate);
-  linear(pool, s.max_threads, w3, input, groups, n_groups, s.up);
+  auto job = [](const TensorView* w, const Activations& a, const SwiGLUPass& p, float* y) {
+    LinearJob j;
+    j.w = w;
+    j.x = a;
+    j.groups = p.groups;
+    j.n_groups = p.n_groups;
+    j.y_base = y;
+    return j;
+  };
+  for (size_t i = 0; i < n_passes; ++i) {
+    jobs[2 * i] = job(passes[i].w1, input, passes[i], s.gate);
+    jobs[2 * i + 1] = job(passes[i].w3, input, passes[i], s.up);
+  }
+  linear_many(pool, s.max_threads, jobs, 2 * n_passes);
   pool.parallel_for(n, [&](int64_t begin, int64_t end, int) {
     for (int64_t t = begin; t < end; ++t) ops::silu_mul(s.gate + t * hidden, s.up + t * hidden, hidden);
   }, s.max_threads);
-  linear(pool, s.max_threads, w2, quantize_activations(pool, s.max_threads, s.gate, n, hidden, s.quantized), groups,
-         n_groups, out);
+  const Activations hidden_input = quantize_activations(pool, s.max_threads, s.gate, n, hidden, s.quantized);
+  for (size_t i = 0; i < n_passes; ++i) jobs[i] = job(passes[i].w2, hidden_input, passes[i], out);
+  linear_many(pool, s.max_threads, jobs, n_passes);
 }
 }  // namespace detail
 
@@ -9450,7 +9523,14 @@ struct DenseSwiGLU {
   // `groups` split the n rows of x by sequence; each row's result depends on its group alone.
   static void forward(const LayerWeights& w, const ModelConfig& c, const float* x, const RowGroup* groups,
                       size_t n_groups, int64_t n, float* out, const FeedForwardScratch& s, ThreadPool& pool) {
-    detail::swiglu(pool, s, w.w1, w.w2, w.w3, x, groups, n_groups, n, c.hidden_dim, out);
+    SwiGLUPass pass;
+    pass.w1 = &w.w1;
+    pass.w2 = &w.w2;
+    pass.w3 = &w.w3;
+    pass.groups = groups;
+    pass.n_groups = n_groups;
+    LinearJob jobs[2];
+    detail::swiglu(pool, s, &pass, 1, x, n, c.hidden_dim, out, jobs);
   }
 };
 
@@ -9501,9 +9581,24 @@ struct SparseMoE {
       }
       for (int64_t i = 0; i < dim; ++i) out[t * dim + i] = 0.0f;
     }
+    // The chosen experts run in waves, one swiglu each, of as many as the buffers' rows_capacity rows
+    // hold: decoding steps route k rows per sequence and run every expert in one wave; a prompt chunk
+    // of n_batch tokens takes about k. A token's experts add to its output in ascending order.
+    int64_t m = 0;  // rows gathered for this wave
+    size_t n_passes = 0, n_wave_groups = 0;
+    auto run_wave = [&] {
+      detail::swiglu(pool, s, s.expert_passes, n_passes, s.gathered, m, c.hidden_dim, s.expert_out, s.expert_jobs);
+      for (int64_t i = 0; i < m; ++i)
+        ops::axpy(s.routed_weights[i], s.expert_out + i * dim, out + s.routed_tokens[i] * dim, dim);
+      m = 0;
+      n_passes = n_wave_groups = 0;
+    };
     for (int32_t e = 0; e < n_experts; ++e) {
-      int64_t m = 0;
-      size_t n_expert_groups = 0;
+      int64_t routed = 0;
+      for (int64_t i = 0; i < n * k; ++i) routed += s.chosen[i] == e ? 1 : 0;
+      if (routed == 0) continue;
+      if (m + routed > s.rows_capacity) run_wave();
+      const size_t first_group = n_wave_groups;
       for (size_t g = 0; g < n_groups; ++g) {
         const int64_t group_start = m;
         for (int64_t t = groups[g].first_row; t < groups[g].first_row + groups[g].n_rows; ++t) {
@@ -9515,14 +9610,16 @@ struct SparseMoE {
             ++m;
           }
         }
-        if (m > group_start) s.expert_groups[n_expert_groups++] = RowGroup{group_start, m - group_start, nullptr};
+        if (m > group_start) s.expert_groups[n_wave_groups++] = RowGroup{group_start, m - group_start, nullptr};
       }
-      if (m == 0) continue;
-      detail::swiglu(pool, s, w.expert_w1[e], w.expert_w2[e], w.expert_w3[e], s.gathered, s.expert_groups,
-                     n_expert_groups, m, c.hidden_dim, s.expert_out);
-      for (int64_t i = 0; i < m; ++i)
-        ops::axpy(s.routed_weights[i], s.expert_out + i * dim, out + s.routed_tokens[i] * dim, dim);
+      SwiGLUPass& pass = s.expert_passes[n_passes++];
+      pass.w1 = &w.expert_w1[e];
+      pass.w2 = &w.expert_w2[e];
+      pass.w3 = &w.expert_w3[e];
+      pass.groups = s.expert_groups + first_group;
+      pass.n_groups = n_wave_groups - first_group;
     }
+    if (n_passes > 0) run_wave();
   }
 };
 
@@ -9829,6 +9926,8 @@ class Transformer final : public Model {
     PageBuffer<int32_t> chosen, routed_tokens;
     PageBuffer<int64_t> positions;
     PageBuffer<RowGroup> groups, expert_groups, logit_groups;
+    PageBuffer<SwiGLUPass> expert_passes;
+    PageBuffer<LinearJob> expert_jobs;
     PageBuffer<uint8_t> quantized;  // int8 activations (fast path)
     PageBuffer<uint8_t> quantized_residual;  // their second level, for the attention projections
     PageBuffer<float> residual_products;     // products of the second level (prefill)
@@ -9991,6 +10090,8 @@ class Transformer final : public Model {
       sized(ws->chosen, n, k, "routing");
       sized(ws->routed_tokens, n, k, "routing");
       sized(ws->expert_groups, n, 1, "routing");
+      sized(ws->expert_passes, c.n_experts, 1, "routing");
+      sized(ws->expert_jobs, c.n_experts, 2, "routing");
     }
     if (failed != nullptr) {
       return make_error(ErrorCode::kOutOfMemory, "context: the %s buffer for n_batch %lld could not be allocated",
@@ -10177,6 +10278,9 @@ class Transformer final : public Model {
       s.chosen = ws.chosen.data();
       s.chosen_weights = ws.chosen_weights.data();
       s.expert_groups = ws.expert_groups.data();
+      s.expert_passes = ws.expert_passes.data();
+      s.expert_jobs = ws.expert_jobs.data();
+      s.rows_capacity = ws.params_.n_batch;
       s.quantized = quantized;
       s.expert_trace = ws.params_.expert_trace;
       s.layer = l;

@@ -40,10 +40,10 @@ struct Script {
 // Runs the scripts side by side (step s runs every script whose steps[s] > 0) and returns the logits
 // of script 0 after each of its steps, concatenated.
 std::vector<float> run(const bora::Model& model, const std::vector<Script>& scripts, int threads, bool exact,
-                       int64_t sliding_window) {
+                       int64_t sliding_window, int64_t n_batch = 64) {
   const int64_t vocab = model.config().vocab_size;
   bora::WorkspaceParams wp;
-  wp.n_batch = 64;
+  wp.n_batch = n_batch;
   wp.n_threads = threads;
   wp.n_threads_batch = threads;
   wp.f32_activations = exact;
@@ -116,6 +116,10 @@ TEST_CASE("a sequence's logits are the same bits alone, batched with 7 others, a
       CHECK(same_bits(alone, run(**model, {target}, 2, exact, -1)));
       CHECK(same_bits(alone, run(**model, batch, 1, exact, -1)));
       CHECK(same_bits(alone, run(**model, batch, 2, exact, -1)));
+      // A mixture of experts runs its chosen experts in waves of at most n_batch routed rows: the
+      // batch's first step (39 tokens, 78 routed rows) takes two or more, cut between other experts at
+      // n_batch 39 than at 64, while the target alone runs every expert in one.
+      if ((*model)->config().n_experts > 0) CHECK(same_bits(alone, run(**model, batch, 2, exact, -1, 39)));
     }
   }
 }

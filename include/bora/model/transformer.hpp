@@ -185,6 +185,8 @@ class Transformer final : public Model {
     PageBuffer<int32_t> chosen, routed_tokens;
     PageBuffer<int64_t> positions;
     PageBuffer<RowGroup> groups, expert_groups, logit_groups;
+    PageBuffer<SwiGLUPass> expert_passes;
+    PageBuffer<LinearJob> expert_jobs;
     PageBuffer<uint8_t> quantized;  // int8 activations (fast path)
     PageBuffer<uint8_t> quantized_residual;  // their second level, for the attention projections
     PageBuffer<float> residual_products;     // products of the second level (prefill)
@@ -347,6 +349,8 @@ class Transformer final : public Model {
       sized(ws->chosen, n, k, "routing");
       sized(ws->routed_tokens, n, k, "routing");
       sized(ws->expert_groups, n, 1, "routing");
+      sized(ws->expert_passes, c.n_experts, 1, "routing");
+      sized(ws->expert_jobs, c.n_experts, 2, "routing");
     }
     if (failed != nullptr) {
       return make_error(ErrorCode::kOutOfMemory, "context: the %s buffer for n_batch %lld could not be allocated",
@@ -533,6 +537,9 @@ class Transformer final : public Model {
       s.chosen = ws.chosen.data();
       s.chosen_weights = ws.chosen_weights.data();
       s.expert_groups = ws.expert_groups.data();
+      s.expert_passes = ws.expert_passes.data();
+      s.expert_jobs = ws.expert_jobs.data();
+      s.rows_capacity = ws.params_.n_batch;
       s.quantized = quantized;
       s.expert_trace = ws.params_.expert_trace;
       s.layer = l;
