@@ -7690,6 +7690,11 @@ bool prefers_row_tiles(WeightType type);
 // Token t's quantized row starts at xq + t * q8_row_bytes(w.row_length()); y as in matmul_f32.
 void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
                int64_t row_begin, int64_t row_end);
+// The same with two-level activations (xq_lo[t] = quantize_residual_q8 of token t, at the same offsets):
+// token t's products are bit-identical to matvec_q8_two_level's for it alone. Row-tiled matrices take
+// both levels in one sweep of the tiles (their integers added per block) for a chunk of tokens at a time.
+void matmul_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, int64_t n_tokens, float* y,
+                         int64_t y_stride, int64_t row_begin, int64_t row_end);
 
 }  // namespace ops
 }  // namespace bora
@@ -8336,7 +8341,11 @@ inline void linear_rows(const LinearJob& job, int64_t begin, int64_t end) {
     const RowGroup& g = groups[i];
     if (g.n_rows < 2) continue;
     float* out_rows = output_of(g);
-    if (fast) {
+    if (fast && two_level && w.row_tiles) {
+      // One sweep of the tiles for both levels: the same bits as each token decoding alone.
+      ops::matmul_q8_two_level(w, x.int8 + g.first_row * q8_bytes, x.int8_residual + g.first_row * q8_bytes,
+                               g.n_rows, out_rows, rows, begin, end);
+    } else if (fast) {
       ops::matmul_q8(w, x.int8 + g.first_row * q8_bytes, g.n_rows, out_rows, rows, begin, end);
       if (two_level) {
         // Prefill is compute-bound, so this second pass costs compute rather than bandwidth.
@@ -16166,6 +16175,27 @@ void matvec_q8_tokens(const TensorView& w, const uint8_t* const* xq_hi, const ui
       static_cast<size_t>(laid_out * kernels::decode_scratch_bytes(n)));
   HWY_DYNAMIC_DISPATCH(MatvecQ8TokensKernel)(w.type, w.data, w.row_bytes(), n, xq_hi, xq_lo, n_tokens, y, row_begin,
                                              row_end, scratch);
+}
+
+void matmul_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, int64_t n_tokens, float* y,
+                         int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  if (row_end <= row_begin || n_tokens <= 0) return;
+  const int64_t n = w.row_length();
+  const uint8_t* hi[kernels::kTiledTokens];
+  const uint8_t* lo[kernels::kTiledTokens];
+  float* out[kernels::kTiledTokens];
+  // Tiles: as many tokens per sweep as matmul_q8 lays out with one level, halved (two levels take twice
+  // the bytes). Other layouts: the decoding kernel's chunk of 16.
+  const int64_t chunk = w.row_tiles ? kernels::tiled_prompt_tokens(2 * n) : 16;
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += chunk) {
+    const int64_t count = std::min(chunk, n_tokens - t0);
+    for (int64_t t = 0; t < count; ++t) {
+      hi[t] = xq_hi + (t0 + t) * q8_row_bytes(n);
+      lo[t] = xq_lo + (t0 + t) * q8_row_bytes(n);
+      out[t] = y + (t0 + t) * y_stride;
+    }
+    matvec_q8_tokens(w, hi, lo, count, out, row_begin, row_end);
+  }
 }
 
 void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,

@@ -824,6 +824,32 @@ TEST_CASE("a row-tiled matrix gives a token the same products alone, batched or 
   });
 }
 
+TEST_CASE("a prompt's two-level products equal each token's alone, in ordinary rows and row tiles, across chunks") {
+  const WeightType kTileTypes[] = {WeightType::kQ4_0, WeightType::kQ8_0, WeightType::kQ4_K, WeightType::kQ5_K,
+                                   WeightType::kQ6_K};
+  for_each_target_and_type(kTileTypes, [](WeightType type) {
+    // 8192-value rows: two levels of a token take 16 KiB, so 17 tokens sweep the tiles in two chunks.
+    const int64_t n = 8192, rows = 32, n_tokens = 17, begin = 3, end = 29, stride = bora::ops::q8_row_bytes(n);
+    const TestMatrix plain = make_matrix(type, n, rows, 4100u);
+    const TestMatrix tiled = tiled_copy(plain);
+    const std::vector<float> x = random_floats(static_cast<size_t>(n * n_tokens), 95);
+    const std::vector<uint8_t> hi = quantize_tokens(x, n, n_tokens);
+    std::vector<uint8_t> lo(hi.size());
+    for (int64_t t = 0; t < n_tokens; ++t)
+      bora::ops::quantize_residual_q8(x.data() + t * n, hi.data() + t * stride, n, lo.data() + t * stride);
+    for (const TestMatrix* m : {&plain, &tiled}) {
+      const bool is_tiled = m == &tiled;
+      CAPTURE(is_tiled);
+      std::vector<float> prompt(static_cast<size_t>(rows * n_tokens), 4242.0f), alone = prompt;
+      bora::ops::matmul_q8_two_level(m->view, hi.data(), lo.data(), n_tokens, prompt.data(), rows, begin, end);
+      for (int64_t t = 0; t < n_tokens; ++t)
+        bora::ops::matvec_q8_two_level(m->view, hi.data() + t * stride, lo.data() + t * stride, alone.data() + t * rows,
+                                       begin, end);
+      CHECK(std::memcmp(prompt.data(), alone.data(), prompt.size() * sizeof(float)) == 0);
+    }
+  });
+}
+
 TEST_CASE("K-quant products reach their largest integer sums without overflow, in ordinary rows and row tiles") {
   // Every value at its largest (Q4_K 15, Q5_K 31: all nibbles and fifth bits set, scale 1, min 0) met by
   // activations at +-127 gives the largest sums a kernel can hold in 16 bits before widening them.

@@ -131,7 +131,11 @@ inline void linear_rows(const LinearJob& job, int64_t begin, int64_t end) {
     const RowGroup& g = groups[i];
     if (g.n_rows < 2) continue;
     float* out_rows = output_of(g);
-    if (fast) {
+    if (fast && two_level && w.row_tiles) {
+      // One sweep of the tiles for both levels: the same bits as each token decoding alone.
+      ops::matmul_q8_two_level(w, x.int8 + g.first_row * q8_bytes, x.int8_residual + g.first_row * q8_bytes,
+                               g.n_rows, out_rows, rows, begin, end);
+    } else if (fast) {
       ops::matmul_q8(w, x.int8 + g.first_row * q8_bytes, g.n_rows, out_rows, rows, begin, end);
       if (two_level) {
         // Prefill is compute-bound, so this second pass costs compute rather than bandwidth.

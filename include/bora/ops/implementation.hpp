@@ -400,6 +400,27 @@ void matvec_q8_tokens(const TensorView& w, const uint8_t* const* xq_hi, const ui
                                              row_end, scratch);
 }
 
+void matmul_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, int64_t n_tokens, float* y,
+                         int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  if (row_end <= row_begin || n_tokens <= 0) return;
+  const int64_t n = w.row_length();
+  const uint8_t* hi[kernels::kTiledTokens];
+  const uint8_t* lo[kernels::kTiledTokens];
+  float* out[kernels::kTiledTokens];
+  // Tiles: as many tokens per sweep as matmul_q8 lays out with one level, halved (two levels take twice
+  // the bytes). Other layouts: the decoding kernel's chunk of 16.
+  const int64_t chunk = w.row_tiles ? kernels::tiled_prompt_tokens(2 * n) : 16;
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += chunk) {
+    const int64_t count = std::min(chunk, n_tokens - t0);
+    for (int64_t t = 0; t < count; ++t) {
+      hi[t] = xq_hi + (t0 + t) * q8_row_bytes(n);
+      lo[t] = xq_lo + (t0 + t) * q8_row_bytes(n);
+      out[t] = y + (t0 + t) * y_stride;
+    }
+    matvec_q8_tokens(w, hi, lo, count, out, row_begin, row_end);
+  }
+}
+
 void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
                int64_t row_begin, int64_t row_end) {
   if (row_end <= row_begin || n_tokens <= 0) return;

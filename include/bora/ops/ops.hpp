@@ -126,6 +126,11 @@ bool prefers_row_tiles(WeightType type);
 // Token t's quantized row starts at xq + t * q8_row_bytes(w.row_length()); y as in matmul_f32.
 void matmul_q8(const TensorView& w, const uint8_t* xq, int64_t n_tokens, float* y, int64_t y_stride,
                int64_t row_begin, int64_t row_end);
+// The same with two-level activations (xq_lo[t] = quantize_residual_q8 of token t, at the same offsets):
+// token t's products are bit-identical to matvec_q8_two_level's for it alone. Row-tiled matrices take
+// both levels in one sweep of the tiles (their integers added per block) for a chunk of tokens at a time.
+void matmul_q8_two_level(const TensorView& w, const uint8_t* xq_hi, const uint8_t* xq_lo, int64_t n_tokens, float* y,
+                         int64_t y_stride, int64_t row_begin, int64_t row_end);
 
 }  // namespace ops
 }  // namespace bora
