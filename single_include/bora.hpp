@@ -3363,6 +3363,10 @@ inline bool PrefersRowTilesKernel(WeightType type) {
 #endif
 }
 
+// Whether MatvecQ8TiledKernel needs its scratch: the 512-bit kernels lay the tokens out there, the
+// 256-bit ones read them in place.
+inline bool TiledKernelLaysOutTokensKernel() { return BORA_OPS_X86_VNNI != 0; }
+
 // Products of a matrix in row tiles (quant/row_tiles.hpp), for every token count: decoding one
 // sequence (xq_lo for the two-level activations, or null), several at once, or a prompt. With 512-bit
 // VNNI the tile kernel computes each (row, token) as the prefill kernel does, so results do not
@@ -8288,7 +8292,10 @@ struct LinearJob {
   const RowGroup* groups = nullptr;
   size_t n_groups = 0;
   float* y_base = nullptr;
-  float* residual_scratch = nullptr;  // for two-level activations over several tokens, else null
+  // Room for the second level's products of a prompt on a matrix not in row tiles (tokens x rows
+  // floats), so the batched kernel can take that level in a pass of its own; with null those prompts go
+  // through the decoding kernel. Row-tiled matrices never use it.
+  float* residual_scratch = nullptr;
 };
 
 namespace detail {
@@ -8300,7 +8307,7 @@ inline void linear_rows(const LinearJob& job, int64_t begin, int64_t end) {
   const size_t n_groups = job.n_groups;
   const int64_t rows = w.rows(), width = w.row_length();
   const bool fast = x.int8 != nullptr && is_block_quantized(w.type);
-  const bool two_level = fast && x.int8_residual != nullptr && job.residual_scratch != nullptr;
+  const bool two_level = fast && x.int8_residual != nullptr;
   const int64_t q8_bytes = fast ? ops::q8_row_bytes(width) : 0;
   const uint64_t row_bytes = w.row_bytes() > 0 ? w.row_bytes() : 1;
   const int64_t tile_rows = static_cast<int64_t>(std::max<uint64_t>(1, kSharedTileBytes / row_bytes));
@@ -8341,8 +8348,9 @@ inline void linear_rows(const LinearJob& job, int64_t begin, int64_t end) {
     const RowGroup& g = groups[i];
     if (g.n_rows < 2) continue;
     float* out_rows = output_of(g);
-    if (fast && two_level && w.row_tiles) {
-      // One sweep of the tiles for both levels: the same bits as each token decoding alone.
+    if (fast && two_level && (w.row_tiles || job.residual_scratch == nullptr)) {
+      // One sweep of the tiles for both levels: the same bits as each token decoding alone (untiled
+      // rows go through the decoding kernel too when no scratch holds a second pass).
       ops::matmul_q8_two_level(w, x.int8 + g.first_row * q8_bytes, x.int8_residual + g.first_row * q8_bytes,
                                g.n_rows, out_rows, rows, begin, end);
     } else if (fast) {
@@ -10088,7 +10096,13 @@ class Transformer final : public Model {
       const int64_t q8_row_bytes_narrow = ops::q8_row_bytes((std::max(dim, q_dim) + 31) / 32 * 32);
       sized(ws->quantized, n, q8_row_bytes_wide, "int8 activations");
       sized(ws->quantized_residual, n, q8_row_bytes_narrow, "int8 activations");
-      sized(ws->residual_products, n, std::max(std::max(q_dim, kv_dim), dim), "int8 activations");
+      // Only prompts on attention projections outside row tiles need room for a second pass.
+      bool untiled_projection = false;
+      for (const LayerWeights& l : weights_.layers)
+        for (const TensorView* p : {&l.wq, &l.wk, &l.wv, &l.wo})
+          untiled_projection = untiled_projection || (is_block_quantized(p->type) && !p->row_tiles);
+      if (untiled_projection)
+        sized(ws->residual_products, n, std::max(std::max(q_dim, kv_dim), dim), "int8 activations");
     }
     if (FeedForward::kSparse) {
       sized(ws->gathered, n, dim, "expert activations");
@@ -15846,6 +15860,7 @@ HWY_EXPORT(MatvecQ8TokensKernel);
 HWY_EXPORT(Int8DotPeakKernel);
 HWY_EXPORT(PrefersRowTilesKernel);
 HWY_EXPORT(MatvecQ8TiledKernel);
+HWY_EXPORT(TiledKernelLaysOutTokensKernel);
 
 namespace detail {
 
@@ -16097,10 +16112,11 @@ inline void tiled_q8_products(const TensorView& w, const uint8_t* const* xq_hi, 
                               int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
   const int64_t n = w.row_length();
   if (prefers_row_tiles(w.type)) {
+    const bool lays_out = HWY_DYNAMIC_DISPATCH(TiledKernelLaysOutTokensKernel)();
     const int64_t laid_out = std::min(n_tokens, kernels::kTiledTokens);
-    uint8_t* scratch = thread_scratch<PackedActivations, uint8_t>(
+    uint8_t* scratch = !lays_out ? nullptr : thread_scratch<PackedActivations, uint8_t>(
         static_cast<size_t>(kernels::tiled_scratch_bytes(n, laid_out, xq_lo != nullptr ? 2 : 1)));
-    if (scratch != nullptr) {
+    if (scratch != nullptr || !lays_out) {
       HWY_DYNAMIC_DISPATCH(MatvecQ8TiledKernel)(w.type, w.data, n, xq_hi, xq_lo, n_tokens, y, row_begin, row_end,
                                                 scratch);
       return;

@@ -114,3 +114,38 @@ TEST_CASE("linear_many computes every product bit for bit as linear() alone, at 
     }
   }
 }
+
+TEST_CASE("a prompt's two-level products equal each token's alone on row tiles, and on other rows without a scratch") {
+  constexpr int64_t kWidth = 256, kRows = 48, kTokens = 5;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(kTokens * kWidth));
+  for (float& value : x) value = normal(rng);
+  std::vector<uint8_t> hi(static_cast<size_t>(kTokens * bora::ops::q8_row_bytes(kWidth)));
+  std::vector<uint8_t> lo(hi.size());
+  bora::ThreadPool pool(2);
+  const bora::Activations a = bora::quantize_activations_two_level(pool, 2, x.data(), kTokens, kWidth, hi.data(), lo.data());
+  REQUIRE(a.int8_residual != nullptr);
+  for (bora::WeightType type : {bora::WeightType::kQ4_0, bora::WeightType::kQ8_0}) {
+    for (bool tiled : {false, true}) {
+      CAPTURE(bora::weight_type_name(type));
+      CAPTURE(tiled);
+      const linear_many_test::Matrix m = linear_many_test::quantized_matrix(type, kWidth, kRows, 5, tiled);
+      std::vector<float> alone(static_cast<size_t>(kTokens * kRows), -1.0f);
+      for (int64_t t = 0; t < kTokens; ++t) {
+        const bora::RowGroup token{t, 1, nullptr};
+        bora::linear(pool, 2, m.view, a, &token, 1, alone.data());
+      }
+      const bora::RowGroup prompt{0, kTokens, nullptr};
+      std::vector<float> without_scratch(alone.size(), -1.0f), with_scratch(alone.size(), -1.0f);
+      std::vector<float> scratch(alone.size());
+      bora::linear(pool, 2, m.view, a, &prompt, 1, without_scratch.data());
+      bora::linear(pool, 2, m.view, a, &prompt, 1, with_scratch.data(), scratch.data());
+      CHECK(std::memcmp(without_scratch.data(), alone.data(), alone.size() * sizeof(float)) == 0);
+      // Untiled rows with a scratch take the second level in a batched pass of its own: the same sums in
+      // another order of f32 additions.
+      if (tiled) CHECK(std::memcmp(with_scratch.data(), alone.data(), alone.size() * sizeof(float)) == 0);
+      for (size_t i = 0; i < alone.size(); ++i) CHECK(with_scratch[i] == doctest::Approx(alone[i]).epsilon(1e-4));
+    }
+  }
+}

@@ -78,7 +78,10 @@ struct LinearJob {
   const RowGroup* groups = nullptr;
   size_t n_groups = 0;
   float* y_base = nullptr;
-  float* residual_scratch = nullptr;  // for two-level activations over several tokens, else null
+  // Room for the second level's products of a prompt on a matrix not in row tiles (tokens x rows
+  // floats), so the batched kernel can take that level in a pass of its own; with null those prompts go
+  // through the decoding kernel. Row-tiled matrices never use it.
+  float* residual_scratch = nullptr;
 };
 
 namespace detail {
@@ -90,7 +93,7 @@ inline void linear_rows(const LinearJob& job, int64_t begin, int64_t end) {
   const size_t n_groups = job.n_groups;
   const int64_t rows = w.rows(), width = w.row_length();
   const bool fast = x.int8 != nullptr && is_block_quantized(w.type);
-  const bool two_level = fast && x.int8_residual != nullptr && job.residual_scratch != nullptr;
+  const bool two_level = fast && x.int8_residual != nullptr;
   const int64_t q8_bytes = fast ? ops::q8_row_bytes(width) : 0;
   const uint64_t row_bytes = w.row_bytes() > 0 ? w.row_bytes() : 1;
   const int64_t tile_rows = static_cast<int64_t>(std::max<uint64_t>(1, kSharedTileBytes / row_bytes));
@@ -131,8 +134,9 @@ inline void linear_rows(const LinearJob& job, int64_t begin, int64_t end) {
     const RowGroup& g = groups[i];
     if (g.n_rows < 2) continue;
     float* out_rows = output_of(g);
-    if (fast && two_level && w.row_tiles) {
-      // One sweep of the tiles for both levels: the same bits as each token decoding alone.
+    if (fast && two_level && (w.row_tiles || job.residual_scratch == nullptr)) {
+      // One sweep of the tiles for both levels: the same bits as each token decoding alone (untiled
+      // rows go through the decoding kernel too when no scratch holds a second pass).
       ops::matmul_q8_two_level(w, x.int8 + g.first_row * q8_bytes, x.int8_residual + g.first_row * q8_bytes,
                                g.n_rows, out_rows, rows, begin, end);
     } else if (fast) {

@@ -338,7 +338,13 @@ class Transformer final : public Model {
       const int64_t q8_row_bytes_narrow = ops::q8_row_bytes((std::max(dim, q_dim) + 31) / 32 * 32);
       sized(ws->quantized, n, q8_row_bytes_wide, "int8 activations");
       sized(ws->quantized_residual, n, q8_row_bytes_narrow, "int8 activations");
-      sized(ws->residual_products, n, std::max(std::max(q_dim, kv_dim), dim), "int8 activations");
+      // Only prompts on attention projections outside row tiles need room for a second pass.
+      bool untiled_projection = false;
+      for (const LayerWeights& l : weights_.layers)
+        for (const TensorView* p : {&l.wq, &l.wk, &l.wv, &l.wo})
+          untiled_projection = untiled_projection || (is_block_quantized(p->type) && !p->row_tiles);
+      if (untiled_projection)
+        sized(ws->residual_products, n, std::max(std::max(q_dim, kv_dim), dim), "int8 activations");
     }
     if (FeedForward::kSparse) {
       sized(ws->gathered, n, dim, "expert activations");

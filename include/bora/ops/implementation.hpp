@@ -69,6 +69,7 @@ HWY_EXPORT(MatvecQ8TokensKernel);
 HWY_EXPORT(Int8DotPeakKernel);
 HWY_EXPORT(PrefersRowTilesKernel);
 HWY_EXPORT(MatvecQ8TiledKernel);
+HWY_EXPORT(TiledKernelLaysOutTokensKernel);
 
 namespace detail {
 
@@ -320,10 +321,11 @@ inline void tiled_q8_products(const TensorView& w, const uint8_t* const* xq_hi, 
                               int64_t n_tokens, float* const* y, int64_t row_begin, int64_t row_end) {
   const int64_t n = w.row_length();
   if (prefers_row_tiles(w.type)) {
+    const bool lays_out = HWY_DYNAMIC_DISPATCH(TiledKernelLaysOutTokensKernel)();
     const int64_t laid_out = std::min(n_tokens, kernels::kTiledTokens);
-    uint8_t* scratch = thread_scratch<PackedActivations, uint8_t>(
+    uint8_t* scratch = !lays_out ? nullptr : thread_scratch<PackedActivations, uint8_t>(
         static_cast<size_t>(kernels::tiled_scratch_bytes(n, laid_out, xq_lo != nullptr ? 2 : 1)));
-    if (scratch != nullptr) {
+    if (scratch != nullptr || !lays_out) {
       HWY_DYNAMIC_DISPATCH(MatvecQ8TiledKernel)(w.type, w.data, n, xq_hi, xq_lo, n_tokens, y, row_begin, row_end,
                                                 scratch);
       return;

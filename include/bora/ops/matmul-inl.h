@@ -320,6 +320,10 @@ inline bool PrefersRowTilesKernel(WeightType type) {
 #endif
 }
 
+// Whether MatvecQ8TiledKernel needs its scratch: the 512-bit kernels lay the tokens out there, the
+// 256-bit ones read them in place.
+inline bool TiledKernelLaysOutTokensKernel() { return BORA_OPS_X86_VNNI != 0; }
+
 // Products of a matrix in row tiles (quant/row_tiles.hpp), for every token count: decoding one
 // sequence (xq_lo for the two-level activations, or null), several at once, or a prompt. With 512-bit
 // VNNI the tile kernel computes each (row, token) as the prefill kernel does, so results do not
