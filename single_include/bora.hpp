@@ -199,6 +199,22 @@ HWY_INLINE void X86PrefetchAhead(const uint8_t* p, int bytes, int distance) {
     _mm_prefetch(reinterpret_cast<const char*>(ahead + static_cast<uintptr_t>(line)), _MM_HINT_T0);
 }
 
+// How a 512-bit tile kernel prefetches the weights ahead of each block it reads: `distance` bytes further
+// on (0: none), into L1, or with `to_l2` only as far as L2.
+struct TilePrefetch {
+  int64_t distance = 0;
+  bool to_l2 = false;
+};
+
+HWY_INLINE void X86PrefetchAhead(const uint8_t* p, int bytes, TilePrefetch ahead) {
+  const uintptr_t first = reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(ahead.distance);
+  for (int line = 0; line < bytes; line += 64) {
+    const char* address = reinterpret_cast<const char*>(first + static_cast<uintptr_t>(line));
+    if (ahead.to_l2) _mm_prefetch(address, _MM_HINT_T1);
+    else _mm_prefetch(address, _MM_HINT_T0);
+  }
+}
+
 // How far ahead the super-block (K-quant and Q6_K) kernels prefetch, in bytes: like the Q8_0 / Q4_0
 // kernels' 256 blocks, it makes their speed independent of row alignment. 6 KiB measured ~5-8%
 // faster than 2 KiB per token on the Q4_K_M 7B file at one thread (per weight class, three
@@ -1202,7 +1218,7 @@ HWY_INLINE void X512TileSums(const __m512i* u, const uint8_t* block, int first, 
 
 // Tokens [t, t + T) (laid out at `tokens`) against one tile, written to y for the rows in `lanes`.
 template <class Tiles, int kLevels, int T>
-HWY_INLINE void X512TileTokens(const uint8_t* tile, int64_t ahead, int64_t blocks, const uint8_t* tokens,
+HWY_INLINE void X512TileTokens(const uint8_t* tile, TilePrefetch ahead, int64_t blocks, const uint8_t* tokens,
                                float* const* y, int64_t tile_row, __mmask16 lanes) {
   __m512 acc[T];
   Tiles::template Dot<X512TokenBlocks<kLevels, T, Tiles::kSums>, kLevels, T>(tile, ahead, blocks, tokens, acc);
@@ -1252,14 +1268,20 @@ HWY_INLINE void TiledProducts(const uint8_t* data, int64_t n, const quant::Q8Act
     const int64_t first = row_begin > tile_row ? row_begin - tile_row : 0;
     const int64_t last = row_end - tile_row < 16 ? row_end - tile_row : 16;
     const __mmask16 lanes = static_cast<__mmask16>(((1u << last) - 1u) & ~((1u << first) - 1u));
-    // With several tokens the first pass over a tile prefetches the next tile: the later passes find
-    // it in L2. One token streams through the tiles once, prefetching Tiles::kAheadAlone bytes ahead
+    // One token streams through the tiles once, prefetching Tiles::kAheadAlone bytes ahead into L1
     // (6 KiB: without, the loads wait on memory; prefetching a whole tile ahead evicts them from L1).
-    int64_t ahead = n_tokens > 1 ? (tile_row + 16 < row_end ? tile_bytes : 0) : Tiles::kAheadAlone;
+    // With several tokens the first pass over a tile prefetches kSeveralAhead bytes ahead into L2, where
+    // the later passes find the tile too. Prefetching the whole next tile into L1 instead read memory
+    // slower (2 threads on a Zen 5, twelve 4096 x 14336 matrices in turn from memory, GB/s of weights,
+    // whole next tile -> 12 KiB into L2, alternating in one process: Q4_0 3 tokens 31.4 -> 33.2 in a
+    // slow minute, 43.8 -> 47.9 in a fast one; Q4_K 3 tokens 29.5 -> 29.0 and 33.5 -> 46.7; Q6_K 3
+    // tokens 27.7 -> 31.2; 8 tokens Q4_0 30.7 -> 30.7, Q4_K 23.2 -> 28.9, Q6_K 20.8 -> 24.7).
+    constexpr int64_t kSeveralAhead = 12 * 1024;
+    TilePrefetch ahead = n_tokens > 1 ? TilePrefetch{kSeveralAhead, true} : TilePrefetch{Tiles::kAheadAlone, false};
     for_each_group([&](auto group, int64_t t) {
       X512TileTokens<Tiles, kLevels, decltype(group)::value>(tile, ahead, blocks, scratch + t * token_bytes, y + t,
                                                              tile_row, lanes);
-      ahead = 0;
+      ahead = TilePrefetch{};
     });
   }
 }
@@ -1768,14 +1790,14 @@ struct X512LegacyTiles {
   static constexpr float kSumFactor = kIsQ8 ? 128.0f : 8.0f;
 
   template <class Tokens, int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t blocks, const uint8_t* tokens,
+  static HWY_INLINE void Dot(const uint8_t* tile, TilePrefetch ahead, int64_t blocks, const uint8_t* tokens,
                              __m512 (&acc)[T]) {
     HWY_UNROLL(8)
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* block = tile + b * 16 * kBytes;
       const uint8_t* token_block = tokens + b * Tokens::kBytes;
-      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
+      if (ahead.distance != 0) X86PrefetchAhead(block, 16 * kBytes, ahead);
       const __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
       __m512i u[8];
       X512TileValues<kIsQ8>(block, u);
@@ -2331,7 +2353,7 @@ struct X512KQuantTiles {
   static constexpr float kSumFactor = 1.0f;
 
   template <class Tokens, int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t supers, const uint8_t* tokens,
+  static HWY_INLINE void Dot(const uint8_t* tile, TilePrefetch ahead, int64_t supers, const uint8_t* tokens,
                              __m512 (&acc)[T]) {
     const __m512i nibble = _mm512_set1_epi8(15);
     HWY_UNROLL(8)
@@ -2340,7 +2362,7 @@ struct X512KQuantTiles {
     HWY_ALIGN float mins[8][16];
     for (int64_t s = 0; s < supers; ++s) {
       const uint8_t* block = tile + s * 16 * kBytes;
-      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
+      if (ahead.distance != 0) X86PrefetchAhead(block, 16 * kBytes, ahead);
       X512KTileScalesMins(block, scales, mins);
       const uint8_t* quants = block + 16 * KQuantLayout<kHasHighBit>::kQuantsOffset;
       const uint8_t* high_bits = block + 16 * KQuantLayout<kHasHighBit>::kHighBitsOffset;
@@ -2741,14 +2763,14 @@ struct X512Q6_KTiles {
   static constexpr float kSumFactor = 1.0f;
 
   template <class Tokens, int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t supers, const uint8_t* tokens,
+  static HWY_INLINE void Dot(const uint8_t* tile, TilePrefetch ahead, int64_t supers, const uint8_t* tokens,
                              __m512 (&acc)[T]) {
     const __m512i nibble = _mm512_set1_epi8(15), two_bits = _mm512_set1_epi8(3);
     HWY_UNROLL(8)
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t s = 0; s < supers; ++s) {
       const uint8_t* block = tile + s * 16 * kBytes;
-      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
+      if (ahead.distance != 0) X86PrefetchAhead(block, 16 * kBytes, ahead);
       const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
       const uint8_t* quants = block + 16 * 18;
       for (int h = 0; h < 2; ++h) {

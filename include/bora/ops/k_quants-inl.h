@@ -419,7 +419,7 @@ struct X512KQuantTiles {
   static constexpr float kSumFactor = 1.0f;
 
   template <class Tokens, int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t supers, const uint8_t* tokens,
+  static HWY_INLINE void Dot(const uint8_t* tile, TilePrefetch ahead, int64_t supers, const uint8_t* tokens,
                              __m512 (&acc)[T]) {
     const __m512i nibble = _mm512_set1_epi8(15);
     HWY_UNROLL(8)
@@ -428,7 +428,7 @@ struct X512KQuantTiles {
     HWY_ALIGN float mins[8][16];
     for (int64_t s = 0; s < supers; ++s) {
       const uint8_t* block = tile + s * 16 * kBytes;
-      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
+      if (ahead.distance != 0) X86PrefetchAhead(block, 16 * kBytes, ahead);
       X512KTileScalesMins(block, scales, mins);
       const uint8_t* quants = block + 16 * KQuantLayout<kHasHighBit>::kQuantsOffset;
       const uint8_t* high_bits = block + 16 * KQuantLayout<kHasHighBit>::kHighBitsOffset;

@@ -416,14 +416,14 @@ struct X512LegacyTiles {
   static constexpr float kSumFactor = kIsQ8 ? 128.0f : 8.0f;
 
   template <class Tokens, int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t blocks, const uint8_t* tokens,
+  static HWY_INLINE void Dot(const uint8_t* tile, TilePrefetch ahead, int64_t blocks, const uint8_t* tokens,
                              __m512 (&acc)[T]) {
     HWY_UNROLL(8)
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* block = tile + b * 16 * kBytes;
       const uint8_t* token_block = tokens + b * Tokens::kBytes;
-      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
+      if (ahead.distance != 0) X86PrefetchAhead(block, 16 * kBytes, ahead);
       const __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
       __m512i u[8];
       X512TileValues<kIsQ8>(block, u);

@@ -283,14 +283,14 @@ struct X512Q6_KTiles {
   static constexpr float kSumFactor = 1.0f;
 
   template <class Tokens, int kLevels, int T>
-  static HWY_INLINE void Dot(const uint8_t* tile, int64_t ahead, int64_t supers, const uint8_t* tokens,
+  static HWY_INLINE void Dot(const uint8_t* tile, TilePrefetch ahead, int64_t supers, const uint8_t* tokens,
                              __m512 (&acc)[T]) {
     const __m512i nibble = _mm512_set1_epi8(15), two_bits = _mm512_set1_epi8(3);
     HWY_UNROLL(8)
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t s = 0; s < supers; ++s) {
       const uint8_t* block = tile + s * 16 * kBytes;
-      if (ahead != 0) X86PrefetchAhead(block, 16 * kBytes, static_cast<int>(ahead));
+      if (ahead.distance != 0) X86PrefetchAhead(block, 16 * kBytes, ahead);
       const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
       const uint8_t* quants = block + 16 * 18;
       for (int h = 0; h < 2; ++h) {

@@ -53,6 +53,22 @@ HWY_INLINE void X86PrefetchAhead(const uint8_t* p, int bytes, int distance) {
     _mm_prefetch(reinterpret_cast<const char*>(ahead + static_cast<uintptr_t>(line)), _MM_HINT_T0);
 }
 
+// How a 512-bit tile kernel prefetches the weights ahead of each block it reads: `distance` bytes further
+// on (0: none), into L1, or with `to_l2` only as far as L2.
+struct TilePrefetch {
+  int64_t distance = 0;
+  bool to_l2 = false;
+};
+
+HWY_INLINE void X86PrefetchAhead(const uint8_t* p, int bytes, TilePrefetch ahead) {
+  const uintptr_t first = reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(ahead.distance);
+  for (int line = 0; line < bytes; line += 64) {
+    const char* address = reinterpret_cast<const char*>(first + static_cast<uintptr_t>(line));
+    if (ahead.to_l2) _mm_prefetch(address, _MM_HINT_T1);
+    else _mm_prefetch(address, _MM_HINT_T0);
+  }
+}
+
 // How far ahead the super-block (K-quant and Q6_K) kernels prefetch, in bytes: like the Q8_0 / Q4_0
 // kernels' 256 blocks, it makes their speed independent of row alignment. 6 KiB measured ~5-8%
 // faster than 2 KiB per token on the Q4_K_M 7B file at one thread (per weight class, three
