@@ -134,7 +134,7 @@ inline void linear_rows(const LinearJob& job, int64_t begin, int64_t end) {
     const RowGroup& g = groups[i];
     if (g.n_rows < 2) continue;
     float* out_rows = output_of(g);
-    if (fast && two_level && (w.row_tiles || job.residual_scratch == nullptr)) {
+    if (two_level && (w.row_tiles || job.residual_scratch == nullptr)) {
       // One sweep of the tiles for both levels: the same bits as each token decoding alone (untiled
       // rows go through the decoding kernel too when no scratch holds a second pass).
       ops::matmul_q8_two_level(w, x.int8 + g.first_row * q8_bytes, x.int8_residual + g.first_row * q8_bytes,

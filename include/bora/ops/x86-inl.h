@@ -45,21 +45,15 @@ HWY_INLINE __m256 X86Accumulate(__m256i sums, __m256 scale, __m256 acc) {
   return _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc);
 }
 
-// Prefetches `bytes` of weights `distance` bytes ahead. The address may lie past the row (prefetches
-// never fault), hence integer arithmetic rather than pointer arithmetic.
-HWY_INLINE void X86PrefetchAhead(const uint8_t* p, int bytes, int distance) {
-  const uintptr_t ahead = reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(distance);
-  for (int line = 0; line < bytes; line += 64)
-    _mm_prefetch(reinterpret_cast<const char*>(ahead + static_cast<uintptr_t>(line)), _MM_HINT_T0);
-}
-
-// How a 512-bit tile kernel prefetches the weights ahead of each block it reads: `distance` bytes further
-// on (0: none), into L1, or with `to_l2` only as far as L2.
+// How a kernel prefetches the weights ahead of each block it reads: `distance` bytes further on (0:
+// none), into L1, or with `to_l2` only as far as L2.
 struct TilePrefetch {
   int64_t distance = 0;
   bool to_l2 = false;
 };
 
+// Prefetches `bytes` of weights as `ahead` says. The address may lie past the row (prefetches never
+// fault), hence integer arithmetic rather than pointer arithmetic.
 HWY_INLINE void X86PrefetchAhead(const uint8_t* p, int bytes, TilePrefetch ahead) {
   const uintptr_t first = reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(ahead.distance);
   for (int line = 0; line < bytes; line += 64) {
@@ -67,6 +61,11 @@ HWY_INLINE void X86PrefetchAhead(const uint8_t* p, int bytes, TilePrefetch ahead
     if (ahead.to_l2) _mm_prefetch(address, _MM_HINT_T1);
     else _mm_prefetch(address, _MM_HINT_T0);
   }
+}
+
+// The same `distance` bytes ahead into L1.
+HWY_INLINE void X86PrefetchAhead(const uint8_t* p, int bytes, int distance) {
+  X86PrefetchAhead(p, bytes, TilePrefetch{distance, false});
 }
 
 // How far ahead the super-block (K-quant and Q6_K) kernels prefetch, in bytes: like the Q8_0 / Q4_0
