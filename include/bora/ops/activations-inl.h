@@ -173,13 +173,11 @@ HWY_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int count) {
 #if BORA_OPS_X86_INT8
 
 // Sums of four adjacent u8 x s8 products per 32-bit lane. u <= 128 and |s| <= 127, so the 16-bit
-// pair sums of maddubs (at most 2 * 128 * 127) never saturate.
+// pair sums of maddubs (at most 2 * 128 * 127) never saturate. Not the 256-bit vpdpbusd even where
+// AVX-512 VNNI is: Highway 1.0.3's AVX3_DL target enables AVX-VNNI, so the compiler would encode it
+// in that extension's VEX form, which Ice Lake, Zen 4 and some virtual machines lack (SIGILL).
 HWY_INLINE __m256i X86DotU8S8(__m256i u, __m256i s) {
-#if BORA_OPS_X86_VNNI
-  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
-#else
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-#endif
 }
 
 // Signed x signed through the u8 x s8 instruction: |w| times s carrying w's sign.
