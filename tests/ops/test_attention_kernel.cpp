@@ -287,3 +287,46 @@ TEST_CASE("attention_block gives a key with a NaN score no weight, and leaves a 
     for (float x : out) CHECK(x == 7.0f);
   });
 }
+
+TEST_CASE("attention_block scores a key the same bits whether it meets the rows with three other keys, one or alone") {
+  // Keys 5 and 6 repeat keys 1 and 2; key k's value is the unit vector of dimension k, so a row's
+  // output in dimension k is key k's softmax weight. Keys 0-3 are scored four at a time where the
+  // target sums several scores' lanes together, 4-5 as a pair, 6 alone: the copies must weigh the same.
+  bora_test::for_each_target([&] {
+    for (KvElement type : {KvElement::kF32, KvElement::kF16}) {
+      for (int64_t group : {4, 2, 1}) {
+        for (int64_t head_dim : {128, 64}) {
+          CAPTURE(static_cast<int>(type));
+          CAPTURE(group);
+          CAPTURE(head_dim);
+          const Shape s{1, group, head_dim, 7};
+          StoredRows keys(type, s.n_keys, head_dim, 41), values(type, s.n_keys, head_dim, 42);
+          for (int64_t copy : {5, 6}) {
+            std::memcpy(keys.bytes.data() + copy * keys.row_bytes, keys.bytes.data() + (copy - 4) * keys.row_bytes,
+                        static_cast<size_t>(keys.row_bytes));
+          }
+          for (int64_t k = 0; k < s.n_keys; ++k) {
+            uint8_t* value = values.bytes.data() + k * values.row_bytes;
+            for (int64_t i = 0; i < head_dim; ++i) {
+              const float one_hot = i == k ? 1.0f : 0.0f;
+              if (type == KvElement::kF32) {
+                std::memcpy(value + 4 * i, &one_hot, 4);
+              } else {
+                const uint16_t half = bora::quant::f32_to_f16(one_hot);
+                std::memcpy(value + 2 * i, &half, 2);
+              }
+            }
+          }
+          const std::vector<float> q = random_queries(s, 43);
+          const std::vector<float> out = attend_in_blocks(s, q, keys, values, 0, {0}, {7}, {0, 7}, false);
+          for (int64_t r = 0; r < group; ++r) {
+            const float* row = out.data() + r * head_dim;
+            CHECK(row[1] > 0.0f);
+            CHECK(std::memcmp(&row[1], &row[5], 4) == 0);
+            CHECK(std::memcmp(&row[2], &row[6], 4) == 0);
+          }
+        }
+      }
+    }
+  });
+}

@@ -23,6 +23,7 @@
 
 #include "bora/ops/target-inl.h"
 #include "bora/ops/vector-inl.h"
+#include "bora/ops/x86-inl.h"
 
 BORA_OPS_BEFORE_NAMESPACE();
 namespace bora {
@@ -77,6 +78,85 @@ struct KvRowReader<KvElement::kQ8_0> {
   }
 };
 
+#if BORA_OPS_X86_INT8
+// On x86 a score's lanes are summed in one spelled-out tree: lane l with l + n/2, then the same on the
+// halved vector, down to one lane (X86Sum's order), so that X86LaneSums below, which sums the lanes of
+// several scores at once, gives every score the same bits as X86LaneSum does one at a time.
+HWY_INLINE float X86LaneSum(__m256 v) { return X86Sum(v); }
+#if HWY_TARGET <= HWY_AVX3
+HWY_INLINE float X86LaneSum(__m512 v) {
+  return X86Sum(_mm256_add_ps(_mm512_extractf32x8_ps(v, 0), _mm512_extractf32x8_ps(v, 1)));
+}
+
+// 16 scores' lanes, s[4 * k + r] = (row r, key k), summed in four rounds of the tree, each adding
+// two shuffles of a pair of vectors: 15 additions instead of 16 whole trees. Lanes 4r..4r+3 of the
+// result are row r's keys 0..3.
+HWY_INLINE __m512 X86LaneSums(const __m512 (&s)[16]) {
+  __m512 halves[8], quarters[4], eighths[2];
+  HWY_UNROLL(8)
+  for (int i = 0; i < 8; ++i) {  // lane l + lane l + 8: [s[2i] | s[2i + 1]], 8 lanes each
+    halves[i] = _mm512_add_ps(_mm512_shuffle_f32x4(s[2 * i], s[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(s[2 * i], s[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  HWY_UNROLL(8)
+  for (int i = 0; i < 4; ++i) {  // + 4: 128-bit block b holds s[4i + b]
+    quarters[i] = _mm512_add_ps(_mm512_shuffle_f32x4(halves[2 * i], halves[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm512_shuffle_f32x4(halves[2 * i], halves[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  HWY_UNROLL(8)
+  for (int i = 0; i < 2; ++i) {  // + 2: block b holds s[8i + b] (lanes 0-1) and s[8i + 4 + b] (2-3)
+    eighths[i] = _mm512_add_ps(_mm512_shuffle_ps(quarters[2 * i], quarters[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                               _mm512_shuffle_ps(quarters[2 * i], quarters[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  // + 1: block b lane j holds s[4j + b]
+  return _mm512_add_ps(_mm512_shuffle_ps(eighths[0], eighths[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_ps(eighths[0], eighths[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Writes lanes 4r..4r+3 of v to row[r] (four rows' scores of four keys).
+HWY_INLINE void X86StoreFourPerRow(__m512 v, float* const* row) {
+  _mm_storeu_ps(row[0], _mm512_extractf32x4_ps(v, 0));
+  _mm_storeu_ps(row[1], _mm512_extractf32x4_ps(v, 1));
+  _mm_storeu_ps(row[2], _mm512_extractf32x4_ps(v, 2));
+  _mm_storeu_ps(row[3], _mm512_extractf32x4_ps(v, 3));
+}
+#endif
+
+// 8 scores' lanes, s[2 * k + r] = (row r, key k): lanes 4r..4r+3 of the result are row r's keys 0..3.
+HWY_INLINE __m256 X86LaneSums(const __m256 (&s)[8]) {
+  __m256 halves[4], quarters[2];
+  HWY_UNROLL(8)
+  for (int i = 0; i < 4; ++i) {  // lane l + lane l + 4: [s[2i] | s[2i + 1]]
+    halves[i] = _mm256_add_ps(_mm256_permute2f128_ps(s[2 * i], s[2 * i + 1], 0x20),
+                              _mm256_permute2f128_ps(s[2 * i], s[2 * i + 1], 0x31));
+  }
+  HWY_UNROLL(8)
+  for (int i = 0; i < 2; ++i) {  // + 2: block b holds s[4i + b] (lanes 0-1) and s[4i + 2 + b] (2-3)
+    quarters[i] = _mm256_add_ps(_mm256_shuffle_ps(halves[2 * i], halves[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                _mm256_shuffle_ps(halves[2 * i], halves[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  // + 1: block b lane j holds s[2j + b]
+  return _mm256_add_ps(_mm256_shuffle_ps(quarters[0], quarters[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm256_shuffle_ps(quarters[0], quarters[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Writes lanes 4r..4r+3 of v to row[r] (two rows' scores of four keys).
+HWY_INLINE void X86StoreFourPerRow(__m256 v, float* const* row) {
+  _mm_storeu_ps(row[0], _mm256_castps256_ps128(v));
+  _mm_storeu_ps(row[1], _mm256_extractf128_ps(v, 1));
+}
+#endif  // BORA_OPS_X86_INT8
+
+// A query row's dot product with a key, from the vector of its lane-wise partial sums.
+HWY_INLINE float ScoreLaneSum(BlockF32 d, hn::Vec<BlockF32> v) {
+#if BORA_OPS_X86_INT8
+  (void)d;
+  return X86LaneSum(v.raw);
+#else
+  return hn::GetLane(hn::SumOfLanes(d, v));
+#endif
+}
+
 // kRows query rows of one token (the heads sharing a KV head, four at a time, so each key and value
 // vector is read once for all of them) against keys [key_begin, key_end) of the block. Every row's
 // arithmetic is its own: the same whatever rows it is computed beside.
@@ -98,7 +178,7 @@ HWY_INLINE void AttentionRowsOfToken(const AttentionRows& a, const float* const*
   const auto store_scores = [&](int r, int64_t j, int n_keys, const uint8_t* key0, const uint8_t* key1,
                                 hn::Vec<BlockF32> sum0, hn::Vec<BlockF32> sum1) {
     const uint8_t* key[2] = {key0, key1};
-    const float dot[2] = {hn::GetLane(hn::SumOfLanes(d, sum0)), hn::GetLane(hn::SumOfLanes(d, sum1))};
+    const float dot[2] = {ScoreLaneSum(d, sum0), ScoreLaneSum(d, sum1)};
     for (int u = 0; u < n_keys; ++u) {
       float score = dot[u];
       for (int64_t i = vector_end; i < head_dim; ++i) score += q[r][i] * Reader::value(key[u], i);
@@ -139,6 +219,45 @@ HWY_INLINE void AttentionRowsOfToken(const AttentionRows& a, const float* const*
     if constexpr (kRows > 3) store_scores(3, j, kKeys, key0, key1, s30, s31);
   };
   int64_t j = key_begin;
+#if BORA_OPS_X86_INT8
+  // Four keys at a time against as many rows as make a vector of scores (4 with AVX-512, 2 with
+  // AVX2), their lanes summed together: each score's products and sums are score_keys' own.
+#if HWY_TARGET <= HWY_AVX3
+  constexpr int kGroupRows = 4;  // BlockF32 holds 16 lanes
+#else
+  constexpr int kGroupRows = 2;
+#endif
+  if constexpr (kRows % kGroupRows == 0) {
+    if (vector_end == head_dim) {
+      using Raw = decltype(hn::Zero(d).raw);
+      const auto scale = hn::Set(d, a.scale);
+      for (; j + 4 <= key_end; j += 4) {
+        for (int r0 = 0; r0 < kRows; r0 += kGroupRows) {
+          Raw sums[4 * kGroupRows];
+          HWY_UNROLL(16)
+          for (int s = 0; s < 4 * kGroupRows; ++s) sums[s] = hn::Zero(d).raw;
+          for (int64_t i = 0; i < head_dim; i += lanes) {
+            hn::Vec<BlockF32> key[4];
+            HWY_UNROLL(4)
+            for (int k = 0; k < 4; ++k) key[k] = Reader::load(d, keys + (j + k) * key_stride, i);
+            HWY_UNROLL(4)
+            for (int r = 0; r < kGroupRows; ++r) {
+              const auto query = hn::LoadU(d, q[r0 + r] + i);
+              HWY_UNROLL(4)
+              for (int k = 0; k < 4; ++k) {
+                Raw& sum = sums[kGroupRows * k + r];
+                sum = hn::MulAdd(query, key[k], hn::Vec<BlockF32>{sum}).raw;
+              }
+            }
+          }
+          float* to[kGroupRows];
+          for (int r = 0; r < kGroupRows; ++r) to[r] = weights[r0 + r] + j;
+          X86StoreFourPerRow(hn::Mul(hn::Vec<BlockF32>{X86LaneSums(sums)}, scale).raw, to);
+        }
+      }
+    }
+  }
+#endif
   for (; j + 2 <= key_end; j += 2) score_keys(j, std::integral_constant<int, 2>());
   if (j < key_end) score_keys(j, std::integral_constant<int, 1>());
 
@@ -185,7 +304,47 @@ HWY_INLINE void AttentionRowsOfToken(const AttentionRows& a, const float* const*
     if (!fresh[r]) block = hn::MulAdd(hn::LoadU(d, out[r] + i), hn::Set(d, correction[r]), block);
     hn::StoreU(block, d, out[r] + i);
   };
-  for (int64_t i = 0; i < vector_end; i += lanes) {
+  int64_t i = 0;
+#if BORA_OPS_X86_INT8 && HWY_TARGET <= HWY_AVX3
+  // Two vectors of each value row at a time, so 16 sums are in flight instead of 8 (AVX-512 has the
+  // registers); every lane's chain of products is the one the loop below gives it.
+  for (; i + 2 * lanes <= vector_end; i += 2 * lanes) {
+    hn::Vec<BlockF32> even[kRows][2], odd[kRows][2];
+    HWY_UNROLL(4)
+    for (int r = 0; r < kRows; ++r) even[r][0] = even[r][1] = odd[r][0] = odd[r][1] = hn::Zero(d);
+    int64_t k = key_begin;
+    for (; k + 2 <= key_end; k += 2) {
+      const uint8_t* row0 = values + k * value_stride;
+      const uint8_t* row1 = row0 + value_stride;
+      const auto v00 = Reader::load(d, row0, i), v01 = Reader::load(d, row0, i + lanes);
+      const auto v10 = Reader::load(d, row1, i), v11 = Reader::load(d, row1, i + lanes);
+      HWY_UNROLL(4)
+      for (int r = 0; r < kRows; ++r) {
+        const auto w0 = hn::Set(d, weights[r][k]), w1 = hn::Set(d, weights[r][k + 1]);
+        even[r][0] = hn::MulAdd(w0, v00, even[r][0]);
+        even[r][1] = hn::MulAdd(w0, v01, even[r][1]);
+        odd[r][0] = hn::MulAdd(w1, v10, odd[r][0]);
+        odd[r][1] = hn::MulAdd(w1, v11, odd[r][1]);
+      }
+    }
+    if (k < key_end) {
+      const uint8_t* row0 = values + k * value_stride;
+      const auto v00 = Reader::load(d, row0, i), v01 = Reader::load(d, row0, i + lanes);
+      HWY_UNROLL(4)
+      for (int r = 0; r < kRows; ++r) {
+        const auto w0 = hn::Set(d, weights[r][k]);
+        even[r][0] = hn::MulAdd(w0, v00, even[r][0]);
+        even[r][1] = hn::MulAdd(w0, v01, even[r][1]);
+      }
+    }
+    HWY_UNROLL(4)
+    for (int r = 0; r < kRows; ++r) {
+      store_row(r, i, even[r][0], odd[r][0]);
+      store_row(r, i + lanes, even[r][1], odd[r][1]);
+    }
+  }
+#endif
+  for (; i < vector_end; i += lanes) {
     auto even0 = hn::Zero(d), odd0 = even0, even1 = even0, odd1 = even0, even2 = even0, odd2 = even0,
          even3 = even0, odd3 = even0;
     int64_t k = key_begin;
@@ -219,7 +378,7 @@ HWY_INLINE void AttentionRowsOfToken(const AttentionRows& a, const float* const*
     if constexpr (kRows > 2) store_row(2, i, even2, odd2);
     if constexpr (kRows > 3) store_row(3, i, even3, odd3);
   }
-  for (int64_t i = vector_end; i < head_dim; ++i) {
+  for (i = vector_end; i < head_dim; ++i) {
     for (int r = 0; r < kRows; ++r) {
       float acc = fresh[r] ? 0.0f : out[r][i] * correction[r];
       for (int64_t j = key_begin; j < key_end; ++j) acc += weights[r][j] * Reader::value(values + j * value_stride, i);
