@@ -304,47 +304,7 @@ HWY_INLINE void AttentionRowsOfToken(const AttentionRows& a, const float* const*
     if (!fresh[r]) block = hn::MulAdd(hn::LoadU(d, out[r] + i), hn::Set(d, correction[r]), block);
     hn::StoreU(block, d, out[r] + i);
   };
-  int64_t i = 0;
-#if BORA_OPS_X86_INT8 && HWY_TARGET <= HWY_AVX3
-  // Two vectors of each value row at a time, so 16 sums are in flight instead of 8 (AVX-512 has the
-  // registers); every lane's chain of products is the one the loop below gives it.
-  for (; i + 2 * lanes <= vector_end; i += 2 * lanes) {
-    hn::Vec<BlockF32> even[kRows][2], odd[kRows][2];
-    HWY_UNROLL(4)
-    for (int r = 0; r < kRows; ++r) even[r][0] = even[r][1] = odd[r][0] = odd[r][1] = hn::Zero(d);
-    int64_t k = key_begin;
-    for (; k + 2 <= key_end; k += 2) {
-      const uint8_t* row0 = values + k * value_stride;
-      const uint8_t* row1 = row0 + value_stride;
-      const auto v00 = Reader::load(d, row0, i), v01 = Reader::load(d, row0, i + lanes);
-      const auto v10 = Reader::load(d, row1, i), v11 = Reader::load(d, row1, i + lanes);
-      HWY_UNROLL(4)
-      for (int r = 0; r < kRows; ++r) {
-        const auto w0 = hn::Set(d, weights[r][k]), w1 = hn::Set(d, weights[r][k + 1]);
-        even[r][0] = hn::MulAdd(w0, v00, even[r][0]);
-        even[r][1] = hn::MulAdd(w0, v01, even[r][1]);
-        odd[r][0] = hn::MulAdd(w1, v10, odd[r][0]);
-        odd[r][1] = hn::MulAdd(w1, v11, odd[r][1]);
-      }
-    }
-    if (k < key_end) {
-      const uint8_t* row0 = values + k * value_stride;
-      const auto v00 = Reader::load(d, row0, i), v01 = Reader::load(d, row0, i + lanes);
-      HWY_UNROLL(4)
-      for (int r = 0; r < kRows; ++r) {
-        const auto w0 = hn::Set(d, weights[r][k]);
-        even[r][0] = hn::MulAdd(w0, v00, even[r][0]);
-        even[r][1] = hn::MulAdd(w0, v01, even[r][1]);
-      }
-    }
-    HWY_UNROLL(4)
-    for (int r = 0; r < kRows; ++r) {
-      store_row(r, i, even[r][0], odd[r][0]);
-      store_row(r, i + lanes, even[r][1], odd[r][1]);
-    }
-  }
-#endif
-  for (; i < vector_end; i += lanes) {
+  for (int64_t i = 0; i < vector_end; i += lanes) {
     auto even0 = hn::Zero(d), odd0 = even0, even1 = even0, odd1 = even0, even2 = even0, odd2 = even0,
          even3 = even0, odd3 = even0;
     int64_t k = key_begin;
@@ -378,7 +338,7 @@ HWY_INLINE void AttentionRowsOfToken(const AttentionRows& a, const float* const*
     if constexpr (kRows > 2) store_row(2, i, even2, odd2);
     if constexpr (kRows > 3) store_row(3, i, even3, odd3);
   }
-  for (i = vector_end; i < head_dim; ++i) {
+  for (int64_t i = vector_end; i < head_dim; ++i) {
     for (int r = 0; r < kRows; ++r) {
       float acc = fresh[r] ? 0.0f : out[r][i] * correction[r];
       for (int64_t j = key_begin; j < key_end; ++j) acc += weights[r][j] * Reader::value(values + j * value_stride, i);
